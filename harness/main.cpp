@@ -1,1 +1,352 @@
-int main() { return 0; }
+// nnpar: train one MLP under interchangeable parallelism strategies and compare them.
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include "config.hpp"
+#include "parity.hpp"
+#include "plugin_loader.hpp"
+#include "results.hpp"
+#include "runner.hpp"
+#include "nnpar/safetensors.hpp"
+
+namespace {
+
+using namespace nnpar;
+namespace fs = std::filesystem;
+
+// Exit codes, documented in README and --help.
+constexpr int kExitOk = 0;
+constexpr int kExitParityFailed = 1;
+constexpr int kExitError = 2;
+
+struct CommonOptions {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::vector<std::string> plugin_paths;
+  bool quiet = false;
+};
+
+void add_common(CLI::App* cmd, CommonOptions& o, bool config_required = true) {
+  auto* opt = cmd->add_option("CONFIG", o.config, "TOML configuration file (see docs/config.md)");
+  if (config_required) opt->required();
+  cmd->add_option("--set", o.overrides,
+                  "override a config key, e.g. --set train.lr=0.5 or --set strategy.serial.key=v "
+                  "(repeatable)")
+      ->type_name("KEY=VALUE");
+  cmd->add_option("--plugin-path", o.plugin_paths, "extra folder to search for plugins (repeatable)")
+      ->type_name("DIR");
+}
+
+std::string command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+  return s;
+}
+
+PluginRegistry make_registry(const RunConfig* config, const std::vector<std::string>& cli_paths) {
+  std::vector<fs::path> extra(cli_paths.begin(), cli_paths.end());
+  if (config != nullptr) extra.insert(extra.end(), config->plugin_paths.begin(), config->plugin_paths.end());
+  return PluginRegistry::standard(extra);
+}
+
+Datasets load_data_for(const RunConfig& config, bool quiet) {
+  Datasets data = load_datasets(config.data);
+  check_model_matches_data(config, data.train);
+  if (!quiet)
+    std::printf("data: %zu train / %zu test samples of %dx%d from %s\n", data.train.count,
+                data.test.count, data.train.rows, data.train.cols, config.data.dir.string().c_str());
+  return data;
+}
+
+fs::path checkpoint_target(const RunConfig& config, const std::string& cli_value, bool overwrite) {
+  fs::path target = cli_value.empty() ? config.output.save_checkpoint : fs::path(cli_value);
+  if (!target.empty() && fs::exists(target) && !overwrite)
+    throw std::runtime_error("checkpoint '" + target.string() +
+                             "' already exists; choose another name or pass --overwrite");
+  return target;
+}
+
+const char* class_name(ParityClass c) { return c == ParityClass::exact ? "exact" : "approx"; }
+
+int cmd_train(const CommonOptions& o, const std::string& strategy_label, const std::string& save,
+              bool overwrite, const std::string& argv_line) {
+  const RunConfig config = load_config(o.config, o.overrides);
+  const StrategyEntry* entry = &config.strategies.front();
+  StrategyEntry adhoc;
+  if (!strategy_label.empty()) {
+    entry = nullptr;
+    std::string known;
+    for (auto& s : config.strategies) {
+      if (s.label == strategy_label) entry = &s;
+      known += (known.empty() ? "" : ", ") + s.label;
+    }
+    // Not a configured label: a plugin name used with default options.
+    if (entry == nullptr) {
+      adhoc.name = adhoc.label = strategy_label;
+      adhoc.table = std::make_shared<toml::table>();
+      adhoc.where = "--strategy " + strategy_label;
+      entry = &adhoc;
+    }
+  }
+  const fs::path checkpoint = checkpoint_target(config, save, overwrite);
+  PluginRegistry plugins = make_registry(&config, o.plugin_paths);
+  plugins.find(entry->name);  // fail on a bad plugin before loading data
+  const Datasets data = load_data_for(config, o.quiet);
+  const std::vector<float> initial = initial_parameters(config);
+
+  const RunResult run = run_strategy(config, *entry, plugins, data, initial,
+                                     [&](const RunResult& r, const EpochRecord& e) {
+                                       if (!o.quiet)
+                                         std::printf("%s\n", format_epoch_line(r, e, config.train.epochs).c_str());
+                                       std::fflush(stdout);
+                                     });
+  std::printf("[%s] final test accuracy %.2f%%  (%zu samples), training %.3f s, %.0f samples/s on %s\n",
+              run.label.c_str(), 100 * run.final_test.accuracy, run.final_test.samples,
+              run.train_seconds, run.samples_per_second, run.device.c_str());
+  if (config.output.write_results) {
+    const auto json = run_to_json(config, run, nullptr, argv_line);
+    const fs::path file = write_new_file(config.output.dir, timestamp_for_files() + "-" + run.label,
+                                         ".json", json.dump(2) + "\n");
+    std::printf("results: %s\n", file.string().c_str());
+  }
+  if (!checkpoint.empty()) {
+    save_checkpoint(checkpoint, config.model, run.final_parameters,
+                    {{"strategy", run.label}, {"epochs", std::to_string(config.train.epochs)}});
+    std::printf("checkpoint: %s\n", checkpoint.string().c_str());
+  }
+  return kExitOk;
+}
+
+int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, const std::string& argv_line) {
+  const RunConfig config = load_config(o.config, o.overrides);
+  std::vector<StrategyEntry> entries;
+  for (auto& s : config.strategies)
+    if (only.empty() || std::find(only.begin(), only.end(), s.label) != only.end()) entries.push_back(s);
+  for (auto& label : only)
+    if (std::none_of(entries.begin(), entries.end(), [&](auto& e) { return e.label == label; }))
+      throw ConfigError("--only " + label + ": no [[strategy]] with that label in " + config.file.string());
+  // The reference runs first, added with default options if the config does not list it.
+  auto ref = std::find_if(entries.begin(), entries.end(),
+                          [&](auto& e) { return e.label == config.parity.reference; });
+  if (ref == entries.end()) {
+    StrategyEntry added;
+    added.name = added.label = config.parity.reference;
+    added.table = std::make_shared<toml::table>();
+    added.where = "parity.reference";
+    entries.insert(entries.begin(), added);
+    std::printf("note: adding the parity reference '%s' (not listed in the config)\n", added.label.c_str());
+  } else {
+    std::rotate(entries.begin(), ref, ref + 1);
+  }
+
+  PluginRegistry plugins = make_registry(&config, o.plugin_paths);
+  for (auto& e : entries) plugins.find(e.name);  // every plugin must load before any training
+  const Datasets data = load_data_for(config, o.quiet);
+  const std::vector<float> initial = initial_parameters(config);
+
+  std::vector<RunResult> runs;
+  for (auto& entry : entries) {
+    runs.push_back(run_strategy(config, entry, plugins, data, initial,
+                                [&](const RunResult& r, const EpochRecord& e) {
+                                  if (!o.quiet)
+                                    std::printf("%s\n", format_epoch_line(r, e, config.train.epochs).c_str());
+                                  std::fflush(stdout);
+                                }));
+  }
+  std::vector<ParityReport> parity;
+  for (auto& run : runs) parity.push_back(check_parity(run, runs.front(), config.parity));
+
+  const std::string stamp = timestamp_for_files();
+  std::vector<SummaryRow> rows;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    SummaryRow row{&runs[i], &parity[i], 0, {}};
+    row.speedup = runs[i].train_seconds > 0 ? runs.front().train_seconds / runs[i].train_seconds : 0;
+    if (config.output.write_results)
+      row.results_file = write_new_file(config.output.dir, stamp + "-" + runs[i].label, ".json",
+                                        run_to_json(config, runs[i], &parity[i], argv_line).dump(2) + "\n");
+    rows.push_back(row);
+  }
+
+  std::printf("\n%-16s %-10s %-6s %9s %11s %8s %8s %10s %9s  %s\n", "strategy", "plugin", "class",
+              "time s", "samples/s", "speedup", "test acc", "max|dw|", "rel", "parity");
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const RunResult& r = runs[i];
+    const ParityReport& p = parity[i];
+    char dw[32] = "-", rel[32] = "-";
+    if (p.weights_checked) {
+      std::snprintf(dw, sizeof dw, "%.2e", p.max_abs_diff);
+      std::snprintf(rel, sizeof rel, "%.2e", p.max_rel_diff);
+    }
+    std::printf("%-16s %-10s %-6s %9.3f %11.0f %7.2fx %7.2f%% %10s %9s  %s\n", r.label.c_str(),
+                r.strategy.c_str(), class_name(r.parity), r.train_seconds, r.samples_per_second,
+                rows[i].speedup, 100 * r.final_test.accuracy, dw, rel, p.verdict.c_str());
+  }
+  std::printf("reference: %s on %s; exact class: weights within atol %.0e + rtol %.0e*|ref| and "
+              "accuracy within %.2f pp; approximate: accuracy at most %.2f pp below\n",
+              runs.front().label.c_str(), runs.front().device.c_str(), config.parity.weight_atol,
+              config.parity.weight_rtol, config.parity.accuracy_pp, config.parity.approx_accuracy_pp);
+  bool all_pass = true;
+  for (std::size_t i = 0; i < runs.size(); ++i)
+    if (!parity[i].pass) {
+      all_pass = false;
+      std::printf("PARITY FAIL %s: %s\n", runs[i].label.c_str(), parity[i].reason.c_str());
+    }
+  if (config.output.write_results) {
+    const fs::path csv = write_new_file(config.output.dir, stamp + "-compare", ".csv", summary_csv(rows));
+    std::printf("results: %s (and one JSON per strategy beside it)\n", csv.string().c_str());
+  }
+  return all_pass ? kExitOk : kExitParityFailed;
+}
+
+int cmd_list_plugins(const CommonOptions& o) {
+  std::unique_ptr<RunConfig> config;
+  if (!o.config.empty()) config = std::make_unique<RunConfig>(load_config(o.config, o.overrides));
+  PluginRegistry plugins = make_registry(config.get(), o.plugin_paths);
+  std::printf("search path:\n");
+  for (auto& d : plugins.search_path()) std::printf("  %s\n", d.string().c_str());
+  const auto listings = plugins.list();
+  if (listings.empty()) std::printf("no plugins found\n");
+  for (auto& l : listings) {
+    if (!l.plugin) {
+      std::printf("\n  (broken) %s\n    %s\n", l.file.string().c_str(), l.error.c_str());
+      continue;
+    }
+    const StrategyInfo& info = l.plugin->info();
+    std::string world = info.min_world_size == info.max_world_size
+                            ? std::to_string(info.min_world_size)
+                            : std::to_string(info.min_world_size) + ".." +
+                                  (info.max_world_size == 0 ? std::string("any") : std::to_string(info.max_world_size));
+    std::printf("\n%s %s  [%s, %s%s, ranks %s]%s\n  %s\n  file: %s\n", info.name.c_str(),
+                info.version.c_str(), class_name(info.parity), info.uses_gpu ? "GPU" : "CPU",
+                info.needs_mpi ? ", MPI" : "", world.c_str(),
+                l.error.empty() ? "" : ("  (" + l.error + ")").c_str(), info.description.c_str(),
+                l.file.string().c_str());
+    for (auto& opt : info.options) {
+      std::string def = std::visit(
+          [](const auto& v) {
+            std::ostringstream s;
+            if constexpr (std::is_same_v<std::decay_t<decltype(v)>, bool>) s << (v ? "true" : "false");
+            else if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string>) s << '"' << v << '"';
+            else s << v;
+            return s.str();
+          },
+          opt.default_value);
+      std::printf("    %-18s = %-10s %s\n", opt.name.c_str(), def.c_str(), opt.description.c_str());
+    }
+  }
+  return kExitOk;
+}
+
+int cmd_eval(const CommonOptions& o, const std::string& checkpoint) {
+  RunConfig config;
+  if (!o.config.empty()) {
+    config = load_config(o.config, o.overrides);
+  } else {
+    // No config: the default data settings, and the model shape the checkpoint implies.
+    const fs::path empty = fs::temp_directory_path() / "nnpar-eval-default.toml";
+    write_file_atomic(empty, "[[strategy]]\nname = \"serial\"\n");
+    config = load_config(empty, o.overrides);
+    fs::remove(empty);
+  }
+  if (o.config.empty()) config.model.layer_sizes = checkpoint_layer_sizes(checkpoint);
+  std::vector<float> params(parameter_count(config.model));
+  load_checkpoint(checkpoint, config.model, params);
+  DataOptions test_options = config.data.options;
+  test_options.limit = config.data.test_limit;
+  const Dataset test = config.data.format == "csv"
+                           ? load_csv(config.data.test_csv, test_options)
+                           : load_idx(config.data.test_images, config.data.test_labels, test_options);
+  check_model_matches_data(config, test);
+  const Evaluation eval = evaluate(config.model, params, test);
+  std::printf("checkpoint: %s\ntest set: %zu samples\naccuracy: %.2f%%\nmean loss: %.4f\n\n",
+              checkpoint.c_str(), eval.samples, 100 * eval.accuracy, eval.loss);
+  std::printf("per letter (accuracy, most frequent confusion):\n");
+  const int classes = int(eval.confusion.size());
+  for (int t = 0; t < classes; ++t) {
+    std::size_t total = 0, best_wrong = 0;
+    int wrong_as = -1;
+    for (int p = 0; p < classes; ++p) {
+      total += eval.confusion[t][p];
+      if (p != t && eval.confusion[t][p] > best_wrong) best_wrong = eval.confusion[t][p], wrong_as = p;
+    }
+    auto name = [&](int c) { return classes == 26 ? std::string(1, char('a' + c)) : std::to_string(c); };
+    const double acc = total ? 100.0 * eval.confusion[t][t] / total : 0;
+    if (wrong_as >= 0)
+      std::printf("  %-3s %6.2f%%  (%zu of %zu; often read as %s: %.1f%%)\n", name(t).c_str(), acc,
+                  eval.confusion[t][t], total, name(wrong_as).c_str(), 100.0 * best_wrong / total);
+    else
+      std::printf("  %-3s %6.2f%%  (%zu of %zu)\n", name(t).c_str(), acc, eval.confusion[t][t], total);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"nnpar: train one MLP for letter OCR under interchangeable parallelism strategies,\n"
+               "check that they learn the same model, and time them.\n"
+               "Exit status: 0 success, 1 a parity check failed (compare), 2 an error (config, data,\n"
+               "plugin, command line)."};
+  app.set_version_flag("--version", std::string("nnpar ") + NNPAR_VERSION + " (" + NNPAR_GIT_COMMIT + ")");
+  app.require_subcommand(1);
+
+  CommonOptions common;
+  std::string strategy, save_checkpoint, checkpoint;
+  bool overwrite = false;
+  std::vector<std::string> only;
+
+  auto* train = app.add_subcommand("train", "train with one strategy and print progress per epoch");
+  add_common(train, common);
+  train->add_option("--strategy", strategy,
+                    "the [[strategy]] label (or a plugin name) to run; default: the first entry");
+  train->add_option("--save-checkpoint", save_checkpoint,
+                    "write the final weights as safetensors (default: [output] save_checkpoint)");
+  train->add_flag("--overwrite", overwrite, "allow --save-checkpoint to replace an existing file");
+  train->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
+
+  auto* compare = app.add_subcommand(
+      "compare", "run every [[strategy]] from the same initial weights and data order, print a table "
+                 "of time, samples/s, speedup, accuracy and parity, and write results");
+  add_common(compare, common);
+  compare->add_option("--only", only, "run only these labels (the parity reference is always run)")
+      ->delimiter(',');
+  compare->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
+
+  auto* list = app.add_subcommand("list-plugins", "list the strategy plugins found and their options");
+  add_common(list, common, /*config_required=*/false);
+
+  auto* eval = app.add_subcommand("eval", "test accuracy and per-letter confusions of a checkpoint");
+  add_common(eval, common, /*config_required=*/false);
+  eval->add_option("--checkpoint", checkpoint, "safetensors file written by nnpar train")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitError;
+  }
+
+  const std::string line = command_line(argc, argv);
+  try {
+    if (*train) return cmd_train(common, strategy, save_checkpoint, overwrite, line);
+    if (*compare) return cmd_compare(common, only, line);
+    if (*list) return cmd_list_plugins(common);
+    if (*eval) return cmd_eval(common, checkpoint);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "nnpar: config error: %s\n", e.what());
+  } catch (const DataError& e) {
+    std::fprintf(stderr, "nnpar: data error: %s\n", e.what());
+  } catch (const PluginError& e) {
+    std::fprintf(stderr, "nnpar: plugin error: %s\n", e.what());
+  } catch (const CheckpointError& e) {
+    std::fprintf(stderr, "nnpar: checkpoint error: %s\n", e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nnpar: error: %s\n", e.what());
+  }
+  return kExitError;
+}

@@ -1,1 +1,213 @@
-// placeholder: being written
+#include "results.hpp"
+
+#include <fcntl.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <toml++/toml.h>
+
+namespace nnpar {
+namespace fs = std::filesystem;
+
+MachineInfo machine_info() {
+  MachineInfo info;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) info.host = host;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) info.cpu_model = line.substr(line.find_first_not_of(' ', colon + 1));
+      break;
+    }
+  }
+  struct utsname uts {};
+  if (uname(&uts) == 0) info.os = std::string(uts.sysname) + " " + uts.release;
+  info.cores = std::thread::hardware_concurrency();
+  return info;
+}
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Writes content to a fresh temporary file next to `near` and fsyncs it; returns its path.
+fs::path write_temp(const fs::path& near, const std::string& content) {
+  std::string pattern = (near.parent_path() / ("." + near.filename().string() + ".tmp-XXXXXX")).string();
+  const int fd = mkstemp(pattern.data());
+  if (fd < 0) throw std::runtime_error("cannot create a temporary file in '" + near.parent_path().string() + "': " + errno_text());
+  const char* p = content.data();
+  std::size_t left = content.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const std::string why = errno_text();
+      ::close(fd);
+      ::unlink(pattern.c_str());
+      throw std::runtime_error("cannot write '" + pattern + "': " + why);
+    }
+    p += n;
+    left -= std::size_t(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const std::string why = errno_text();
+    ::unlink(pattern.c_str());
+    throw std::runtime_error("cannot write '" + pattern + "': " + why);
+  }
+  return pattern;
+}
+
+void sync_directory(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+fs::path write_new_file(const fs::path& dir, const std::string& stem, const std::string& ext,
+                        const std::string& content) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error("cannot create results folder '" + dir.string() + "': " + ec.message());
+  const fs::path temp = write_temp(dir / (stem + ext), content);
+  for (int attempt = 1; attempt < 10000; ++attempt) {
+    const fs::path target = dir / (attempt == 1 ? stem + ext : stem + "-" + std::to_string(attempt) + ext);
+    // link() is atomic and fails with EEXIST instead of replacing: no result is ever lost.
+    if (::link(temp.c_str(), target.c_str()) == 0) {
+      ::unlink(temp.c_str());
+      sync_directory(dir);
+      return target;
+    }
+    if (errno != EEXIST) {
+      const std::string why = errno_text();
+      ::unlink(temp.c_str());
+      throw std::runtime_error("cannot write '" + target.string() + "': " + why);
+    }
+  }
+  ::unlink(temp.c_str());
+  throw std::runtime_error("cannot find a free file name for '" + stem + ext + "' in '" + dir.string() + "'");
+}
+
+void write_file_atomic(const fs::path& file, const std::string& content) {
+  const fs::path dir = file.parent_path().empty() ? fs::path(".") : file.parent_path();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const fs::path temp = write_temp(dir / file.filename(), content);
+  if (std::rename(temp.c_str(), file.c_str()) != 0) {
+    const std::string why = errno_text();
+    ::unlink(temp.c_str());
+    throw std::runtime_error("cannot write '" + file.string() + "': " + why);
+  }
+  sync_directory(dir);
+}
+
+std::string timestamp_for_files() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y%m%d-%H%M%S", &tm);
+  return buffer;
+}
+
+std::string iso_time_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buffer;
+}
+
+namespace {
+
+nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+
+nlohmann::json phases_json(const PhaseTimes& p) {
+  return {{"data", p.data}, {"forward", p.forward}, {"backward", p.backward}, {"update", p.update},
+          {"communication", p.communication}, {"idle", p.idle}};
+}
+
+nlohmann::json option_json(const OptionValue& v) {
+  return std::visit([](const auto& x) { return nlohmann::json(x); }, v);
+}
+
+}  // namespace
+
+nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const ParityReport* parity,
+                           const std::string& command_line) {
+  const MachineInfo machine = machine_info();
+  std::ostringstream config_json;
+  config_json << toml::json_formatter{config.resolved};
+
+  nlohmann::json j;
+  j["nnpar_version"] = NNPAR_VERSION;
+  j["git_commit"] = NNPAR_GIT_COMMIT;
+  j["date"] = iso_time_now();
+  j["command"] = command_line;
+  j["machine"] = {{"host", machine.host}, {"cpu", machine.cpu_model}, {"cores", machine.cores},
+                  {"os", machine.os}, {"device", run.device}};
+  j["config_file"] = config.file.string();
+  j["config"] = nlohmann::json::parse(config_json.str());
+  nlohmann::json options = nlohmann::json::object();
+  for (auto& [k, v] : run.options.values()) options[k] = option_json(v);
+  j["strategy"] = {{"label", run.label}, {"name", run.strategy}, {"version", run.plugin_version},
+                   {"file", run.plugin_file},
+                   {"parity_class", run.parity == ParityClass::exact ? "exact" : "approximate"},
+                   {"options", options}};
+  nlohmann::json epochs = nlohmann::json::array();
+  for (auto& e : run.epochs)
+    epochs.push_back({{"epoch", e.epoch}, {"loss", number_or_null(e.loss)},
+                      {"train_accuracy", e.train_accuracy},
+                      {"test_accuracy", number_or_null(e.test_accuracy)}, {"seconds", e.seconds},
+                      {"elapsed_seconds", e.elapsed_seconds},
+                      {"samples_per_second", e.samples_per_second}, {"samples", e.samples},
+                      {"steps", e.steps}, {"phases", phases_json(e.phases)}});
+  j["epochs"] = epochs;
+  j["totals"] = {{"train_seconds", run.train_seconds}, {"setup_seconds", run.setup_seconds},
+                 {"samples_per_second", run.samples_per_second}, {"phases", phases_json(run.phases)}};
+  j["final"] = {{"test_accuracy", run.final_test.accuracy}, {"test_loss", number_or_null(run.final_test.loss)},
+                {"test_samples", run.final_test.samples}};
+  if (parity != nullptr)
+    j["parity"] = {{"reference", parity->reference}, {"verdict", parity->verdict},
+                   {"pass", parity->pass}, {"reason", parity->reason},
+                   {"weights_checked", parity->weights_checked},
+                   {"max_abs_diff", number_or_null(parity->max_abs_diff)},
+                   {"max_rel_diff", number_or_null(parity->max_rel_diff)},
+                   {"elements_outside_tolerance", parity->elements_outside},
+                   {"accuracy_diff_pp", parity->accuracy_diff_pp}};
+  return j;
+}
+
+std::string summary_csv(const std::vector<SummaryRow>& rows) {
+  std::ostringstream out;
+  out << "label,strategy,parity_class,device,epochs,train_seconds,samples_per_second,speedup,"
+         "test_accuracy,max_abs_diff,max_rel_diff,verdict,results_file\n";
+  for (auto& row : rows) {
+    const RunResult& r = *row.run;
+    out << r.label << ',' << r.strategy << ',' << (r.parity == ParityClass::exact ? "exact" : "approximate")
+        << ",\"" << r.device << "\"," << r.epochs.size() << ',' << r.train_seconds << ','
+        << r.samples_per_second << ',' << row.speedup << ',' << r.final_test.accuracy << ',';
+    if (row.parity != nullptr)
+      out << row.parity->max_abs_diff << ',' << row.parity->max_rel_diff << ',' << row.parity->verdict;
+    else
+      out << ",,";
+    out << ',' << row.results_file.filename().string() << '\n';
+  }
+  return out.str();
+}
+
+}  // namespace nnpar

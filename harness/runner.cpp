@@ -1,1 +1,169 @@
-// placeholder: being written
+#include "runner.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "nnpar/kernels.hpp"
+#include "nnpar/safetensors.hpp"
+
+namespace nnpar {
+
+Datasets load_datasets(const DataConfig& data) {
+  Datasets out;
+  DataOptions test_options = data.options;
+  test_options.limit = data.test_limit;
+  if (data.format == "csv") {
+    out.train = load_csv(data.train_csv, data.options);
+    out.test = load_csv(data.test_csv, test_options);
+  } else {
+    out.train = load_idx(data.train_images, data.train_labels, data.options);
+    out.test = load_idx(data.test_images, data.test_labels, test_options);
+  }
+  if (out.train.features() != out.test.features())
+    throw DataError("train images are " + std::to_string(out.train.rows) + "x" +
+                    std::to_string(out.train.cols) + " but test images are " +
+                    std::to_string(out.test.rows) + "x" + std::to_string(out.test.cols));
+  return out;
+}
+
+void check_model_matches_data(const RunConfig& config, const Dataset& data) {
+  const auto& sizes = config.model.layer_sizes;
+  const std::string where = config.file.string() + ": model.layers: ";
+  if (sizes.front() != data.features())
+    throw ConfigError(where + "the first size (" + std::to_string(sizes.front()) +
+                      ") must equal the number of pixels per image (" +
+                      std::to_string(data.features()) + " = " + std::to_string(data.rows) + "x" +
+                      std::to_string(data.cols) + ")");
+  if (sizes.back() != data.num_classes)
+    throw ConfigError(where + "the last size (" + std::to_string(sizes.back()) +
+                      ") must equal the number of classes (" + std::to_string(data.num_classes) +
+                      ", data.classes)");
+}
+
+std::vector<float> initial_parameters(const RunConfig& config) {
+  std::vector<float> params(parameter_count(config.model));
+  if (!config.init_checkpoint.empty())
+    load_checkpoint(config.init_checkpoint, config.model, params);
+  else
+    initialize_parameters(config.model, params);
+  return params;
+}
+
+Evaluation evaluate(const ModelSpec& spec, std::span<const float> params, const Dataset& data) {
+  constexpr int kChunk = 1024;
+  Model model(spec, kChunk);
+  std::copy(params.begin(), params.end(), model.parameters().begin());
+  const int classes = spec.layer_sizes.back();
+  Evaluation eval;
+  eval.samples = data.count;
+  eval.confusion.assign(classes, std::vector<std::size_t>(classes, 0));
+  std::vector<float> x(std::size_t(kChunk) * data.features());
+  std::vector<std::int32_t> y(kChunk);
+  std::vector<std::uint32_t> order = epoch_order(data.count, 0, 0, /*shuffle=*/false);
+  double loss_sum = 0;
+  std::size_t correct = 0;
+  for (std::size_t begin = 0; begin < data.count; begin += kChunk) {
+    const int rows = int(std::min<std::size_t>(kChunk, data.count - begin));
+    gather_batch(data, std::span(order).subspan(begin, rows), x.data(), y.data());
+    const MatrixView probs = model.forward({x.data(), rows, data.features()}, y.data());
+    loss_sum += model.last_loss_sum();
+    correct += model.last_correct();
+    for (int r = 0; r < rows; ++r) {
+      const float* p = probs.data + std::size_t(r) * classes;
+      const int predicted = int(std::max_element(p, p + classes) - p);
+      if (y[r] >= 0 && y[r] < classes) eval.confusion[y[r]][predicted] += 1;
+    }
+  }
+  if (data.count > 0) {
+    eval.accuracy = double(correct) / double(data.count);
+    eval.loss = loss_sum / double(data.count);
+  }
+  return eval;
+}
+
+RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
+                       const Datasets& data, std::span<const float> initial,
+                       const EpochCallback& on_epoch) {
+  using clock = std::chrono::steady_clock;
+  auto plugin = plugins.find(entry.name);
+  const StrategyInfo& info = plugin->info();
+  RunResult run;
+  run.label = entry.label;
+  run.strategy = info.name;
+  run.plugin_version = info.version;
+  run.plugin_file = plugin->file().string();
+  run.parity = info.parity;
+  run.options = validate_strategy_options(entry, info.options);
+
+  StrategyContext context;
+  context.model = &config.model;
+  context.train = &config.train;
+  context.train_data = &data.train;
+  context.options = &run.options;
+  context.world = WorldInfo{0, 1};
+  context.initial_parameters = initial;
+
+  auto strategy = plugin->create();
+  const auto setup_start = clock::now();
+  strategy->setup(context);
+  run.setup_seconds = std::chrono::duration<double>(clock::now() - setup_start).count();
+  run.device = strategy->device_description();
+
+  std::vector<float> params(initial.size());
+  const int epochs = config.train.epochs;
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    const auto start = clock::now();
+    const EpochReport report = strategy->train_epoch(epoch);
+    const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+
+    EpochRecord record;
+    record.epoch = epoch + 1;
+    record.seconds = seconds;
+    record.samples = report.samples;
+    record.steps = report.steps;
+    record.phases = report.phases;
+    if (report.samples > 0) {
+      record.loss = report.loss_sum / double(report.samples);
+      record.train_accuracy = double(report.correct) / double(report.samples);
+    }
+    record.samples_per_second = seconds > 0 ? double(report.samples) / seconds : 0;
+    run.train_seconds += seconds;
+    run.phases += report.phases;
+    record.elapsed_seconds = run.train_seconds;
+    const bool last = epoch + 1 == epochs;
+    if (!std::isfinite(record.loss))
+      throw std::runtime_error("strategy '" + entry.label + "': training diverged at epoch " +
+                               std::to_string(epoch + 1) + " (mean loss " +
+                               std::to_string(record.loss) + "); lower train.lr (now " +
+                               std::to_string(config.train.sgd.lr) + ")");
+    if (last || (config.eval_every > 0 && (epoch + 1) % config.eval_every == 0)) {
+      strategy->get_parameters(params);
+      const Evaluation eval = evaluate(config.model, params, data.test);
+      record.test_accuracy = eval.accuracy;
+      if (last) run.final_test = eval;
+    }
+    run.epochs.push_back(record);
+    if (on_epoch) on_epoch(run, record);
+  }
+  std::size_t samples = 0;
+  for (auto& e : run.epochs) samples += e.samples;
+  run.samples_per_second = run.train_seconds > 0 ? double(samples) / run.train_seconds : 0;
+  run.final_parameters = std::move(params);
+  if (epochs == 0) strategy->get_parameters(run.final_parameters);
+  return run;
+}
+
+std::string format_epoch_line(const RunResult& run, const EpochRecord& r, int epochs) {
+  char test[32] = "     -";
+  if (!std::isnan(r.test_accuracy)) std::snprintf(test, sizeof test, "%6.2f%%", 100 * r.test_accuracy);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "[%s] epoch %*d/%d  loss %.4f  train %6.2f%%  test %s  %10.0f samples/s  %7.3f s",
+                run.label.c_str(), int(std::to_string(epochs).size()), r.epoch, epochs, r.loss,
+                100 * r.train_accuracy, test, r.samples_per_second, r.seconds);
+  return line;
+}
+
+}  // namespace nnpar

@@ -134,8 +134,8 @@ class Strategy {
   extern "C" {                                                                            \
   NNPAR_EXPORT int nnpar_strategy_abi_version() { return ::nnpar::kStrategyAbiVersion; }  \
   NNPAR_EXPORT const ::nnpar::StrategyInfo* nnpar_strategy_info() {                       \
-    static const ::nnpar::StrategyInfo info = INFO_FUNCTION();                            \
-    return &info;                                                                          \
+    static const ::nnpar::StrategyInfo registered_info = INFO_FUNCTION();                 \
+    return &registered_info;                                                               \
   }                                                                                        \
   NNPAR_EXPORT ::nnpar::Strategy* nnpar_create_strategy() { return new CLASS(); }        \
   NNPAR_EXPORT void nnpar_destroy_strategy(::nnpar::Strategy* s) { delete s; }            \

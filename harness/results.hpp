@@ -1,0 +1,45 @@
+// Results on disk: one JSON per run and a CSV summary per invocation, written atomically
+// and never over an existing file.
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config.hpp"
+#include "parity.hpp"
+#include "runner.hpp"
+
+namespace nnpar {
+
+struct MachineInfo {
+  std::string host, cpu_model, os;
+  unsigned cores = 0;
+};
+MachineInfo machine_info();
+
+// Writes `content` to dir/<stem><ext>, or dir/<stem>-2<ext>, -3... if taken: the content
+// goes to a temporary file first (fsync'd), then is linked to the final name, which fails
+// rather than replaces when the name exists. Returns the path written.
+std::filesystem::path write_new_file(const std::filesystem::path& dir, const std::string& stem,
+                                     const std::string& ext, const std::string& content);
+// Atomically replaces (or creates) `file` with content: temp + fsync + rename.
+void write_file_atomic(const std::filesystem::path& file, const std::string& content);
+
+// "20261126-031500": a sortable stamp for file names.
+std::string timestamp_for_files();
+std::string iso_time_now();
+
+nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const ParityReport* parity,
+                           const std::string& command_line);
+
+struct SummaryRow {
+  const RunResult* run = nullptr;
+  const ParityReport* parity = nullptr;
+  double speedup = 0;
+  std::filesystem::path results_file;
+};
+std::string summary_csv(const std::vector<SummaryRow>& rows);
+
+}  // namespace nnpar

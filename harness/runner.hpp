@@ -1,0 +1,72 @@
+// Drives one strategy through a training run: the only code that calls a Strategy.
+#pragma once
+#include <array>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "plugin_loader.hpp"
+#include "nnpar/data.hpp"
+#include "nnpar/strategy.hpp"
+
+namespace nnpar {
+
+struct Datasets {
+  Dataset train;
+  Dataset test;
+};
+
+// Loads the train and test sets the config names; DataError names the file on failure.
+Datasets load_datasets(const DataConfig& data);
+// The model must read as many features as the data has and predict its classes.
+void check_model_matches_data(const RunConfig& config, const Dataset& data);
+// The initial parameters: [model] init_checkpoint if set, else initialize_parameters.
+std::vector<float> initial_parameters(const RunConfig& config);
+
+struct Evaluation {
+  double accuracy = 0;  // fraction in [0, 1]
+  double loss = 0;      // mean cross-entropy
+  std::size_t samples = 0;
+  std::vector<std::vector<std::size_t>> confusion;  // [true][predicted]
+};
+Evaluation evaluate(const ModelSpec& spec, std::span<const float> params, const Dataset& data);
+
+struct EpochRecord {
+  int epoch = 0;
+  double loss = 0;            // mean training loss over the epoch
+  double train_accuracy = 0;  // during training (running)
+  double test_accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN when not evaluated
+  double seconds = 0;         // wall time of train_epoch
+  double samples_per_second = 0;
+  std::size_t samples = 0, steps = 0;
+  PhaseTimes phases;
+  double elapsed_seconds = 0; // training time since the start of the run, end of this epoch
+};
+
+struct RunResult {
+  std::string label, strategy, plugin_version, plugin_file, device;
+  ParityClass parity = ParityClass::exact;
+  StrategyOptions options;
+  std::vector<EpochRecord> epochs;
+  std::vector<float> final_parameters;
+  double train_seconds = 0;   // sum of epoch times (evaluation excluded)
+  double setup_seconds = 0;
+  double samples_per_second = 0;
+  Evaluation final_test;
+  PhaseTimes phases;          // summed over epochs
+};
+
+using EpochCallback = std::function<void(const RunResult&, const EpochRecord&)>;
+
+// Loads the entry's plugin, validates its options, trains config.train.epochs epochs from
+// `initial`, evaluates on `data.test` every eval_every epochs and at the end.
+RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
+                       const Datasets& data, std::span<const float> initial,
+                       const EpochCallback& on_epoch = {});
+
+std::string format_epoch_line(const RunResult& run, const EpochRecord& record, int epochs);
+
+}  // namespace nnpar

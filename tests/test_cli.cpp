@@ -1,0 +1,212 @@
+// The nnpar executable as a user meets it: exit codes, messages, files written.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+using testing::HasSubstr;
+
+namespace {
+
+const fs::path kNnpar = fs::path(NNPAR_BIN_DIR) / "nnpar";
+const fs::path kData = NNPAR_TEST_DATA_DIR;
+
+struct Result {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  const std::string command = kNnpar.string() + " " + args + " 2>&1";
+  Result r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buffer[4096];
+  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
+  const int raw = pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(NNPAR_TEST_BINARY_DIR) / "cli" /
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  fs::path write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / name) << text;
+    return dir_ / name;
+  }
+  // A run that takes a second or two: 2,000 samples, a small model.
+  fs::path tiny_config(const std::string& strategies = "[[strategy]]\nname = \"serial\"\n") {
+    std::ostringstream s;
+    s << "[data]\ndir = \"" << kData.string() << "\"\nlimit = 2000\ntest_limit = 1000\n"
+      << "[model]\nlayers = [784, 32, 26]\n"
+      << "[train]\nepochs = 2\nbatch_size = 32\nlr = 0.5\n"
+      << "[output]\ndir = \"" << (dir_ / "results").string() << "\"\n"
+      << strategies;
+    return write("tiny.toml", s.str());
+  }
+  void need_data() {
+    if (!fs::exists(kData / "letters-train-images-idx3-ubyte.gz"))
+      GTEST_SKIP() << "dataset not found in " << kData;
+  }
+  fs::path dir_;
+};
+
+std::vector<fs::path> files_in(const fs::path& dir, const std::string& ext) {
+  std::vector<fs::path> out;
+  if (fs::exists(dir))
+    for (auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ext) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_F(Cli, HelpForEverySubcommand) {
+  for (std::string sub : {"train", "compare", "list-plugins", "eval"}) {
+    const Result r = run(sub + " --help");
+    EXPECT_EQ(r.status, 0) << sub << ": " << r.output;
+    EXPECT_THAT(r.output, HasSubstr("--set")) << sub;
+  }
+  const Result top = run("--help");
+  EXPECT_EQ(top.status, 0);
+  EXPECT_THAT(top.output, HasSubstr("compare"));
+  EXPECT_THAT(top.output, HasSubstr("Exit status"));
+}
+
+TEST_F(Cli, UnknownSubcommandOrMissingConfigIsAnError) {
+  EXPECT_EQ(run("frobnicate").status, 2);
+  const Result r = run("train");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.output, HasSubstr("CONFIG"));
+}
+
+TEST_F(Cli, ConfigTypoIsReportedWithPositionAndSuggestion) {
+  const fs::path config = write("typo.toml", "[train]\nepochs = 1\nlrr = 0.5\n[[strategy]]\nname = \"serial\"\n");
+  const Result r = run("train " + config.string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.output, HasSubstr(config.string() + ":3:1"));
+  EXPECT_THAT(r.output, HasSubstr("lr"));
+}
+
+TEST_F(Cli, MissingConfigFileIsNamed) {
+  const Result r = run("train " + (dir_ / "nope.toml").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.output, HasSubstr("nope.toml"));
+}
+
+TEST_F(Cli, UnknownStrategyPluginIsAnError) {
+  const fs::path config = tiny_config("[[strategy]]\nname = \"warp-drive\"\n");
+  const Result r = run("train " + config.string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.output, HasSubstr("no plugin for strategy 'warp-drive'"));
+}
+
+TEST_F(Cli, MissingDataFileIsNamed) {
+  const fs::path config = write("nodata.toml", "[data]\ndir = \"" + (dir_ / "empty").string() +
+                                                   "\"\n[[strategy]]\nname = \"serial\"\n");
+  const Result r = run("train " + config.string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.output, HasSubstr("letters-train-images-idx3-ubyte.gz"));
+}
+
+TEST_F(Cli, ListPluginsShowsSerial) {
+  const Result r = run("list-plugins");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("serial"));
+  EXPECT_THAT(r.output, HasSubstr("nnpar_strategy_serial.so"));
+}
+
+TEST_F(Cli, TrainWritesResultsAndNeverOverwritesThem) {
+  need_data();
+  const fs::path config = tiny_config();
+  const Result first = run("train " + config.string());
+  ASSERT_EQ(first.status, 0) << first.output;
+  EXPECT_THAT(first.output, HasSubstr("epoch 1/2"));
+  EXPECT_THAT(first.output, HasSubstr("samples/s"));
+  const Result second = run("train " + config.string());
+  ASSERT_EQ(second.status, 0) << second.output;
+  const auto json_files = files_in(dir_ / "results", ".json");
+  ASSERT_EQ(json_files.size(), 2u) << "two runs in the same second must give two files";
+  std::ifstream in(json_files[0]);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["strategy"]["name"], "serial");
+  EXPECT_EQ(j["epochs"].size(), 2u);
+  EXPECT_GT(j["final"]["test_accuracy"].get<double>(), 0.2);
+  EXPECT_EQ(j["config"]["train"]["batch_size"], 32);
+  EXPECT_TRUE(j["totals"]["phases"].contains("forward"));
+  EXPECT_FALSE(j["git_commit"].get<std::string>().empty());
+  // No temporary files are left behind.
+  for (auto& e : fs::directory_iterator(dir_ / "results"))
+    EXPECT_THAT(e.path().filename().string(), testing::Not(HasSubstr(".tmp")));
+}
+
+TEST_F(Cli, CompareReportsParityAndWritesCsv) {
+  need_data();
+  const fs::path config = tiny_config(
+      "[[strategy]]\nname = \"serial\"\n[[strategy]]\nname = \"serial\"\nlabel = \"again\"\n");
+  const Result r = run("compare " + config.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("reference"));
+  EXPECT_THAT(r.output, HasSubstr("again"));
+  EXPECT_THAT(r.output, HasSubstr("PASS"));
+  EXPECT_EQ(files_in(dir_ / "results", ".csv").size(), 1u);
+  EXPECT_EQ(files_in(dir_ / "results", ".json").size(), 2u);
+}
+
+TEST_F(Cli, OverrideChangesTheRunAndBadOverrideIsNamed) {
+  need_data();
+  const fs::path config = tiny_config();
+  const Result bad = run("train " + config.string() + " --set train.lr=fast");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_THAT(bad.output, HasSubstr("--set train.lr"));
+  const Result ok = run("train " + config.string() + " --set train.epochs=1");
+  EXPECT_EQ(ok.status, 0) << ok.output;
+  EXPECT_THAT(ok.output, HasSubstr("epoch 1/1"));
+}
+
+TEST_F(Cli, CheckpointRoundTripThroughEval) {
+  need_data();
+  const fs::path config = tiny_config();
+  const fs::path ckpt = dir_ / "model.safetensors";
+  const Result train = run("train " + config.string() + " --save-checkpoint " + ckpt.string());
+  ASSERT_EQ(train.status, 0) << train.output;
+  ASSERT_TRUE(fs::exists(ckpt));
+  // An existing checkpoint is never replaced without --overwrite, and the refusal comes
+  // before any training.
+  const Result again = run("train " + config.string() + " --save-checkpoint " + ckpt.string());
+  EXPECT_EQ(again.status, 2);
+  EXPECT_THAT(again.output, HasSubstr("already exists"));
+  EXPECT_THAT(again.output, testing::Not(HasSubstr("epoch 1")));
+
+  const Result eval = run("eval --checkpoint " + ckpt.string() + " " + config.string());
+  ASSERT_EQ(eval.status, 0) << eval.output;
+  EXPECT_THAT(eval.output, HasSubstr("accuracy:"));
+  EXPECT_THAT(eval.output, HasSubstr("per letter"));
+  // The accuracy eval prints is the one training reported.
+  const auto pos = train.output.find("final test accuracy ");
+  ASSERT_NE(pos, std::string::npos);
+  const std::string acc = train.output.substr(pos + 20, train.output.find('%', pos) - pos - 20);
+  EXPECT_THAT(eval.output, HasSubstr("accuracy: " + acc + "%"));
+}
+
+TEST_F(Cli, EvalOfACorruptCheckpointIsAnError) {
+  const fs::path bad = write("bad.safetensors", "not a checkpoint");
+  const Result r = run("eval --checkpoint " + bad.string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.output, HasSubstr("bad.safetensors"));
+}
