@@ -46,6 +46,9 @@ class Model {
   // The model owns its flat parameter and gradient buffers (zero-filled; call
   // initialize_parameters or copy into parameters()).
   Model(const ModelSpec& spec, int max_batch);
+  // The layers point into this object's buffers: a copy would share them.
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
   const ModelSpec& spec() const { return spec_; }
   int max_batch() const { return max_batch_; }
 
