@@ -73,6 +73,10 @@ struct RunConfig {
 // value when it is one (0.5, true, [1,2], "x"), else taken as a bare string. An override of
 // a [[strategy]] key uses strategy.<label>.<key>.
 RunConfig load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+// The same from TOML text; `shown` names it in messages, relative paths resolve against base_dir.
+RunConfig load_config_text(const std::string& text, const std::string& shown,
+                           const std::filesystem::path& base_dir,
+                           const std::vector<std::string>& overrides = {});
 
 // Checks a strategy entry against its plugin's options: unknown keys (with a suggestion),
 // types, ranges, choices; fills defaults.

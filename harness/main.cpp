@@ -248,10 +248,8 @@ int cmd_eval(const CommonOptions& o, const std::string& checkpoint) {
     config = load_config(o.config, o.overrides);
   } else {
     // No config: the default data settings, and the model shape the checkpoint implies.
-    const fs::path empty = fs::temp_directory_path() / "nnpar-eval-default.toml";
-    write_file_atomic(empty, "[[strategy]]\nname = \"serial\"\n");
-    config = load_config(empty, o.overrides);
-    fs::remove(empty);
+    config = load_config_text("[[strategy]]\nname = \"serial\"\n", "(default settings)",
+                              fs::current_path(), o.overrides);
   }
   if (o.config.empty()) config.model.layer_sizes = checkpoint_layer_sizes(checkpoint);
   std::vector<float> params(parameter_count(config.model));

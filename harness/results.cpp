@@ -151,7 +151,7 @@ nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const 
                            const std::string& command_line) {
   const MachineInfo machine = machine_info();
   std::ostringstream config_json;
-  config_json << toml::json_formatter{config.resolved};
+  config_json << toml::json_formatter{config.resolved, toml::json_formatter::default_flags | toml::format_flags::relaxed_float_precision};
 
   nlohmann::json j;
   j["nnpar_version"] = NNPAR_VERSION;
