@@ -206,11 +206,23 @@ const ModelSpec& validated(const ModelSpec& spec, int max_batch) {
 }  // namespace
 
 Model::Model(const ModelSpec& spec, int max_batch)
+    : Model(spec, max_batch, std::span<float>{}) {}
+
+Model::Model(const ModelSpec& spec, int max_batch, std::span<float> shared_parameters)
     : spec_(validated(spec, max_batch)),
       max_batch_(max_batch),
-      params_(parameter_count(spec), 0.0f),
       grads_(parameter_count(spec), 0.0f),
       loss_(spec.layer_sizes.back(), max_batch) {
+  if (shared_parameters.data() == nullptr) {
+    own_params_.assign(grads_.size(), 0.0f);
+    params_ = own_params_;
+  } else if (shared_parameters.size() != grads_.size()) {
+    throw std::invalid_argument("model: shared parameter buffer holds " +
+                                std::to_string(shared_parameters.size()) + " floats, the model needs " +
+                                std::to_string(grads_.size()));
+  } else {
+    params_ = shared_parameters;
+  }
   const int n = spec_.linear_count();
   linears_.reserve(n);
   sigmoids_.reserve(n - 1);

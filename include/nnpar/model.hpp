@@ -46,6 +46,10 @@ class Model {
   // The model owns its flat parameter and gradient buffers (zero-filled; call
   // initialize_parameters or copy into parameters()).
   Model(const ModelSpec& spec, int max_batch);
+  // A model whose parameters live in a buffer it does not own (parameter_count(spec) floats,
+  // which must outlive it): data-parallel workers share one set of weights this way while
+  // each keeps its own activations and gradients.
+  Model(const ModelSpec& spec, int max_batch, std::span<float> shared_parameters);
   // The layers point into this object's buffers: a copy would share them.
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -54,6 +58,7 @@ class Model {
 
   std::span<float> parameters() { return params_; }
   std::span<const float> parameters() const { return params_; }
+  bool owns_parameters() const { return !own_params_.empty(); }
   std::span<float> gradients() { return grads_; }
   void zero_grad();
 
@@ -74,7 +79,9 @@ class Model {
  private:
   ModelSpec spec_;
   int max_batch_;
-  std::vector<float> params_, grads_;
+  std::vector<float> own_params_;
+  std::span<float> params_;
+  std::vector<float> grads_;
   std::vector<Linear> linears_;
   std::vector<Sigmoid> sigmoids_;
   SoftmaxCrossEntropy loss_;
