@@ -258,11 +258,14 @@ MatrixView Model::forward(MatrixView x, const std::int32_t* labels) {
 double Model::last_loss_sum() const { return loss_.loss_sum(); }
 int Model::last_correct() const { return loss_.correct(); }
 
-void Model::backward(float loss_scale) {
+void Model::backward(float loss_scale) { backward(loss_scale, {}); }
+
+void Model::backward(float loss_scale, const std::function<void(int)>& after_layer) {
   MatrixView g = loss_.backward(loss_scale);
   for (int i = linear_count() - 1; i >= 0; --i) {
     // The first layer's input is the data: its gradient is never needed.
     g = linears_[i].backward(g, i > 0);
+    if (after_layer) after_layer(i);
     if (i > 0) g = sigmoids_[i - 1].backward(g);
   }
 }

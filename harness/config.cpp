@@ -42,6 +42,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"output", {"dir", "save_checkpoint", "write_results"}},
       {"parity", {"reference", "weight_rtol", "weight_atol", "accuracy_pp", "approx_accuracy_pp"}},
       {"plugins", {"paths"}},
+      {"mpi", {"launcher", "launcher_args"}},
   };
   return s;
 }
@@ -406,6 +407,14 @@ std::vector<StrategyEntry> Loader::read_strategies(const std::shared_ptr<toml::t
       if (entry.label.empty()) fail(*label, path + ".label", "must not be empty");
       label_node = label;
     }
+    if (const toml::node* ranks = t->get("ranks")) {
+      const auto v = ranks->as_integer();
+      if (!v) fail_type(*ranks, "strategy[" + entry.label + "].ranks", "an integer");
+      if (v->get() < 1 || v->get() > 65536)
+        fail(*ranks, "strategy[" + entry.label + "].ranks",
+             "must be in 1..65536, found " + std::to_string(v->get()));
+      entry.ranks = int(v->get());
+    }
     std::string here = position(label_node->source(), file_);
     if (here.empty()) {
       auto it = marks_.find(label_node);
@@ -574,6 +583,25 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
     }
   }
 
+  // [mpi]: how nnpar starts multi-rank strategies itself (compare, or train without mpirun).
+  {
+    Section s(*this, doc, "mpi");
+    if (auto l = s.string("launcher")) {
+      if (l->empty()) fail(*s.get("launcher"), "mpi.launcher", "must not be empty");
+      cfg.mpi.launcher = *l;
+    }
+    if (const toml::node* n = s.get("launcher_args")) {
+      const toml::array* a = n->as_array();
+      if (!a) fail_type(*n, "mpi.launcher_args", "an array of strings");
+      cfg.mpi.launcher_args.clear();
+      for (std::size_t i = 0; i < a->size(); ++i) {
+        const toml::node& e = *a->get(i);
+        if (!e.is_string()) fail_type(e, "mpi.launcher_args[" + std::to_string(i) + "]", "a string");
+        cfg.mpi.launcher_args.push_back(e.as_string()->get());
+      }
+    }
+  }
+
   cfg.strategies = read_strategies(doc_ptr);
 
   // [parity] after the strategies: an explicit reference must name one of them.
@@ -668,11 +696,20 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
     r.insert("plugins", std::move(t));
   }
   {
+    toml::table t;
+    t.insert("launcher", cfg.mpi.launcher);
+    toml::array args;
+    for (auto& a : cfg.mpi.launcher_args) args.push_back(a);
+    t.insert("launcher_args", std::move(args));
+    r.insert("mpi", std::move(t));
+  }
+  {
     toml::array entries;
     for (auto& e : cfg.strategies) {
       toml::table t = *e.table;
       t.insert_or_assign("name", e.name);
       t.insert_or_assign("label", e.label);
+      t.insert_or_assign("ranks", e.ranks);
       entries.push_back(std::move(t));
     }
     r.insert("strategy", std::move(entries));
@@ -795,7 +832,7 @@ StrategyOptions validate_strategy_options(const StrategyEntry& entry, const std:
     const toml::key* unknown = nullptr;
     for (auto& [k, v] : *t) {
       const std::string key(k.str());
-      if (key == "name" || key == "label" || std::find(names.begin(), names.end(), key) != names.end()) continue;
+      if (key == "name" || key == "label" || key == "ranks" || std::find(names.begin(), names.end(), key) != names.end()) continue;
       if (!unknown || before(k.source(), unknown->source())) unknown = &k;
     }
     if (unknown) {

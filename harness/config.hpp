@@ -53,6 +53,13 @@ struct StrategyEntry {
   std::string label;  // display name, unique in the config; defaults to name
   std::shared_ptr<const toml::table> table;  // the entry as written (for positions)
   std::string where;  // "file:line:col" of the entry
+  int ranks = 1;      // processes nnpar starts through the MPI launcher for this entry
+};
+
+// How nnpar starts multi-rank strategies itself: LAUNCHER -np RANKS ARGS... nnpar train ...
+struct MpiConfig {
+  std::string launcher = "mpirun";
+  std::vector<std::string> launcher_args{"--oversubscribe"};
 };
 
 struct RunConfig {
@@ -65,6 +72,7 @@ struct RunConfig {
   OutputConfig output;
   ParityConfig parity;
   std::vector<std::filesystem::path> plugin_paths;  // [plugins] paths
+  MpiConfig mpi;
   std::vector<StrategyEntry> strategies;
   toml::table resolved;                   // the merged document after overrides, for results
 };

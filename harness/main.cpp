@@ -7,7 +7,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
+#include <fstream>
+
 #include "config.hpp"
+#include "launcher.hpp"
+#include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
 #include "plugin_loader.hpp"
 #include "results.hpp"
@@ -73,43 +79,81 @@ fs::path checkpoint_target(const RunConfig& config, const std::string& cli_value
 
 const char* class_name(ParityClass c) { return c == ParityClass::exact ? "exact" : "approx"; }
 
-int cmd_train(const CommonOptions& o, const std::string& strategy_label, const std::string& save,
-              bool overwrite, const std::string& argv_line) {
+const StrategyEntry& select_entry(const RunConfig& config, const std::string& label, StrategyEntry& adhoc) {
+  if (label.empty()) return config.strategies.front();
+  for (auto& s : config.strategies)
+    if (s.label == label) return s;
+  // Not a configured label: a plugin name used with default options.
+  adhoc.name = adhoc.label = label;
+  adhoc.table = std::make_shared<toml::table>();
+  adhoc.where = "--strategy " + label;
+  return adhoc;
+}
+
+// The arguments that make a child `nnpar train` run exactly this config and entry.
+std::vector<std::string> child_train_args(const CommonOptions& o, const std::string& label) {
+  std::vector<std::string> args{"train", o.config, "--strategy", label};
+  for (auto& s : o.overrides) args.insert(args.end(), {"--set", s});
+  for (auto& p : o.plugin_paths) args.insert(args.end(), {"--plugin-path", p});
+  if (o.quiet) args.push_back("--quiet");
+  return args;
+}
+
+struct TrainFlags {
+  std::string strategy, save_checkpoint, run_output;
+  bool overwrite = false;
+};
+
+int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** argv,
+              const std::string& argv_line) {
   const RunConfig config = load_config(o.config, o.overrides);
-  const StrategyEntry* entry = &config.strategies.front();
   StrategyEntry adhoc;
-  if (!strategy_label.empty()) {
-    entry = nullptr;
-    std::string known;
-    for (auto& s : config.strategies) {
-      if (s.label == strategy_label) entry = &s;
-      known += (known.empty() ? "" : ", ") + s.label;
-    }
-    // Not a configured label: a plugin name used with default options.
-    if (entry == nullptr) {
-      adhoc.name = adhoc.label = strategy_label;
-      adhoc.table = std::make_shared<toml::table>();
-      adhoc.where = "--strategy " + strategy_label;
-      entry = &adhoc;
-    }
-  }
-  const fs::path checkpoint = checkpoint_target(config, save, overwrite);
+  const StrategyEntry& entry = select_entry(config, flags.strategy, adhoc);
   PluginRegistry plugins = make_registry(&config, o.plugin_paths);
-  plugins.find(entry->name);  // fail on a bad plugin before loading data
-  const Datasets data = load_data_for(config, o.quiet);
+  const StrategyInfo& info = plugins.find(entry.name)->info();  // a bad plugin fails before data loads
+
+  WorldInfo world;
+  if (mpi::launched_by_mpi()) {
+    mpi::initialize();
+    world = {mpi::world_rank(), mpi::world_size()};
+  } else if (entry.ranks > 1 || info.needs_mpi) {
+    // Start ourselves under the MPI launcher with the entry's rank count.
+    check_world_size(info, entry.label, entry.ranks);
+    validate_strategy_options(entry, info.options);
+    checkpoint_target(config, flags.save_checkpoint, flags.overwrite);
+    std::vector<std::string> args(argv + 1, argv + argc);
+    const auto command = mpi_command(config.mpi, entry.ranks, args);
+    if (!o.quiet) std::printf("starting %d ranks: %s\n", entry.ranks, join_command(command).c_str());
+    std::fflush(stdout);
+    return run_and_wait(command);
+  }
+  const bool lead = world.rank == 0;
+  const bool quiet = o.quiet || !lead;
+  const fs::path checkpoint =
+      flags.run_output.empty() ? checkpoint_target(config, flags.save_checkpoint, flags.overwrite) : fs::path();
+  const Datasets data = load_data_for(config, quiet);
   const std::vector<float> initial = initial_parameters(config);
 
-  const RunResult run = run_strategy(config, *entry, plugins, data, initial,
+  const RunResult run = run_strategy(config, entry, plugins, data, initial,
                                      [&](const RunResult& r, const EpochRecord& e) {
-                                       if (!o.quiet)
+                                       if (!quiet)
                                          std::printf("%s\n", format_epoch_line(r, e, config.train.epochs).c_str());
                                        std::fflush(stdout);
-                                     });
-  std::printf("[%s] final test accuracy %.2f%%  (%zu samples), training %.3f s, %.0f samples/s on %s\n",
+                                     },
+                                     world);
+  if (!lead) return kExitOk;
+  std::printf("[%s] final test accuracy %.2f%%  (%zu samples), training %.3f s, %.0f samples/s on %s%s\n",
               run.label.c_str(), 100 * run.final_test.accuracy, run.final_test.samples,
-              run.train_seconds, run.samples_per_second, run.device.c_str());
+              run.train_seconds, run.samples_per_second, run.device.c_str(),
+              world.size > 1 ? (", " + std::to_string(world.size) + " ranks").c_str() : "");
+  const auto json = run_to_json(config, run, nullptr, argv_line);
+  if (!flags.run_output.empty()) {
+    // Called by `nnpar compare` in a child process: hand the run back, write nothing else.
+    write_file_atomic(fs::path(flags.run_output) / "run.json", json.dump(2) + "\n");
+    save_checkpoint(fs::path(flags.run_output) / "final.safetensors", config.model, run.final_parameters);
+    return kExitOk;
+  }
   if (config.output.write_results) {
-    const auto json = run_to_json(config, run, nullptr, argv_line);
     const fs::path file = write_new_file(config.output.dir, timestamp_for_files() + "-" + run.label,
                                          ".json", json.dump(2) + "\n");
     std::printf("results: %s\n", file.string().c_str());
@@ -120,6 +164,31 @@ int cmd_train(const CommonOptions& o, const std::string& strategy_label, const s
     std::printf("checkpoint: %s\n", checkpoint.string().c_str());
   }
   return kExitOk;
+}
+
+// Runs one entry in child processes under the MPI launcher and reads its result back.
+RunResult run_in_child(const CommonOptions& o, const RunConfig& config, const StrategyEntry& entry) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("nnpar-run-" + std::to_string(::getpid()) + "-" + entry.label);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::vector<std::string> args = child_train_args(o, entry.label);
+  args.insert(args.end(), {"--run-output", dir.string()});
+  const auto command = mpi_command(config.mpi, entry.ranks, args);
+  if (!o.quiet) std::printf("[%s] starting %d ranks: %s\n", entry.label.c_str(), entry.ranks, join_command(command).c_str());
+  std::fflush(stdout);
+  const int status = run_and_wait(command);
+  if (status != 0 || !fs::exists(dir / "run.json")) {
+    fs::remove_all(dir);
+    throw std::runtime_error("strategy '" + entry.label + "' on " + std::to_string(entry.ranks) +
+                             " ranks failed (exit status " + std::to_string(status) + "); its messages are above");
+  }
+  std::ifstream in(dir / "run.json");
+  RunResult run = run_from_json(nlohmann::json::parse(in));
+  run.final_parameters.resize(parameter_count(config.model));
+  load_checkpoint(dir / "final.safetensors", config.model, run.final_parameters);
+  fs::remove_all(dir);
+  return run;
 }
 
 int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, const std::string& argv_line) {
@@ -145,12 +214,20 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, co
   }
 
   PluginRegistry plugins = make_registry(&config, o.plugin_paths);
-  for (auto& e : entries) plugins.find(e.name);  // every plugin must load before any training
+  for (auto& e : entries) {  // every plugin must load, and accept its rank count, before any training
+    const StrategyInfo& info = plugins.find(e.name)->info();
+    check_world_size(info, e.label, e.ranks);
+    validate_strategy_options(e, info.options);
+  }
   const Datasets data = load_data_for(config, o.quiet);
   const std::vector<float> initial = initial_parameters(config);
 
   std::vector<RunResult> runs;
   for (auto& entry : entries) {
+    if (entry.ranks > 1 || plugins.find(entry.name)->info().needs_mpi) {
+      runs.push_back(run_in_child(o, config, entry));
+      continue;
+    }
     runs.push_back(run_strategy(config, entry, plugins, data, initial,
                                 [&](const RunResult& r, const EpochRecord& e) {
                                   if (!o.quiet)
@@ -283,6 +360,16 @@ int cmd_eval(const CommonOptions& o, const std::string& checkpoint) {
   return kExitOk;
 }
 
+void report_error(const char* kind, const char* what) {
+  if (mpi::initialized() && mpi::world_size() > 1) {
+    // One rank's error must end every rank: the others would wait for it forever.
+    std::fprintf(stderr, "nnpar: [rank %d of %d] %s: %s\n", mpi::world_rank(), mpi::world_size(), kind, what);
+    std::fflush(stderr);
+    mpi::abort(kExitError);
+  }
+  std::fprintf(stderr, "nnpar: %s: %s\n", kind, what);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -294,17 +381,20 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   CommonOptions common;
-  std::string strategy, save_checkpoint, checkpoint;
-  bool overwrite = false;
+  TrainFlags train_flags;
+  std::string checkpoint;
   std::vector<std::string> only;
 
   auto* train = app.add_subcommand("train", "train with one strategy and print progress per epoch");
   add_common(train, common);
-  train->add_option("--strategy", strategy,
+  train->add_option("--strategy", train_flags.strategy,
                     "the [[strategy]] label (or a plugin name) to run; default: the first entry");
-  train->add_option("--save-checkpoint", save_checkpoint,
+  train->add_option("--save-checkpoint", train_flags.save_checkpoint,
                     "write the final weights as safetensors (default: [output] save_checkpoint)");
-  train->add_flag("--overwrite", overwrite, "allow --save-checkpoint to replace an existing file");
+  train->add_option("--run-output", train_flags.run_output,
+                    "(used by compare) write run.json and final.safetensors into DIR instead of results")
+      ->group("");
+  train->add_flag("--overwrite", train_flags.overwrite, "allow --save-checkpoint to replace an existing file");
   train->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
 
   auto* compare = app.add_subcommand(
@@ -331,20 +421,24 @@ int main(int argc, char** argv) {
 
   const std::string line = command_line(argc, argv);
   try {
-    if (*train) return cmd_train(common, strategy, save_checkpoint, overwrite, line);
+    if (*train) {
+      const int code = cmd_train(common, train_flags, argc, argv, line);
+      mpi::finalize();
+      return code;
+    }
     if (*compare) return cmd_compare(common, only, line);
     if (*list) return cmd_list_plugins(common);
     if (*eval) return cmd_eval(common, checkpoint);
   } catch (const ConfigError& e) {
-    std::fprintf(stderr, "nnpar: config error: %s\n", e.what());
+    report_error("config error", e.what());
   } catch (const DataError& e) {
-    std::fprintf(stderr, "nnpar: data error: %s\n", e.what());
+    report_error("data error", e.what());
   } catch (const PluginError& e) {
-    std::fprintf(stderr, "nnpar: plugin error: %s\n", e.what());
+    report_error("plugin error", e.what());
   } catch (const CheckpointError& e) {
-    std::fprintf(stderr, "nnpar: checkpoint error: %s\n", e.what());
+    report_error("checkpoint error", e.what());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "nnpar: error: %s\n", e.what());
+    report_error("error", e.what());
   }
   return kExitError;
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -165,7 +166,7 @@ nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const 
   nlohmann::json options = nlohmann::json::object();
   for (auto& [k, v] : run.options.values()) options[k] = option_json(v);
   j["strategy"] = {{"label", run.label}, {"name", run.strategy}, {"version", run.plugin_version},
-                   {"file", run.plugin_file},
+                   {"file", run.plugin_file}, {"ranks", run.world_size},
                    {"parity_class", run.parity == ParityClass::exact ? "exact" : "approximate"},
                    {"options", options}};
   nlohmann::json epochs = nlohmann::json::array();
@@ -190,6 +191,62 @@ nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const 
                    {"elements_outside_tolerance", parity->elements_outside},
                    {"accuracy_diff_pp", parity->accuracy_diff_pp}};
   return j;
+}
+
+RunResult run_from_json(const nlohmann::json& j) {
+  auto number = [](const nlohmann::json& v) {
+    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+  };
+  auto phases = [](const nlohmann::json& p) {
+    PhaseTimes t;
+    t.data = p.value("data", 0.0);
+    t.forward = p.value("forward", 0.0);
+    t.backward = p.value("backward", 0.0);
+    t.update = p.value("update", 0.0);
+    t.communication = p.value("communication", 0.0);
+    t.idle = p.value("idle", 0.0);
+    return t;
+  };
+  RunResult r;
+  const auto& s = j.at("strategy");
+  r.label = s.at("label").get<std::string>();
+  r.strategy = s.at("name").get<std::string>();
+  r.plugin_version = s.value("version", "");
+  r.plugin_file = s.value("file", "");
+  r.world_size = s.value("ranks", 1);
+  r.parity = s.value("parity_class", "exact") == "exact" ? ParityClass::exact : ParityClass::approximate;
+  std::map<std::string, OptionValue> options;
+  for (auto& [k, v] : s.at("options").items()) {
+    if (v.is_boolean()) options[k] = v.get<bool>();
+    else if (v.is_number_integer()) options[k] = v.get<std::int64_t>();
+    else if (v.is_number()) options[k] = v.get<double>();
+    else options[k] = v.get<std::string>();
+  }
+  r.options = StrategyOptions(options);
+  r.device = j.at("machine").value("device", "");
+  for (auto& e : j.at("epochs")) {
+    EpochRecord rec;
+    rec.epoch = e.at("epoch").get<int>();
+    rec.loss = number(e.at("loss"));
+    rec.train_accuracy = e.at("train_accuracy").get<double>();
+    rec.test_accuracy = number(e.at("test_accuracy"));
+    rec.seconds = e.at("seconds").get<double>();
+    rec.elapsed_seconds = e.value("elapsed_seconds", 0.0);
+    rec.samples_per_second = e.at("samples_per_second").get<double>();
+    rec.samples = e.at("samples").get<std::size_t>();
+    rec.steps = e.at("steps").get<std::size_t>();
+    rec.phases = phases(e.at("phases"));
+    r.epochs.push_back(rec);
+  }
+  const auto& totals = j.at("totals");
+  r.train_seconds = totals.at("train_seconds").get<double>();
+  r.setup_seconds = totals.value("setup_seconds", 0.0);
+  r.samples_per_second = totals.at("samples_per_second").get<double>();
+  r.phases = phases(totals.at("phases"));
+  r.final_test.accuracy = j.at("final").at("test_accuracy").get<double>();
+  r.final_test.loss = number(j.at("final").at("test_loss"));
+  r.final_test.samples = j.at("final").value("test_samples", std::size_t(0));
+  return r;
 }
 
 std::string summary_csv(const std::vector<SummaryRow>& rows) {

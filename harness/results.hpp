@@ -34,6 +34,10 @@ std::string iso_time_now();
 nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const ParityReport* parity,
                            const std::string& command_line);
 
+// The inverse of run_to_json for what compare needs from a run made in another process
+// (a multi-rank strategy started through mpirun); final_parameters are not in the JSON.
+RunResult run_from_json(const nlohmann::json& j);
+
 struct SummaryRow {
   const RunResult* run = nullptr;
   const ParityReport* parity = nullptr;

@@ -83,9 +83,22 @@ Evaluation evaluate(const ModelSpec& spec, std::span<const float> params, const 
   return eval;
 }
 
+void check_world_size(const StrategyInfo& info, const std::string& label, int world_size) {
+  const bool too_small = world_size < info.min_world_size;
+  const bool too_large = info.max_world_size != 0 && world_size > info.max_world_size;
+  if (!too_small && !too_large) return;
+  std::string allowed = std::to_string(info.min_world_size) + ".." +
+                        (info.max_world_size == 0 ? std::string("any") : std::to_string(info.max_world_size));
+  if (info.min_world_size == info.max_world_size) allowed = std::to_string(info.min_world_size);
+  std::string hint = info.needs_mpi ? " (set ranks = N in its [[strategy]] entry, or start it with mpirun -np N)"
+                                    : " (it runs in a single process: remove ranks, do not start it under mpirun)";
+  throw ConfigError("strategy '" + label + "' (plugin " + info.name + ") runs on " + allowed +
+                    " ranks, not " + std::to_string(world_size) + hint);
+}
+
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
-                       const EpochCallback& on_epoch) {
+                       const EpochCallback& on_epoch, WorldInfo world) {
   using clock = std::chrono::steady_clock;
   auto plugin = plugins.find(entry.name);
   const StrategyInfo& info = plugin->info();
@@ -95,14 +108,16 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
   run.plugin_version = info.version;
   run.plugin_file = plugin->file().string();
   run.parity = info.parity;
+  run.world_size = world.size;
   run.options = validate_strategy_options(entry, info.options);
+  check_world_size(info, entry.label, world.size);
 
   StrategyContext context;
   context.model = &config.model;
   context.train = &config.train;
   context.train_data = &data.train;
   context.options = &run.options;
-  context.world = WorldInfo{0, 1};
+  context.world = world;
   context.initial_parameters = initial;
 
   auto strategy = plugin->create();
@@ -110,6 +125,7 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
   strategy->setup(context);
   run.setup_seconds = std::chrono::duration<double>(clock::now() - setup_start).count();
   run.device = strategy->device_description();
+  if (auto parity = strategy->parity_class()) run.parity = *parity;
 
   std::vector<float> params(initial.size());
   const int epochs = config.train.epochs;
@@ -139,7 +155,12 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
                                std::to_string(record.loss) + "); lower train.lr (now " +
                                std::to_string(config.train.sgd.lr) + ")");
     if (last || (config.eval_every > 0 && (epoch + 1) % config.eval_every == 0)) {
+      // Every rank takes part (gathering the parameters may be collective); rank 0 evaluates.
       strategy->get_parameters(params);
+      if (world.rank != 0) {
+        run.epochs.push_back(record);
+        continue;
+      }
       const Evaluation eval = evaluate(config.model, params, data.test);
       record.test_accuracy = eval.accuracy;
       if (last) run.final_test = eval;

@@ -49,6 +49,7 @@ struct EpochRecord {
 struct RunResult {
   std::string label, strategy, plugin_version, plugin_file, device;
   ParityClass parity = ParityClass::exact;
+  int world_size = 1;         // ranks it ran on
   StrategyOptions options;
   std::vector<EpochRecord> epochs;
   std::vector<float> final_parameters;
@@ -62,10 +63,15 @@ struct RunResult {
 using EpochCallback = std::function<void(const RunResult&, const EpochRecord&)>;
 
 // Loads the entry's plugin, validates its options, trains config.train.epochs epochs from
-// `initial`, evaluates on `data.test` every eval_every epochs and at the end.
+// `initial`, evaluates on `data.test` every eval_every epochs and at the end. In a
+// multi-rank run every rank calls this; only rank 0 evaluates and its result is complete
+// (the other ranks' results carry their own timings only).
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
-                       const EpochCallback& on_epoch = {});
+                       const EpochCallback& on_epoch = {}, WorldInfo world = {});
+
+// Refuses a world size outside what the plugin declares.
+void check_world_size(const StrategyInfo& info, const std::string& label, int world_size);
 
 std::string format_epoch_line(const RunResult& run, const EpochRecord& record, int epochs);
 

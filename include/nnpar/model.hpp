@@ -2,6 +2,7 @@
 // layer sizes, with all parameters in one flat buffer (and gradients in another).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -70,6 +71,10 @@ class Model {
   // Backward from the loss; gradients accumulate into gradients(). loss_scale is
   // 1/global_batch for the mean loss of a global batch split in several pieces.
   void backward(float loss_scale);
+  // The same, calling after_layer(i) as soon as Linear i's gradients are complete (from the
+  // last layer to the first), so a data-parallel strategy can start communicating them
+  // while earlier layers are still being computed.
+  void backward(float loss_scale, const std::function<void(int)>& after_layer);
   // Scores (logits) for inference, no labels: returns [rows, classes].
   MatrixView predict(MatrixView x);
 

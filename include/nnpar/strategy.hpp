@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <variant>
@@ -23,7 +24,7 @@
 namespace nnpar {
 
 // Bump on any change to the types in this header or to the exported functions.
-inline constexpr int kStrategyAbiVersion = 1;
+inline constexpr int kStrategyAbiVersion = 2;
 
 // exact: computes the same gradient maths as serial (only float summation order may
 // differ): final weights must match serial within tolerance. approximate: a different
@@ -118,6 +119,9 @@ class Strategy {
   virtual void get_parameters(std::span<float> out) = 0;
   // The device(s) it runs on, for results ("CPU, 1 thread", "NVIDIA H100 x2").
   virtual std::string device_description() const { return "CPU"; }
+  // When the parity class depends on the options (data parallel: sync is exact, local SGD
+  // approximate), the class for this configuration; nullopt = StrategyInfo::parity.
+  virtual std::optional<ParityClass> parity_class() const { return std::nullopt; }
 };
 
 }  // namespace nnpar
