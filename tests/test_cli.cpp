@@ -4,6 +4,7 @@
 
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,7 +26,8 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-  const std::string command = kNnpar.string() + " " + args + " 2>&1";
+  // A hard bound on every command: a hang becomes exit status 124 instead of a stuck test.
+  const std::string command = "timeout 120 " + kNnpar.string() + " " + args + " 2>&1";
   Result r;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -209,4 +211,33 @@ TEST_F(Cli, EvalOfACorruptCheckpointIsAnError) {
   const Result r = run("eval --checkpoint " + bad.string());
   EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.output, HasSubstr("bad.safetensors"));
+}
+
+TEST_F(Cli, CompareLaunchesMultiRankStrategiesThroughMpirun) {
+  need_data();
+  const fs::path config = tiny_config(
+      "[[strategy]]\nname = \"serial\"\n"
+      "[[strategy]]\nname = \"mpi-data\"\nlabel = \"dp2\"\nranks = 2\n"
+      "[[strategy]]\nname = \"mpi-data\"\nlabel = \"lsgd3\"\nranks = 3\nmode = \"local_sgd\"\nperiod = 2\n");
+  const Result r = run("compare " + config.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("starting 2 ranks"));
+  EXPECT_THAT(r.output, testing::ContainsRegex("dp2 +mpi-data +exact .* PASS"));
+  EXPECT_THAT(r.output, testing::ContainsRegex("lsgd3 +mpi-data +approx .* PASS"));
+  const auto json_files = files_in(dir_ / "results", ".json");
+  ASSERT_EQ(json_files.size(), 3u);
+}
+
+TEST_F(Cli, ARankThatDiesEndsTheJobInsteadOfHanging) {
+  need_data();
+  const fs::path config = tiny_config("[plugins]\npaths = [\"" + std::string(NNPAR_TEST_PLUGIN_DIR) +
+                                      "\"]\n[[strategy]]\nname = \"mpi_dies\"\nranks = 2\n");
+  const auto start = std::chrono::steady_clock::now();
+  // `timeout` turns a hang into status 124, which fails the assertion below.
+  const Result r = run("train " + config.string());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.status, 124) << "the job hung";
+  EXPECT_LT(seconds, 60);
+  EXPECT_THAT(r.output, testing::ContainsRegex("(exited|exit code|non-zero)"));
 }

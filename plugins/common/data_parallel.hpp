@@ -157,8 +157,7 @@ class DataParallelTrainer {
     engine_->copy_parameters_to_host(out);
   }
 
- private:
-  // w = sum_r(n_r * w_r) / sum_r(n_r): a rank that saw more samples counts more, and a rank
+ // w = sum_r(n_r * w_r) / sum_r(n_r): a rank that saw more samples counts more, and a rank
   // that saw none (a tiny last batch) does not pull the average towards stale weights.
   void average_weights(double my_samples) {
     double total = my_samples;
@@ -168,6 +167,7 @@ class DataParallelTrainer {
     comm_->allreduce(engine_->parameters(), engine_->parameter_count(), DataType::f32, ReduceOp::sum);
   }
 
+ private:
   // Metrics live on the host; a device communicator needs them staged in device memory,
   // which the engine's communicator handles through host_reduce below.
   void host_allreduce(double* values, std::size_t count) {
