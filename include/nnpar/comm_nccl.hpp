@@ -1,0 +1,32 @@
+// The NCCL communicator: collectives and point-to-point on device buffers, one process per
+// GPU. Ranks find each other through MPI (rank 0's ncclUniqueId is broadcast over it).
+//
+// Ordering: every operation is queued on the communicator's own stream after the work
+// already queued on the compute stream (set_compute_stream); CommRequest::wait() makes the
+// compute stream wait for the operation on the GPU without blocking the host. Blocking
+// calls (allreduce, broadcast, send, recv, barrier) return when the operation finished.
+// While the host waits, the communicator polls ncclCommGetAsyncError and a timeout: a
+// failed or vanished peer aborts the communicator and throws CommError instead of hanging.
+#pragma once
+#include <memory>
+
+#include <cuda_runtime_api.h>
+
+#include "nnpar/communicator.hpp"
+
+namespace nnpar::nccl {
+
+class NcclCommunicator : public Communicator {
+ public:
+  virtual void set_compute_stream(cudaStream_t stream) = 0;
+  virtual cudaStream_t stream() const = 0;
+};
+
+// All ranks of MPI_COMM_WORLD, on GPU `device` (commonly the local rank). timeout_seconds
+// bounds every host wait; 0 = the environment's NNPAR_COMM_TIMEOUT or 300 s.
+std::unique_ptr<NcclCommunicator> world(int device, double timeout_seconds = 0);
+
+// The local rank (rank among the processes on this host), for choosing a GPU.
+int local_rank();
+
+}  // namespace nnpar::nccl
