@@ -1,0 +1,97 @@
+// CUDA kernels for the MLP: the GPU counterpart of nnpar/kernels.hpp. Plain C++ API (only
+// cudaStream_t leaks through), all pointers are device pointers, all matrices row-major fp32,
+// every call is asynchronous on `stream` and capturable into a CUDA graph (no allocation, no
+// synchronisation, no host reads of device data).
+//
+// The three GEMM forms a Linear layer needs each carry their element-wise neighbour in the
+// epilogue so that a training step is as few launches as possible:
+//   forward       Y[M,N]  = act(X[M,K] W[N,K]^T + b)             (act: identity or sigmoid)
+//   weight grad   dW[N,K] (+)= dY[M,N]^T X[M,K], db[N] (+)= sum_m dY[m,:]   (+ optional SGD)
+//   input grad    dX[M,K] = (dY[M,N] W[N,K]) * H (1 - H)          (H: the sigmoid output, or none)
+// Short-and-deep products (few output tiles, long K) are split over K across blocks; the
+// partial tiles are summed in a fixed order by the last block to finish, so results are
+// deterministic run to run. That needs scratch memory, sized by gemm_scratch_size.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace nnpar::cuda {
+
+// Throws std::runtime_error("WHAT: cuda error string") when status is not cudaSuccess.
+void check(cudaError_t status, const char* what);
+
+// Which sample row r of the current batch is: order[*step * batch + r], or r itself when
+// order is null. `step` is a device counter, so a captured graph can be replayed for
+// consecutive batches without changing its parameters; softmax_xent advances it.
+struct RowIndex {
+  const std::uint32_t* order = nullptr;
+  const int* step = nullptr;  // null = step 0
+  int batch = 0;
+};
+
+// Scratch for split-K GEMMs. Products running concurrently need separate scratch; the
+// counters must be zero before first use (they are left zero after each call).
+struct GemmScratch {
+  float* partials = nullptr;     // null: never split over K
+  unsigned* counters = nullptr;
+};
+enum class GemmForm { forward, weight_grad, input_grad };
+// Floats of partials and number of counters a product of this shape and form needs (both 0
+// when it is not split). M, N, K are the forward-pass names of that form's signature below.
+void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, std::size_t* counters);
+
+// Forward: Y[M,N] = act(X[M,K] W[N,K]^T + b). b may be null.
+void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,
+                    float* Y, GemmScratch scratch, cudaStream_t stream);
+
+// Forward of the first layer straight from the uint8 dataset: X[m,k] = pixels[row(m)*K+k] * scale
+// with row() from `rows`. The gathered floats are also written to X_out (for the weight
+// gradient later in the step) when X_out is not null.
+void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, float scale, RowIndex rows,
+                           float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
+                           GemmScratch scratch, cudaStream_t stream);
+
+// Optional SGD fused into the weight-gradient epilogue (PyTorch semantics, as
+// kernels::sgd_update): g = grad + wd*p; v = momentum*v + g; p -= lr*(momentum ? v : g).
+// Only safe when nothing reads W/b concurrently (the step must have finished its input grad).
+struct FusedSgd {
+  float lr = 0, momentum = 0, weight_decay = 0;
+  float* W = nullptr;    // null: no update
+  float* b = nullptr;
+  float* vW = nullptr;   // velocity slices, needed when momentum != 0
+  float* vb = nullptr;
+};
+
+// Weight gradient: dW[N,K] = (accumulate ? dW : 0) + dY[M,N]^T X[M,K], likewise
+// db[N] = (accumulate ? db : 0) + column sums of dY (db may be null). With sgd.W set, the
+// parameters are then updated in place from the new gradient.
+void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate,
+                        float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
+
+// Input gradient: dX[M,K] = (dY[M,N] W[N,K]) * H*(1-H) elementwise when H (the previous
+// sigmoid's output, [M,K]) is not null, else the plain product.
+void linear_input_grad(int M, int N, int K, const float* dY, const float* W, const float* H, float* dX,
+                       GemmScratch scratch, cudaStream_t stream);
+
+// Softmax + cross-entropy forward and backward in one pass over the logits [rows, classes]:
+// dlogits = scale * (softmax - onehot(label)); probs (optional) gets the softmax. Adds the
+// summed loss (-log p[label], as kernels::softmax_xent_forward) to *loss_sum and the number of
+// rows whose first arg-max of the probabilities is the label to *correct. Labels are
+// labels[row(r)]. When advance_step is set, *rows.step is incremented afterwards (the
+// batch's last reader of the order must be this kernel or earlier).
+void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
+                  float scale, float* probs, float* dlogits, double* loss_sum,
+                  unsigned long long* correct, bool advance_step, cudaStream_t stream);
+
+// x[r,:] = pixels[row(r),:] * scale, y[r] = labels[row(r)] (y may be null).
+void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,
+                  RowIndex index, float scale, float* x, std::int32_t* y, cudaStream_t stream);
+
+// The flat-buffer SGD update, kernels::sgd_update's semantics; velocity may be null when
+// momentum == 0.
+void sgd_update(std::size_t n, float lr, float momentum, float weight_decay, float* params,
+                const float* grads, float* velocity, cudaStream_t stream);
+
+}  // namespace nnpar::cuda

@@ -1,0 +1,492 @@
+// CUDA kernels for the MLP (see include/nnpar/cuda_kernels.hpp for the contract).
+//
+// At the sizes this project trains (batch 1..1024, widths 26..1024) a training step is a few
+// hundred MFLOP spread over ~10 dependent products: the GPU is latency-bound, not
+// FLOP-bound. So the design goals are, in order: few launches per step (element-wise work
+// lives in GEMM epilogues), enough blocks per launch to cover the 132 SMs of an H100 (small
+// 32x32 tiles and split-K for short-and-deep products), and a short dependent chain inside
+// each block (the next K tile is fetched into registers while the current one is multiplied).
+// Everything is plain FFMA fp32; summation orders depend only on shapes, so runs repeat
+// bit for bit.
+#include "nnpar/cuda_kernels.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace nnpar::cuda {
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
+  }
+}
+
+namespace {
+
+constexpr int kThreads = 256;  // every GEMM block: a 16x16 grid of threads
+// Products are planned for this many blocks. A constant (the H100's SM count) rather than
+// the device's, so that the split-K factor, hence the summation order and the result,
+// depend on the shape alone.
+constexpr int kTargetBlocks = 132;
+
+__device__ __forceinline__ int batch_row(const RowIndex& index, int r) {
+  if (index.order == nullptr) return r;
+  const int step = index.step != nullptr ? *index.step : 0;
+  return int(index.order[std::size_t(step) * index.batch + r]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM operands. A product C[I,J] = sum_k A(i,k) B(k,j) reads A by (i,k) and B by (j,k); each
+// source says which index is contiguous in memory (k_contig) so the tile loader can map
+// consecutive threads to consecutive addresses. A thread's (i, k-offset) pairs are the same
+// for every K tile, so the row lookup (an indexed gather for the dataset) happens once.
+
+template <bool KContig>
+struct DenseSrc {
+  static constexpr bool k_contig = KContig;
+  using Row = const float*;
+  const float* p;
+  int ld;
+  __device__ Row row(int i) const { return KContig ? p + std::size_t(i) * ld : p + i; }
+  __device__ float at(Row r, int k) const { return KContig ? r[k] : r[std::size_t(k) * ld]; }
+};
+
+// Rows of the uint8 dataset picked by the epoch's order: the first layer's input is never
+// materialised before the product that consumes it.
+struct GatherSrc {
+  static constexpr bool k_contig = true;
+  using Row = const std::uint8_t*;
+  const std::uint8_t* pixels;
+  float scale;
+  RowIndex index;
+  int features;
+  __device__ Row row(int i) const { return pixels + std::size_t(batch_row(index, i)) * features; }
+  __device__ float at(Row r, int k) const { return float(r[k]) * scale; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Epilogues: what happens to each finished element C[i,j], and (weight gradient only) to the
+// row sums of A, which are the bias gradient.
+
+struct ForwardEpi {
+  static constexpr bool kRowSums = false;
+  const float* b;
+  bool sigmoid;
+  float* Y;
+  int ld;
+  __device__ void operator()(int i, int j, float v) const {
+    if (b != nullptr) v += b[j];
+    if (sigmoid) v = 1.0f / (1.0f + expf(-v));
+    Y[std::size_t(i) * ld + j] = v;
+  }
+  __device__ void row_sum(int, float) const {}
+};
+
+struct InputGradEpi {
+  static constexpr bool kRowSums = false;
+  const float* H;
+  float* dX;
+  int ld;
+  __device__ void operator()(int i, int j, float v) const {
+    const std::size_t at = std::size_t(i) * ld + j;
+    if (H != nullptr) {
+      const float h = H[at];
+      v = v * h * (1.0f - h);  // the CPU's sigmoid_backward, same order
+    }
+    dX[at] = v;
+  }
+  __device__ void row_sum(int, float) const {}
+};
+
+__device__ __forceinline__ void sgd_one(const FusedSgd& s, float& p, float* v, float g) {
+  g += s.weight_decay * p;
+  if (s.momentum != 0.0f) {
+    *v = s.momentum * *v + g;
+    p -= s.lr * *v;
+  } else {
+    p -= s.lr * g;
+  }
+}
+
+struct WeightGradEpi {
+  static constexpr bool kRowSums = true;
+  bool accumulate;
+  float* dW;
+  float* db;
+  int ld;
+  FusedSgd sgd;
+  __device__ void operator()(int i, int j, float v) const {
+    const std::size_t at = std::size_t(i) * ld + j;
+    const float g = accumulate ? dW[at] + v : v;
+    dW[at] = g;
+    if (sgd.W != nullptr) sgd_one(sgd, sgd.W[at], sgd.vW != nullptr ? sgd.vW + at : nullptr, g);
+  }
+  __device__ void row_sum(int i, float s) const {
+    if (db == nullptr) return;
+    const float g = accumulate ? db[i] + s : s;
+    db[i] = g;
+    if (sgd.b != nullptr) sgd_one(sgd, sgd.b[i], sgd.vb != nullptr ? sgd.vb + i : nullptr, g);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The tiled GEMM. Block tile BI x BJ, K in steps of BK, 256 threads each owning a
+// (BI/16) x (BJ/16) piece of the tile at stride 16 (so a warp's shared-memory reads of B are
+// 16 consecutive words and its global writes of C are coalesced). gridDim.z > 1 splits K:
+// every slice writes its partial tile to scratch, and the last slice to arrive (ticket from
+// an atomic counter) sums all of them in slice order and runs the epilogue.
+
+template <int BI, int BJ, int BK, class ASrc, class BSrc, class Epi>
+__global__ void __launch_bounds__(kThreads)
+gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
+            float* partials, unsigned* counters) {
+  constexpr int TI = BI / 16, TJ = BJ / 16;
+  constexpr int APer = BI * BK / kThreads, BPer = BJ * BK / kThreads;
+  static_assert(APer * kThreads == BI * BK && BPer * kThreads == BJ * BK, "tile/threads mismatch");
+  // +1 column: the loader writes a column of As/Bs per warp when the source is K-contiguous;
+  // an odd row stride spreads those writes over all 32 banks.
+  __shared__ float As[BK][BI + 1];
+  __shared__ float Bs[BK][BJ + 1];
+
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int i0 = blockIdx.y * BI, j0 = blockIdx.x * BJ;
+  const int kbeg = blockIdx.z * k_slice, kend = min(K, kbeg + k_slice);
+
+  // Fixed per-thread load coordinates (256 is a multiple of BK and of BI/BJ).
+  int a_i[APer], a_k[APer], b_j[BPer], b_k[BPer];
+  typename ASrc::Row a_row[APer];
+  typename BSrc::Row b_row[BPer];
+#pragma unroll
+  for (int e = 0; e < APer; ++e) {
+    const int idx = tid + e * kThreads;
+    a_k[e] = ASrc::k_contig ? idx % BK : idx / BI;
+    a_i[e] = ASrc::k_contig ? idx / BK : idx % BI;
+    a_row[e] = i0 + a_i[e] < I ? A.row(i0 + a_i[e]) : nullptr;
+  }
+#pragma unroll
+  for (int e = 0; e < BPer; ++e) {
+    const int idx = tid + e * kThreads;
+    b_k[e] = BSrc::k_contig ? idx % BK : idx / BJ;
+    b_j[e] = BSrc::k_contig ? idx / BK : idx % BJ;
+    b_row[e] = j0 + b_j[e] < J ? B.row(j0 + b_j[e]) : nullptr;
+  }
+
+  float ra[APer], rb[BPer];
+  auto fetch = [&](int k0) {
+#pragma unroll
+    for (int e = 0; e < APer; ++e) {
+      const int k = k0 + a_k[e];
+      ra[e] = (a_row[e] != nullptr && k < kend) ? A.at(a_row[e], k) : 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < BPer; ++e) {
+      const int k = k0 + b_k[e];
+      rb[e] = (b_row[e] != nullptr && k < kend) ? B.at(b_row[e], k) : 0.0f;
+    }
+  };
+
+  float acc[TI][TJ] = {};
+  float row_sum = 0.0f;  // thread t < BI: sum over k of A(i0 + t, k), for the bias gradient
+  const bool copy_a = a_copy != nullptr && blockIdx.x == 0;
+  const bool sum_rows = Epi::kRowSums && blockIdx.x == 0 && tid < BI;
+
+  if (kbeg < kend) fetch(kbeg);
+  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+#pragma unroll
+    for (int e = 0; e < APer; ++e) As[a_k[e]][a_i[e]] = ra[e];
+#pragma unroll
+    for (int e = 0; e < BPer; ++e) Bs[b_k[e]][b_j[e]] = rb[e];
+    if (copy_a) {
+#pragma unroll
+      for (int e = 0; e < APer; ++e) {
+        const int k = k0 + a_k[e];
+        if (a_row[e] != nullptr && k < kend) a_copy[std::size_t(i0 + a_i[e]) * a_copy_ld + k] = ra[e];
+      }
+    }
+    __syncthreads();
+    if (k0 + BK < kend) fetch(k0 + BK);  // the next tile's loads fly while this one is multiplied
+    if (sum_rows) {
+#pragma unroll
+      for (int kk = 0; kk < BK; ++kk) row_sum += As[kk][tid];
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float a[TI], b[TJ];
+#pragma unroll
+      for (int i = 0; i < TI; ++i) a[i] = As[kk][ty + i * 16];
+#pragma unroll
+      for (int j = 0; j < TJ; ++j) b[j] = Bs[kk][tx + j * 16];
+#pragma unroll
+      for (int i = 0; i < TI; ++i)
+#pragma unroll
+        for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+  if (sum_rows && i0 + tid < I) epi.row_sum(i0 + tid, row_sum);  // only with gridDim.z == 1
+
+  const int slices = gridDim.z;
+  if (slices == 1) {
+#pragma unroll
+    for (int i = 0; i < TI; ++i)
+#pragma unroll
+      for (int j = 0; j < TJ; ++j) {
+        const int gi = i0 + ty + i * 16, gj = j0 + tx + j * 16;
+        if (gi < I && gj < J) epi(gi, gj, acc[i][j]);
+      }
+    return;
+  }
+
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  float* tile_partials = partials + std::size_t(tile) * slices * BI * BJ;
+  float* mine = tile_partials + std::size_t(blockIdx.z) * BI * BJ;
+#pragma unroll
+  for (int i = 0; i < TI; ++i)
+#pragma unroll
+    for (int j = 0; j < TJ; ++j) mine[(ty + i * 16) * BJ + tx + j * 16] = acc[i][j];
+  __threadfence();  // publish the partial tile before taking a ticket
+  __syncthreads();
+  __shared__ unsigned ticket;
+  if (tid == 0) ticket = atomicAdd(&counters[tile], 1u);
+  __syncthreads();
+  if (ticket != unsigned(slices - 1)) return;
+  __threadfence();  // see every other slice's partial tile
+#pragma unroll
+  for (int i = 0; i < TI; ++i)
+#pragma unroll
+    for (int j = 0; j < TJ; ++j) {
+      const int li = ty + i * 16, lj = tx + j * 16;
+      float v = 0.0f;
+      for (int z = 0; z < slices; ++z) v += __ldcg(tile_partials + std::size_t(z) * BI * BJ + li * BJ + lj);
+      if (i0 + li < I && j0 + lj < J) epi(i0 + li, j0 + lj, v);
+    }
+  if (tid == 0) counters[tile] = 0;  // ready for the next call (or graph replay)
+}
+
+// How one product is cut into blocks; a function of the shape alone.
+struct Plan {
+  bool big = false;  // 64x64x16 tiles, else 32x32x32
+  int bi = 32, bj = 32, bk = 32;
+  int tiles_i = 0, tiles_j = 0, slices = 1, k_slice = 0;
+  std::size_t scratch_floats() const {
+    return slices > 1 ? std::size_t(tiles_i) * tiles_j * slices * bi * bj : 0;
+  }
+  std::size_t scratch_counters() const { return slices > 1 ? std::size_t(tiles_i) * tiles_j : 0; }
+};
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+Plan make_plan(int I, int J, int K, bool allow_split) {
+  Plan p;
+  // 64x64 tiles only when they alone cover the chip: otherwise more, smaller blocks finish sooner.
+  if (ceil_div(I, 64) * ceil_div(J, 64) >= kTargetBlocks) {
+    p.big = true;
+    p.bi = p.bj = 64;
+    p.bk = 16;
+  }
+  p.tiles_i = ceil_div(I, p.bi);
+  p.tiles_j = ceil_div(J, p.bj);
+  const int tiles = p.tiles_i * p.tiles_j;
+  const int k_tiles = std::max(1, ceil_div(K, p.bk));
+  int slices = 1;
+  if (allow_split && tiles < kTargetBlocks) {
+    // Enough slices to fill the chip, but each at least two K tiles deep (shorter slices
+    // spend more on the fix-up than they save).
+    slices = std::min(ceil_div(kTargetBlocks, tiles), std::max(1, k_tiles / 2));
+  }
+  p.k_slice = ceil_div(k_tiles, slices) * p.bk;
+  p.slices = std::max(1, ceil_div(K, p.k_slice));
+  return p;
+}
+
+void check_launch(const char* what) { check(cudaGetLastError(), what); }
+
+template <class ASrc, class BSrc, class Epi>
+void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
+                 GemmScratch scratch, cudaStream_t stream, const char* what) {
+  if (I <= 0 || J <= 0) return;
+  const dim3 grid(p.tiles_j, p.tiles_i, p.slices);
+  if (p.big) {
+    gemm_kernel<64, 64, 16><<<grid, kThreads, 0, stream>>>(I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
+                                                           scratch.partials, scratch.counters);
+  } else {
+    gemm_kernel<32, 32, 32><<<grid, kThreads, 0, stream>>>(I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
+                                                           scratch.partials, scratch.counters);
+  }
+  check_launch(what);
+}
+
+// Splits only when the caller gave scratch.
+Plan plan_for(GemmForm form, int M, int N, int K, bool have_scratch) {
+  switch (form) {
+    case GemmForm::forward: return make_plan(M, N, K, have_scratch);
+    // Never split: the bias gradient (row sums) and the fused SGD need the whole K in one block.
+    case GemmForm::weight_grad: return make_plan(N, K, M, false);
+    case GemmForm::input_grad: return make_plan(M, K, N, have_scratch);
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise kernels.
+
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ unsigned warp_sum(unsigned v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// One block, one thread per row (classes is small: 26 here), so the loss and correct-count
+// reductions and the step counter's advance need no inter-block coordination.
+__global__ void softmax_xent_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
+                                    RowIndex index, float scale, float* probs, float* dlogits,
+                                    double* loss_sum, unsigned long long* correct, bool advance_step) {
+  double my_loss = 0.0;
+  unsigned my_correct = 0;
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const float* z = logits + std::size_t(r) * classes;
+    const int y = labels[batch_row(index, r)];
+    float zmax = z[0];
+    for (int c = 1; c < classes; ++c) zmax = fmaxf(zmax, z[c]);
+    double sum = 0.0;
+    for (int c = 0; c < classes; ++c) sum += expf(z[c] - zmax);
+    const float inv = float(1.0 / sum);
+    float* g = dlogits + std::size_t(r) * classes;
+    float best = -1.0f;
+    int best_c = 0;
+    for (int c = 0; c < classes; ++c) {
+      const float p = expf(z[c] - zmax) * inv;
+      if (p > best) {  // strict: the first maximum wins, as kernels::count_correct
+        best = p;
+        best_c = c;
+      }
+      if (probs != nullptr) probs[std::size_t(r) * classes + c] = p;
+      g[c] = scale * (c == y ? p - 1.0f : p);
+    }
+    double l = log(sum) - (double(z[y]) - zmax);  // log-sum-exp, as the CPU kernel
+    if (!(l < 1e30)) l = 1e30;
+    my_loss += fmax(l, 0.0);
+    my_correct += (best_c == y);
+  }
+  __shared__ double loss_part[32];
+  __shared__ unsigned correct_part[32];
+  my_loss = warp_sum(my_loss);
+  my_correct = warp_sum(my_correct);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    loss_part[warp] = my_loss;
+    correct_part[warp] = my_correct;
+  }
+  __syncthreads();  // also: every thread has read *index.step
+  if (threadIdx.x == 0) {
+    double l = 0.0;
+    unsigned c = 0;
+    for (int w = 0; w < int(blockDim.x + 31) / 32; ++w) {
+      l += loss_part[w];
+      c += correct_part[w];
+    }
+    if (loss_sum != nullptr) *loss_sum += l;
+    if (correct != nullptr) *correct += c;
+    // The order is read through the counter by this batch's kernels up to here only.
+    if (advance_step && index.step != nullptr) *const_cast<int*>(index.step) += 1;
+  }
+}
+
+__global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,
+                              RowIndex index, float scale, float* x, std::int32_t* y) {
+  const int r = blockIdx.y;
+  const int src = batch_row(index, r);
+  for (int f = blockIdx.x * blockDim.x + threadIdx.x; f < features; f += gridDim.x * blockDim.x) {
+    x[std::size_t(r) * features + f] = float(pixels[std::size_t(src) * features + f]) * scale;
+  }
+  if (y != nullptr && blockIdx.x == 0 && threadIdx.x == 0) y[r] = labels[src];
+}
+
+__global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight_decay, float* params,
+                           const float* grads, float* velocity) {
+  FusedSgd s;
+  s.lr = lr;
+  s.momentum = momentum;
+  s.weight_decay = weight_decay;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    sgd_one(s, params[i], velocity != nullptr ? velocity + i : nullptr, grads[i]);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Host API
+
+void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, std::size_t* counters) {
+  const Plan p = plan_for(form, M, N, K, true);
+  if (floats != nullptr) *floats = p.scratch_floats();
+  if (counters != nullptr) *counters = p.scratch_counters();
+}
+
+void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,
+                    float* Y, GemmScratch scratch, cudaStream_t stream) {
+  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch.partials != nullptr);
+  launch_gemm(p, M, N, K, DenseSrc<true>{X, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0,
+              scratch, stream, "linear_forward");
+}
+
+void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, float scale, RowIndex rows,
+                           float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
+                           GemmScratch scratch, cudaStream_t stream) {
+  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch.partials != nullptr);
+  launch_gemm(p, M, N, K, GatherSrc{pixels, scale, rows, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N},
+              X_out, K, scratch, stream, "linear_forward_gather");
+}
+
+void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate, float* dW,
+                        float* db, const FusedSgd& sgd, cudaStream_t stream) {
+  const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
+  if (M == 0) return;  // nothing to add (and an empty sum must not overwrite)
+  // C[N,K] = sum_m A(n,m) B(m,k), A(n,m) = dY[m*N+n] (n contiguous), B(m,k) = X[m*K+k] (k contiguous).
+  launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, DenseSrc<false>{X, K},
+              WeightGradEpi{accumulate, dW, db, K, sgd}, nullptr, 0, GemmScratch{}, stream, "linear_weight_grad");
+}
+
+void linear_input_grad(int M, int N, int K, const float* dY, const float* W, const float* H, float* dX,
+                       GemmScratch scratch, cudaStream_t stream) {
+  const Plan p = plan_for(GemmForm::input_grad, M, N, K, scratch.partials != nullptr);
+  // C[M,K] = sum_n A(m,n) B(n,k), A = dY (n contiguous), B(n,k) = W[n*K+k] (k contiguous).
+  launch_gemm(p, M, K, N, DenseSrc<true>{dY, N}, DenseSrc<false>{W, K}, InputGradEpi{H, dX, K}, nullptr, 0,
+              scratch, stream, "linear_input_grad");
+}
+
+void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
+                  float scale, float* probs, float* dlogits, double* loss_sum, unsigned long long* correct,
+                  bool advance_step, cudaStream_t stream) {
+  const int threads = std::min(1024, std::max(32, (rows + 31) / 32 * 32));
+  softmax_xent_kernel<<<1, threads, 0, stream>>>(rows, classes, logits, labels, index, scale, probs, dlogits,
+                                                 loss_sum, correct, advance_step);
+  check_launch("softmax_xent");
+}
+
+void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,
+                  RowIndex index, float scale, float* x, std::int32_t* y, cudaStream_t stream) {
+  if (rows <= 0) return;
+  const dim3 grid(std::max(1, std::min(8, (features + 255) / 256)), rows);
+  gather_kernel<<<grid, 256, 0, stream>>>(rows, features, pixels, labels, index, scale, x, y);
+  check_launch("gather_batch");
+}
+
+void sgd_update(std::size_t n, float lr, float momentum, float weight_decay, float* params, const float* grads,
+                float* velocity, cudaStream_t stream) {
+  if (n == 0) return;
+  const int blocks = int(std::min<std::size_t>(1024, (n + 255) / 256));
+  sgd_kernel<<<blocks, 256, 0, stream>>>(n, lr, momentum, weight_decay, params, grads, velocity);
+  check_launch("sgd_update");
+}
+
+}  // namespace nnpar::cuda

@@ -1,0 +1,430 @@
+// The CUDA kernels against the CPU kernels, one training step against the CPU Model, and the
+// `cuda` strategy against `serial` through the runner. Every test skips (visibly) on a
+// machine without a CUDA device.
+#include <gtest/gtest.h>
+
+#include <cuda_runtime_api.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "nnpar/cuda_kernels.hpp"
+#include "nnpar/kernels.hpp"
+#include "nnpar/model.hpp"
+#include "parity.hpp"
+#include "runner.hpp"
+
+namespace fs = std::filesystem;
+using namespace nnpar;
+namespace gpu = nnpar::cuda;
+
+namespace {
+
+bool have_device() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define REQUIRE_GPU() \
+  if (!have_device()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount found none)"
+
+// The device machine may hold the repository elsewhere than where this binary was built.
+fs::path data_dir() {
+  if (const char* env = std::getenv("NNPAR_TEST_DATA")) return env;
+  return NNPAR_TEST_DATA_DIR;
+}
+fs::path plugin_dir() {
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec && fs::exists(self.parent_path().parent_path() / "plugins" / "nnpar_strategy_cuda.so")) {
+    return self.parent_path().parent_path() / "plugins";
+  }
+  return NNPAR_PLUGIN_DIR;
+}
+
+// A device copy of a host vector, freed at scope exit.
+template <class T>
+struct Dev {
+  T* p = nullptr;
+  std::size_t n = 0;
+  explicit Dev(std::size_t count) : n(count) {
+    gpu::check(cudaMalloc(reinterpret_cast<void**>(&p), std::max<std::size_t>(1, n) * sizeof(T)), "malloc");
+    gpu::check(cudaMemset(p, 0, std::max<std::size_t>(1, n) * sizeof(T)), "memset");
+  }
+  explicit Dev(const std::vector<T>& h) : Dev(h.size()) { put(h); }
+  Dev(const Dev&) = delete;
+  ~Dev() { cudaFree(p); }
+  void put(const std::vector<T>& h) {
+    gpu::check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  }
+  std::vector<T> get() const {
+    std::vector<T> h(n);
+    gpu::check(cudaDeviceSynchronize(), "sync");
+    gpu::check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
+    return h;
+  }
+};
+
+// Split-K scratch for one product.
+struct Scratch {
+  Dev<float> partials;
+  Dev<unsigned> counters;
+  Scratch(gpu::GemmForm form, int M, int N, int K) : partials(size(form, M, N, K, true)), counters(size(form, M, N, K, false)) {}
+  static std::size_t size(gpu::GemmForm form, int M, int N, int K, bool floats) {
+    std::size_t f = 0, c = 0;
+    gpu::gemm_scratch_size(form, M, N, K, &f, &c);
+    return floats ? f : c;
+  }
+  gpu::GemmScratch get() const { return {partials.n ? partials.p : nullptr, counters.p}; }
+};
+
+std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+double rel_error(const std::vector<float>& got, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    num += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// fp32 products: rounding grows ~sqrt(K).
+double bound(int K) { return 1e-5 * std::sqrt(double(std::max(K, 1))) + 1e-7; }
+
+struct Shape {
+  int M, N, K;
+};
+const Shape kShapes[] = {{1, 1, 1}, {7, 13, 5}, {129, 257, 785}, {128, 26, 256}, {1, 256, 784}, {1024, 256, 256}};
+
+std::string name(const Shape& s) {
+  return std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K);
+}
+
+}  // namespace
+
+TEST(CudaKernels, ForwardMatchesCpu) {
+  REQUIRE_GPU();
+  for (const Shape& s : kShapes) {
+    for (bool sigmoid : {false, true}) {
+      const auto X = random_vector(std::size_t(s.M) * s.K, 1), W = random_vector(std::size_t(s.N) * s.K, 2),
+                 b = random_vector(s.N, 3);
+      std::vector<float> ref(std::size_t(s.M) * s.N);
+      kernels::gemm_nt(s.M, s.N, s.K, 1.0f, X.data(), s.K, W.data(), s.K, 0.0f, ref.data(), s.N);
+      if (sigmoid) kernels::bias_sigmoid_rows(s.M, s.N, b.data(), ref.data());
+      else kernels::add_bias_rows(s.M, s.N, b.data(), ref.data());
+      Dev<float> dX(X), dW(W), db(b), dY(std::vector<float>(ref.size(), NAN));
+      Scratch scratch(gpu::GemmForm::forward, s.M, s.N, s.K);
+      for (int rep = 0; rep < 2; ++rep) {  // twice: the split-K counters must reset themselves
+        gpu::linear_forward(s.M, s.N, s.K, dX.p, dW.p, db.p, sigmoid, dY.p, scratch.get(), nullptr);
+        EXPECT_LE(rel_error(dY.get(), ref), bound(s.K)) << name(s) << " sigmoid " << sigmoid << " rep " << rep;
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, ForwardGatherMatchesCpu) {
+  REQUIRE_GPU();
+  Dataset data;
+  data.count = 300;
+  data.pixels.resize(data.count * 784);
+  data.labels.resize(data.count);
+  std::mt19937 rng(5);
+  for (auto& p : data.pixels) p = std::uint8_t(rng() & 0xFF);
+  for (auto& l : data.labels) l = std::int32_t(rng() % 26);
+  const int batch = 129, step = 1, N = 257;
+  const auto order = epoch_order(data.count, 7, 0, true);
+  std::vector<float> x(std::size_t(batch) * 784);
+  std::vector<std::int32_t> y(batch);
+  gather_batch(data, std::span(order).subspan(std::size_t(step) * batch, batch), x.data(), y.data());
+  const auto W = random_vector(std::size_t(N) * 784, 8, -0.1f, 0.1f), b = random_vector(N, 9);
+  std::vector<float> ref(std::size_t(batch) * N);
+  kernels::gemm_nt(batch, N, 784, 1.0f, x.data(), 784, W.data(), 784, 0.0f, ref.data(), N);
+  kernels::bias_sigmoid_rows(batch, N, b.data(), ref.data());
+
+  Dev<std::uint8_t> pixels(data.pixels);
+  Dev<std::int32_t> labels(data.labels), dy{std::size_t(batch)};
+  Dev<std::uint32_t> dorder(order);
+  Dev<int> dstep(std::vector<int>{step});
+  Dev<float> dW(W), db(b), dY(ref.size()), dx(x.size()), dx2(x.size());
+  Scratch scratch(gpu::GemmForm::forward, batch, N, 784);
+  const gpu::RowIndex index{dorder.p, dstep.p, batch};
+  gpu::linear_forward_gather(batch, N, 784, pixels.p, data.pixel_scale, index, dx.p, dW.p, db.p, true, dY.p,
+                             scratch.get(), nullptr);
+  EXPECT_LE(rel_error(dY.get(), ref), bound(784));
+  EXPECT_EQ(dx.get(), x) << "the gathered copy of the input";
+  gpu::gather_batch(batch, 784, pixels.p, labels.p, index, data.pixel_scale, dx2.p, dy.p, nullptr);
+  EXPECT_EQ(dx2.get(), x);
+  EXPECT_EQ(dy.get(), y);
+}
+
+TEST(CudaKernels, WeightGradMatchesCpu) {
+  REQUIRE_GPU();
+  for (const Shape& s : kShapes) {
+    for (bool accumulate : {false, true}) {
+      // Forward names: dY [M,N], X [M,K]; dW [N,K], db [N].
+      const auto dYh = random_vector(std::size_t(s.M) * s.N, 11), X = random_vector(std::size_t(s.M) * s.K, 12);
+      auto dW = random_vector(std::size_t(s.N) * s.K, 13), db = random_vector(s.N, 14);
+      Dev<float> g_dY(dYh), g_X(X), g_dW(accumulate ? dW : std::vector<float>(dW.size(), NAN)),
+          g_db(accumulate ? db : std::vector<float>(db.size(), NAN));
+      const float beta = accumulate ? 1.0f : 0.0f;
+      kernels::gemm_tn(s.N, s.K, s.M, 1.0f, dYh.data(), s.N, X.data(), s.K, beta, dW.data(), s.K);
+      kernels::column_sums(s.M, s.N, 1.0f, dYh.data(), beta, db.data());
+      gpu::linear_weight_grad(s.M, s.N, s.K, g_dY.p, g_X.p, accumulate, g_dW.p, g_db.p, gpu::FusedSgd{}, nullptr);
+      EXPECT_LE(rel_error(g_dW.get(), dW), bound(s.M)) << name(s) << " accumulate " << accumulate;
+      EXPECT_LE(rel_error(g_db.get(), db), bound(s.M)) << name(s) << " accumulate " << accumulate;
+    }
+  }
+}
+
+TEST(CudaKernels, WeightGradWithFusedSgdMatchesCpu) {
+  REQUIRE_GPU();
+  for (float momentum : {0.0f, 0.9f}) {
+    const Shape s{128, 26, 256};
+    const auto dYh = random_vector(std::size_t(s.M) * s.N, 21), X = random_vector(std::size_t(s.M) * s.K, 22);
+    auto W = random_vector(std::size_t(s.N) * s.K, 23), b = random_vector(s.N, 24);
+    auto vW = random_vector(W.size(), 25), vb = random_vector(b.size(), 26);
+    Dev<float> g_dY(dYh), g_X(X), g_dW(W.size()), g_db(b.size()), g_W(W), g_b(b), g_vW(vW), g_vb(vb);
+    std::vector<float> dW(W.size()), db(b.size());
+    kernels::gemm_tn(s.N, s.K, s.M, 1.0f, dYh.data(), s.N, X.data(), s.K, 0.0f, dW.data(), s.K);
+    kernels::column_sums(s.M, s.N, 1.0f, dYh.data(), 0.0f, db.data());
+    kernels::sgd_update(W.size(), 0.3f, momentum, 1e-3f, W.data(), dW.data(), momentum != 0 ? vW.data() : nullptr);
+    kernels::sgd_update(b.size(), 0.3f, momentum, 1e-3f, b.data(), db.data(), momentum != 0 ? vb.data() : nullptr);
+    gpu::FusedSgd sgd{0.3f, momentum, 1e-3f, g_W.p, g_b.p, g_vW.p, g_vb.p};
+    gpu::linear_weight_grad(s.M, s.N, s.K, g_dY.p, g_X.p, false, g_dW.p, g_db.p, sgd, nullptr);
+    EXPECT_LE(rel_error(g_W.get(), W), 1e-5) << "momentum " << momentum;
+    EXPECT_LE(rel_error(g_b.get(), b), 1e-5) << "momentum " << momentum;
+    if (momentum != 0) {
+      EXPECT_LE(rel_error(g_vW.get(), vW), 1e-4);
+    }
+  }
+}
+
+TEST(CudaKernels, InputGradMatchesCpu) {
+  REQUIRE_GPU();
+  for (const Shape& s : kShapes) {
+    for (bool with_sigmoid : {false, true}) {
+      // dY [M,N], W [N,K], H [M,K] -> dX [M,K].
+      const auto dYh = random_vector(std::size_t(s.M) * s.N, 31), W = random_vector(std::size_t(s.N) * s.K, 32),
+                 H = random_vector(std::size_t(s.M) * s.K, 33, 0.0f, 1.0f);
+      std::vector<float> ref(std::size_t(s.M) * s.K);
+      kernels::gemm_nn(s.M, s.K, s.N, 1.0f, dYh.data(), s.N, W.data(), s.K, 0.0f, ref.data(), s.K);
+      if (with_sigmoid) kernels::sigmoid_backward(ref.size(), H.data(), ref.data(), ref.data());
+      Dev<float> g_dY(dYh), g_W(W), g_H(H), g_dX(std::vector<float>(ref.size(), NAN));
+      Scratch scratch(gpu::GemmForm::input_grad, s.M, s.N, s.K);
+      for (int rep = 0; rep < 2; ++rep) {
+        gpu::linear_input_grad(s.M, s.N, s.K, g_dY.p, g_W.p, with_sigmoid ? g_H.p : nullptr, g_dX.p, scratch.get(),
+                               nullptr);
+        EXPECT_LE(rel_error(g_dX.get(), ref), bound(s.N)) << name(s) << " sigmoid " << with_sigmoid;
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, SoftmaxCrossEntropyMatchesCpu) {
+  REQUIRE_GPU();
+  const std::pair<int, int> shapes[] = {{1, 1}, {7, 5}, {128, 26}, {129, 26}, {1500, 26}, {3, 300}};
+  for (auto [rows, classes] : shapes) {
+    const auto logits = random_vector(std::size_t(rows) * classes, 41, -8.0f, 8.0f);
+    std::vector<std::int32_t> labels(rows);
+    std::mt19937 rng(42);
+    for (auto& l : labels) l = std::int32_t(rng() % classes);
+    std::vector<float> probs(logits.size()), grad(logits.size());
+    const double loss = kernels::softmax_xent_forward(rows, classes, logits.data(), labels.data(), probs.data());
+    const int correct = kernels::count_correct(rows, classes, probs.data(), labels.data());
+    const float scale = 1.0f / rows;
+    kernels::softmax_xent_backward(rows, classes, probs.data(), labels.data(), scale, grad.data());
+
+    Dev<float> g_logits(logits), g_probs(probs.size()), g_grad(grad.size());
+    Dev<std::int32_t> g_labels(labels);
+    Dev<double> g_loss(std::vector<double>{0.5});  // accumulates onto what is there
+    Dev<unsigned long long> g_correct(std::vector<unsigned long long>{3});
+    gpu::softmax_xent(rows, classes, g_logits.p, g_labels.p, gpu::RowIndex{}, scale, g_probs.p, g_grad.p, g_loss.p,
+                      g_correct.p, false, nullptr);
+    EXPECT_NEAR(g_loss.get()[0] - 0.5, loss, 1e-5 * std::max(1.0, loss)) << rows << "x" << classes;
+    EXPECT_EQ(g_correct.get()[0] - 3, unsigned(correct)) << rows << "x" << classes;
+    EXPECT_LE(rel_error(g_probs.get(), probs), 1e-6) << rows << "x" << classes;
+    EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << rows << "x" << classes;
+  }
+}
+
+TEST(CudaKernels, SgdUpdateMatchesCpu) {
+  REQUIRE_GPU();
+  for (float momentum : {0.0f, 0.9f}) {
+    const std::size_t n = 100007;
+    auto p = random_vector(n, 51), v = random_vector(n, 52);
+    const auto g = random_vector(n, 53);
+    Dev<float> gp(p), gv(v), gg(g);
+    kernels::sgd_update(n, 0.1f, momentum, 5e-4f, p.data(), g.data(), momentum != 0 ? v.data() : nullptr);
+    gpu::sgd_update(n, 0.1f, momentum, 5e-4f, gp.p, gg.p, momentum != 0 ? gv.p : nullptr, nullptr);
+    EXPECT_LE(rel_error(gp.get(), p), 1e-6);
+  }
+}
+
+// The kernels composed into one training step give the CPU Model's gradients.
+TEST(CudaKernels, OneStepGradientsMatchCpuModel) {
+  REQUIRE_GPU();
+  ModelSpec spec;
+  spec.layer_sizes = {37, 19, 23, 5};
+  const int rows = 13, L = spec.linear_count();
+  std::vector<float> params(parameter_count(spec));
+  initialize_parameters(spec, params);
+  for (std::size_t i = 0; i < params.size(); ++i) params[i] += 0.01f * float(i % 7);  // non-zero biases
+  const auto x = random_vector(std::size_t(rows) * 37, 61, 0.0f, 1.0f);
+  std::vector<std::int32_t> y(rows);
+  for (int r = 0; r < rows; ++r) y[r] = r % 5;
+
+  Model model(spec, rows);
+  std::copy(params.begin(), params.end(), model.parameters().begin());
+  model.forward({x.data(), rows, 37}, y.data());
+  model.zero_grad();
+  model.backward(1.0f / rows);
+  const std::vector<float> ref(model.gradients().begin(), model.gradients().end());
+
+  Dev<float> g_params(params), g_grads(params.size());
+  Dev<std::int32_t> g_y(y);
+  std::vector<std::unique_ptr<Dev<float>>> acts, gout;
+  acts.push_back(std::make_unique<Dev<float>>(x));
+  for (int i = 0; i < L; ++i) {
+    acts.push_back(std::make_unique<Dev<float>>(std::size_t(rows) * spec.layer_sizes[i + 1]));
+    gout.push_back(std::make_unique<Dev<float>>(std::size_t(rows) * spec.layer_sizes[i + 1]));
+  }
+  Dev<double> loss(1);
+  Dev<unsigned long long> correct(1);
+  auto W = [&](int i) { return g_params.p + parameter_offset(spec, i); };
+  auto G = [&](int i) { return g_grads.p + parameter_offset(spec, i); };
+  const auto& n = spec.layer_sizes;
+  for (int i = 0; i < L; ++i) {
+    gpu::linear_forward(rows, n[i + 1], n[i], acts[i]->p, W(i), W(i) + n[i + 1] * n[i], i + 1 < L, acts[i + 1]->p, {},
+                        nullptr);
+  }
+  gpu::softmax_xent(rows, n[L], acts[L]->p, g_y.p, {}, 1.0f / rows, nullptr, gout[L - 1]->p, loss.p, correct.p, false,
+                    nullptr);
+  for (int i = L - 1; i >= 0; --i) {
+    if (i > 0) gpu::linear_input_grad(rows, n[i + 1], n[i], gout[i]->p, W(i), acts[i]->p, gout[i - 1]->p, {}, nullptr);
+    gpu::linear_weight_grad(rows, n[i + 1], n[i], gout[i]->p, acts[i]->p, false, G(i), G(i) + n[i + 1] * n[i], {},
+                            nullptr);
+  }
+  EXPECT_LE(rel_error(g_grads.get(), ref), 1e-5);
+  EXPECT_NEAR(loss.get()[0], model.last_loss_sum(), 1e-5 * model.last_loss_sum());
+  EXPECT_EQ(correct.get()[0], unsigned(model.last_correct()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The strategy through the runner, against serial.
+
+namespace {
+
+bool have_data() { return fs::exists(data_dir() / "letters-train-images-idx3-ubyte.gz"); }
+
+StrategyEntry entry(const std::string& name) {
+  StrategyEntry e;
+  e.name = e.label = name;
+  e.table = std::make_shared<toml::table>();
+  return e;
+}
+
+RunConfig small_config() {
+  const fs::path d = data_dir();
+  RunConfig config;
+  config.file = "test_cuda";
+  config.data.dir = d;
+  config.data.train_images = d / "letters-train-images-idx3-ubyte.gz";
+  config.data.train_labels = d / "letters-train-labels-idx1-ubyte.gz";
+  config.data.test_images = d / "letters-test-images-idx3-ubyte.gz";
+  config.data.test_labels = d / "letters-test-labels-idx1-ubyte.gz";
+  config.data.options.limit = 6000;
+  config.data.test_limit = 2000;
+  config.model.layer_sizes = {784, 64, 26};
+  config.train.epochs = 3;
+  config.train.batch_size = 32;
+  config.train.sgd.lr = 0.5f;
+  config.eval_every = 0;
+  config.strategies = {entry("serial"), entry("cuda")};
+  return config;
+}
+
+class CudaTraining : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_device()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount found none)";
+    if (!have_data()) GTEST_SKIP() << "dataset not found in " << data_dir() << " (set NNPAR_TEST_DATA)";
+    if (!data_) data_ = std::make_unique<Datasets>(load_datasets(small_config().data));
+  }
+  // Trains serial and the cuda entry from the same start and checks parity.
+  void expect_parity(const RunConfig& config, const StrategyEntry& cuda) {
+    const auto initial = initial_parameters(config);
+    const RunResult ref = run_strategy(config, config.strategies[0], plugins_, *data_, initial);
+    const RunResult got = run_strategy(config, cuda, plugins_, *data_, initial);
+    ASSERT_EQ(got.epochs.size(), ref.epochs.size());
+    for (std::size_t e = 0; e < ref.epochs.size(); ++e) {
+      EXPECT_EQ(got.epochs[e].samples, ref.epochs[e].samples);
+      EXPECT_EQ(got.epochs[e].steps, ref.epochs[e].steps);
+      EXPECT_NEAR(got.epochs[e].loss, ref.epochs[e].loss, 1e-3 * ref.epochs[e].loss) << "epoch " << e;
+      EXPECT_NEAR(got.epochs[e].train_accuracy, ref.epochs[e].train_accuracy, 0.002) << "epoch " << e;
+    }
+    const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, 1e-3, 1e-5);
+    EXPECT_EQ(d.outside, 0u) << "max |dw| " << d.max_abs << ", max rel " << d.max_rel;
+    EXPECT_LE(std::abs(got.final_test.accuracy - ref.final_test.accuracy), 0.001)
+        << got.final_test.accuracy << " vs " << ref.final_test.accuracy;
+    EXPECT_NE(got.final_parameters, initial);
+    EXPECT_NE(got.device.find("NVIDIA"), std::string::npos) << got.device;
+    std::printf("  %s: max|dw| %.2e, test acc %.2f%% vs %.2f%%, %.0f samples/s\n", cuda.label.c_str(), d.max_abs,
+                100 * got.final_test.accuracy, 100 * ref.final_test.accuracy, got.samples_per_second);
+  }
+  static std::unique_ptr<Datasets> data_;
+  PluginRegistry plugins_{{plugin_dir()}};
+};
+std::unique_ptr<Datasets> CudaTraining::data_;
+
+StrategyEntry cuda_entry(bool graph, int graph_steps = 128) {
+  StrategyEntry e = entry("cuda");
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("graph", graph);
+  t->insert("graph_steps", graph_steps);
+  e.table = t;
+  return e;
+}
+
+}  // namespace
+
+// 6000 / 32: 187 full steps (one graph of 128, one of 59) and a partial batch of 16.
+TEST_F(CudaTraining, GraphMatchesSerial) { expect_parity(small_config(), cuda_entry(true)); }
+
+TEST_F(CudaTraining, PlainLaunchesMatchSerial) {
+  RunConfig config = small_config();
+  config.train.epochs = 2;
+  expect_parity(config, cuda_entry(false));
+}
+
+TEST_F(CudaTraining, DeepModelWithMomentumAndDropLastMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.batch_size = 128;
+  config.train.drop_last = true;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, cuda_entry(true, 7));
+}
+
+TEST_F(CudaTraining, BatchOneMatchesSerial) {
+  RunConfig config = small_config();
+  config.data.options.limit = 500;
+  config.train.epochs = 1;
+  config.train.batch_size = 1;
+  config.train.sgd.lr = 0.05f;
+  expect_parity(config, cuda_entry(true));
+}
