@@ -62,6 +62,10 @@ std::shared_ptr<Plugin> Plugin::load(const fs::path& file) {
   require("nnpar_create_strategy");
   require("nnpar_destroy_strategy");
   plugin->info_ = plugin->library_.get<const StrategyInfo*()>("nnpar_strategy_info")();
+  // Loaded plugins stay loaded for the life of the process: unloading one that started
+  // threads (OpenMP's pool, CUDA's or MPI's helpers) while they are alive crashes later.
+  static std::vector<std::shared_ptr<Plugin>> keep_loaded;
+  keep_loaded.push_back(plugin);
   plugin->create_ = &plugin->library_.get<Strategy*()>("nnpar_create_strategy");
   plugin->destroy_ = &plugin->library_.get<void(Strategy*)>("nnpar_destroy_strategy");
   if (plugin->info_ == nullptr || plugin->info_->name.empty())

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Multicore scaling: nnpar serial, nnpar openmp (data_parallel and intra_op) and PyTorch on the
+CPU, at the same thread counts, batch sizes and widths, in one run.
+
+    /usr/bin/python3 bench/openmp_scaling.py [--build build] [--threads 1,2,4,8,16]
+        [--batch 32,128,1024] [--width 256,1024] [--epochs 2] [--samples N] [--json FILE]
+
+The model is 784-W-W-26 (sigmoid hidden layers, softmax cross-entropy, plain SGD) on the letters
+training set (NNPAR_DATA or ../shared/data), visited in file order (shuffle off, as PyTorch's
+loop below does). nnpar runs as `nnpar train --quiet` and its results JSON gives samples/s per
+epoch; PyTorch runs in this process with torch.set_num_threads(t). The first epoch is a
+warm-up and is not counted when --epochs > 1 (median of the others). --samples N caps each
+epoch at the first N samples (data.limit) for a quick run.
+
+Thread placement: set OMP_PROC_BIND / OMP_PLACES in the environment (e.g. OMP_PROC_BIND=close
+OMP_PLACES=cores); nnpar (a child process) and PyTorch (this process, both libgomp) honour
+them, and they are recorded in the JSON. Thread counts above the cores available are run but
+flagged: oversubscribed barriers measure the scheduler, not the strategy.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from serial_vs_torch import cpu_model, data_dir, read_idx  # noqa: E402  (shared helpers)
+
+MODES = ("data_parallel", "intra_op")
+
+
+def ints(text):
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def counted(rates):
+    """Median samples/s of the epochs after the warm-up one."""
+    rates = rates[1:] if len(rates) > 1 else rates
+    return float(np.median(rates)) if rates else float("nan")
+
+
+def write_config(workdir, args):
+    # Batch, width and threads come in as --set overrides, so one file serves every run.
+    path = os.path.join(workdir, "scaling.toml")
+    strategies = "".join(f'\n[[strategy]]\nname = "openmp"\nlabel = "omp-{m}"\nmode = "{m}"\nthreads = 1\n'
+                         for m in MODES)
+    with open(path, "w") as f:
+        f.write(f"""[data]
+dir = "{data_dir()}"
+limit = {args.samples}
+test_limit = 1000
+[model]
+layers = [784, 256, 256, 26]
+[train]
+epochs = {args.epochs}
+batch_size = 128
+lr = {args.lr}
+shuffle = false
+eval_every = 0
+[output]
+dir = "{workdir}/results"
+[[strategy]]
+name = "serial"
+{strategies}""")
+    return path
+
+
+def run_nnpar(args, config, label, batch, width, threads=None):
+    cmd = [os.path.join(args.build, "bin", "nnpar"), "train", config, "--quiet", "--strategy", label,
+           "--set", f"train.batch_size={batch}", "--set", f"model.layers=[784,{width},{width},26]"]
+    if threads is not None:
+        cmd += ["--set", f"strategy.{label}.threads={threads}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr or proc.stdout}")
+    files = [l.split("results: ", 1)[1].strip() for l in proc.stdout.splitlines() if l.startswith("results: ")]
+    with open(files[0]) as f:
+        run = json.load(f)
+    return {"samples_per_second": [e["samples_per_second"] for e in run["epochs"]],
+            "loss": [e["loss"] for e in run["epochs"]],
+            "phases": run.get("totals", {}).get("phases"), "device": run.get("machine", {}).get("device")}
+
+
+class TorchRunner:
+    def __init__(self, samples):
+        import torch  # Debian's python3-torch: run this script with /usr/bin/python3
+        self.torch = torch
+        # Debian's python3-torch is built with BLAS_INFO=generic: its GEMMs run on whatever
+        # libblas.so.3 the alternatives system points at (netlib's reference BLAS by default,
+        # single-threaded and slow; install libopenblas0 for a fair comparison).
+        blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+        lib = "/usr/lib/x86_64-linux-gnu/libblas.so.3"
+        self.blas = (blas.group(1) if blas else "?") + (f" -> {os.path.realpath(lib)}" if os.path.exists(lib) else "")
+        images = read_idx(os.path.join(data_dir(), "letters-train-images-idx3-ubyte.gz"))
+        labels = read_idx(os.path.join(data_dir(), "letters-train-labels-idx1-ubyte.gz")).astype(np.int64) - 1
+        if samples:
+            images, labels = images[:samples], labels[:samples]
+        self.x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+        self.y = torch.from_numpy(labels)
+
+    def run(self, threads, batch, width, epochs, lr):
+        torch = self.torch
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(784, width), torch.nn.Sigmoid(),
+                                    torch.nn.Linear(width, width), torch.nn.Sigmoid(),
+                                    torch.nn.Linear(width, 26))
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        n = len(self.x)
+        rates, losses = [], []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            total = 0.0
+            for b in range(0, n, batch):
+                x, y = self.x[b:b + batch], self.y[b:b + batch]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(x)
+            rates.append(n / (time.perf_counter() - start))
+            losses.append(total / n)
+        return {"samples_per_second": rates, "loss": losses}
+
+
+def fmt(x):
+    return "-" if x is None or x != x else f"{x:,.0f}"
+
+
+def ratio(a, b):
+    return "-" if a is None or b is None or not b or a != a or b != b else f"{a / b:.2f}x"
+
+
+def table(batch, width, threads_list, serial, omp, torch_rates, cores):
+    lines = [f"\n### batch {batch}, model 784-{width}-{width}-26 (samples/s)\n",
+             "| threads | serial | omp data_parallel | omp intra_op | torch | speedup dp | speedup intra "
+             "| best omp / torch | best mode |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|:---|"]
+    for t in threads_list:
+        dp, io = omp["data_parallel"].get(t), omp["intra_op"].get(t)
+        pt = torch_rates.get(t)
+        cands = [(v, m) for v, m in ((dp, "data_parallel"), (io, "intra_op")) if v is not None and v == v]
+        best, mode = max(cands) if cands else (None, "-")
+        note = " (oversubscribed)" if t > cores else ""
+        lines.append(f"| {t}{note} | {fmt(serial)} | {fmt(dp)} | {fmt(io)} | {fmt(pt)} | {ratio(dp, serial)} "
+                     f"| {ratio(io, serial)} | {ratio(best, pt)} | {mode} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--threads", default="1,2,4,8,16")
+    parser.add_argument("--batch", default="32,128,1024")
+    parser.add_argument("--width", default="256,1024")
+    parser.add_argument("--epochs", type=int, default=2, help="the first is a warm-up when > 1")
+    parser.add_argument("--samples", type=int, default=0, help="cap each epoch at N samples (0 = all)")
+    parser.add_argument("--lr", type=float, default=0.3)
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--json", help="also write every number and the machine to this file")
+    args = parser.parse_args()
+    threads_list, batches, widths = ints(args.threads), ints(args.batch), ints(args.width)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+    torch_runner, torch_version = None, None
+    if not args.no_torch:
+        try:
+            torch_runner = TorchRunner(args.samples)
+            torch_version = torch_runner.torch.__version__
+            if "generic" in torch_runner.blas and "netlib" in torch_runner.blas:
+                print(f"warning: PyTorch uses the reference BLAS ({torch_runner.blas}): its numbers "
+                      "understate PyTorch with MKL or OpenBLAS", file=sys.stderr)
+        except ImportError as e:
+            print(f"warning: PyTorch not available ({e}); run with /usr/bin/python3 or pass --no-torch",
+                  file=sys.stderr)
+
+    machine = {"cpu": cpu_model(), "cores_available": cores, "cpu_count": os.cpu_count(),
+               "platform": platform.platform(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+               "torch": torch_version, "torch_blas": torch_runner.blas if torch_runner else None,
+               "env": {k: os.environ[k] for k in ("OMP_PROC_BIND", "OMP_PLACES", "OMP_NUM_THREADS",
+                                                  "OMP_WAIT_POLICY") if k in os.environ}}
+    print(f"machine: {machine['cpu']}, {cores} cores available; torch {torch_version or 'n/a'} "
+          f"(BLAS {machine['torch_blas']}); "
+          f"{machine['env'] or 'no OMP_* placement set'}")
+    print(f"{args.epochs} epochs of {args.samples or 'all'} samples; samples/s = median of epochs "
+          f"{'2..' if args.epochs > 1 else '1..'}{args.epochs}")
+
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        config = write_config(workdir, args)
+        for batch in batches:
+            for width in widths:
+                entry = {"batch": batch, "width": width, "serial": None,
+                         "openmp": {m: {} for m in MODES}, "torch": {}}
+                try:
+                    entry["serial"] = run_nnpar(args, config, "serial", batch, width)
+                except RuntimeError as e:
+                    print(f"error: {e}", file=sys.stderr)
+                for t in threads_list:
+                    for m in MODES:
+                        try:
+                            entry["openmp"][m][t] = run_nnpar(args, config, f"omp-{m}", batch, width, t)
+                        except RuntimeError as e:
+                            print(f"error: {e}", file=sys.stderr)
+                    if torch_runner:
+                        entry["torch"][t] = torch_runner.run(t, batch, width, args.epochs, args.lr)
+                serial = counted(entry["serial"]["samples_per_second"]) if entry["serial"] else None
+                omp = {m: {t: counted(r["samples_per_second"]) for t, r in entry["openmp"][m].items()}
+                       for m in MODES}
+                pt = {t: counted(r["samples_per_second"]) for t, r in entry["torch"].items()}
+                print(table(batch, width, threads_list, serial, omp, pt, cores), flush=True)
+                entry["summary"] = {"serial": serial, "openmp": omp, "torch": pt}
+                results.append(entry)
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "epochs": args.epochs, "samples": args.samples, "lr": args.lr,
+                       "threads": threads_list, "results": results}, f, indent=2)
+        print(f"\njson: {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+// The OpenMP strategy against the serial reference, through the harness runner: parity in
+// both modes for 1..4 threads and awkward batch sizes, bit-exactness where promised,
+// run-to-run determinism, and option validation.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "parity.hpp"
+#include "runner.hpp"
+
+namespace fs = std::filesystem;
+using namespace nnpar;
+using testing::HasSubstr;
+
+namespace {
+
+const fs::path kData = NNPAR_TEST_DATA_DIR;
+
+bool have_data() { return fs::exists(kData / "letters-train-images-idx3-ubyte.gz"); }
+
+// Small enough that the whole file runs in seconds on 2 cores, even with 4 threads.
+RunConfig small_config(int batch, int epochs = 1) {
+  RunConfig config;
+  config.file = "test_openmp";
+  config.data.dir = kData;
+  config.data.train_images = kData / "letters-train-images-idx3-ubyte.gz";
+  config.data.train_labels = kData / "letters-train-labels-idx1-ubyte.gz";
+  config.data.test_images = kData / "letters-test-images-idx3-ubyte.gz";
+  config.data.test_labels = kData / "letters-test-labels-idx1-ubyte.gz";
+  config.data.options.limit = 1500;
+  config.data.test_limit = 1000;
+  config.model.layer_sizes = {784, 48, 32, 26};
+  config.train.epochs = epochs;
+  config.train.batch_size = batch;
+  config.train.sgd.lr = 0.5f;
+  config.eval_every = 0;
+  return config;
+}
+
+StrategyEntry serial_entry() {
+  StrategyEntry e;
+  e.name = e.label = "serial";
+  e.table = std::make_shared<toml::table>();
+  return e;
+}
+
+template <class Threads>
+StrategyEntry openmp_entry(const std::string& mode, Threads threads) {
+  auto table = std::make_shared<toml::table>();
+  table->insert("name", "openmp");
+  table->insert("mode", mode);
+  table->insert("threads", threads);
+  StrategyEntry e;
+  e.name = "openmp";
+  e.label = "omp-" + mode;
+  e.table = table;
+  e.where = "test_openmp";
+  return e;
+}
+
+bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+class OpenMp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_data()) GTEST_SKIP() << "dataset not found in " << kData << " (set NNPAR_TEST_DATA_DIR)";
+    if (!data_) data_ = std::make_unique<Datasets>(load_datasets(small_config(32).data));
+  }
+  RunResult run(const RunConfig& config, const StrategyEntry& entry) {
+    return run_strategy(config, entry, plugins_, *data_, initial_parameters(config));
+  }
+  // Serial runs are the reference for many cases: run each configuration once.
+  const RunResult& serial(const RunConfig& config) {
+    const std::string key = std::to_string(config.train.batch_size) + "/" +
+                            std::to_string(config.train.epochs) + "/" +
+                            std::to_string(config.train.sgd.momentum) + "/" +
+                            std::to_string(config.train.drop_last);
+    auto it = serial_runs_.find(key);
+    if (it == serial_runs_.end()) it = serial_runs_.emplace(key, run(config, serial_entry())).first;
+    return it->second;
+  }
+  static std::unique_ptr<Datasets> data_;
+  static std::map<std::string, RunResult> serial_runs_;
+  PluginRegistry plugins_{{NNPAR_PLUGIN_DIR}};
+};
+std::unique_ptr<Datasets> OpenMp::data_;
+std::map<std::string, RunResult> OpenMp::serial_runs_;
+
+struct Case {
+  std::string mode;
+  int threads, batch;
+};
+void PrintTo(const Case& c, std::ostream* os) {  // readable ctest names instead of raw bytes
+  *os << c.mode << ", " << c.threads << " threads, batch " << c.batch;
+}
+std::string case_name(const testing::TestParamInfo<Case>& info) {
+  return info.param.mode + "_t" + std::to_string(info.param.threads) + "_b" +
+         std::to_string(info.param.batch);
+}
+
+class OpenMpParity : public OpenMp, public testing::WithParamInterface<Case> {};
+
+}  // namespace
+
+// The harness's own rule (compare_weights with the default [parity] tolerances and the 0.1 pp
+// accuracy rule), plus the bit-exactness each mode promises.
+TEST_P(OpenMpParity, MatchesSerial) {
+  const Case c = GetParam();
+  const RunConfig config = small_config(c.batch);
+  const RunResult& ref = serial(config);
+  const RunResult got = run(config, openmp_entry(c.mode, c.threads));
+
+  EXPECT_EQ(got.device, "CPU, " + std::to_string(c.threads) + (c.threads == 1 ? " thread (" : " threads (") +
+                            c.mode + ")");
+  ASSERT_EQ(got.epochs.size(), 1u);
+  EXPECT_EQ(got.epochs[0].samples, ref.epochs[0].samples);
+  EXPECT_EQ(got.epochs[0].steps, ref.epochs[0].steps);
+  EXPECT_NEAR(got.epochs[0].loss, ref.epochs[0].loss, 1e-6 * ref.epochs[0].loss);
+  EXPECT_NE(got.final_parameters, initial_parameters(config)) << "training must change the weights";
+
+  const ParityConfig tol;
+  const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, tol.weight_rtol,
+                                       tol.weight_atol);
+  RecordProperty("max_abs_diff", std::to_string(d.max_abs));
+  std::printf("      %s threads=%d batch=%d: max|w - w_serial| = %.3g (rel %.3g)\n", c.mode.c_str(),
+              c.threads, c.batch, d.max_abs, d.max_rel);
+  EXPECT_EQ(d.outside, 0u) << "max abs diff " << d.max_abs;
+  EXPECT_NEAR(got.final_test.accuracy, ref.final_test.accuracy, tol.accuracy_pp / 100.0);
+  const ParityReport p = check_parity(got, ref, tol);
+  EXPECT_TRUE(p.pass) << p.reason;
+
+  // intra_op never changes an element's arithmetic (the GEMMs sum in an order independent of
+  // M/N, see kernels/cpu/gemm.cpp); data_parallel splits K = batch rows of the weight gradient,
+  // so only its 1-thread run must be bit-exact.
+  if (c.mode == "intra_op" || c.threads == 1) {
+    EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters))
+        << "expected bit-identical weights, max abs diff " << d.max_abs;
+    EXPECT_EQ(got.final_test.accuracy, ref.final_test.accuracy);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Modes, OpenMpParity,
+    testing::Values(Case{"data_parallel", 1, 32}, Case{"data_parallel", 2, 32},
+                    Case{"data_parallel", 3, 7}, Case{"data_parallel", 4, 30},
+                    Case{"data_parallel", 3, 2},  // batch < threads: a worker with no rows
+                    Case{"intra_op", 1, 32}, Case{"intra_op", 2, 32}, Case{"intra_op", 3, 7},
+                    Case{"intra_op", 4, 30}, Case{"intra_op", 3, 2},
+                    Case{"intra_op", 2, 100}),  // rows >= widths: GEMMs split by rows
+    case_name);
+
+TEST_F(OpenMp, RepeatedRunsAreBitIdentical) {
+  const RunConfig config = small_config(30);
+  for (const char* mode : {"data_parallel", "intra_op"}) {
+    const RunResult a = run(config, openmp_entry(mode, 3));
+    const RunResult b = run(config, openmp_entry(mode, 3));
+    EXPECT_TRUE(bit_identical(a.final_parameters, b.final_parameters)) << mode;
+    EXPECT_EQ(a.epochs[0].loss, b.epochs[0].loss) << mode;
+  }
+}
+
+// With threads > 1 data_parallel really sums shards (the weights are not serial's bits) and
+// reports the reduction as communication.
+TEST_F(OpenMp, DataParallelSplitsTheBatch) {
+  const RunConfig config = small_config(32);
+  const RunResult got = run(config, openmp_entry("data_parallel", 2));
+  EXPECT_FALSE(bit_identical(got.final_parameters, serial(config).final_parameters));
+  EXPECT_GT(got.phases.communication, 0);
+  EXPECT_GT(got.phases.forward, 0);
+  EXPECT_GT(got.phases.backward, 0);
+  EXPECT_GT(got.phases.update, 0);
+}
+
+TEST_F(OpenMp, MomentumWeightDecayAndTwoEpochsMatchSerial) {
+  RunConfig config = small_config(30, 2);
+  config.train.sgd.momentum = 0.9f;
+  config.train.sgd.weight_decay = 1e-4f;
+  config.train.sgd.lr = 0.1f;
+  config.train.drop_last = true;
+  const RunResult& ref = serial(config);
+  for (const char* mode : {"data_parallel", "intra_op"}) {
+    const RunResult got = run(config, openmp_entry(mode, 4));
+    EXPECT_EQ(got.epochs[1].steps, ref.epochs[1].steps) << mode;
+    const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, 1e-3, 1e-5);
+    EXPECT_EQ(d.outside, 0u) << mode << ": max abs diff " << d.max_abs;
+    if (std::string(mode) == "intra_op") {
+      EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters));
+    }
+  }
+}
+
+TEST_F(OpenMp, ZeroThreadsMeansOmpNumThreads) {
+  const char* old = std::getenv("OMP_NUM_THREADS");
+  const std::string saved = old ? old : "";
+  setenv("OMP_NUM_THREADS", "3", 1);
+  const RunConfig config = small_config(64);
+  const RunResult got = run(config, openmp_entry("data_parallel", 0));
+  if (old) {
+    setenv("OMP_NUM_THREADS", saved.c_str(), 1);
+  } else {
+    unsetenv("OMP_NUM_THREADS");
+  }
+  EXPECT_EQ(got.device, "CPU, 3 threads (data_parallel)");
+}
+
+TEST_F(OpenMp, BadOptionsAreConfigErrorsNamingTheKey) {
+  const RunConfig config = small_config(32);
+  auto error = [&](const StrategyEntry& e) -> std::string {
+    try {
+      run(config, e);
+    } catch (const ConfigError& err) {
+      return err.what();
+    }
+    return "<no ConfigError>";
+  };
+  const std::string bad_mode = error(openmp_entry("bogus", 2));
+  EXPECT_THAT(bad_mode, HasSubstr("mode"));
+  EXPECT_THAT(bad_mode, HasSubstr("data_parallel"));  // lists the choices
+  const std::string bad_threads = error(openmp_entry("intra_op", -1));
+  EXPECT_THAT(bad_threads, HasSubstr("threads"));
+  EXPECT_THAT(bad_threads, HasSubstr("-1"));
+  EXPECT_THAT(error(openmp_entry("intra_op", 1025)), HasSubstr("threads"));
+  EXPECT_THAT(error(openmp_entry("intra_op", "two")), HasSubstr("threads"));
+}
