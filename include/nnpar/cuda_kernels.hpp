@@ -94,4 +94,7 @@ void gather_batch(int rows, int features, const std::uint8_t* pixels, const std:
 void sgd_update(std::size_t n, float lr, float momentum, float weight_decay, float* params,
                 const float* grads, float* velocity, cudaStream_t stream);
 
+// x[i] *= factor (weighted parameter averaging).
+void scale(std::size_t n, float factor, float* x, cudaStream_t stream);
+
 }  // namespace nnpar::cuda

@@ -409,6 +409,12 @@ __global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels
   if (y != nullptr && blockIdx.x == 0 && threadIdx.x == 0) y[r] = labels[src];
 }
 
+__global__ void scale_kernel(std::size_t n, float factor, float* x) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    x[i] *= factor;
+}
+
 __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight_decay, float* params,
                            const float* grads, float* velocity) {
   FusedSgd s;
@@ -487,6 +493,13 @@ void sgd_update(std::size_t n, float lr, float momentum, float weight_decay, flo
   const int blocks = int(std::min<std::size_t>(1024, (n + 255) / 256));
   sgd_kernel<<<blocks, 256, 0, stream>>>(n, lr, momentum, weight_decay, params, grads, velocity);
   check_launch("sgd_update");
+}
+
+void scale(std::size_t n, float factor, float* x, cudaStream_t stream) {
+  if (n == 0) return;
+  const int blocks = int(std::min<std::size_t>(1024, (n + 255) / 256));
+  scale_kernel<<<blocks, 256, 0, stream>>>(n, factor, x);
+  check_launch("scale");
 }
 
 }  // namespace nnpar::cuda

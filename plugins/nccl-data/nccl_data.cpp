@@ -1,0 +1,282 @@
+// Data parallelism over NCCL: one process per GPU, each with a full model replica running
+// our CUDA kernels; gradients (sync) or weights (local SGD) are combined with NCCL allreduce
+// on device buffers. The algorithm is plugins/common/data_parallel.hpp, shared with mpi-data;
+// this file is the GPU engine.
+//
+// Overlap: the backward runs on the compute stream; as soon as a layer's weight gradient is
+// queued, its allreduce is queued on the communicator's stream behind it (an event), so the
+// allreduce of layer i runs while layers i-1..0 are still being differentiated. The SGD
+// update waits for all of them on the GPU; the host never blocks inside a step. (So the
+// phase times the shared trainer records are host-side queueing times; the epoch's wall
+// time, which the harness measures, is the real one.)
+#include <algorithm>
+#include <cstdint>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "../common/data_parallel.hpp"
+#include "nnpar/comm_mpi.hpp"
+#include "nnpar/comm_nccl.hpp"
+#include "nnpar/cuda_kernels.hpp"
+
+namespace {
+
+using namespace nnpar;
+namespace gpu = nnpar::cuda;
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw std::runtime_error(std::string("nccl-data: ") + what + ": " + cudaGetErrorString(status));
+}
+
+template <class T>
+T* device_alloc(std::size_t count, const char* what) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, std::max<std::size_t>(count, 1) * sizeof(T)), what);
+  check(cudaMemset(p, 0, std::max<std::size_t>(count, 1) * sizeof(T)), what);
+  return static_cast<T*>(p);
+}
+
+struct Stats {
+  double loss_sum;
+  unsigned long long correct;
+};
+
+class GpuReplica final : public ReplicaEngine {
+ public:
+  GpuReplica(const StrategyContext& context, cudaStream_t stream, int world)
+      : context_(context), spec_(*context.model), sizes_(spec_.layer_sizes), stream_(stream) {
+    const Dataset& data = *context.train_data;
+    const int batch = context.train->batch_size;
+    const int layers = spec_.linear_count();
+    count_ = nnpar::parameter_count(spec_);
+    pixels_ = device_alloc<std::uint8_t>(data.pixels.size(), "dataset");
+    labels_ = device_alloc<std::int32_t>(data.labels.size(), "labels");
+    check(cudaMemcpy(pixels_, data.pixels.data(), data.pixels.size(), cudaMemcpyHostToDevice), "upload dataset");
+    check(cudaMemcpy(labels_, data.labels.data(), data.labels.size() * 4, cudaMemcpyHostToDevice), "upload labels");
+    params_ = device_alloc<float>(count_, "parameters");
+    grads_ = device_alloc<float>(count_, "gradients");
+    if (context.train->sgd.momentum != 0.0f) velocity_ = device_alloc<float>(count_, "velocity");
+    check(cudaMemcpy(params_, context.initial_parameters.data(), count_ * 4, cudaMemcpyHostToDevice), "upload parameters");
+    const int max_rows = (batch + world - 1) / world;
+    max_rows_ = std::max(max_rows, 1);
+    for (auto& slot : slots_) {
+      slot.device = device_alloc<std::uint32_t>(max_rows_, "indices");
+      check(cudaMallocHost(reinterpret_cast<void**>(&slot.host), max_rows_ * sizeof(std::uint32_t)), "pinned indices");
+      check(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming), "event");
+    }
+    stats_ = device_alloc<Stats>(1, "stats");
+    for (int i = 0; i <= layers; ++i) acts_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i], "activations"));
+    for (int i = 0; i < layers; ++i) grad_out_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i + 1], "gradients"));
+    // Every shard size a step can have (full batches and the epoch's last one, split over
+    // `world` ranks), for the split-K scratch of the forward and input-gradient products.
+    std::set<int> rows;
+    for (int total : {batch, int(data.count % std::size_t(batch))})
+      for (int r = 0; r < world && total > 0; ++r) rows.insert(int(shard_range(total, r, world).size()));
+    rows.erase(0);
+    for (int i = 0; i < layers; ++i) {
+      fwd_.push_back(scratch_for(gpu::GemmForm::forward, rows, sizes_[i + 1], sizes_[i]));
+      dgrad_.push_back(i > 0 ? scratch_for(gpu::GemmForm::input_grad, rows, sizes_[i + 1], sizes_[i]) : gpu::GemmScratch{});
+    }
+    check(cudaDeviceSynchronize(), "setup");
+  }
+  ~GpuReplica() override {
+    cudaStreamSynchronize(stream_);
+    for (void* p : allocations_) cudaFree(p);
+    for (float* p : acts_) cudaFree(p);
+    for (float* p : grad_out_) cudaFree(p);
+    cudaFree(pixels_);
+    cudaFree(labels_);
+    cudaFree(params_);
+    cudaFree(grads_);
+    cudaFree(velocity_);
+    for (auto& slot : slots_) {
+      cudaFree(slot.device);
+      cudaFreeHost(slot.host);
+      cudaEventDestroy(slot.done);
+    }
+    cudaFree(stats_);
+  }
+
+  float* parameters() override { return params_; }
+  float* gradients() override { return grads_; }
+  std::size_t parameter_count() const override { return count_; }
+
+  // The step's sample indices go through a ring of pinned/device buffers, so the host can
+  // queue several steps ahead: a slot is reused only after the step that read it finished.
+  void load_batch(std::span<const std::uint32_t> indices) override {
+    check(cudaEventRecord(slots_[slot_].done, stream_), "event");  // the previous step's last reader
+    slot_ = (slot_ + 1) % kSlots;
+    rows_ = int(indices.size());
+    if (rows_ == 0) return;
+    Slot& slot = slots_[slot_];
+    check(cudaEventSynchronize(slot.done), "step");
+    std::copy(indices.begin(), indices.end(), slot.host);
+    check(cudaMemcpyAsync(slot.device, slot.host, rows_ * sizeof(std::uint32_t), cudaMemcpyHostToDevice, stream_),
+          "upload indices");
+    indices_ = slot.device;
+  }
+
+  void forward() override {
+    if (rows_ == 0) return;
+    const gpu::RowIndex index{indices_, nullptr, rows_};
+    const int layers = spec_.linear_count();
+    for (int i = 0; i < layers; ++i) {
+      const bool sigmoid = i + 1 < layers;
+      if (i == 0)
+        gpu::linear_forward_gather(rows_, sizes_[1], sizes_[0], pixels_, context_.train_data->pixel_scale, index,
+                                   acts_[0], W(0), B(0), sigmoid, acts_[1], fwd_[0], stream_);
+      else
+        gpu::linear_forward(rows_, sizes_[i + 1], sizes_[i], acts_[i], W(i), B(i), sigmoid, acts_[i + 1], fwd_[i],
+                            stream_);
+    }
+  }
+
+  void backward(float loss_scale, const std::function<void(int)>& after_layer) override {
+    const int layers = spec_.linear_count();
+    if (rows_ == 0) {
+      // No samples: zero gradients still take part in every allreduce.
+      check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
+      for (int i = layers - 1; i >= 0; --i)
+        if (after_layer) after_layer(i);
+      return;
+    }
+    const gpu::RowIndex index{indices_, nullptr, rows_};
+    // The loss's forward and backward are one kernel; its metrics are read once per epoch.
+    gpu::softmax_xent(rows_, sizes_.back(), acts_[layers], labels_, index, loss_scale, nullptr, grad_out_[layers - 1],
+                      &stats_->loss_sum, &stats_->correct, false, stream_);
+    for (int i = layers - 1; i >= 0; --i) {
+      float* dW = grads_ + parameter_offset(spec_, i);
+      float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
+      gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, gpu::FusedSgd{},
+                              stream_);
+      if (after_layer) after_layer(i);
+      if (i > 0)
+        gpu::linear_input_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], W(i), acts_[i], grad_out_[i - 1],
+                               dgrad_[i], stream_);
+    }
+  }
+
+  void sgd_step() override {
+    const SgdSettings& s = context_.train->sgd;
+    gpu::sgd_update(count_, s.lr, s.momentum, s.weight_decay, params_, grads_, velocity_, stream_);
+  }
+  void scale_parameters(float factor) override { gpu::scale(count_, factor, params_, stream_); }
+  std::pair<double, double> take_metrics() override {
+    Stats stats{};
+    check(cudaMemcpyAsync(&stats, stats_, sizeof stats, cudaMemcpyDeviceToHost, stream_), "read metrics");
+    check(cudaMemsetAsync(stats_, 0, sizeof(Stats), stream_), "reset metrics");
+    check(cudaStreamSynchronize(stream_), "metrics");
+    return {stats.loss_sum, double(stats.correct)};
+  }
+  void copy_parameters_to_host(std::span<float> out) override {
+    check(cudaStreamSynchronize(stream_), "sync");
+    check(cudaMemcpy(out.data(), params_, std::min(out.size(), count_) * sizeof(float), cudaMemcpyDeviceToHost),
+          "read parameters");
+  }
+  void synchronize() override { check(cudaStreamSynchronize(stream_), "sync"); }
+
+ private:
+  float* W(int i) { return params_ + parameter_offset(spec_, i); }
+  float* B(int i) { return W(i) + std::size_t(sizes_[i + 1]) * sizes_[i]; }
+
+  gpu::GemmScratch scratch_for(gpu::GemmForm form, const std::set<int>& rows, int out, int in) {
+    std::size_t floats = 0, counters = 0;
+    for (int r : rows) {
+      std::size_t f = 0, c = 0;
+      gpu::gemm_scratch_size(form, r, out, in, &f, &c);
+      floats = std::max(floats, f);
+      counters = std::max(counters, c);
+    }
+    if (floats == 0) return {};
+    float* partials = device_alloc<float>(floats, "gemm scratch");
+    unsigned* count = device_alloc<unsigned>(counters, "gemm counters");
+    allocations_.push_back(partials);
+    allocations_.push_back(count);
+    return {partials, count};
+  }
+
+  StrategyContext context_;
+  const ModelSpec& spec_;
+  std::vector<int> sizes_;
+  cudaStream_t stream_;
+  std::size_t count_ = 0;
+  std::uint8_t* pixels_ = nullptr;
+  std::int32_t* labels_ = nullptr;
+  float *params_ = nullptr, *grads_ = nullptr, *velocity_ = nullptr;
+  struct Slot {
+    std::uint32_t* device = nullptr;
+    std::uint32_t* host = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  static constexpr int kSlots = 8;
+  Slot slots_[kSlots];
+  int slot_ = 0, max_rows_ = 1;
+  std::uint32_t* indices_ = nullptr;
+  Stats* stats_ = nullptr;
+  std::vector<float*> acts_, grad_out_;
+  std::vector<gpu::GemmScratch> fwd_, dgrad_;
+  std::vector<void*> allocations_;
+  int rows_ = 0;
+};
+
+class NcclDataStrategy final : public Strategy {
+ public:
+  ~NcclDataStrategy() override {
+    trainer_.reset();
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+  void setup(const StrategyContext& context) override {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0)
+      throw std::runtime_error("nccl-data: no CUDA device available");
+    mpi::initialize();
+    const int device = nccl::local_rank();
+    auto comm = nccl::world(device);
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
+    comm->set_compute_stream(stream_);
+    cudaDeviceProp props{};
+    check(cudaGetDeviceProperties(&props, device), "properties");
+    ranks_ = comm->size();
+    device_ = std::string(props.name) + " x" + std::to_string(ranks_);
+    mode_ = context.options->get_string("mode");
+    auto engine = std::make_unique<GpuReplica>(context, stream_, ranks_);
+    trainer_ = std::make_unique<DataParallelTrainer>(context, std::move(comm), std::move(engine));
+    host_comm_ = mpi::world();
+    trainer_->host_reduce_ = [this](double* values, std::size_t n) { host_comm_->allreduce(values, n); };
+  }
+  EpochReport train_epoch(int epoch) override { return trainer_->train_epoch(epoch); }
+  void get_parameters(std::span<float> out) override { trainer_->get_parameters(out); }
+  std::string device_description() const override { return device_ + " (NCCL, " + mode_ + ")"; }
+  std::optional<ParityClass> parity_class() const override {
+    return mode_ == "sync" ? ParityClass::exact : ParityClass::approximate;
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<DataParallelTrainer> trainer_;
+  std::unique_ptr<Communicator> host_comm_;
+  int ranks_ = 1;
+  std::string device_, mode_;
+};
+
+StrategyInfo nccl_data_info() {
+  StrategyInfo info;
+  info.name = "nccl-data";
+  info.version = "1.0";
+  info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
+  info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
+  info.uses_gpu = true;
+  info.needs_mpi = true;
+  info.min_world_size = 1;
+  info.max_world_size = 0;
+  info.options = data_parallel_options();
+  return info;
+}
+
+}  // namespace
+
+NNPAR_REGISTER_STRATEGY(NcclDataStrategy, nccl_data_info)
