@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""nccl-data on N GPUs against the single-GPU `cuda` strategy, per-GPU batch 32/128/1024,
+sync (with and without overlap) and local SGD with period 1/4/16/64, in `nnpar compare` runs:
+
+    python3 bench/data_parallel_gpu.py --gpus 2 --batch 32,128,1024 --epochs 8 --target 0.70
+
+For each per-GPU batch B: one compare of `cuda` at batch B (the single-GPU baseline), and one
+at global batch N*B with `cuda` as the parity reference (same global batch, so `sync` must
+match it) and every nccl-data variant. samples/s is the median of the epochs after the
+first; time to accuracy is the training wall time until the test accuracy first reaches
+--target (evaluated after every epoch, outside the timed region).
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import statistics
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_compare(args, out, batch, strategies):
+    os.makedirs(out, exist_ok=True)
+    config = os.path.join(out, "config.toml")
+    text = (f"[data]\ntest_limit = {args.test_limit}\n[model]\nlayers = [784, {args.width}, {args.width}, 26]\n"
+            f"[train]\nepochs = {args.epochs}\nbatch_size = {batch}\nlr = {args.lr}\neval_every = 1\n"
+            f'[output]\ndir = "{out}"\n[parity]\nreference = "cuda"\n')
+    for label, body in strategies:
+        text += f'[[strategy]]\nlabel = "{label}"\n{body}\n'
+    open(config, "w").write(text)
+    cmd = [os.path.join(args.build, "bin", "nnpar"), "compare", config, "--quiet"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    rows = list(csv.DictReader(open(sorted(glob.glob(os.path.join(out, "*-compare.csv")))[-1])))
+    result = {}
+    for r in rows:
+        j = json.load(open(os.path.join(out, r["results_file"])))
+        rates = [e["samples_per_second"] for e in j["epochs"]]
+        tta = next((e["elapsed_seconds"] for e in j["epochs"]
+                    if e["test_accuracy"] is not None and e["test_accuracy"] >= args.target), None)
+        result[r["label"]] = {"rate": statistics.median(rates[1:] or rates), "acc": float(r["test_accuracy"]),
+                              "verdict": r["verdict"], "tta": tta,
+                              "phases": j["totals"]["phases"], "epochs": j["epochs"]}
+    return result, run.stdout
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--gpus", type=int, default=2)
+    p.add_argument("--batch", default="32,128,1024", help="per-GPU batch sizes")
+    p.add_argument("--periods", default="1,4,16,64")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--target", type=float, default=0.70)
+    p.add_argument("--test-limit", type=int, default=0)
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "dp-gpu"))
+    p.add_argument("--json")
+    args = p.parse_args()
+    n = args.gpus
+    everything = {}
+    print(f"# nccl-data on {n} GPUs vs cuda on 1 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
+    print(f"model 784-{args.width}-{args.width}-26, lr {args.lr}, {args.epochs} epochs of 124,800 samples, "
+          f"time to {100 * args.target:.0f}% test accuracy\n")
+    for b in [int(x) for x in args.batch.split(",")]:
+        single, _ = run_compare(args, os.path.join(args.out, f"b{b}-single"), b, [("cuda", 'name = "cuda"')])
+        strategies = [("cuda", 'name = "cuda"'),
+                      ("sync", f'name = "nccl-data"\nranks = {n}\nmode = "sync"'),
+                      ("sync-no-overlap", f'name = "nccl-data"\nranks = {n}\nmode = "sync"\noverlap = false')]
+        for period in [int(x) for x in args.periods.split(",")]:
+            strategies.append((f"local-sgd-{period}", f'name = "nccl-data"\nranks = {n}\nmode = "local_sgd"\nperiod = {period}'))
+        multi, _ = run_compare(args, os.path.join(args.out, f"b{b}-x{n}"), n * b, strategies)
+        base = single["cuda"]["rate"]
+        everything[b] = {"single": single, "multi": multi}
+        print(f"## per-GPU batch {b} (global {n * b} on {n} GPUs)\n")
+        print("| strategy | GPUs | global batch | samples/s | vs 1 GPU | final test acc | time to target | parity |")
+        print("|---|---|---|---|---|---|---|---|")
+        def tta(r):
+            return f"{r['tta']:.2f} s" if r["tta"] is not None else "not reached"
+        s = single["cuda"]
+        print(f"| cuda | 1 | {b} | {s['rate']:,.0f} | 1.00x | {100 * s['acc']:.2f}% | {tta(s)} | - |")
+        for label, r in multi.items():
+            gpus = 1 if label == "cuda" else n
+            print(f"| {label} | {gpus} | {n * b} | {r['rate']:,.0f} | {r['rate'] / base:.2f}x | {100 * r['acc']:.2f}% | "
+                  f"{tta(r)} | {r['verdict']} |")
+        print(flush=True)
+    if args.json:
+        json.dump(everything, open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
