@@ -400,6 +400,18 @@ StrategyEntry cuda_entry(bool graph, int graph_steps = 128) {
   return e;
 }
 
+// The persistent variant; blocks 0 = one per SM.
+StrategyEntry persistent_entry(int blocks = 0) {
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda persistent";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("variant", "persistent");
+  t->insert("persistent_blocks", blocks);
+  e.table = t;
+  return e;
+}
+
 }  // namespace
 
 // 6000 / 32: 187 full steps (one graph of 128, one of 59) and a partial batch of 16.
@@ -427,4 +439,48 @@ TEST_F(CudaTraining, BatchOneMatchesSerial) {
   config.train.batch_size = 1;
   config.train.sgd.lr = 0.05f;
   expect_parity(config, cuda_entry(true));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The persistent variant (one cooperative kernel per epoch), against serial.
+
+// 6000 / 32: 187 full steps in one launch, then the partial batch of 16 in a second.
+TEST_F(CudaTraining, PersistentMatchesSerial) { expect_parity(small_config(), persistent_entry()); }
+
+TEST_F(CudaTraining, PersistentDeepModelWithMomentumAndDropLastMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.batch_size = 128;
+  config.train.drop_last = true;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, persistent_entry());
+}
+
+TEST_F(CudaTraining, PersistentBatchOneMatchesSerial) {
+  RunConfig config = small_config();
+  config.data.options.limit = 500;
+  config.train.epochs = 1;
+  config.train.batch_size = 1;
+  config.train.sgd.lr = 0.05f;
+  expect_parity(config, persistent_entry());
+}
+
+// Odd widths (partial tiles everywhere), four Linear layers, a grid smaller than the SM count
+// (tiles wrap round the blocks), and a batch of 1000 with a partial last batch of 900.
+TEST_F(CudaTraining, PersistentOddShapesMatchSerial) {
+  RunConfig config = small_config();
+  config.data.options.limit = 5900;
+  config.model.layer_sizes = {784, 100, 37, 70, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 1000;
+  config.train.sgd = {0.5f, 0.5f, 1e-3f};
+  expect_parity(config, persistent_entry(37));
+}
+
+TEST_F(CudaTraining, PersistentWideBatch1024MatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 1024, 1024, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 1024;
+  expect_parity(config, persistent_entry());
 }

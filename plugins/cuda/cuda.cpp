@@ -19,11 +19,20 @@
 // the step in a CUDA graph: 16k / 327k / 1.11M / 6.43M. So at batch 128 one step takes
 // ~56 us for 10 kernels: ~5 us per dependent launch, far above the ~1 us of FLOP time at
 // batch 128. The remaining gap is latency (graph node-to-node gaps, split-K fix-up, serial
-// global-memory round trips inside each block), which is what a persistent kernel with
-// grid-wide barriers would attack; it is not written yet, so there is no `variant` option.
+// global-memory round trips inside each block), which the `persistent` variant attacks: one
+// cooperative kernel per epoch (kernels/cuda/persistent_mlp.cu) with grid-wide barriers
+// between the phases of each step instead of graph nodes. It matches serial (tests/test_cuda.cpp)
+// but is not yet faster: on the same H200, 784-256-256-26, batch 1 26k samples/s (graph 26k),
+// 32 548k (756k), 128 1.52M (2.33M), 1024 3.94M (5.39M). Batch 1, with almost no arithmetic,
+// still takes ~38 us for its 6 phases, so per-phase latency inside the blocks (dependent L2
+// round trips per reduction slab and per epilogue), not only the barriers, is what to profile
+// next. So `graph` stays the default.
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -32,6 +41,7 @@
 #include <cuda_runtime_api.h>
 
 #include "nnpar/cuda_kernels.hpp"
+#include "nnpar/cuda_persistent.hpp"
 #include "nnpar/strategy.hpp"
 
 namespace {
@@ -166,6 +176,30 @@ class CudaStrategy final : public Strategy {
       allocate_scratch(fwd_scratch_[i], gpu::GemmForm::forward, row_counts, sizes_[i + 1], sizes_[i]);
       if (i > 0) allocate_scratch(dgrad_scratch_[i], gpu::GemmForm::input_grad, row_counts, sizes_[i + 1], sizes_[i]);
     }
+    const std::string& variant = options.get_string("variant");
+    if (variant == "persistent" || (variant == "auto" && persistent_wins(props))) {
+      gpu::PersistentConfig pc;
+      pc.sizes = sizes_;
+      pc.params = params_.get();
+      pc.velocity = velocity_.get();
+      pc.lr = train.sgd.lr;
+      pc.momentum = train.sgd.momentum;
+      pc.weight_decay = train.sgd.weight_decay;
+      pc.pixels = pixels_.get();
+      pc.pixel_scale = data.pixel_scale;
+      pc.labels = labels_.get();
+      pc.order = order_.get();
+      pc.batch = batch_;
+      pc.loss_sum = &stats_.get()->loss_sum;
+      pc.correct = &stats_.get()->correct;
+      pc.step = &stats_.get()->step;
+      pc.blocks = int(options.get_int("persistent_blocks"));
+      pc.device = device;
+      persistent_ = std::make_unique<gpu::PersistentTrainer>(pc);
+      if (std::getenv("NNPAR_PERSISTENT_PLAN") != nullptr) {  // diagnosis only: which tile shapes run
+        std::fprintf(stderr, "cuda persistent plan: %s\n", persistent_->describe(batch_).c_str());
+      }
+    }
     check(cudaDeviceSynchronize(), "setup");
   }
 
@@ -184,7 +218,10 @@ class CudaStrategy final : public Strategy {
     const std::size_t full = data.count / std::size_t(batch_);
     const int tail = train.drop_last ? 0 : int(data.count % std::size_t(batch_));
     check(cudaEventRecord(start_, main_), "event");
-    if (use_graph_) {
+    if (persistent_) {
+      persistent_->run(0, int(full), batch_, main_);
+      if (tail > 0) persistent_->run(full, 1, tail, main_);
+    } else if (use_graph_) {
       const std::size_t chunk = std::min<std::size_t>(full, std::size_t(graph_steps_));
       if (chunk > 0) {
         for (std::size_t s = 0; s + chunk <= full; s += chunk) launch(graph(int(chunk), batch_));
@@ -236,6 +273,15 @@ class CudaStrategy final : public Strategy {
   std::string device_description() const override { return device_name_.empty() ? "CUDA GPU" : device_name_; }
 
  private:
+  // `auto`: the persistent kernel where it measured faster than the graph (bench/cuda_variants.py).
+  // On an H200 it is not yet faster anywhere (batch 1/32/128/1024, widths 256/1024: 0.55-0.9x
+  // of the graph's samples/s), so no batch qualifies; raise the bound once it wins.
+  bool persistent_wins(const cudaDeviceProp& props) const {
+    return props.cooperativeLaunch != 0 && sizes_.size() <= std::size_t(gpu::kPersistentMaxLayers) + 1 &&
+           batch_ <= kAutoPersistentMaxBatch;
+  }
+  static constexpr int kAutoPersistentMaxBatch = 0;
+
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
     std::size_t floats = 0, counters = 0;
@@ -358,6 +404,7 @@ class CudaStrategy final : public Strategy {
   std::vector<DeviceBuffer<float>> acts_, grad_out_, fwd_scratch_, dgrad_scratch_;
   std::map<const float*, std::size_t> scratch_counters_;
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
+  std::unique_ptr<gpu::PersistentTrainer> persistent_;  // set: the persistent variant runs the epochs
 };
 
 StrategyInfo cuda_info() {
@@ -374,6 +421,12 @@ StrategyInfo cuda_info() {
       {"graph_steps", OptionType::integer, std::int64_t{128}, "steps captured in one graph (the epoch replays it)", 1,
        100000, {}},
       {"device", OptionType::integer, std::int64_t{0}, "CUDA device index", 0, 1024, {}},
+      {"variant", OptionType::string, std::string("graph"),
+       "graph: a CUDA graph of per-product kernels; persistent: one cooperative kernel per epoch with grid "
+       "barriers between phases; auto: persistent where it measured faster",
+       -1e300, 1e300, {"graph", "persistent", "auto"}},
+      {"persistent_blocks", OptionType::integer, std::int64_t{0},
+       "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
   };
   return info;
 }

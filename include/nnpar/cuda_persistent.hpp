@@ -1,0 +1,68 @@
+// The persistent variant of the `cuda` strategy: one cooperative kernel runs many whole
+// training steps, its blocks meeting at grid-wide barriers between the dependent phases of a
+// step, instead of one launch (or graph node) per product. At the batch sizes this project
+// trains, a step is latency-bound: a graph node costs ~5 us of dependent-launch latency, a
+// grid barrier ~1 us.
+//
+// Per step, for L Linear layers: L forward phases (the first gathers its uint8 input through
+// the epoch order, the last also does softmax + cross-entropy when the classes fit in one
+// tile), then L-1 input-gradient phases, the SGD update of layer i+1 sharing the phase that
+// computes layer i's input gradient (the first point where nothing reads W[i+1] any more),
+// and one last phase updating layers 1 and 0. No gradient is stored: the weight-gradient tile
+// updates the weights in its epilogue. Every sum is over a fixed order inside one block (no
+// float atomics), so runs repeat bit for bit on a given GPU.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+namespace nnpar::cuda {
+
+inline constexpr int kPersistentMaxLayers = 8;
+
+struct PersistentConfig {
+  std::vector<int> sizes;            // layer widths, input first (2..kPersistentMaxLayers+1 entries)
+  float* params = nullptr;           // nnpar::parameter_offset layout: W0 [out,in], b0, W1, b1, ...
+  float* velocity = nullptr;         // same layout; required when momentum != 0
+  float lr = 0, momentum = 0, weight_decay = 0;
+  const std::uint8_t* pixels = nullptr;  // the dataset, [count, sizes[0]]
+  float pixel_scale = 1.0f;
+  const std::int32_t* labels = nullptr;
+  const std::uint32_t* order = nullptr;  // the epoch's sample order; step s reads order[s*batch ...]
+  int batch = 0;                     // rows of a full step (also the stride of the order)
+  double* loss_sum = nullptr;        // accumulated: summed cross-entropy of every row trained
+  unsigned long long* correct = nullptr;
+  int* step = nullptr;               // advanced by the number of steps each run() executes
+  int blocks = 0;                    // grid size; 0: one block per SM
+  int device = 0;
+};
+
+// Owns the per-step workspace (activations, gradients, barrier counter) and the plan (tile
+// shapes per product), both fixed at construction for the configured batch.
+class PersistentTrainer {
+ public:
+  // Throws std::runtime_error when the model has too many layers or the kernel cannot be made
+  // co-resident on the device (the cooperative launch would fail).
+  explicit PersistentTrainer(const PersistentConfig& config);
+  ~PersistentTrainer();
+  PersistentTrainer(const PersistentTrainer&) = delete;
+  PersistentTrainer& operator=(const PersistentTrainer&) = delete;
+
+  // Enqueues `steps` SGD steps of `rows` (<= batch) rows each, for batches first_step,
+  // first_step+1, ... of the order, as one cooperative launch on `stream`.
+  void run(std::size_t first_step, int steps, int rows, cudaStream_t stream);
+
+  int blocks() const;
+  // Tile shape chosen for each product, for logs.
+  std::string describe(int rows) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nnpar::cuda

@@ -1,0 +1,625 @@
+// The persistent training kernel (see include/nnpar/cuda_persistent.hpp for the contract).
+//
+// Each phase is a list of output tiles of one or two products; block b takes tiles b,
+// b + grid, ... Each tile is computed by a whole 256-thread block over the full reduction
+// length (never split across blocks, so no partial sums cross blocks and no fix-up pass is
+// needed): the reduction is split between the block's thread groups instead, each thread
+// holding a 4x4 register micro-tile, and the groups' partial tiles are added in a fixed tree
+// order in shared memory. Which tile shape a product uses is picked on the host from the
+// shape (more, smaller tiles when the output is small, larger ones when L2 traffic would
+// dominate), so the summation order depends on the shape and the grid size only.
+//
+// Data written inside the launch by other blocks is read with ld.global.cg (L2, not the
+// possibly stale L1); the barrier's release/acquire orders it.
+#include "nnpar/cuda_persistent.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "nnpar/cuda_kernels.hpp"
+
+namespace nnpar::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kSmemFloats = 7168;  // the largest tile shape's operand tiles + group partials
+
+// Tile shapes: BI x BJ outputs, reduction consumed BK at a time, 4x4 outputs per thread, the
+// 256 threads split into KG groups that take BK/KG consecutive reduction indices each.
+template <int BI_, int BJ_, int BK_>
+struct Shape {
+  static constexpr int BI = BI_, BJ = BJ_, BK = BK_, TI = BI_ < 4 ? BI_ : 4, TJ = 4;
+  static constexpr int G = (BI / TI) * (BJ / TJ), KG = kThreads / G, KPG = BK / KG;
+  static constexpr int PA = BI * BK / kThreads, PB = BJ * BK / kThreads;
+  static constexpr int LDA = BI + 4, LDB = BJ + 4;  // +4: conflict-free loader stores, 16-byte rows
+  static_assert(G * KG == kThreads && KPG * KG == BK && KPG >= 1, "threads/tile mismatch");
+  static_assert(PA * kThreads == BI * BK && PB * kThreads == BJ * BK, "loader mismatch");
+  static_assert(BK * (LDA + LDB) + (KG > 1 ? KG * BI * BJ : 0) <= kSmemFloats, "shared memory");
+};
+using S64 = Shape<64, 64, 16>;  // config 0
+using S32 = Shape<32, 32, 32>;  // config 1
+using S16 = Shape<16, 32, 32>;  // config 2
+using S4 = Shape<4, 8, 128>;    // config 3: tiny outputs (batch ~1), many blocks
+constexpr int kConfigs = 4;
+constexpr int kBI[kConfigs] = {64, 32, 16, 4}, kBJ[kConfigs] = {64, 32, 32, 8}, kBK[kConfigs] = {16, 32, 32, 128};
+
+struct Args {
+  int layers;
+  int sizes[kPersistentMaxLayers + 1];
+  float* W[kPersistentMaxLayers];
+  float* b[kPersistentMaxLayers];
+  float* vW[kPersistentMaxLayers];
+  float* vb[kPersistentMaxLayers];
+  float* act[kPersistentMaxLayers + 1];  // act[i]: input of layer i (i >= 1); act[layers]: logits
+  float* grad[kPersistentMaxLayers];     // gradient w.r.t. layer i's pre-activation output
+  unsigned char cfg_fwd[kPersistentMaxLayers], cfg_dx[kPersistentMaxLayers], cfg_dw[kPersistentMaxLayers];
+  bool fuse_softmax;
+  const std::uint8_t* pixels;
+  float scale;
+  const std::int32_t* labels;
+  const std::uint32_t* order;  // already offset to the launch's first step
+  int batch, rows, steps;
+  float lr, momentum, weight_decay, grad_scale;
+  double* row_loss;
+  unsigned* row_correct;
+  double* loss_sum;
+  unsigned long long* correct;
+  int* step;
+  unsigned* barrier;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Operand sources. get(i, r): i indexes the tile dimension, r the reduction. kRContig: r is
+// the contiguous index in memory (decides the loader's thread mapping, for coalescing).
+
+template <bool RContig>
+struct Dense {
+  static constexpr bool kRContig = RContig;
+  const float* p;
+  int ld;
+  __device__ float get(int i, int r) const {
+    return __ldcg(RContig ? p + std::size_t(i) * ld + r : p + std::size_t(r) * ld + i);
+  }
+};
+
+// The first layer's input, X[m, k] = pixels[order[m], k] * scale, never materialised.
+template <bool RContig>  // true: (i=m, r=k) for the forward; false: (i=k, r=m) for the weight grad
+struct Gather {
+  static constexpr bool kRContig = RContig;
+  const std::uint8_t* pixels;
+  const std::uint32_t* order;
+  int features;
+  float scale;
+  __device__ float get(int i, int r) const {
+    const int m = RContig ? i : r, k = RContig ? r : i;
+    return float(__ldg(pixels + std::size_t(__ldg(order + m)) * features + k)) * scale;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Epilogues (the same element-wise maths, in the same order, as mlp_kernels.cu).
+
+// Each epilogue is split in load (what it reads besides the product) and store. Hoisting all
+// of a thread's loads ahead of its stores (to overlap their L2 round trips) measured slower
+// on an H200 (more registers, spills): they are used one output at a time for now.
+struct ForwardEpi {
+  static constexpr bool kRowSums = false;
+  struct Pre {
+    float b;
+  };
+  const float* b;
+  bool sigmoid;
+  float* Y;
+  int ld;
+  __device__ Pre load(int, int j) const { return {__ldcg(b + j)}; }
+  __device__ void store(int i, int j, float v, Pre pre) const {
+    v += pre.b;
+    if (sigmoid) v = 1.0f / (1.0f + expf(-v));
+    Y[std::size_t(i) * ld + j] = v;
+  }
+  __device__ void row_sum(int, float) const {}
+};
+
+struct InputGradEpi {
+  static constexpr bool kRowSums = false;
+  struct Pre {
+    float h;
+  };
+  const float* H;
+  float* dX;
+  int ld;
+  __device__ Pre load(int i, int j) const { return {__ldcg(H + std::size_t(i) * ld + j)}; }
+  __device__ void store(int i, int j, float v, Pre pre) const {
+    dX[std::size_t(i) * ld + j] = v * pre.h * (1.0f - pre.h);
+  }
+  __device__ void row_sum(int, float) const {}
+};
+
+__device__ __forceinline__ void sgd_one(float lr, float momentum, float wd, float* p, float* v, float g) {
+  float w = __ldcg(p);
+  g += wd * w;
+  if (momentum != 0.0f) {
+    const float nv = momentum * __ldcg(v) + g;
+    *v = nv;
+    w -= lr * nv;
+  } else {
+    w -= lr * g;
+  }
+  *p = w;
+}
+
+// The gradient is never stored: the SGD step consumes it in the epilogue.
+struct WeightGradEpi {
+  static constexpr bool kRowSums = true;
+  float *W, *b, *vW, *vb;
+  int ld;
+  float lr, momentum, wd;
+  struct Pre {
+    float w, v;
+  };
+  __device__ Pre load(int i, int j) const {
+    const std::size_t at = std::size_t(i) * ld + j;
+    return {__ldcg(W + at), vW != nullptr ? __ldcg(vW + at) : 0.0f};
+  }
+  __device__ void store(int i, int j, float g, Pre pre) const {
+    const std::size_t at = std::size_t(i) * ld + j;
+    float w = pre.w;
+    g += wd * w;  // sgd_one's maths
+    if (momentum != 0.0f) {
+      const float nv = momentum * pre.v + g;
+      vW[at] = nv;
+      w -= lr * nv;
+    } else {
+      w -= lr * g;
+    }
+    W[at] = w;
+  }
+  __device__ void row_sum(int i, float g) const { sgd_one(lr, momentum, wd, b + i, vb != nullptr ? vb + i : nullptr, g); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// One output tile C[i0.., j0..] = sum_r A(i, r) B(j, r), then the epilogue. Ends with a block
+// barrier, so shared memory is free again and the tile's global writes are visible to the
+// whole block.
+
+template <class S, int BX, int P, class Src>
+__device__ __forceinline__ void load_map(int tid, int e, int& i, int& r) {
+  const int idx = tid + e * kThreads;
+  if constexpr (Src::kRContig) {
+    // 8 consecutive r per row: 32-byte segments in memory, and with the +4 row padding a
+    // warp's shared-memory stores hit 32 different banks.
+    const int rest = idx / 8;
+    i = rest % BX;
+    r = (rest / BX) * 8 + idx % 8;
+  } else {
+    i = idx % BX;
+    r = idx / BX;
+  }
+}
+
+template <class S, class SA, class SB, class Epi>
+__device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& A, const SB& B, const Epi& epi) {
+  static_assert(!SA::kRContig || S::BK % 8 == 0, "");
+  float* As = smem;                    // [BK][LDA]
+  float* Bs = As + S::BK * S::LDA;     // [BK][LDB]
+  float* red = Bs + S::BK * S::LDB;    // [KG][BI*BJ]
+  const int tiles_j = (J + S::BJ - 1) / S::BJ;
+  const int i0 = (tile / tiles_j) * S::BI, j0 = (tile % tiles_j) * S::BJ;
+  const int tid = threadIdx.x, group = tid / S::G, gt = tid % S::G;
+  const int tx = gt % (S::BJ / S::TJ), ty = gt / (S::BJ / S::TJ);
+
+  int a_i[S::PA], a_r[S::PA], b_j[S::PB], b_r[S::PB];
+#pragma unroll
+  for (int e = 0; e < S::PA; ++e) load_map<S, S::BI, S::PA, SA>(tid, e, a_i[e], a_r[e]);
+#pragma unroll
+  for (int e = 0; e < S::PB; ++e) load_map<S, S::BJ, S::PB, SB>(tid, e, b_j[e], b_r[e]);
+
+  float ra[S::PA], rb[S::PB];
+  auto fetch = [&](int r0) {
+#pragma unroll
+    for (int e = 0; e < S::PA; ++e) {
+      const int i = i0 + a_i[e], r = r0 + a_r[e];
+      ra[e] = (i < I && r < R) ? A.get(i, r) : 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < S::PB; ++e) {
+      const int j = j0 + b_j[e], r = r0 + b_r[e];
+      rb[e] = (j < J && r < R) ? B.get(j, r) : 0.0f;
+    }
+  };
+
+  float acc[S::TI][S::TJ] = {};
+  float row_sum = 0.0f;
+  const bool sum_rows = Epi::kRowSums && j0 == 0 && tid < S::BI;
+  fetch(0);
+  for (int r0 = 0; r0 < R; r0 += S::BK) {
+#pragma unroll
+    for (int e = 0; e < S::PA; ++e) As[a_r[e] * S::LDA + a_i[e]] = ra[e];
+#pragma unroll
+    for (int e = 0; e < S::PB; ++e) Bs[b_r[e] * S::LDB + b_j[e]] = rb[e];
+    __syncthreads();
+    if (r0 + S::BK < R) fetch(r0 + S::BK);  // the next slab's loads fly during this one's FMAs
+    if (sum_rows) {
+#pragma unroll 8
+      for (int rr = 0; rr < S::BK; ++rr) row_sum += As[rr * S::LDA + tid];
+    }
+#pragma unroll
+    for (int q = 0; q < S::KPG; ++q) {
+      const int rr = group * S::KPG + q;
+      float a[S::TI], bv[S::TJ];
+      if constexpr (S::TI == 4) {
+        const float4 t = *reinterpret_cast<const float4*>(As + rr * S::LDA + ty * 4);
+        a[0] = t.x, a[1] = t.y, a[2] = t.z, a[3] = t.w;
+      } else {
+#pragma unroll
+        for (int x = 0; x < S::TI; ++x) a[x] = As[rr * S::LDA + ty * S::TI + x];
+      }
+      const float4 u = *reinterpret_cast<const float4*>(Bs + rr * S::LDB + tx * 4);
+      bv[0] = u.x, bv[1] = u.y, bv[2] = u.z, bv[3] = u.w;
+#pragma unroll
+      for (int x = 0; x < S::TI; ++x)
+#pragma unroll
+        for (int y = 0; y < S::TJ; ++y) acc[x][y] = fmaf(a[x], bv[y], acc[x][y]);
+    }
+    __syncthreads();
+  }
+  if (sum_rows && i0 + tid < I) epi.row_sum(i0 + tid, row_sum);
+
+  if constexpr (S::KG == 1) {
+#pragma unroll
+    for (int x = 0; x < S::TI; ++x)
+#pragma unroll
+      for (int y = 0; y < S::TJ; ++y) {
+        const int i = i0 + ty * S::TI + x, j = j0 + tx * S::TJ + y;
+        if (i < I && j < J) epi.store(i, j, acc[x][y], epi.load(i, j));
+      }
+  } else {
+    constexpr int O = S::BI * S::BJ;
+#pragma unroll
+    for (int x = 0; x < S::TI; ++x)
+#pragma unroll
+      for (int y = 0; y < S::TJ; ++y) red[group * O + (ty * S::TI + x) * S::BJ + tx * S::TJ + y] = acc[x][y];
+    __syncthreads();
+    // Fixed tree order over the groups: deterministic.
+#pragma unroll
+    for (int s = S::KG / 2; s > 0; s /= 2) {
+      for (int w = tid; w < s * O; w += kThreads) red[w] += red[w + s * O];
+      __syncthreads();
+    }
+    for (int o = tid; o < O; o += kThreads) {
+      const int i = i0 + o / S::BJ, j = j0 + o % S::BJ;
+      if (i < I && j < J) epi.store(i, j, red[o], epi.load(i, j));
+    }
+  }
+  __syncthreads();
+}
+
+template <class SA, class SB, class Epi>
+__device__ void gemm_tile_cfg(int cfg, float* smem, int tile, int I, int J, int R, const SA& A, const SB& B,
+                              const Epi& epi) {
+  switch (cfg) {
+    case 0: gemm_tile<S64>(smem, tile, I, J, R, A, B, epi); break;
+    case 1: gemm_tile<S32>(smem, tile, I, J, R, A, B, epi); break;
+    case 2: gemm_tile<S16>(smem, tile, I, J, R, A, B, epi); break;
+    default: gemm_tile<S4>(smem, tile, I, J, R, A, B, epi); break;
+  }
+}
+
+__host__ __device__ inline int tile_count(int cfg, int I, int J) {
+  const int bi = cfg == 0 ? 64 : cfg == 1 ? 32 : cfg == 2 ? 16 : 4;
+  const int bj = cfg == 0 ? 64 : cfg == 1 ? 32 : cfg == 2 ? 32 : 8;
+  return ((I + bi - 1) / bi) * ((J + bj - 1) / bj);
+}
+__device__ inline int tile_rows(int cfg) { return cfg == 0 ? 64 : cfg == 1 ? 32 : cfg == 2 ? 16 : 4; }
+
+// ---------------------------------------------------------------------------------------------
+// Softmax + cross-entropy of one row (the maths of softmax_xent_kernel in mlp_kernels.cu).
+__device__ void softmax_row(const Args& a, const std::uint32_t* order, int r) {
+  const int classes = a.sizes[a.layers];
+  const float* z = a.act[a.layers] + std::size_t(r) * classes;
+  const int y = __ldg(a.labels + __ldg(order + r));
+  float zmax = __ldcg(z);
+  for (int c = 1; c < classes; ++c) zmax = fmaxf(zmax, __ldcg(z + c));
+  double sum = 0.0;
+  for (int c = 0; c < classes; ++c) sum += expf(__ldcg(z + c) - zmax);
+  const float inv = float(1.0 / sum);
+  float* g = a.grad[a.layers - 1] + std::size_t(r) * classes;
+  float best = -1.0f;
+  int best_c = 0;
+  for (int c = 0; c < classes; ++c) {
+    const float p = expf(__ldcg(z + c) - zmax) * inv;
+    if (p > best) {
+      best = p;
+      best_c = c;
+    }
+    g[c] = a.grad_scale * (c == y ? p - 1.0f : p);
+  }
+  double l = log(sum) - (double(__ldcg(z + y)) - zmax);
+  if (!(l < 1e30)) l = 1e30;
+  a.row_loss[r] = fmax(l, 0.0);
+  a.row_correct[r] = best_c == y ? 1u : 0u;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The three product kinds of a layer, one tile each.
+
+__device__ void forward_tile(const Args& a, const std::uint32_t* order, float* smem, int l, int tile) {
+  const int I = a.rows, J = a.sizes[l + 1], R = a.sizes[l];
+  const ForwardEpi epi{a.b[l], l + 1 < a.layers, a.act[l + 1], J};
+  const Dense<true> W{a.W[l], R};
+  if (l == 0) {
+    gemm_tile_cfg(a.cfg_fwd[l], smem, tile, I, J, R, Gather<true>{a.pixels, order, R, a.scale}, W, epi);
+  } else {
+    gemm_tile_cfg(a.cfg_fwd[l], smem, tile, I, J, R, Dense<true>{a.act[l], R}, W, epi);
+  }
+  if (l + 1 == a.layers && a.fuse_softmax) {
+    // The tile holds whole rows of logits (one tile column): finish those rows here.
+    const int rows_per_tile = tile_rows(a.cfg_fwd[l]);
+    const int r = tile * rows_per_tile + int(threadIdx.x);
+    if (int(threadIdx.x) < rows_per_tile && r < I) softmax_row(a, order, r);
+  }
+}
+
+__device__ void input_grad_tile(const Args& a, float* smem, int l, int tile) {
+  // dX[m, k] = sum_n dY[m, n] W[n, k], times h(1-h) of layer l's input.
+  const int I = a.rows, J = a.sizes[l], R = a.sizes[l + 1];
+  gemm_tile_cfg(a.cfg_dx[l], smem, tile, I, J, R, Dense<true>{a.grad[l], R}, Dense<false>{a.W[l], J},
+                InputGradEpi{a.act[l], a.grad[l - 1], J});
+}
+
+__device__ void weight_grad_tile(const Args& a, const std::uint32_t* order, float* smem, int l, int tile) {
+  // dW[n, k] = sum_m dY[m, n] X[m, k]; db[n] = sum_m dY[m, n]; then the SGD step.
+  const int I = a.sizes[l + 1], J = a.sizes[l], R = a.rows;
+  const WeightGradEpi epi{a.W[l], a.b[l], a.vW[l], a.vb[l], J, a.lr, a.momentum, a.weight_decay};
+  const Dense<false> dY{a.grad[l], I};
+  if (l == 0) {
+    gemm_tile_cfg(a.cfg_dw[l], smem, tile, I, J, R, dY, Gather<false>{a.pixels, order, J, a.scale}, epi);
+  } else {
+    gemm_tile_cfg(a.cfg_dw[l], smem, tile, I, J, R, dY, Dense<false>{a.act[l], J}, epi);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grid barrier: a monotonic arrival counter (zeroed before each launch); block b waits until
+// every block has arrived `target` times in total. Release before arriving, acquire after.
+__device__ __forceinline__ void grid_sync(unsigned* counter, unsigned& target) {
+  __syncthreads();
+  target += gridDim.x;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1u);
+    unsigned seen;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+    } while (int(seen - target) < 0);
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kThreads, 1) persistent_kernel(const __grid_constant__ Args args) {
+  __shared__ __align__(16) float smem[kSmemFloats];
+  __shared__ double loss_part[kThreads];
+  __shared__ unsigned correct_part[kThreads];
+  const Args& a = args;
+  const int L = a.layers, rows = a.rows;
+  const int grid = int(gridDim.x), block = int(blockIdx.x);
+  unsigned target = 0;
+
+  for (int s = 0; s < args.steps; ++s) {
+    const std::uint32_t* order = args.order + std::size_t(s) * args.batch;
+
+    for (int l = 0; l < L; ++l) {
+      const int tiles = tile_count(a.cfg_fwd[l], rows, a.sizes[l + 1]);
+      for (int t = block; t < tiles; t += grid) forward_tile(a, order, smem, l, t);
+      grid_sync(a.barrier, target);
+    }
+    if (!a.fuse_softmax) {
+      for (int r = block * kThreads + int(threadIdx.x); r < rows; r += grid * kThreads) softmax_row(a, order, r);
+      grid_sync(a.barrier, target);
+    }
+
+    // Backward: phase l computes layer l's input gradient and updates layer l+1 (whose
+    // weights the input gradient of layer l+1, in the previous phase, was the last to read).
+    for (int l = L - 1; l >= 1; --l) {
+      const int t_dx = tile_count(a.cfg_dx[l], rows, a.sizes[l]);
+      const int t_dw = l + 1 < L ? tile_count(a.cfg_dw[l + 1], a.sizes[l + 2], a.sizes[l + 1]) : 0;
+      for (int t = block; t < t_dx + t_dw; t += grid) {
+        if (t < t_dx) input_grad_tile(a, smem, l, t);
+        else weight_grad_tile(a, order, smem, l + 1, t - t_dx);
+      }
+      grid_sync(a.barrier, target);
+    }
+    // Last phase: layers 1 (if any) and 0 update; block 0 also folds the rows' losses into
+    // the epoch totals, in row order.
+    if (block == 0) {
+      double l = 0.0;
+      unsigned c = 0;
+      for (int r = int(threadIdx.x); r < rows; r += kThreads) {
+        l += __ldcg(a.row_loss + r);
+        c += __ldcg(a.row_correct + r);
+      }
+      loss_part[threadIdx.x] = l;
+      correct_part[threadIdx.x] = c;
+      __syncthreads();
+      for (int w = kThreads / 2; w > 0; w /= 2) {
+        if (int(threadIdx.x) < w) {
+          loss_part[threadIdx.x] += loss_part[threadIdx.x + w];
+          correct_part[threadIdx.x] += correct_part[threadIdx.x + w];
+        }
+        __syncthreads();
+      }
+      if (threadIdx.x == 0) {
+        *a.loss_sum += loss_part[0];
+        *a.correct += correct_part[0];
+      }
+    }
+    {
+      const int t0 = tile_count(a.cfg_dw[0], a.sizes[1], a.sizes[0]);
+      const int t1 = L > 1 ? tile_count(a.cfg_dw[1], a.sizes[2], a.sizes[1]) : 0;
+      for (int t = block; t < t0 + t1; t += grid) {
+        if (t < t0) weight_grad_tile(a, order, smem, 0, t);
+        else weight_grad_tile(a, order, smem, 1, t - t0);
+      }
+    }
+    grid_sync(a.barrier, target);
+  }
+  if (block == 0 && threadIdx.x == 0) *a.step += args.steps;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning: the tile shape for a product of I x J outputs over a reduction of R, for `grid`
+// blocks. A crude cost per block round: FMA time, L2 operand traffic at ~64 B/clk per SM, and
+// a dependent L2 round trip per reduction slab; the cheapest total wins.
+int plan_shape(int I, int J, int R, int grid, int min_bj = 0) {
+  int best = -1;
+  double best_cost = 0;
+  for (int c = 0; c < kConfigs; ++c) {
+    if (kBJ[c] < min_bj) continue;
+    const int tiles = tile_count(c, I, J);
+    const int rounds = (tiles + grid - 1) / grid;
+    const double fma = double(kBI[c]) * kBJ[c] * R / 128.0;
+    const double bytes = double(kBI[c] + kBJ[c]) * R * 4.0 / 64.0;
+    const double slabs = double((R + kBK[c] - 1) / kBK[c]) * 400.0;
+    const double cost = rounds * (std::max(fma, bytes) + slabs);
+    if (best < 0 || cost < best_cost) {
+      best = c;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+struct PersistentTrainer::Impl {
+  PersistentConfig config;
+  int layers = 0;
+  int grid = 0;
+  std::vector<float*> buffers;  // everything cudaMalloc'd here
+  Args base{};
+
+  ~Impl() {
+    for (float* p : buffers) cudaFree(p);
+  }
+  template <class T>
+  T* alloc(std::size_t count) {
+    void* p = nullptr;
+    check(cudaMalloc(&p, std::max<std::size_t>(1, count) * sizeof(T)), "persistent: cudaMalloc");
+    buffers.push_back(static_cast<float*>(p));
+    check(cudaMemset(p, 0, std::max<std::size_t>(1, count) * sizeof(T)), "persistent: cudaMemset");
+    return static_cast<T*>(p);
+  }
+
+  Args plan(int rows) const {
+    Args a = base;
+    a.rows = rows;
+    a.grad_scale = 1.0f / float(rows);
+    const int* n = a.sizes;
+    for (int l = 0; l < layers; ++l) {
+      const bool last = l + 1 == layers;
+      // The last layer fuses softmax when one tile column holds a whole row of logits.
+      int cfg = -1;
+      if (last) {
+        cfg = plan_shape(rows, n[l + 1], n[l], grid, n[l + 1]);
+      }
+      a.fuse_softmax = last ? cfg >= 0 : a.fuse_softmax;
+      if (cfg < 0) cfg = plan_shape(rows, n[l + 1], n[l], grid);
+      a.cfg_fwd[l] = static_cast<unsigned char>(cfg);
+      a.cfg_dx[l] = static_cast<unsigned char>(l > 0 ? plan_shape(rows, n[l], n[l + 1], grid) : 0);
+      a.cfg_dw[l] = static_cast<unsigned char>(plan_shape(n[l + 1], n[l], rows, grid));
+    }
+    return a;
+  }
+};
+
+PersistentTrainer::PersistentTrainer(const PersistentConfig& config) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.config = config;
+  m.layers = int(config.sizes.size()) - 1;
+  if (m.layers < 1 || m.layers > kPersistentMaxLayers) {
+    throw std::runtime_error("cuda persistent: " + std::to_string(m.layers) + " Linear layers; supports 1.." +
+                             std::to_string(kPersistentMaxLayers));
+  }
+  if (config.batch < 1) throw std::runtime_error("cuda persistent: batch must be >= 1");
+  if (config.momentum != 0.0f && config.velocity == nullptr) {
+    throw std::runtime_error("cuda persistent: momentum needs a velocity buffer");
+  }
+  cudaDeviceProp props{};
+  check(cudaGetDeviceProperties(&props, config.device), "cuda persistent: cudaGetDeviceProperties");
+  if (!props.cooperativeLaunch) throw std::runtime_error("cuda persistent: the device has no cooperative launch");
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_kernel, kThreads, 0),
+        "cuda persistent: occupancy");
+  const int resident = per_sm * props.multiProcessorCount;
+  m.grid = config.blocks > 0 ? config.blocks : props.multiProcessorCount;
+  if (resident < 1 || m.grid > resident) {
+    throw std::runtime_error("cuda persistent: " + std::to_string(m.grid) + " blocks requested, only " +
+                             std::to_string(resident) + " can be co-resident for a cooperative launch");
+  }
+
+  Args& a = m.base;
+  a.layers = m.layers;
+  std::size_t offset = 0;
+  for (int l = 0; l <= m.layers; ++l) a.sizes[l] = config.sizes[l];
+  for (int l = 0; l < m.layers; ++l) {
+    const std::size_t w = std::size_t(a.sizes[l + 1]) * a.sizes[l];
+    a.W[l] = config.params + offset;
+    a.b[l] = a.W[l] + w;
+    a.vW[l] = config.velocity != nullptr && config.momentum != 0.0f ? config.velocity + offset : nullptr;
+    a.vb[l] = a.vW[l] != nullptr ? a.vW[l] + w : nullptr;
+    offset += w + a.sizes[l + 1];
+    a.act[l + 1] = m.alloc<float>(std::size_t(config.batch) * a.sizes[l + 1]);
+    a.grad[l] = m.alloc<float>(std::size_t(config.batch) * a.sizes[l + 1]);
+  }
+  a.act[0] = nullptr;  // layer 0 gathers from the dataset
+  a.pixels = config.pixels;
+  a.scale = config.pixel_scale;
+  a.labels = config.labels;
+  a.batch = config.batch;
+  a.lr = config.lr;
+  a.momentum = config.momentum;
+  a.weight_decay = config.weight_decay;
+  a.row_loss = m.alloc<double>(config.batch);
+  a.row_correct = m.alloc<unsigned>(config.batch);
+  a.loss_sum = config.loss_sum;
+  a.correct = config.correct;
+  a.step = config.step;
+  a.barrier = m.alloc<unsigned>(1);
+}
+
+PersistentTrainer::~PersistentTrainer() = default;
+
+int PersistentTrainer::blocks() const { return impl_->grid; }
+
+void PersistentTrainer::run(std::size_t first_step, int steps, int rows, cudaStream_t stream) {
+  Impl& m = *impl_;
+  if (steps <= 0) return;
+  if (rows < 1 || rows > m.config.batch) throw std::runtime_error("cuda persistent: rows out of range");
+  Args a = m.plan(rows);
+  a.order = m.config.order + first_step * std::size_t(m.config.batch);
+  a.steps = steps;
+  check(cudaMemsetAsync(a.barrier, 0, sizeof(unsigned), stream), "cuda persistent: reset barrier");
+  void* params[] = {&a};
+  check(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&persistent_kernel), dim3(m.grid), dim3(kThreads),
+                                    params, 0, stream),
+        "cuda persistent: cooperative launch");
+}
+
+std::string PersistentTrainer::describe(int rows) const {
+  const Args a = impl_->plan(rows);
+  static const char* names[kConfigs] = {"64x64", "32x32", "16x32", "4x8"};
+  std::ostringstream s;
+  s << "grid " << impl_->grid << ", rows " << rows << (a.fuse_softmax ? ", softmax fused" : ", softmax phase");
+  for (int l = 0; l < a.layers; ++l) {
+    s << "; L" << l << " fwd " << names[a.cfg_fwd[l]] << " dW " << names[a.cfg_dw[l]];
+    if (l > 0) s << " dX " << names[a.cfg_dx[l]];
+  }
+  return s.str();
+}
+
+}  // namespace nnpar::cuda
