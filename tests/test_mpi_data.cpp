@@ -8,6 +8,7 @@
 
 #include "../plugins/common/data_parallel.hpp"
 #include "nnpar/comm_mpi.hpp"
+#include "letters_fixture.hpp"
 #include "parity.hpp"
 #include "runner.hpp"
 
@@ -16,44 +17,22 @@ using namespace nnpar;
 
 namespace {
 
-const fs::path kData = NNPAR_TEST_DATA_DIR;
-
 WorldInfo world() { return {mpi::world_rank(), mpi::world_size()}; }
 
 RunConfig config_for(int batch, std::size_t limit, const std::string& mode, int period = 1) {
-  RunConfig config;
-  config.file = "test_mpi_data";
-  config.data.dir = kData;
-  config.data.train_images = kData / "letters-train-images-idx3-ubyte.gz";
-  config.data.train_labels = kData / "letters-train-labels-idx1-ubyte.gz";
-  config.data.test_images = kData / "letters-test-images-idx3-ubyte.gz";
-  config.data.test_labels = kData / "letters-test-labels-idx1-ubyte.gz";
-  config.data.options.limit = limit;
-  config.data.test_limit = 2000;
-  config.model.layer_sizes = {784, 48, 32, 26};
+  RunConfig config = test_support::letters_config(limit, 2000, {784, 48, 32, 26}, batch);
   config.train.epochs = 2;
-  config.train.batch_size = batch;
-  config.train.sgd.lr = 0.5f;
-  config.eval_every = 0;
-  for (std::string name : {"serial", "mpi-data"}) {
-    StrategyEntry e;
-    e.name = e.label = name;
-    auto table = std::make_shared<toml::table>();
-    if (name == "mpi-data") {
-      table->insert("mode", mode);
-      table->insert("period", period);
-    }
-    e.table = table;
-    config.strategies.push_back(e);
-  }
+  StrategyEntry parallel = test_support::strategy_entry("mpi-data");
+  test_support::options_of(parallel).insert("mode", mode);
+  test_support::options_of(parallel).insert("period", period);
+  config.strategies = {test_support::strategy_entry("serial"), parallel};
   return config;
 }
 
 class MpiData : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(kData / "letters-train-images-idx3-ubyte.gz"))
-      GTEST_SKIP() << "dataset not found in " << kData;
+    if (!test_support::have_letters()) GTEST_SKIP() << "dataset not found in " << test_support::letters_dir();
   }
   // Runs mpi-data on every rank and serial on rank 0; returns {serial, mpi-data} on rank 0.
   std::pair<RunResult, RunResult> run_both(const RunConfig& config) {
@@ -89,7 +68,7 @@ TEST_F(MpiData, SyncMatchesSerialWithUnevenShards) {
 TEST_F(MpiData, SyncWithoutOverlapGivesTheSameWeights) {
   RunConfig config = config_for(30, 600, "sync");
   const RunConfig overlapped = config;
-  std::const_pointer_cast<toml::table>(config.strategies[1].table)->insert_or_assign("overlap", false);
+  test_support::options_of(config.strategies[1]).insert_or_assign("overlap", false);
   const Datasets data = load_datasets(config.data);
   const auto initial = initial_parameters(config);
   const RunResult a = run_strategy(overlapped, overlapped.strategies[1], plugins_, data, initial, {}, world());

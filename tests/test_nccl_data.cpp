@@ -10,6 +10,7 @@
 
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
+#include "letters_fixture.hpp"
 #include "parity.hpp"
 #include "runner.hpp"
 
@@ -17,11 +18,6 @@ namespace fs = std::filesystem;
 using namespace nnpar;
 
 namespace {
-
-fs::path data_dir() {
-  if (const char* env = std::getenv("NNPAR_TEST_DATA")) return env;
-  return NNPAR_TEST_DATA_DIR;
-}
 
 int gpus() {
   int n = 0;
@@ -34,38 +30,18 @@ class NcclData : public ::testing::Test {
   void SetUp() override {
     if (gpus() < mpi::world_size())
       GTEST_SKIP() << "needs one GPU per rank: " << gpus() << " GPU(s) for " << mpi::world_size() << " ranks";
-    if (!fs::exists(data_dir() / "letters-train-images-idx3-ubyte.gz")) GTEST_SKIP() << "dataset not found";
+    if (!test_support::have_letters()) GTEST_SKIP() << "dataset not found in " << test_support::letters_dir();
   }
 };
 
 RunConfig config_for(const std::string& mode, int batch) {
-  const fs::path d = data_dir();
-  RunConfig c;
-  c.file = "test_nccl_data";
-  c.data.dir = d;
-  c.data.train_images = d / "letters-train-images-idx3-ubyte.gz";
-  c.data.train_labels = d / "letters-train-labels-idx1-ubyte.gz";
-  c.data.test_images = d / "letters-test-images-idx3-ubyte.gz";
-  c.data.test_labels = d / "letters-test-labels-idx1-ubyte.gz";
-  c.data.options.limit = 10000;
-  c.data.test_limit = 3000;
-  c.model.layer_sizes = {784, 256, 256, 26};
-  c.train.epochs = 2;
-  c.train.batch_size = batch;
-  c.train.sgd.lr = 0.5f;
-  c.eval_every = 0;
-  for (std::string name : {"serial", "nccl-data"}) {
-    StrategyEntry e;
-    e.name = e.label = name;
-    auto t = std::make_shared<toml::table>();
-    if (name == "nccl-data") {
-      t->insert("mode", mode);
-      t->insert("period", 4);
-    }
-    e.table = t;
-    c.strategies.push_back(e);
-  }
-  return c;
+  RunConfig config = test_support::letters_config(10000, 3000, {784, 256, 256, 26}, batch);
+  config.train.epochs = 2;
+  StrategyEntry parallel = test_support::strategy_entry("nccl-data");
+  test_support::options_of(parallel).insert("mode", mode);
+  test_support::options_of(parallel).insert("period", 4);
+  config.strategies = {test_support::strategy_entry("serial"), parallel};
+  return config;
 }
 
 std::pair<RunResult, RunResult> run_both(const RunConfig& config) {

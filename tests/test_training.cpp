@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "parity.hpp"
+#include "letters_fixture.hpp"
 #include "runner.hpp"
 
 namespace fs = std::filesystem;
@@ -15,36 +16,17 @@ using namespace nnpar;
 
 namespace {
 
-const fs::path kData = NNPAR_TEST_DATA_DIR;
-
-bool have_data() { return fs::exists(kData / "letters-train-images-idx3-ubyte.gz"); }
-
 RunConfig small_config() {
-  RunConfig config;
-  config.file = "test_training";
-  config.data.dir = kData;
-  config.data.train_images = kData / "letters-train-images-idx3-ubyte.gz";
-  config.data.train_labels = kData / "letters-train-labels-idx1-ubyte.gz";
-  config.data.test_images = kData / "letters-test-images-idx3-ubyte.gz";
-  config.data.test_labels = kData / "letters-test-labels-idx1-ubyte.gz";
-  config.data.options.limit = 6000;
-  config.data.test_limit = 2000;
-  config.model.layer_sizes = {784, 64, 26};
+  RunConfig config = test_support::letters_config(6000, 2000, {784, 64, 26}, 32);
   config.train.epochs = 3;
-  config.train.batch_size = 32;
-  config.train.sgd.lr = 0.5f;
-  config.eval_every = 0;
-  StrategyEntry serial;
-  serial.name = serial.label = "serial";
-  serial.table = std::make_shared<toml::table>();
-  config.strategies.push_back(serial);
+  config.strategies.push_back(test_support::strategy_entry("serial"));
   return config;
 }
 
 class Training : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!have_data()) GTEST_SKIP() << "dataset not found in " << kData << " (set NNPAR_TEST_DATA_DIR)";
+    if (!test_support::have_letters()) GTEST_SKIP() << "dataset not found in " << test_support::letters_dir();
     if (!data_) data_ = std::make_unique<Datasets>(load_datasets(small_config().data));
   }
   static std::unique_ptr<Datasets> data_;
@@ -121,7 +103,7 @@ TEST_F(Training, DifferentSeedsGiveDifferentOrders) {
   const ParityReport p = check_parity(rb, ra, ParityConfig{});
   EXPECT_GT(p.max_abs_diff, 1e-3) << "a different data order must change the weights";
   EXPECT_FALSE(p.pass);
-  EXPECT_THAT(p.reason, testing::HasSubstr("weights differ"));
+  EXPECT_THAT(p.reason, ::testing::HasSubstr("weights differ"));
 }
 
 TEST(Parity, CompareWeightsReportsAbsoluteAndRelative) {
@@ -168,7 +150,7 @@ TEST(Parity, ClassesUseTheirOwnRules) {
   approx.final_test.accuracy = 0.78;  // 2 pp below
   const ParityReport p = check_parity(approx, ref, config);
   EXPECT_FALSE(p.pass);
-  EXPECT_THAT(p.reason, testing::HasSubstr("below the reference"));
+  EXPECT_THAT(p.reason, ::testing::HasSubstr("below the reference"));
   approx.final_test.accuracy = 0.85;  // better is not a failure
   EXPECT_TRUE(check_parity(approx, ref, config).pass);
 }
