@@ -103,6 +103,21 @@ TEST_F(MpiData, LocalSgdReachesTheAccuracyMargin) {
   EXPECT_TRUE(p.pass) << p.reason;
 }
 
+TEST_F(MpiData, TensorParallelMatchesSerialWithUnevenSplits) {
+  // 50, 37 and 26 output neurons do not divide by 3 or 4 ranks; batch 30 over 1,000 samples
+  // ends with a partial batch.
+  RunConfig config = test_support::letters_config(1000, 1000, {784, 50, 37, 26}, 30);
+  config.strategies = {test_support::strategy_entry("serial"), test_support::strategy_entry("mpi-tensor")};
+  auto [serial, parallel] = run_both(config);
+  if (world().rank != 0) return;
+  EXPECT_EQ(parallel.epochs[0].samples, 1000u);
+  EXPECT_NEAR(parallel.epochs[0].loss, serial.epochs[0].loss, 1e-5);
+  const ParityReport p = check_parity(parallel, serial, ParityConfig{});
+  EXPECT_TRUE(p.pass) << p.reason;
+  EXPECT_LT(p.max_abs_diff, 1e-5);
+  std::printf("[rank 0 of %d] tensor parallel vs serial: max abs diff %.3e\n", world().size, p.max_abs_diff);
+}
+
 // A replica whose "weights" are set by hand, to check the weighted average alone.
 class FixedReplica final : public ReplicaEngine {
  public:
