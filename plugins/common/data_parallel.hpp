@@ -11,9 +11,17 @@
 //  local_sgd: every rank steps on its own shard (mean over its shard), and every `period`
 //             steps (and at the end of each epoch) the weights are averaged, each rank
 //             weighted by the samples it processed since the last average (approximate class).
+//
+// Two ways to run an epoch, with the same operations in the same order (so the same maths):
+// the host drives every step (load_batch, forward, backward, ...), or, for engines that can
+// record their queued work (CUDA graphs: replay_steps() > 0), the trainer stages the epoch's
+// samples on the device once and has whole chunks of steps recorded once and replayed, so the
+// host does nothing per step. Per-step host overhead is what bounds small GPU steps.
 #pragma once
 #include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,7 +54,28 @@ class ReplicaEngine {
   virtual void copy_parameters_to_host(std::span<float> out) = 0;
   // Blocks until the engine's queued work is done (GPU engines; a no-op on the CPU).
   virtual void synchronize() {}
+
+  // Replay (optional). The most steps one recording may hold; 0: the host drives every step
+  // and the three calls below are never made.
+  virtual std::size_t replay_steps() const { return 0; }
+  // This rank's samples for the whole epoch; also restarts the device step counter. The k-th
+  // step that has samples (counted on the device) reads indices[k*stride, k*stride + rows),
+  // so one recording serves any chunk of the epoch. `reading_steps` such steps will run.
+  virtual void stage_epoch(std::span<const std::uint32_t> indices, std::size_t stride,
+                           std::size_t reading_steps) {
+    (void)indices, (void)stride, (void)reading_steps;
+  }
+  // While recording, instead of load_batch: the next step reads `rows` staged samples.
+  virtual void load_staged(int rows) { (void)rows; }
+  // Runs `record` (which queues a chunk of steps: engine and communicator work) under
+  // recording the first time `key` is seen, then queues the recording; later calls with the
+  // same key only queue the recording. Nothing `record` queues may block the host.
+  virtual void replay(const std::string& key, const std::function<void()>& record) {
+    (void)key;
+    record();
+  }
 };
+
 
 inline std::vector<OptionSpec> data_parallel_options() {
   return {
@@ -90,10 +119,10 @@ class DataParallelTrainer {
     const TrainSettings& train = *context_.train;
     const Dataset& data = *context_.train_data;
     const auto order = epoch_order(data.count, train.seed, epoch, train.shuffle);
+    if (engine_->replay_steps() > 0) return replay_epoch(order);
     const int rank = comm_->rank(), world = comm_->size();
     EpochReport report;
     PhaseClock clock;
-    std::vector<std::unique_ptr<CommRequest>> pending;
     double samples_since_average = 0;
     int steps_since_average = 0;
 
@@ -108,31 +137,9 @@ class DataParallelTrainer {
       clock.lap(report.phases.forward);
 
       if (!local_sgd_) {
-        // Every rank scales by the global batch: the allreduced sum is then exactly the
-        // gradient of the global batch's mean loss.
-        const float scale = 1.0f / float(rows);
-        engine_->backward(scale, [&](int layer) {
-          if (!overlap_) return;
-          const auto [b, e] = layer_slices_[layer];
-          pending.push_back(comm_->allreduce_async(engine_->gradients() + b, e - b, DataType::f32, ReduceOp::sum));
-        });
-        clock.lap(report.phases.backward);
-        if (overlap_) {
-          for (auto& r : pending) r->wait();
-          pending.clear();
-        } else {
-          comm_->allreduce(engine_->gradients(), engine_->parameter_count(), DataType::f32, ReduceOp::sum);
-        }
-        clock.lap(report.phases.communication);
-        engine_->sgd_step();
-        clock.lap(report.phases.update);
+        sync_step(rows, false, report.phases, clock);
       } else {
-        if (mine.size() > 0) {
-          engine_->backward(1.0f / float(mine.size()), {});
-          clock.lap(report.phases.backward);
-          engine_->sgd_step();
-          clock.lap(report.phases.update);
-        }
+        local_step(mine.size(), report.phases, clock);
         samples_since_average += double(mine.size());
         if (++steps_since_average == period_) {
           average_weights(samples_since_average);
@@ -148,13 +155,8 @@ class DataParallelTrainer {
       average_weights(samples_since_average);
       clock.lap(report.phases.communication);
     }
-    // The report describes the whole world's work: loss and accuracy summed over ranks.
     engine_->synchronize();
-    auto [loss_sum, correct] = engine_->take_metrics();
-    double totals[2] = {loss_sum, correct};
-    host_allreduce(totals, 2);
-    report.loss_sum = totals[0];
-    report.correct = std::size_t(totals[1] + 0.5);
+    add_world_metrics(report);
     clock.lap(report.phases.communication);
     return report;
   }
@@ -175,6 +177,171 @@ class DataParallelTrainer {
   }
 
  private:
+  // One sync step after its batch is staged. Every rank scales by the global batch: the
+  // allreduced sum is then exactly the gradient of the global batch's mean loss.
+  // `recording`: the host must not block, so the single allreduce becomes async + a device
+  // wait (the same collective on the same buffer, so the same sum).
+  void sync_step(std::size_t rows, bool recording, PhaseTimes& phases, PhaseClock& clock) {
+    std::vector<std::unique_ptr<CommRequest>> pending;
+    const float scale = 1.0f / float(rows);
+    engine_->backward(scale, [&](int layer) {
+      if (!overlap_) return;
+      const auto [b, e] = layer_slices_[layer];
+      pending.push_back(comm_->allreduce_async(engine_->gradients() + b, e - b, DataType::f32, ReduceOp::sum));
+    });
+    clock.lap(phases.backward);
+    if (overlap_) {
+      for (auto& r : pending) r->wait();
+    } else if (recording) {
+      comm_->allreduce_async(engine_->gradients(), engine_->parameter_count(), DataType::f32, ReduceOp::sum)->wait();
+    } else {
+      comm_->allreduce(engine_->gradients(), engine_->parameter_count(), DataType::f32, ReduceOp::sum);
+    }
+    clock.lap(phases.communication);
+    engine_->sgd_step();
+    clock.lap(phases.update);
+  }
+
+  // One local SGD step on this rank's shard of the batch (mean over the shard).
+  void local_step(std::size_t mine, PhaseTimes& phases, PhaseClock& clock) {
+    if (mine == 0) return;
+    engine_->backward(1.0f / float(mine), {});
+    clock.lap(phases.backward);
+    engine_->sgd_step();
+    clock.lap(phases.update);
+  }
+
+  // The report describes the whole world's work: loss and accuracy summed over ranks.
+  void add_world_metrics(EpochReport& report) {
+    auto [loss_sum, correct] = engine_->take_metrics();
+    double totals[2] = {loss_sum, correct};
+    host_allreduce(totals, 2);
+    report.loss_sum = totals[0];
+    report.correct = std::size_t(totals[1] + 0.5);
+  }
+
+  // The epoch as recorded chunks: the operations of the host-driven loop, in its order. What
+  // that loop learns as it goes is known up front: every rank's shard sizes follow from
+  // shard_range, so local SGD's averaging weight (my samples / the world's samples since the
+  // last average) needs no host collective, and a chunk's work is fixed by its sequence of
+  // (global rows, my rows) steps and averaging weights, which is its key. Chunks hold at most
+  // replay_steps() steps; for local SGD they are whole averaging periods (or, for periods
+  // longer than a chunk, end at every average), so the epoch is a few distinct recordings
+  // (the main chunk, the epoch's last one) replayed many times.
+  EpochReport replay_epoch(const std::vector<std::uint32_t>& order) {
+    const TrainSettings& train = *context_.train;
+    const int rank = comm_->rank(), world = comm_->size();
+    const std::size_t batch = std::size_t(train.batch_size);
+    EpochReport report;
+    PhaseClock clock;
+
+    std::vector<std::size_t> rows;  // global rows of each step; only the last may be partial
+    for (std::size_t begin = 0; begin < order.size(); begin += batch) {
+      const std::size_t n = std::min(batch, order.size() - begin);
+      if (train.drop_last && n < batch) break;
+      rows.push_back(n);
+    }
+    // Every full step has this rank's full-batch shard size, and a partial step can only be
+    // the last, so the k-th step with samples starts at k * stride.
+    const std::size_t stride = shard_range(batch, rank, world).size();
+    std::vector<std::uint32_t> staged;
+    staged.reserve(rows.size() * stride);
+    std::size_t reading = 0;
+    for (std::size_t s = 0; s < rows.size(); ++s) {
+      const Range mine = shard_range(rows[s], rank, world);
+      if (mine.size() == 0) continue;
+      const auto first = order.begin() + std::ptrdiff_t(s * batch + mine.begin);
+      staged.insert(staged.end(), first, first + std::ptrdiff_t(mine.size()));
+      ++reading;
+    }
+    engine_->stage_epoch(staged, stride, reading);
+    clock.lap(report.phases.data);
+
+    struct Op {
+      std::size_t rows = 0, mine = 0;  // a step (rows > 0) ...
+      float factor = 0;                // ... or a weighted average (rows == 0)
+    };
+    std::vector<Op> ops;
+    double my_since = 0, world_since = 0;
+    int steps_since = 0;
+    for (std::size_t s = 0; s < rows.size(); ++s) {
+      const std::size_t mine = shard_range(rows[s], rank, world).size();
+      ops.push_back({rows[s], mine, 0.0f});
+      if (!local_sgd_) continue;
+      my_since += double(mine);
+      world_since += double(rows[s]);  // what average_weights' host allreduce would return
+      if (++steps_since == period_ || s + 1 == rows.size()) {
+        ops.push_back({0, 0, float(my_since / world_since)});
+        my_since = world_since = 0;
+        steps_since = 0;
+      }
+    }
+
+    const std::size_t most = engine_->replay_steps();
+    const std::size_t period = std::size_t(period_);
+    const std::size_t limit = local_sgd_ && period <= most ? most / period * period : most;
+    PhaseTimes unused;
+    PhaseClock unused_clock;
+    for (std::size_t i = 0; i < ops.size();) {
+      std::size_t end = i, steps = 0;
+      std::string key = local_sgd_ ? "local" : "sync";
+      while (end < ops.size()) {
+        const Op& op = ops[end];
+        if (op.rows > 0) {
+          if (steps == limit) break;
+          ++steps;
+          key += " s" + std::to_string(op.rows) + "/" + std::to_string(op.mine);
+          ++end;
+        } else {
+          key += " a" + std::to_string(std::bit_cast<std::uint32_t>(op.factor));  // exact, unlike %f
+          ++end;
+          if (period > most) break;
+        }
+      }
+      engine_->replay(key, [&] {
+        for (std::size_t j = i; j < end; ++j) {
+          const Op& op = ops[j];
+          if (op.rows == 0) {
+            engine_->scale_parameters(op.factor);
+            comm_->allreduce_async(engine_->parameters(), engine_->parameter_count(), DataType::f32, ReduceOp::sum)
+                ->wait();
+            continue;
+          }
+          engine_->load_staged(int(op.mine));
+          engine_->forward();
+          if (!local_sgd_)
+            sync_step(op.rows, true, unused, unused_clock);
+          else
+            local_step(op.mine, unused, unused_clock);
+        }
+      });
+      for (std::size_t j = i; j < end; ++j) {
+        if (ops[j].rows == 0) continue;
+        report.samples += ops[j].rows;
+        report.steps += 1;
+      }
+      i = end;
+    }
+    engine_->synchronize();
+    // The host does nothing per step, so the device's phases cannot be observed without
+    // perturbing it: as in the cuda strategy, the time is split between forward and backward
+    // by FLOPs (communication overlapped with them inside the replay included).
+    double device = 0;
+    clock.lap(device);
+    double fwd = 0, bwd = 0;
+    const std::vector<int>& sizes = context_.model->layer_sizes;
+    for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
+      const double mac = double(sizes[l]) * double(sizes[l + 1]);
+      fwd += mac;
+      bwd += (l > 0 ? 2 : 1) * mac;
+    }
+    report.phases.forward = device * fwd / (fwd + bwd);
+    report.phases.backward = device * bwd / (fwd + bwd);
+    add_world_metrics(report);
+    clock.lap(report.phases.communication);
+    return report;
+  }
+
   // Metrics live on the host; a device communicator needs them staged in device memory,
   // which the engine's communicator handles through host_reduce below.
   void host_allreduce(double* values, std::size_t count) {

@@ -3,14 +3,25 @@
 // on device buffers. The algorithm is plugins/common/data_parallel.hpp, shared with mpi-data;
 // this file is the GPU engine.
 //
-// Overlap: the backward runs on the compute stream; as soon as a layer's weight gradient is
-// queued, its allreduce is queued on the communicator's stream behind it (an event), so the
-// allreduce of layer i runs while layers i-1..0 are still being differentiated. The SGD
+// Overlap: the backward's weight gradients run on the compute stream (its input-gradient chain
+// on a side stream); as soon as a layer's weight gradient is queued, its allreduce is queued
+// on the communicator's stream behind it (an event), so the allreduce of layer i runs while
+// layers i-1..0 are still being differentiated. The SGD
 // update waits for all of them on the GPU; the host never blocks inside a step. (So the
 // phase times the shared trainer records are host-side queueing times; the epoch's wall
 // time, which the harness measures, is the real one.)
+//
+// Graphs (option `graph`, default on): the shared trainer stages the epoch's samples once and
+// hands whole chunks of steps to replay(), which captures them, NCCL allreduces included,
+// into a CUDA graph the first time and replays it after. A device step counter, advanced by
+// the softmax kernel, tells each replayed step where its samples are, so one graph serves
+// every chunk of the epoch; the host queues a handful of graph launches per epoch instead of
+// ~13 launches per step, which bounded small steps (docs/results/2026-11-26-data-parallel.md).
+// The captured work is the same kernels and collectives in the same order as the plain
+// launches, so the results are the same.
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -43,12 +54,14 @@ T* device_alloc(std::size_t count, const char* what) {
 struct Stats {
   double loss_sum;
   unsigned long long correct;
+  int step;  // the staged steps read so far this epoch (graphs); advanced by softmax_xent
 };
 
 class GpuReplica final : public ReplicaEngine {
  public:
-  GpuReplica(const StrategyContext& context, cudaStream_t stream, int world)
-      : context_(context), spec_(*context.model), sizes_(spec_.layer_sizes), stream_(stream) {
+  GpuReplica(const StrategyContext& context, cudaStream_t stream, int world, std::size_t graph_steps)
+      : context_(context), spec_(*context.model), sizes_(spec_.layer_sizes), stream_(stream),
+        graph_steps_(graph_steps) {
     const Dataset& data = *context.train_data;
     const int batch = context.train->batch_size;
     const int layers = spec_.linear_count();
@@ -69,6 +82,11 @@ class GpuReplica final : public ReplicaEngine {
       check(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming), "event");
     }
     stats_ = device_alloc<Stats>(1, "stats");
+    check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "stream");
+    check(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "event");
+    input_grad_done_.resize(layers, nullptr);
+    for (auto& e : input_grad_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+    if (graph_steps_ > 0) staged_order_ = device_alloc<std::uint32_t>(data.count, "staged order");
     for (int i = 0; i <= layers; ++i) acts_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i], "activations"));
     for (int i = 0; i < layers; ++i) grad_out_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i + 1], "gradients"));
     // Every shard size a step can have (full batches and the epoch's last one, split over
@@ -85,6 +103,12 @@ class GpuReplica final : public ReplicaEngine {
   }
   ~GpuReplica() override {
     cudaStreamSynchronize(stream_);
+    cudaStreamSynchronize(side_);
+    for (cudaEvent_t e : input_grad_done_) cudaEventDestroy(e);
+    cudaEventDestroy(fork_);
+    cudaStreamDestroy(side_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    cudaFree(staged_order_);
     for (void* p : allocations_) cudaFree(p);
     for (float* p : acts_) cudaFree(p);
     for (float* p : grad_out_) cudaFree(p);
@@ -110,6 +134,7 @@ class GpuReplica final : public ReplicaEngine {
   void load_batch(std::span<const std::uint32_t> indices) override {
     check(cudaEventRecord(slots_[slot_].done, stream_), "event");  // the previous step's last reader
     slot_ = (slot_ + 1) % kSlots;
+    staged_ = false;
     rows_ = int(indices.size());
     if (rows_ == 0) return;
     Slot& slot = slots_[slot_];
@@ -122,7 +147,7 @@ class GpuReplica final : public ReplicaEngine {
 
   void forward() override {
     if (rows_ == 0) return;
-    const gpu::RowIndex index{indices_, nullptr, rows_};
+    const gpu::RowIndex index = row_index();
     const int layers = spec_.linear_count();
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
@@ -144,19 +169,34 @@ class GpuReplica final : public ReplicaEngine {
         if (after_layer) after_layer(i);
       return;
     }
-    const gpu::RowIndex index{indices_, nullptr, rows_};
-    // The loss's forward and backward are one kernel; its metrics are read once per epoch.
+    const gpu::RowIndex index = row_index();
+    // The loss's forward and backward are one kernel; its metrics are read once per epoch. It
+    // is the step's last reader of the sample indices, so it moves the staged step on.
     gpu::softmax_xent(rows_, sizes_.back(), acts_[layers], labels_, index, loss_scale, nullptr, grad_out_[layers - 1],
-                      &stats_->loss_sum, &stats_->correct, false, stream_);
+                      &stats_->loss_sum, &stats_->correct, staged_, stream_);
+    // The input-gradient chain runs on the side stream, the weight gradients (and behind each
+    // its allreduce) on the compute stream, each waiting only for the input gradient it reads:
+    // the critical path to the last allreduce is the chain plus layer 0's weight gradient,
+    // not every product of the backward in a row. Same products on the same inputs, so the
+    // same results.
+    if (layers > 1) {
+      check(cudaEventRecord(fork_, stream_), "event");
+      check(cudaStreamWaitEvent(side_, fork_, 0), "wait");
+      for (int i = layers - 1; i > 0; --i) {
+        gpu::linear_input_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], W(i), acts_[i], grad_out_[i - 1],
+                               dgrad_[i], side_);
+        check(cudaEventRecord(input_grad_done_[i], side_), "event");
+      }
+    }
     for (int i = layers - 1; i >= 0; --i) {
+      // Layer i's output gradient comes from layer i+1's input gradient (the side stream),
+      // except for the last layer (softmax_xent, on this stream).
+      if (i + 1 < layers) check(cudaStreamWaitEvent(stream_, input_grad_done_[i + 1], 0), "wait");
       float* dW = grads_ + parameter_offset(spec_, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
       gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, gpu::FusedSgd{},
                               stream_);
       if (after_layer) after_layer(i);
-      if (i > 0)
-        gpu::linear_input_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], W(i), acts_[i], grad_out_[i - 1],
-                               dgrad_[i], stream_);
     }
   }
 
@@ -170,6 +210,11 @@ class GpuReplica final : public ReplicaEngine {
     check(cudaMemcpyAsync(&stats, stats_, sizeof stats, cudaMemcpyDeviceToHost, stream_), "read metrics");
     check(cudaMemsetAsync(stats_, 0, sizeof(Stats), stream_), "reset metrics");
     check(cudaStreamSynchronize(stream_), "metrics");
+    // A replayed graph that read the wrong samples would still train: make that loud.
+    if (expected_steps_ >= 0 && stats.step != expected_steps_)
+      throw std::runtime_error("nccl-data: the graphs ran " + std::to_string(stats.step) + " steps with samples, expected " +
+                               std::to_string(expected_steps_));
+    expected_steps_ = -1;
     return {stats.loss_sum, double(stats.correct)};
   }
   void copy_parameters_to_host(std::span<float> out) override {
@@ -179,7 +224,64 @@ class GpuReplica final : public ReplicaEngine {
   }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "sync"); }
 
+  std::size_t replay_steps() const override { return graph_steps_; }
+
+  void stage_epoch(std::span<const std::uint32_t> indices, std::size_t stride, std::size_t reading_steps) override {
+    // The previous epoch ended with a synchronisation, so no graph still reads the order;
+    // from pageable memory the copy has consumed `indices` when this returns.
+    if (!indices.empty())
+      check(cudaMemcpyAsync(staged_order_, indices.data(), indices.size() * sizeof(std::uint32_t),
+                            cudaMemcpyHostToDevice, stream_), "upload order");
+    check(cudaMemsetAsync(&stats_->step, 0, sizeof(int), stream_), "reset step");
+    if (stride != stride_) {
+      // The graphs bake the stride in; it changes only with the batch size, which is fixed.
+      for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+      graphs_.clear();
+      stride_ = stride;
+    }
+    expected_steps_ = int(reading_steps);
+  }
+
+  void load_staged(int rows) override {
+    staged_ = true;
+    rows_ = rows;
+  }
+
+  void replay(const std::string& key, const std::function<void()>& record) override {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) it = graphs_.emplace(key, capture(record)).first;
+    check(cudaGraphLaunch(it->second, stream_), "graph launch");
+  }
+
  private:
+  gpu::RowIndex row_index() const {
+    if (staged_) return {staged_order_, &stats_->step, int(stride_)};
+    return {indices_, nullptr, rows_};
+  }
+
+  // Relaxed: the communicator creates and records events while the streams are captured, and
+  // NCCL may set up resources for captured collectives; only this thread captures.
+  cudaGraphExec_t capture(const std::function<void()>& record) {
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "begin capture");
+    try {
+      record();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream_, &broken);
+      if (broken != nullptr) cudaGraphDestroy(broken);
+      staged_ = false;
+      throw;
+    }
+    staged_ = false;
+    cudaGraph_t graph = nullptr;
+    check(cudaStreamEndCapture(stream_, &graph), "end capture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(status, "graph instantiate");
+    return exec;
+  }
+
   float* W(int i) { return params_ + parameter_offset(spec_, i); }
   float* B(int i) { return W(i) + std::size_t(sizes_[i + 1]) * sizes_[i]; }
 
@@ -221,6 +323,15 @@ class GpuReplica final : public ReplicaEngine {
   std::vector<gpu::GemmScratch> fwd_, dgrad_;
   std::vector<void*> allocations_;
   int rows_ = 0;
+  cudaStream_t side_ = nullptr;  // the backward's input-gradient chain
+  cudaEvent_t fork_ = nullptr;
+  std::vector<cudaEvent_t> input_grad_done_;
+  // Graphs: 0 steps = plain launches.
+  std::size_t graph_steps_ = 0, stride_ = 0;
+  std::uint32_t* staged_order_ = nullptr;
+  bool staged_ = false;  // the current step reads the staged order at the device step counter
+  int expected_steps_ = -1;
+  std::map<std::string, cudaGraphExec_t> graphs_;
 };
 
 class NcclDataStrategy final : public Strategy {
@@ -243,7 +354,9 @@ class NcclDataStrategy final : public Strategy {
     ranks_ = comm->size();
     device_ = std::string(props.name) + " x" + std::to_string(ranks_);
     mode_ = context.options->get_string("mode");
-    auto engine = std::make_unique<GpuReplica>(context, stream_, ranks_);
+    const bool graph = context.options->get_bool("graph");
+    const auto graph_steps = std::size_t(context.options->get_int("graph_steps"));
+    auto engine = std::make_unique<GpuReplica>(context, stream_, ranks_, graph ? graph_steps : 0);
     trainer_ = std::make_unique<DataParallelTrainer>(context, std::move(comm), std::move(engine));
     host_comm_ = mpi::world();
     trainer_->host_reduce_ = [this](double* values, std::size_t n) { host_comm_->allreduce(values, n); };
@@ -266,7 +379,7 @@ class NcclDataStrategy final : public Strategy {
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.0";
+  info.version = "1.1";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
@@ -274,6 +387,11 @@ StrategyInfo nccl_data_info() {
   info.min_world_size = 1;
   info.max_world_size = 0;
   info.options = data_parallel_options();
+  info.options.push_back({"graph", OptionType::boolean, true,
+                          "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
+                          "(false: plain launches every step)", -1e300, 1e300, {}});
+  info.options.push_back({"graph_steps", OptionType::integer, std::int64_t{128},
+                          "most steps captured in one graph (the epoch replays it)", 1, 100000, {}});
   return info;
 }
 
