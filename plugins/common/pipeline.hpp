@@ -277,6 +277,17 @@ class StageEngine {
   virtual void forward(int slot, int rows) = 0;
   // Accumulates this stage's weight gradients; fills input_grad unless it is the first stage.
   virtual void backward(int slot, int rows, float loss_scale) = 0;
+  // The same, calling after_layer(i) (i: the model's Linear index) as soon as Linear i's
+  // gradients are accumulated and visible to the communicator, last layer first, so a
+  // data-parallel reduction can start while the stage's earlier layers still compute. An
+  // engine that cannot tell need not override it: the trainer then reduces after backward.
+  virtual void backward_reporting(int slot, int rows, float loss_scale, const std::function<void(int)>& after_layer) {
+    (void)after_layer;
+    backward(slot, rows, loss_scale);
+  }
+  // This stage's gradient slice (plan.param_count floats); needed only for data x pipeline
+  // (hybrid) training, which sums it over the replicas.
+  virtual float* gradients() { return nullptr; }
   virtual void zero_grad() = 0;
   virtual void sgd_step() = 0;
   // Loss sum and correct predictions since the last call (zero except on the last stage).
@@ -303,6 +314,29 @@ class PipelineTrainer {
   }
 
   const StagePlan& plan() const { return plan_; }
+
+  // Data x pipeline (hybrid): this pipeline becomes replica data->rank() of data->size()
+  // identical pipelines, and `data` links this stage to the same stage of every replica. Each
+  // replica runs its contiguous shard of every global batch (shard_range, as mpi-data), still
+  // scaled by 1/rows of the GLOBAL batch, so summing the stage's gradient over the replicas
+  // before the SGD step gives the serial gradient. `overlap`: reduce each Linear layer's
+  // gradient as soon as the step's last backward has produced it (else one allreduce of the
+  // stage's slice after it). Call before the first epoch, on every rank.
+  void replicate(std::unique_ptr<Communicator> data, bool overlap) {
+    if (!engine_->gradients())
+      throw std::logic_error("PipelineTrainer: data x pipeline needs a StageEngine that exposes gradients()");
+    data_ = std::move(data);
+    overlap_ = overlap;
+    const ModelSpec& spec = *context_.model;
+    layer_slices_.clear();
+    for (int i = plan_.first_layer; i < plan_.first_layer + plan_.layer_count; ++i) {
+      const std::size_t end = i + 1 < spec.linear_count() ? parameter_offset(spec, i + 1) : parameter_count(spec);
+      layer_slices_.push_back({parameter_offset(spec, i) - plan_.param_offset, end - parameter_offset(spec, i)});
+    }
+    started_.assign(layer_slices_.size(), false);
+  }
+  int replica() const { return data_ ? data_->rank() : 0; }
+  int replicas() const { return data_ ? data_->size() : 1; }
   // idle / total of this rank's last epoch: the measured pipeline bubble.
   double last_bubble_fraction() const { return bubble_fraction_; }
 
@@ -324,11 +358,12 @@ class PipelineTrainer {
     clock.lap(report.phases.communication);
 
     // Only the last stage saw the labels: its loss and accuracy become everyone's, so rank 0
-    // reports the whole world's work.
+    // reports the whole world's work (every replica's, when there are several).
     engine_->synchronize();
     const auto [loss_sum, correct] = engine_->take_metrics();
     double totals[2] = {loss_sum, correct};
     host_allreduce(totals, 2);
+    if (data_) host_allreduce(*data_, host_reduce_data_, totals, 2);
     report.loss_sum = totals[0];
     report.correct = std::size_t(totals[1] + 0.5);
     clock.lap(report.phases.communication);
@@ -338,8 +373,10 @@ class PipelineTrainer {
   }
 
   // Collective: every stage sends its slice to rank 0, which assembles the flat vector.
+  // Replicas hold the same weights, so only replica 0 (whose stage 0 is world rank 0) gathers.
   void get_parameters(std::span<float> out) {
     engine_->synchronize();
+    if (replica() != 0) return;
     if (plan_.stage != 0) {
       comm_->send(engine_->parameters(), plan_.param_count, DataType::f32, 0, kParameterTag);
       return;
@@ -353,8 +390,9 @@ class PipelineTrainer {
     }
   }
 
-  // For device communicators: how to sum a few host doubles across ranks (e.g. over MPI).
-  std::function<void(double*, std::size_t)> host_reduce_;
+  // For device communicators: how to sum a few host doubles across the ranks of the pipeline
+  // (e.g. over MPI), and, for hybrid, across the replicas of this stage.
+  std::function<void(double*, std::size_t)> host_reduce_, host_reduce_data_;
 
  private:
   // Activations only ever go from stage s to s+1 and gradients from s+1 to s, and MPI (like
@@ -362,11 +400,15 @@ class PipelineTrainer {
   // message to the right micro-batch.
   static constexpr int kActivationTag = 1, kGradientTag = 2, kParameterTag = 3;
 
-  void run_step(std::span<const std::uint32_t> batch, PhaseTimes& t, PhaseClock& clock) {
+  void run_step(std::span<const std::uint32_t> global_batch, PhaseTimes& t, PhaseClock& clock) {
+    // The mean over the GLOBAL batch, whatever share of it this replica runs.
+    const float loss_scale = 1.0f / float(global_batch.size());
+    const Range mine = shard_range(global_batch.size(), replica(), replicas());
+    const auto batch = global_batch.subspan(mine.begin, mine.size());
     const int rows = int(batch.size());
-    // A batch smaller than micro_batches (a short last batch) gets one row per micro-batch.
+    // A batch smaller than micro_batches (a short last batch) gets one row per micro-batch;
+    // a replica with no rows at all runs no micro-batch but still joins the reduction.
     const int micro = std::min(plan_.micro_batches, rows);
-    const float loss_scale = 1.0f / float(rows);  // the mean over the GLOBAL batch
     auto samples = [&](int m) {
       const Range r = shard_range(std::size_t(rows), m, micro);
       return batch.subspan(r.begin, r.size());
@@ -417,7 +459,12 @@ class PipelineTrainer {
           gradient_in[m]->wait();  // waiting for the next stage's backward
           clock.lap(t.idle);
         }
-        engine_->backward(s, r, loss_scale);
+        // Backwards run in ascending micro-batch order, so the last one completes the step's
+        // gradients: only its layers can start their reduction early.
+        if (data_ && overlap_ && m == micro - 1)
+          engine_->backward_reporting(s, r, loss_scale, [&](int layer) { reduce_layer(layer - plan_.first_layer); });
+        else
+          engine_->backward(s, r, loss_scale);
         clock.lap(t.backward);
         if (!plan_.first()) {
           pending_sends_[s].push_back(comm_->isend(engine_->input_grad(s), r * in, DataType::f32, prev, kGradientTag));
@@ -427,8 +474,33 @@ class PipelineTrainer {
         post_receives();
       }
     }
+    if (data_) reduce_gradients(t, clock);
     engine_->sgd_step();
     clock.lap(t.update);
+  }
+
+  // Starts summing local layer `l`'s gradient over the replicas. Every replica starts its
+  // layers in the same (descending) order, also one that ran no micro-batch, so the
+  // collectives on the data communicator match.
+  void reduce_layer(int l) {
+    if (l < 0 || l >= int(layer_slices_.size()) || started_[l]) return;
+    started_[l] = true;
+    const auto [offset, count] = layer_slices_[l];
+    reductions_.push_back(data_->allreduce_async(engine_->gradients() + offset, count, DataType::f32, ReduceOp::sum));
+  }
+
+  void reduce_gradients(PhaseTimes& t, PhaseClock& clock) {
+    if (overlap_) {
+      // Whatever the last backward did not report (no micro-batch on this replica, or an
+      // engine that does not report layers), in the same descending order.
+      for (int l = int(layer_slices_.size()) - 1; l >= 0; --l) reduce_layer(l);
+      for (auto& r : reductions_) r->wait();
+    } else {
+      data_->allreduce(engine_->gradients(), plan_.param_count, DataType::f32, ReduceOp::sum);
+    }
+    reductions_.clear();
+    started_.assign(layer_slices_.size(), false);
+    clock.lap(t.communication);
   }
 
   static void wait_all(std::vector<std::unique_ptr<CommRequest>>& requests) {
@@ -436,12 +508,14 @@ class PipelineTrainer {
     requests.clear();
   }
 
-  void host_allreduce(double* values, std::size_t count) {
-    if (comm_->memory() == MemorySpace::host) {
-      comm_->allreduce(values, count, ReduceOp::sum);
+  void host_allreduce(double* values, std::size_t count) { host_allreduce(*comm_, host_reduce_, values, count); }
+  static void host_allreduce(Communicator& comm, const std::function<void(double*, std::size_t)>& host_reduce,
+                             double* values, std::size_t count) {
+    if (comm.memory() == MemorySpace::host) {
+      comm.allreduce(values, count, ReduceOp::sum);
     } else {
-      if (!host_reduce_) throw std::logic_error("PipelineTrainer: a device communicator needs host_reduce_");
-      host_reduce_(values, count);
+      if (!host_reduce) throw std::logic_error("PipelineTrainer: a device communicator needs a host reduction");
+      host_reduce(values, count);
     }
   }
 
@@ -453,6 +527,13 @@ class PipelineTrainer {
   // send overlaps everything up to the next forward that needs the slot.
   std::vector<std::vector<std::unique_ptr<CommRequest>>> pending_sends_;
   double bubble_fraction_ = 0;
+  // Hybrid only: the same stage of every replica, this stage's Linear layers as
+  // (offset, count) in its gradient slice, and the step's gradient reductions in flight.
+  std::unique_ptr<Communicator> data_;
+  bool overlap_ = true;
+  std::vector<std::pair<std::size_t, std::size_t>> layer_slices_;
+  std::vector<bool> started_;
+  std::vector<std::unique_ptr<CommRequest>> reductions_;
 };
 
 }  // namespace nnpar
