@@ -166,17 +166,3 @@ TEST(WeightedAverage, RanksCountBySamplesProcessed) {
   EXPECT_NEAR(out[0], num / den, 1e-6);
   EXPECT_NEAR(out[1], -10 * num / den, 1e-5);
 }
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  mpi::initialize();
-  if (mpi::world_rank() != 0) {
-    // One report, from rank 0; the others still run every test and fail the job if they fail.
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  mpi::finalize();
-  return failed;
-}

@@ -11,6 +11,7 @@
 
 #include "../plugins/common/pipeline.hpp"
 #include "nnpar/comm_mpi.hpp"
+#include "mpi_fixture.hpp"
 #include "parity.hpp"
 #include "runner.hpp"
 
@@ -20,7 +21,6 @@ using ::testing::HasSubstr;
 
 namespace {
 
-const fs::path kData = NNPAR_TEST_DATA_DIR;
 
 WorldInfo world() { return {mpi::world_rank(), mpi::world_size()}; }
 
@@ -171,24 +171,11 @@ TEST(PipelineSchedules, IdealBubbleIsTheFormulaForBothSchedules) {
 // Training against serial
 
 RunConfig config_for(int batch, std::size_t limit, std::vector<int> layers) {
-  RunConfig config;
-  config.file = "test_mpi_pipeline";
-  config.data.dir = kData;
-  config.data.train_images = kData / "letters-train-images-idx3-ubyte.gz";
-  config.data.train_labels = kData / "letters-train-labels-idx1-ubyte.gz";
-  config.data.test_images = kData / "letters-test-images-idx3-ubyte.gz";
-  config.data.test_labels = kData / "letters-test-labels-idx1-ubyte.gz";
-  config.data.options.limit = limit;
-  config.data.test_limit = 1000;
-  config.model.layer_sizes = std::move(layers);
+  RunConfig config = test_support::letters_config(limit, 1000, std::move(layers), batch);
   config.train.epochs = 2;
-  config.train.batch_size = batch;
   config.train.sgd.lr = 1.0f;
   config.eval_every = 0;
-  StrategyEntry serial;
-  serial.name = serial.label = "serial";
-  serial.table = std::make_shared<toml::table>();
-  config.strategies.push_back(serial);
+  config.strategies.push_back(test_support::strategy_entry("serial"));
   return config;
 }
 
@@ -206,47 +193,7 @@ StrategyEntry pipeline(const std::string& schedule, int micro, const std::string
 
 const std::vector<int> kFourLayers{784, 64, 48, 32, 26};
 
-class MpiPipeline : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!fs::exists(kData / "letters-train-images-idx3-ubyte.gz"))
-      GTEST_SKIP() << "dataset not found in " << kData;
-  }
-  RunResult run(const RunConfig& config, const StrategyEntry& entry) {
-    load(config);
-    return run_strategy(config, entry, plugins_, data_, initial_, {}, world());
-  }
-  RunResult serial(const RunConfig& config) {
-    load(config);
-    if (world().rank != 0) return {};
-    return run_strategy(config, config.strategies[0], plugins_, data_, initial_);
-  }
-  void expect_parity(const RunResult& parallel, const RunResult& reference, std::size_t samples, std::size_t steps) {
-    ASSERT_EQ(parallel.epochs.size(), reference.epochs.size());
-    for (std::size_t e = 0; e < parallel.epochs.size(); ++e) {
-      EXPECT_EQ(parallel.epochs[e].samples, samples) << "every sample exactly once per epoch";
-      EXPECT_EQ(parallel.epochs[e].steps, steps);
-      EXPECT_NEAR(parallel.epochs[e].loss, reference.epochs[e].loss, 1e-5) << parallel.device;
-      EXPECT_NEAR(parallel.epochs[e].train_accuracy, reference.epochs[e].train_accuracy, 2.0 / samples);
-    }
-    const ParityReport p = check_parity(parallel, reference, ParityConfig{});
-    EXPECT_TRUE(p.pass) << parallel.device << ": " << p.reason;
-    EXPECT_LT(p.max_abs_diff, 1e-5) << parallel.device;
-  }
-  PluginRegistry plugins_{{NNPAR_PLUGIN_DIR}};
-
- private:
-  void load(const RunConfig& config) {
-    if (loaded_limit_ != config.data.options.limit || data_.train.count == 0) {
-      data_ = load_datasets(config.data);
-      loaded_limit_ = config.data.options.limit;
-    }
-    initial_ = initial_parameters(config);
-  }
-  Datasets data_;
-  std::size_t loaded_limit_ = 0;
-  std::vector<float> initial_;
-};
+class MpiPipeline : public test_support::MpiStrategyTest {};
 
 TEST_F(MpiPipeline, BothSchedulesMatchSerialAndEachOther) {
   // 1,000 samples in batches of 30: 33 full batches and one of 10, so micro-batches of a
@@ -350,17 +297,3 @@ TEST_F(MpiPipeline, ReportsTheWholeWorldAndMeasuresTheBubble) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  mpi::initialize();
-  if (mpi::world_rank() != 0) {
-    // One report, from rank 0; the others still run every test and fail the job if they fail.
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  mpi::finalize();
-  return failed;
-}

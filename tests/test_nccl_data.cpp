@@ -91,16 +91,3 @@ TEST_F(NcclData, LocalSgdReachesTheAccuracyMargin) {
               100 * serial.final_test.accuracy);
   EXPECT_TRUE(p.pass) << p.reason;
 }
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  mpi::initialize();
-  if (mpi::world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  mpi::finalize();
-  return failed;
-}
