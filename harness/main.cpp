@@ -154,7 +154,7 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
     return kExitOk;
   }
   if (config.output.write_results) {
-    const fs::path file = write_new_file(config.output.dir, timestamp_for_files() + "-" + run.label,
+    const fs::path file = write_new_file(config.output.dir, timestamp_for_files() + "-" + file_name_part(run.label),
                                          ".json", json.dump(2) + "\n");
     std::printf("results: %s\n", file.string().c_str());
   }
@@ -169,7 +169,7 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
 // Runs one entry in child processes under the MPI launcher and reads its result back.
 RunResult run_in_child(const CommonOptions& o, const RunConfig& config, const StrategyEntry& entry) {
   const fs::path dir = fs::temp_directory_path() /
-                       ("nnpar-run-" + std::to_string(::getpid()) + "-" + entry.label);
+                       ("nnpar-run-" + std::to_string(::getpid()) + "-" + file_name_part(entry.label));
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::vector<std::string> args = child_train_args(o, entry.label);
@@ -244,7 +244,7 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, co
     SummaryRow row{&runs[i], &parity[i], 0, {}};
     row.speedup = runs[i].train_seconds > 0 ? runs.front().train_seconds / runs[i].train_seconds : 0;
     if (config.output.write_results)
-      row.results_file = write_new_file(config.output.dir, stamp + "-" + runs[i].label, ".json",
+      row.results_file = write_new_file(config.output.dir, stamp + "-" + file_name_part(runs[i].label), ".json",
                                         run_to_json(config, runs[i], &parity[i], argv_line).dump(2) + "\n");
     rows.push_back(row);
   }

@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -113,6 +114,14 @@ void write_file_atomic(const fs::path& file, const std::string& content) {
     throw std::runtime_error("cannot write '" + file.string() + "': " + why);
   }
   sync_directory(dir);
+}
+
+std::string file_name_part(const std::string& label) {
+  std::string out = label;
+  for (char& c : out)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+  if (out.empty() || out[0] == '.') out.insert(out.begin(), '_');
+  return out;
 }
 
 std::string timestamp_for_files() {

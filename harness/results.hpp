@@ -27,6 +27,10 @@ std::filesystem::path write_new_file(const std::filesystem::path& dir, const std
 // Atomically replaces (or creates) `file` with content: temp + fsync + rename.
 void write_file_atomic(const std::filesystem::path& file, const std::string& content);
 
+// A label as a file-name part: letters, digits, '-', '_' and '.' kept, anything else '_'
+// (labels are free text in the config; "a/b c" must not become a path).
+std::string file_name_part(const std::string& label);
+
 // "20261126-031500": a sortable stamp for file names.
 std::string timestamp_for_files();
 std::string iso_time_now();

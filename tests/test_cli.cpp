@@ -241,3 +241,15 @@ TEST_F(Cli, ARankThatDiesEndsTheJobInsteadOfHanging) {
   EXPECT_LT(seconds, 60);
   EXPECT_THAT(r.output, testing::ContainsRegex("(exited|exit code|non-zero)"));
 }
+
+TEST_F(Cli, LabelsWithPathCharactersMakeSafeFileNames) {
+  need_data();
+  const fs::path config = tiny_config("[[strategy]]\nname = \"serial\"\nlabel = \"../a b/c\"\n");
+  const Result r = run("train " + config.string() + " --set train.epochs=1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto files = files_in(dir_ / "results", ".json");
+  ASSERT_EQ(files.size(), 1u);
+  // Separators and spaces become '_', and no name starts with '.': "../a b/c" -> "_.._a_b_c".
+  EXPECT_THAT(files[0].filename().string(), HasSubstr("-_.._a_b_c.json"));
+  EXPECT_EQ(files[0].parent_path(), dir_ / "results");
+}
