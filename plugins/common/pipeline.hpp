@@ -335,6 +335,27 @@ class PipelineTrainer {
     }
     started_.assign(layer_slices_.size(), false);
   }
+  // Device communicators (NCCL) run all operations of one communicator in order on one
+  // stream, unlike MPI, where a posted irecv holds back no later send. Sharing one queue, a
+  // receive posted early waits for its peer while every send queued behind it waits too,
+  // and the pipeline deadlocks (1F1B from 2 stages). separate_channels gives each of a
+  // stage's four kinds of message its own communicator, hence its own in-order queue:
+  // channel (gradient ? 2 : 0) + (link % 2) carries the activations (0, 1) or activation
+  // gradients (2, 3) over link l = stages (l, l+1). A stage's two links have different
+  // parities, so its activation receives, activation sends, gradient receives and gradient
+  // sends never share a queue, and each queue holds one peer's messages of one kind in
+  // ascending micro-batch order, which is the order they match in anyway. A null channel
+  // is the main communicator. Each must link the same ranks in the same order. Call before
+  // the first epoch, on every rank. (Splitting only by direction is not enough: from 4
+  // stages on, a 1F1B stage's gradient send to s-1 can queue behind its gradient receive
+  // from s+1; nccl-pipeline describes the simulation that showed it.)
+  void separate_channels(std::vector<std::unique_ptr<Communicator>> channels) {
+    if (channels.size() != 4) throw std::logic_error("PipelineTrainer: separate_channels takes 4 channels");
+    for (auto& c : channels)
+      if (c && (c->size() != comm_->size() || c->rank() != comm_->rank()))
+        throw std::logic_error("PipelineTrainer: a channel must link the same ranks as the pipeline");
+    channels_ = std::move(channels);
+  }
   int replica() const { return data_ ? data_->rank() : 0; }
   int replicas() const { return data_ ? data_->size() : 1; }
   // idle / total of this rank's last epoch: the measured pipeline bubble.
@@ -424,7 +445,7 @@ class PipelineTrainer {
     auto post_receives = [&] {
       if (plan_.first()) return;
       for (; posted < micro && posted - plan_.slots < backwards_done; ++posted)
-        activation_in[posted] = comm_->irecv(engine_->input(slot(posted)), samples(posted).size() * in,
+        activation_in[posted] = channel(false, prev).irecv(engine_->input(slot(posted)), samples(posted).size() * in,
                                              DataType::f32, prev, kActivationTag);
       clock.lap(t.communication);
     };
@@ -450,8 +471,8 @@ class PipelineTrainer {
         engine_->forward(s, r);
         clock.lap(t.forward);
         if (!plan_.last()) {
-          pending_sends_[s].push_back(comm_->isend(engine_->output(s), r * out, DataType::f32, next, kActivationTag));
-          gradient_in[m] = comm_->irecv(engine_->output_grad(s), r * out, DataType::f32, next, kGradientTag);
+          pending_sends_[s].push_back(channel(false, plan_.stage).isend(engine_->output(s), r * out, DataType::f32, next, kActivationTag));
+          gradient_in[m] = channel(true, plan_.stage).irecv(engine_->output_grad(s), r * out, DataType::f32, next, kGradientTag);
           clock.lap(t.communication);
         }
       } else {
@@ -467,7 +488,7 @@ class PipelineTrainer {
           engine_->backward(s, r, loss_scale);
         clock.lap(t.backward);
         if (!plan_.first()) {
-          pending_sends_[s].push_back(comm_->isend(engine_->input_grad(s), r * in, DataType::f32, prev, kGradientTag));
+          pending_sends_[s].push_back(channel(true, prev).isend(engine_->input_grad(s), r * in, DataType::f32, prev, kGradientTag));
           clock.lap(t.communication);
         }
         ++backwards_done;
@@ -503,6 +524,13 @@ class PipelineTrainer {
     clock.lap(t.communication);
   }
 
+  // The communicator for activations (or gradients) over link (link, link + 1).
+  Communicator& channel(bool gradient, int link) {
+    if (channels_.empty()) return *comm_;
+    Communicator* c = channels_[(gradient ? 2 : 0) + link % 2].get();
+    return c ? *c : *comm_;
+  }
+
   static void wait_all(std::vector<std::unique_ptr<CommRequest>>& requests) {
     for (auto& r : requests) r->wait();
     requests.clear();
@@ -523,6 +551,7 @@ class PipelineTrainer {
   StagePlan plan_;
   std::unique_ptr<Communicator> comm_;
   std::unique_ptr<StageEngine> engine_;
+  std::vector<std::unique_ptr<Communicator>> channels_;  // separate_channels; empty: all on comm_
   // Sends still in flight from each slot's buffers; waited before the slot is reused, so a
   // send overlaps everything up to the next forward that needs the slot.
   std::vector<std::vector<std::unique_ptr<CommRequest>>> pending_sends_;
