@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The out-of-tree plugin workflow end to end, as a user would run it: install nnpar into a
+# fresh prefix, build examples/strategy-template against that prefix ONLY (a separate cmake,
+# so nothing of the build tree leaks in), then have the installed nnpar load the plugin
+# through NNPAR_PLUGIN_PATH and check it against serial. Finally the installed nnpar must
+# refuse a plugin built for another strategy ABI with the documented message.
+#   sdk_test.sh BUILD_DIR SOURCE_DIR DATA_DIR ABI_PLUGIN_DIR
+set -euo pipefail
+build_dir=$(realpath "$1") source_dir=$(realpath "$2") data_dir=$3 abi_plugin_dir=$(realpath "$4")
+
+if [[ ! -d $data_dir ]]; then
+  echo "SKIP: no letters dataset in $data_dir (NNPAR_TEST_DATA_DIR)"
+  exit 77
+fi
+data_dir=$(realpath "$data_dir")
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/nnpar-sdk.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+prefix=$work/prefix
+run() { echo "+ $*"; "$@"; }
+
+run cmake --install "$build_dir" --prefix "$prefix" > "$work/install.log"
+echo "installed $(wc -l < "$work/install.log") files into $prefix"
+
+generator=()
+command -v ninja > /dev/null && generator=(-G Ninja)
+run cmake -S "$source_dir/examples/strategy-template" -B "$work/ring-build" "${generator[@]}" \
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix"
+run cmake --build "$work/ring-build"
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export NNPAR_DATA=$data_dir
+# Results are written relative to the working folder: keep them in the temporary one.
+cd "$work"
+status=0
+NNPAR_PLUGIN_PATH=$work/ring-build run "$prefix/bin/nnpar" compare \
+  "$source_dir/examples/strategy-template/compare.toml" > compare.log 2>&1 || status=$?
+cat compare.log
+[[ $status -eq 0 ]] || { echo "FAIL: nnpar compare exited with $status"; exit 1; }
+for label in ring-data-2 ring-data-3; do
+  grep -E "^$label .* PASS" compare.log > /dev/null || { echo "FAIL: no PASS for $label"; exit 1; }
+done
+
+# ABI mismatch: the in-tree test plugin claims kStrategyAbiVersion + 1000.
+out=$(run "$prefix/bin/nnpar" list-plugins --plugin-path "$abi_plugin_dir" 2>&1 || true)
+echo "$out"
+grep -F "built for strategy ABI version" <<< "$out" | grep -F "rebuild the plugin against this nnpar's headers" \
+  > /dev/null || { echo "FAIL: no ABI mismatch message from the installed nnpar"; exit 1; }
+echo "OK: installed package builds and runs an out-of-tree strategy; ABI mismatch refused"
