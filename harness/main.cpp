@@ -118,7 +118,7 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
     world = {mpi::world_rank(), mpi::world_size()};
   } else if (entry.ranks > 1 || info.needs_mpi) {
     // Start ourselves under the MPI launcher with the entry's rank count.
-    check_world_size(info, entry.label, entry.ranks);
+    check_capabilities(info, entry.label, entry.ranks);
     validate_strategy_options(entry, info.options);
     checkpoint_target(config, flags.save_checkpoint, flags.overwrite);
     std::vector<std::string> args(argv + 1, argv + argc);
@@ -216,7 +216,7 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, co
   PluginRegistry plugins = make_registry(&config, o.plugin_paths);
   for (auto& e : entries) {  // every plugin must load, and accept its rank count, before any training
     const StrategyInfo& info = plugins.find(e.name)->info();
-    check_world_size(info, e.label, e.ranks);
+    check_capabilities(info, e.label, e.ranks);
     validate_strategy_options(e, info.options);
   }
   const Datasets data = load_data_for(config, o.quiet);

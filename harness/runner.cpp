@@ -1,5 +1,7 @@
 #include "runner.hpp"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -96,6 +98,31 @@ void check_world_size(const StrategyInfo& info, const std::string& label, int wo
                     " ranks, not " + std::to_string(world_size) + hint);
 }
 
+const GpuProbe& probe_gpus() {
+  static const GpuProbe probe = [] {
+    void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (driver == nullptr) return GpuProbe{0, "no NVIDIA driver (libcuda.so.1 not found)"};
+    using Init = int (*)(unsigned);
+    using Count = int (*)(int*);
+    auto init = reinterpret_cast<Init>(dlsym(driver, "cuInit"));
+    auto count = reinterpret_cast<Count>(dlsym(driver, "cuDeviceGetCount"));
+    if (init == nullptr || count == nullptr) return GpuProbe{0, "libcuda.so.1 has no cuInit/cuDeviceGetCount"};
+    if (const int rc = init(0); rc != 0)
+      return GpuProbe{0, "the NVIDIA driver found no usable GPU (cuInit error " + std::to_string(rc) + ")"};
+    int n = 0;
+    if (count(&n) != 0 || n == 0) return GpuProbe{0, "the NVIDIA driver reports 0 GPUs"};
+    return GpuProbe{n, ""};  // the driver stays loaded: the plugin will use it
+  }();
+  return probe;
+}
+
+void check_capabilities(const StrategyInfo& info, const std::string& label, int world_size) {
+  check_world_size(info, label, world_size);
+  if (info.uses_gpu && probe_gpus().count == 0)
+    throw ConfigError("strategy '" + label + "' (plugin " + info.name + ") needs a CUDA GPU, but " +
+                      probe_gpus().reason + "; remove it from the config or run on a GPU machine");
+}
+
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
                        const EpochCallback& on_epoch, WorldInfo world) {
@@ -110,7 +137,7 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
   run.parity = info.parity;
   run.world_size = world.size;
   run.options = validate_strategy_options(entry, info.options);
-  check_world_size(info, entry.label, world.size);
+  check_capabilities(info, entry.label, world.size);
 
   StrategyContext context;
   context.model = &config.model;

@@ -73,6 +73,18 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
 // Refuses a world size outside what the plugin declares.
 void check_world_size(const StrategyInfo& info, const std::string& label, int world_size);
 
+// CUDA devices the NVIDIA driver reports (asked through the driver library, so nnpar needs no
+// CUDA toolkit to build): count 0 with the reason when there is none.
+struct GpuProbe {
+  int count = 0;
+  std::string reason;
+};
+const GpuProbe& probe_gpus();
+
+// Everything the harness can check about a plugin before running it: the world size, and a
+// GPU plugin on a machine without a GPU. Throws ConfigError naming the strategy.
+void check_capabilities(const StrategyInfo& info, const std::string& label, int world_size);
+
 std::string format_epoch_line(const RunResult& run, const EpochRecord& record, int epochs);
 
 }  // namespace nnpar

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runner.hpp"
+
 namespace fs = std::filesystem;
 using testing::HasSubstr;
 
@@ -252,4 +254,20 @@ TEST_F(Cli, LabelsWithPathCharactersMakeSafeFileNames) {
   // Separators and spaces become '_', and no name starts with '.': "../a b/c" -> "_.._a_b_c".
   EXPECT_THAT(files[0].filename().string(), HasSubstr("-_.._a_b_c.json"));
   EXPECT_EQ(files[0].parent_path(), dir_ / "results");
+}
+
+TEST_F(Cli, GpuStrategyWithoutAGpuIsRefusedFromItsMetadata) {
+  if (nnpar::probe_gpus().count > 0) GTEST_SKIP() << "this machine has a GPU";
+  need_data();
+  const fs::path config = tiny_config("[plugins]\npaths = [\"" + std::string(NNPAR_TEST_PLUGIN_DIR) +
+                                      "\"]\n[[strategy]]\nname = \"gpu_only\"\n");
+  const Result r = run("train " + config.string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("strategy 'gpu_only' (plugin gpu_only) needs a CUDA GPU"));
+  EXPECT_THAT(r.output, testing::Not(HasSubstr("setup must not be reached")));
+  // compare refuses it before training anything else.
+  const Result c = run("compare " + config.string());
+  EXPECT_EQ(c.status, 2);
+  EXPECT_THAT(c.output, HasSubstr("needs a CUDA GPU"));
+  EXPECT_THAT(c.output, testing::Not(HasSubstr("epoch 1")));
 }
