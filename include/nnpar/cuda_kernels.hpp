@@ -41,6 +41,20 @@ enum class GemmForm { forward, weight_grad, input_grad };
 // Floats of partials and number of counters a product of this shape and form needs (both 0
 // when it is not split). M, N, K are the forward-pass names of that form's signature below.
 void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, std::size_t* counters);
+// The same for a product that runs with any of `row_counts` (a range of int) as M: the largest
+// need of each, so one scratch serves every batch size an epoch uses (full and partial batches,
+// uneven shards or micro-batches).
+template <class RowCounts>
+void gemm_scratch_size(GemmForm form, const RowCounts& row_counts, int N, int K, std::size_t* floats,
+                       std::size_t* counters) {
+  *floats = *counters = 0;
+  for (int rows : row_counts) {
+    std::size_t f = 0, c = 0;
+    gemm_scratch_size(form, rows, N, K, &f, &c);
+    if (f > *floats) *floats = f;
+    if (c > *counters) *counters = c;
+  }
+}
 
 // Forward: Y[M,N] = act(X[M,K] W[N,K]^T + b). b may be null.
 void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,

@@ -225,12 +225,7 @@ class GpuStage final : public StageEngine {
   }
   cuda::GemmScratch scratch_for(cuda::GemmForm form, const std::set<int>& rows, int out, int in) {
     std::size_t floats = 0, counters = 0;
-    for (int r : rows) {
-      std::size_t f = 0, c = 0;
-      cuda::gemm_scratch_size(form, r, out, in, &f, &c);
-      floats = std::max(floats, f);
-      counters = std::max(counters, c);
-    }
+    cuda::gemm_scratch_size(form, rows, out, in, &floats, &counters);
     if (floats == 0) return {};
     return {alloc<float>(floats), alloc<unsigned>(counters)};
   }

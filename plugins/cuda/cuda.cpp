@@ -285,12 +285,7 @@ class CudaStrategy final : public Strategy {
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
     std::size_t floats = 0, counters = 0;
-    for (int r : rows) {
-      std::size_t f = 0, c = 0;
-      gpu::gemm_scratch_size(form, r, out, in, &f, &c);
-      floats = std::max(floats, f);
-      counters = std::max(counters, c);
-    }
+    gpu::gemm_scratch_size(form, rows, out, in, &floats, &counters);
     // Counters (unsigned) live after the partials in the same allocation, zeroed by allocate().
     partials_and_counters.allocate(floats + counters, "gemm scratch");
     scratch_counters_[partials_and_counters.get()] = floats;

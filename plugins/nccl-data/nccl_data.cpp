@@ -287,12 +287,7 @@ class GpuReplica final : public ReplicaEngine {
 
   gpu::GemmScratch scratch_for(gpu::GemmForm form, const std::set<int>& rows, int out, int in) {
     std::size_t floats = 0, counters = 0;
-    for (int r : rows) {
-      std::size_t f = 0, c = 0;
-      gpu::gemm_scratch_size(form, r, out, in, &f, &c);
-      floats = std::max(floats, f);
-      counters = std::max(counters, c);
-    }
+    gpu::gemm_scratch_size(form, rows, out, in, &floats, &counters);
     if (floats == 0) return {};
     float* partials = device_alloc<float>(floats, "gemm scratch");
     unsigned* count = device_alloc<unsigned>(counters, "gemm counters");

@@ -292,12 +292,7 @@ class NcclTensorStrategy final : public Strategy {
   gpu::GemmScratch scratch_for(gpu::GemmForm form, const std::set<int>& rows, int out, int in) {
     if (out == 0) return {};
     std::size_t floats = 0, counters = 0;
-    for (int r : rows) {
-      std::size_t f = 0, c = 0;
-      gpu::gemm_scratch_size(form, r, out, in, &f, &c);
-      floats = std::max(floats, f);
-      counters = std::max(counters, c);
-    }
+    gpu::gemm_scratch_size(form, rows, out, in, &floats, &counters);
     if (floats == 0) return {};
     return {alloc<float>(floats, "gemm scratch"), alloc<unsigned>(counters, "gemm counters")};
   }
