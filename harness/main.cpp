@@ -1,5 +1,6 @@
 // nnpar: train one MLP under interchangeable parallelism strategies and compare them.
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -373,6 +374,13 @@ void report_error(const char* kind, const char* what) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // GPU strategies run NCCL kernels that spin until a peer's matching kernel runs. With CUDA's
+  // default lazy module loading, the first launch of one of our kernels may wait for the
+  // context to go idle, i.e. for a spinning NCCL kernel, whose peer waits for us: a deadlock
+  // (CUDA programming guide, "Lazy Loading: Potential Hazards"). Loading every kernel at
+  // context creation removes it. Set before anything touches CUDA (the GPU probe calls cuInit);
+  // a user's own setting wins, and ranks started through mpirun inherit it.
+  setenv("CUDA_MODULE_LOADING", "EAGER", 0);
   CLI::App app{"nnpar: train one MLP for letter OCR under interchangeable parallelism strategies,\n"
                "check that they learn the same model, and time them.\n"
                "Exit status: 0 success, 1 a parity check failed (compare), 2 an error (config, data,\n"

@@ -120,7 +120,11 @@ class Comm final : public NcclCommunicator {
     ncclComm_t child = nullptr;
     check(ncclCommSplit(comm_, color, key, &child, nullptr), "split");
     if (child == nullptr) throw CommError("NCCL split: this rank's color produced no communicator");
-    return std::make_unique<Comm>(child, device_, timeout_);
+    // The child orders its operations after the same compute stream as its parent: without
+    // it a split communicator would send buffers the compute stream has not written yet.
+    auto comm = std::make_unique<Comm>(child, device_, timeout_);
+    comm->set_compute_stream(compute_);
+    return comm;
   }
 
  private:

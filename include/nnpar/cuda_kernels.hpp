@@ -36,6 +36,9 @@ struct RowIndex {
 struct GemmScratch {
   float* partials = nullptr;     // null: never split over K
   unsigned* counters = nullptr;
+  // Their sizes, when known: a product whose split would need more runs unsplit instead of
+  // overrunning them (slower, same result). 0 = sized by gemm_scratch_size for every shape used.
+  std::size_t partial_floats = 0, counter_count = 0;
 };
 enum class GemmForm { forward, weight_grad, input_grad };
 // Floats of partials and number of counters a product of this shape and form needs (both 0

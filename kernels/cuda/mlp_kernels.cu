@@ -432,6 +432,16 @@ __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight
 // ---------------------------------------------------------------------------------------------
 // Host API
 
+// The plan for this shape with the scratch given: split over K only where it fits.
+Plan plan_for(GemmForm form, int M, int N, int K, const GemmScratch& scratch) {
+  if (scratch.partials == nullptr) return plan_for(form, M, N, K, false);
+  const Plan p = plan_for(form, M, N, K, true);
+  const bool sized = scratch.partial_floats != 0 || scratch.counter_count != 0;
+  if (sized && (p.scratch_floats() > scratch.partial_floats || p.scratch_counters() > scratch.counter_count))
+    return plan_for(form, M, N, K, false);
+  return p;
+}
+
 void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, std::size_t* counters) {
   const Plan p = plan_for(form, M, N, K, true);
   if (floats != nullptr) *floats = p.scratch_floats();
@@ -440,7 +450,7 @@ void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, 
 
 void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,
                     float* Y, GemmScratch scratch, cudaStream_t stream) {
-  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch.partials != nullptr);
+  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, DenseSrc<true>{X, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0,
               scratch, stream, "linear_forward");
 }
@@ -448,7 +458,7 @@ void linear_forward(int M, int N, int K, const float* X, const float* W, const f
 void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, float scale, RowIndex rows,
                            float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
                            GemmScratch scratch, cudaStream_t stream) {
-  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch.partials != nullptr);
+  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, GatherSrc{pixels, scale, rows, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N},
               X_out, K, scratch, stream, "linear_forward_gather");
 }
@@ -464,7 +474,7 @@ void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bo
 
 void linear_input_grad(int M, int N, int K, const float* dY, const float* W, const float* H, float* dX,
                        GemmScratch scratch, cudaStream_t stream) {
-  const Plan p = plan_for(GemmForm::input_grad, M, N, K, scratch.partials != nullptr);
+  const Plan p = plan_for(GemmForm::input_grad, M, N, K, scratch);
   // C[M,K] = sum_n A(m,n) B(n,k), A = dY (n contiguous), B(n,k) = W[n*K+k] (k contiguous).
   launch_gemm(p, M, K, N, DenseSrc<true>{dY, N}, DenseSrc<false>{W, K}, InputGradEpi{H, dX, K}, nullptr, 0,
               scratch, stream, "linear_input_grad");

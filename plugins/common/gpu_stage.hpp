@@ -18,7 +18,10 @@
 //   after the step's first backward), so zero_grad costs no kernel.
 #pragma once
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <thread>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -64,15 +67,8 @@ class GpuStage final : public StageEngine {
     check(cudaMemcpy(params_, context.initial_parameters.data() + plan.param_offset, plan.param_count * 4,
                      cudaMemcpyHostToDevice), "upload parameters");
 
-    // Every micro-batch size a step can produce (full batches and the epoch's short last one),
-    // for the split-K scratch, which is planned per shape.
-    std::set<int> micro_rows;
-    const int batch = context.train->batch_size;
-    for (int total : {batch, int(data.count % std::size_t(batch))}) {
-      const int micro = std::min(plan.micro_batches, total);
-      for (int m = 0; m < micro; ++m) micro_rows.insert(int(shard_range(std::size_t(total), m, micro).size()));
-    }
-    micro_rows.erase(0);
+    // Split-K scratch is planned per shape: every micro-batch size a step can produce.
+    const std::set<int> micro_rows = micro_batch_rows(plan, context.train->batch_size, data.count);
     for (int i = plan.first_layer; i < plan.first_layer + plan.layer_count; ++i) {
       Layer L;
       L.in = spec.layer_sizes[i];
@@ -93,10 +89,14 @@ class GpuStage final : public StageEngine {
       if (!plan.last()) s.output_grad = alloc<float>(rows * plan.output_features);
       if (!plan.first()) s.input_grad = alloc<float>(rows * plan.input_features);
     }
+    for (cudaEvent_t& e : step_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event create");
+    if (const char* env = std::getenv("NNPAR_COMM_TIMEOUT"); env != nullptr && std::atof(env) > 0)
+      timeout_s_ = std::atof(env);
     check(cudaDeviceSynchronize(), "stage setup");
   }
   ~GpuStage() override {
     cudaStreamSynchronize(stream_);
+    for (cudaEvent_t e : step_done_) cudaEventDestroy(e);
     for (void* p : allocations_) cudaFree(p);
     if (order_host_ != nullptr) cudaFreeHost(order_host_);
   }
@@ -187,8 +187,20 @@ class GpuStage final : public StageEngine {
     check(cudaMemcpy(host, source, count * sizeof(float), cudaMemcpyDeviceToHost), "read parameters");
   }
   void synchronize() override {
-    check(cudaStreamSynchronize(stream_), "synchronize");
+    cudaEvent_t all = step_done_[step_ % 2];
+    check(cudaEventRecord(all, stream_), "event record");
+    wait_for(all, "the end of the epoch");
     order_used_ = 0;  // nothing queued reads the indices any more
+  }
+  // The host may queue step k only once step k-1 has finished on this GPU. Without a bound
+  // the host queues a whole epoch ahead, and the launch queues (CUDA's and NCCL's) fill while
+  // they wait on peers, so a full queue blocks a host that still has to post the sends its
+  // peers are waiting for. One step of slack keeps the next step's launches hidden behind the
+  // current step's compute.
+  void end_step() override {
+    check(cudaEventRecord(step_done_[step_ % 2], stream_), "event record");
+    ++step_;
+    if (step_ >= 2) wait_for(step_done_[step_ % 2], ("step " + std::to_string(step_ - 2)).c_str());
   }
 
  private:
@@ -211,6 +223,21 @@ class GpuStage final : public StageEngine {
     const std::uint32_t* indices = nullptr;
   };
 
+  // Polls rather than blocking in cudaEventSynchronize, so that a stage whose peer stopped
+  // (a dead rank, a deadlock) ends with a message instead of hanging forever.
+  void wait_for(cudaEvent_t event, const char* what) const {
+    const auto start = std::chrono::steady_clock::now();
+    for (int spins = 0;; ++spins) {
+      const cudaError_t status = cudaEventQuery(event);
+      if (status == cudaSuccess) return;
+      if (status != cudaErrorNotReady) check(status, what);
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s_)
+        throw std::runtime_error("GPU stage " + std::to_string(plan_.stage) + ": " + what + " did not complete within " +
+                                 std::to_string(int(timeout_s_)) +
+                                 " s (a neighbouring stage is stuck or gone; NNPAR_COMM_TIMEOUT sets the limit)");
+      if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
   static void check(cudaError_t status, const char* what) {
     if (status != cudaSuccess) throw std::runtime_error(std::string("GPU stage: ") + what + ": " + cudaGetErrorString(status));
   }
@@ -227,7 +254,7 @@ class GpuStage final : public StageEngine {
     std::size_t floats = 0, counters = 0;
     cuda::gemm_scratch_size(form, rows, out, in, &floats, &counters);
     if (floats == 0) return {};
-    return {alloc<float>(floats), alloc<unsigned>(counters)};
+    return {alloc<float>(floats), alloc<unsigned>(counters), floats, counters};
   }
   float* W(const Layer& L) const { return params_ + L.offset; }
   float* B(const Layer& L) const { return W(L) + std::size_t(L.out) * L.in; }
@@ -251,6 +278,9 @@ class GpuStage final : public StageEngine {
   std::vector<Layer> layers_;
   std::vector<Slot> slots_;
   bool accumulate_ = false;
+  cudaEvent_t step_done_[2] = {nullptr, nullptr};
+  long step_ = 0;
+  double timeout_s_ = 300;
 };
 
 }  // namespace nnpar

@@ -15,6 +15,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -205,6 +206,7 @@ struct StagePlan {
   int input_features = 0, output_features = 0;
   int micro_batches = 1;                 // per global batch (fewer when a batch has fewer rows)
   int max_micro_rows = 1;
+  int replicas = 1;                      // data x pipeline: pipelines sharing each batch
   int slots = 1;                         // micro-batches whose activations it can hold at once
   PipelineSchedule schedule = PipelineSchedule::one_f_one_b;
   std::string schedule_name;
@@ -244,6 +246,21 @@ inline StagePlan make_stage_plan(const StrategyContext& context, int stage, int 
   plan.schedule = plan.schedule_name == "gpipe" ? PipelineSchedule::gpipe : PipelineSchedule::one_f_one_b;
   plan.slots = schedule_slots(plan.schedule, stage, stages, plan.micro_batches);
   return plan;
+}
+
+// Every micro-batch row count a stage can be given: full batches and the epoch's short last
+// one, cut into the replicas' shards, then into micro-batches as PipelineTrainer::run_step
+// cuts them. For engines that plan work per shape (the GPU's split-K scratch).
+inline std::set<int> micro_batch_rows(const StagePlan& plan, int batch, std::size_t samples) {
+  std::set<int> rows;
+  for (const std::size_t total : {std::size_t(batch), samples % std::size_t(batch)})
+    for (int r = 0; r < plan.replicas; ++r) {
+      const std::size_t shard = shard_range(total, r, plan.replicas).size();
+      const int micro = int(std::min<std::size_t>(std::size_t(plan.micro_batches), shard));
+      for (int m = 0; m < micro; ++m) rows.insert(int(shard_range(shard, m, micro).size()));
+    }
+  rows.erase(0);
+  return rows;
 }
 
 // "2+1+1"
@@ -296,6 +313,9 @@ class StageEngine {
   virtual float* scratch(std::size_t count) = 0;
   virtual void copy_to_host(const float* source, std::size_t count, float* host) = 0;
   virtual void synchronize() {}
+  // Called after each step's SGD update. An asynchronous engine bounds here how far the host
+  // may queue work ahead of the device (and notices a device that stopped making progress).
+  virtual void end_step() {}
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -355,6 +375,16 @@ class PipelineTrainer {
       if (c && (c->size() != comm_->size() || c->rank() != comm_->rank()))
         throw std::logic_error("PipelineTrainer: a channel must link the same ranks as the pipeline");
     channels_ = std::move(channels);
+  }
+  // The channels separate_channels needs for a pipeline of `stages`, each a new communicator
+  // over the pipeline's ranks from `make` (called the same number of times on every rank, as
+  // communicator creation is collective). Odd links exist only from 3 stages on.
+  static std::vector<std::unique_ptr<Communicator>> make_channels(
+      int stages, const std::function<std::unique_ptr<Communicator>()>& make) {
+    std::vector<std::unique_ptr<Communicator>> channels(4);
+    for (int c = 1; c < 4; ++c)
+      if (c % 2 == 0 || stages > 2) channels[c] = make();
+    return channels;
   }
   int replica() const { return data_ ? data_->rank() : 0; }
   int replicas() const { return data_ ? data_->size() : 1; }
@@ -497,6 +527,7 @@ class PipelineTrainer {
     }
     if (data_) reduce_gradients(t, clock);
     engine_->sgd_step();
+    engine_->end_step();
     clock.lap(t.update);
   }
 

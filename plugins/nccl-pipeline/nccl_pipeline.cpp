@@ -2,7 +2,8 @@
 // Linear layers and running our CUDA kernels; activations and activation gradients move
 // between neighbouring GPUs with NCCL send/recv. The algorithm (partition, schedules,
 // micro-batches) is plugins/common/pipeline.hpp, unchanged from mpi-pipeline; the stage engine
-// is plugins/common/gpu_stage.hpp. Plain launches (no CUDA graphs yet).
+// is plugins/common/gpu_stage.hpp. Plain launches (no CUDA graphs yet); the host runs at most
+// one step ahead of the GPU (GpuStage::end_step).
 //
 // Why several NCCL communicators. All operations of one NCCL communicator run in order on its
 // one stream, and a recv holds that stream until the peer's matching send runs (MPI has no
@@ -80,14 +81,11 @@ class NcclPipelineStrategy final : public Strategy {
     // Channel 0 (activations over even links) is the main communicator. The others are
     // independent communicators over the same ranks rather than splits: the same thing here,
     // and world() returns the NcclCommunicator that can be ordered after the compute stream.
-    const bool odd_links = forward->size() > 2;
-    std::vector<std::unique_ptr<Communicator>> channels(4);
-    for (int c = 1; c < 4; ++c) {
-      if (c % 2 == 1 && !odd_links) continue;
+    auto channels = PipelineTrainer::make_channels(forward->size(), [&]() -> std::unique_ptr<Communicator> {
       auto comm = nccl::world(device);
       comm->set_compute_stream(stream_);
-      channels[c] = std::move(comm);
-    }
+      return comm;
+    });
     // Every rank computes (and validates) the same plan before any message is exchanged.
     StagePlan plan = make_stage_plan(context, forward->rank(), forward->size());
     cudaDeviceProp props{};
