@@ -189,6 +189,11 @@ nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const 
   j["epochs"] = epochs;
   j["totals"] = {{"train_seconds", run.train_seconds}, {"setup_seconds", run.setup_seconds},
                  {"samples_per_second", run.samples_per_second}, {"phases", phases_json(run.phases)}};
+  if (!run.rank_phases.empty()) {
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const PhaseTimes& p : run.rank_phases) ranks.push_back(phases_json(p));
+    j["totals"]["rank_phases"] = ranks;
+  }
   j["final"] = {{"test_accuracy", run.final_test.accuracy}, {"test_loss", number_or_null(run.final_test.loss)},
                 {"test_samples", run.final_test.samples}};
   if (parity != nullptr)
@@ -252,6 +257,8 @@ RunResult run_from_json(const nlohmann::json& j) {
   r.setup_seconds = totals.value("setup_seconds", 0.0);
   r.samples_per_second = totals.at("samples_per_second").get<double>();
   r.phases = phases(totals.at("phases"));
+  if (totals.contains("rank_phases"))
+    for (auto& p : totals.at("rank_phases")) r.rank_phases.push_back(phases(p));
   r.final_test.accuracy = j.at("final").at("test_accuracy").get<double>();
   r.final_test.loss = number(j.at("final").at("test_loss"));
   r.final_test.samples = j.at("final").value("test_samples", std::size_t(0));

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "nnpar/comm_mpi.hpp"
 #include "nnpar/kernels.hpp"
 #include "nnpar/safetensors.hpp"
 
@@ -123,6 +124,26 @@ void check_capabilities(const StrategyInfo& info, const std::string& label, int 
                       probe_gpus().reason + "; remove it from the config or run on a GPU machine");
 }
 
+namespace {
+
+// Every rank's phase totals to rank 0: the per-rank time split (pipeline bubbles, stragglers)
+// that rank 0's own phases cannot show. A sum of one non-zero row per rank over MPI.
+void gather_rank_phases(RunResult& run, WorldInfo world) {
+  constexpr int kFields = 6;
+  std::vector<double> table(std::size_t(world.size) * kFields, 0.0);
+  const PhaseTimes& p = run.phases;
+  const double mine[kFields] = {p.data, p.forward, p.backward, p.update, p.communication, p.idle};
+  std::copy(mine, mine + kFields, table.begin() + std::ptrdiff_t(world.rank) * kFields);
+  mpi::world()->allreduce(table.data(), table.size());
+  if (world.rank != 0) return;
+  for (int r = 0; r < world.size; ++r) {
+    const double* row = table.data() + std::size_t(r) * kFields;
+    run.rank_phases.push_back({row[0], row[1], row[2], row[3], row[4], row[5]});
+  }
+}
+
+}  // namespace
+
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
                        const EpochCallback& on_epoch, WorldInfo world) {
@@ -200,6 +221,7 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
   run.samples_per_second = run.train_seconds > 0 ? double(samples) / run.train_seconds : 0;
   run.final_parameters = std::move(params);
   if (epochs == 0) strategy->get_parameters(run.final_parameters);
+  if (world.size > 1) gather_rank_phases(run, world);
   return run;
 }
 

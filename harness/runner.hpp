@@ -58,6 +58,9 @@ struct RunResult {
   double samples_per_second = 0;
   Evaluation final_test;
   PhaseTimes phases;          // summed over epochs
+  // Multi-rank runs: every rank's phases summed over epochs, by world rank (rank 0's result
+  // only); empty for single-process runs.
+  std::vector<PhaseTimes> rank_phases;
 };
 
 using EpochCallback = std::function<void(const RunResult&, const EpochRecord&)>;

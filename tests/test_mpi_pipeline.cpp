@@ -294,6 +294,12 @@ TEST_F(MpiPipeline, ReportsTheWholeWorldAndMeasuresTheBubble) {
               world().size, micro, ideal_bubble_fraction(world().size, micro));
   for (int r = 0; r < world().size; ++r) std::printf(" stage %d %.3f", r, all[3 * r]);
   std::printf("\n");
+  // The harness gathered the same per-rank split into rank 0's result (for the JSON).
+  ASSERT_EQ(parallel.rank_phases.size(), std::size_t(world().size));
+  for (int r = 0; r < world().size; ++r) {
+    EXPECT_DOUBLE_EQ(parallel.rank_phases[r].total(), all[3 * r + 1]) << "rank " << r;
+    EXPECT_NEAR(parallel.rank_phases[r].idle / parallel.rank_phases[r].total(), all[3 * r], 1e-12) << "rank " << r;
+  }
 }
 
 }  // namespace
