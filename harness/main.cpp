@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "config.hpp"
+#include "grid_sweep.hpp"
 #include "launcher.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
@@ -36,7 +37,14 @@ struct CommonOptions {
   std::vector<std::string> overrides;
   std::vector<std::string> plugin_paths;
   bool quiet = false;
+  int grids = 0;  // compare --grids N (and the children it starts)
 };
+
+RunConfig load_run_config(const CommonOptions& o) {
+  RunConfig config = load_config(o.config, o.overrides);
+  if (o.grids > 0) expand_grids(config, o.grids);
+  return config;
+}
 
 void add_common(CLI::App* cmd, CommonOptions& o, bool config_required = true) {
   auto* opt = cmd->add_option("CONFIG", o.config, "TOML configuration file (see docs/config.md)");
@@ -97,6 +105,7 @@ std::vector<std::string> child_train_args(const CommonOptions& o, const std::str
   for (auto& s : o.overrides) args.insert(args.end(), {"--set", s});
   for (auto& p : o.plugin_paths) args.insert(args.end(), {"--plugin-path", p});
   if (o.quiet) args.push_back("--quiet");
+  if (o.grids > 0) args.insert(args.end(), {"--grids", std::to_string(o.grids)});
   return args;
 }
 
@@ -107,7 +116,7 @@ struct TrainFlags {
 
 int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** argv,
               const std::string& argv_line) {
-  const RunConfig config = load_config(o.config, o.overrides);
+  const RunConfig config = load_run_config(o);
   StrategyEntry adhoc;
   const StrategyEntry& entry = select_entry(config, flags.strategy, adhoc);
   PluginRegistry plugins = make_registry(&config, o.plugin_paths);
@@ -193,7 +202,7 @@ RunResult run_in_child(const CommonOptions& o, const RunConfig& config, const St
 }
 
 int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, const std::string& argv_line) {
-  const RunConfig config = load_config(o.config, o.overrides);
+  const RunConfig config = load_run_config(o);
   std::vector<StrategyEntry> entries;
   for (auto& s : config.strategies)
     if (only.empty() || std::find(only.begin(), only.end(), s.label) != only.end()) entries.push_back(s);
@@ -268,6 +277,7 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, co
               "accuracy within %.2f pp; approximate: accuracy at most %.2f pp below\n",
               runs.front().label.c_str(), runs.front().device.c_str(), config.parity.weight_atol,
               config.parity.weight_rtol, config.parity.accuracy_pp, config.parity.approx_accuracy_pp);
+  if (o.grids > 0) std::printf("%s", grid_ranking(runs, o.grids).c_str());
   bool all_pass = true;
   for (std::size_t i = 0; i < runs.size(); ++i)
     if (!parity[i].pass) {
@@ -404,6 +414,8 @@ int main(int argc, char** argv) {
       ->group("");
   train->add_flag("--overwrite", train_flags.overwrite, "allow --save-checkpoint to replace an existing file");
   train->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
+  train->add_option("--grids", common.grids, "(used by compare --grids) expand hybrid entries into grids of N")
+      ->group("");
 
   auto* compare = app.add_subcommand(
       "compare", "run every [[strategy]] from the same initial weights and data order, print a table "
@@ -412,6 +424,11 @@ int main(int argc, char** argv) {
   compare->add_option("--only", only, "run only these labels (the parity reference is always run)")
       ->delimiter(',');
   compare->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
+  compare->add_option("--grids", common.grids,
+                      "replace each mpi-hybrid/nccl-hybrid entry by every data x stages grid of N workers, add "
+                      "tensor parallelism on N, and rank them")
+      ->type_name("N")
+      ->check(CLI::Range(1, 1 << 20));
 
   auto* list = app.add_subcommand("list-plugins", "list the strategy plugins found and their options");
   add_common(list, common, /*config_required=*/false);

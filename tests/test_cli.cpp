@@ -230,6 +230,26 @@ TEST_F(Cli, CompareLaunchesMultiRankStrategiesThroughMpirun) {
   ASSERT_EQ(json_files.size(), 3u);
 }
 
+TEST_F(Cli, GridSweepRunsEveryGridAndTensorAndNamesTheWinner) {
+  need_data();
+  // 2 Linear layers and 2 workers: grids 2x1 and 1x2, plus mpi-tensor on 2.
+  const fs::path config = tiny_config(
+      "[[strategy]]\nname = \"serial\"\n"
+      "[[strategy]]\nname = \"mpi-hybrid\"\nlabel = \"grid\"\nmicro_batches = 2\n");
+  const Result r = run("compare " + config.string() + " --grids 2 --quiet");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, testing::ContainsRegex("grid-2x1 +mpi-hybrid +exact .* PASS"));
+  EXPECT_THAT(r.output, testing::ContainsRegex("grid-1x2 +mpi-hybrid +exact .* PASS"));
+  EXPECT_THAT(r.output, testing::ContainsRegex("mpi-tensor-2 +mpi-tensor +exact .* PASS"));
+  EXPECT_THAT(r.output, HasSubstr("grids on 2 workers, fastest first:"));
+  EXPECT_THAT(r.output, testing::ContainsRegex("winner: (grid-2x1|grid-1x2|mpi-tensor-2) "));
+  EXPECT_EQ(files_in(dir_ / "results", ".json").size(), 4u);
+  // Without a hybrid entry there is nothing to arrange.
+  const Result none = run("compare " + tiny_config().string() + " --grids 2");
+  EXPECT_EQ(none.status, 2) << none.output;
+  EXPECT_THAT(none.output, HasSubstr("no [[strategy]] of plugin mpi-hybrid or nccl-hybrid"));
+}
+
 TEST_F(Cli, ARankThatDiesEndsTheJobInsteadOfHanging) {
   need_data();
   const fs::path config = tiny_config("[plugins]\npaths = [\"" + std::string(NNPAR_TEST_PLUGIN_DIR) +
