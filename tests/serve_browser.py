@@ -1,14 +1,16 @@
 #!/usr/bin/python3
 """Draws letters on nnpar serve's page in headless Chromium, as a person would with a mouse,
-and reports what the page then shows. Used by tests/test_serve.cpp (BrowserTest).
+a pen or a finger, and reports what the page then shows. Used by tests/test_serve.cpp
+(Browser.*).
 
     serve_browser.py --chromium /usr/bin/chromium --url http://127.0.0.1:PORT/ --out DIR
 
-The page is driven through the DevTools protocol (python3-websocket): real mouse events on
-the canvas, so the page's pointer handling, its PNG upload and its display are all in the
-loop. For each letter: draw its strokes, wait until the page's answer is for the finished
-drawing, read the shown top-5 and the 28x28 preview, save a screenshot DIR/serve-browser-X.png,
-press Clear. Prints one JSON object on stdout; exits non-zero with a message on failure.
+The page is driven through the DevTools protocol (python3-websocket): real mouse, pen and
+touch events on the canvas, so the page's pointer handling, its PNG upload and its display
+are all in the loop. For each letter: draw its strokes, wait until the page's answer is for the
+finished drawing, read the shown top-5 and the 28x28 preview, save a screenshot
+DIR/serve-browser-X.png, press Clear. Prints one JSON object on stdout; exits non-zero with a
+message on failure.
 """
 import argparse
 import base64
@@ -31,7 +33,10 @@ LETTERS = {
     "L": [[(90, 50), (90, 230), (200, 230)]],
     "O": [[(140 + 70 * math.sin(2 * math.pi * t / 48), 140 - 90 * math.cos(2 * math.pi * t / 48))
            for t in range(49)]],
+    "T": [[(60, 60), (220, 60)], [(140, 60), (140, 230)]],
 }
+# The input device per letter: the page must take a pen and a finger as well as a mouse.
+DEVICE = {"L": "mouse", "O": "pen", "T": "touch"}
 
 
 class DevTools:
@@ -96,11 +101,16 @@ def page_target(browser_ws):
     raise RuntimeError("chromium has no page target")
 
 
-def mouse(dt, kind, x, y, buttons):
-    dt.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=buttons, clickCount=1)
+def mouse(dt, kind, x, y, buttons, pointer="mouse"):
+    dt.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=buttons, clickCount=1,
+            pointerType=pointer)
 
 
-def draw(dt, rect, strokes):
+def touch(dt, kind, points):
+    dt.call("Input.dispatchTouchEvent", type=kind, touchPoints=[{"x": x, "y": y} for x, y in points])
+
+
+def draw(dt, rect, strokes, device):
     sx, sy = rect["width"] / 280.0, rect["height"] / 280.0
 
     def at(p):
@@ -108,13 +118,22 @@ def draw(dt, rect, strokes):
 
     for stroke in strokes:
         x, y = at(stroke[0])
-        mouse(dt, "mousePressed", x, y, 1)
+        if device != "touch":
+            mouse(dt, "mousePressed", x, y, 1, device)
+        else:
+            touch(dt, "touchStart", [(x, y)])
         for a, b in zip(stroke, stroke[1:]):
             steps = max(1, int(math.dist(a, b) / 6))
             for i in range(1, steps + 1):
                 x, y = at((a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps))
-                mouse(dt, "mouseMoved", x, y, 1)
-        mouse(dt, "mouseReleased", x, y, 0)
+                if device != "touch":
+                    mouse(dt, "mouseMoved", x, y, 1, device)
+                else:
+                    touch(dt, "touchMove", [(x, y)])
+        if device != "touch":
+            mouse(dt, "mouseReleased", x, y, 0, device)
+        else:
+            touch(dt, "touchEnd", [])
 
 
 def click(dt, selector):
@@ -135,6 +154,7 @@ SHOWN = """(() => {
     top_text: top.textContent,
     top5: [...document.querySelectorAll('#top5 li')].map(li => [li.dataset.letter, li.querySelector('.p').textContent]),
     message: document.getElementById('message').textContent,
+    pointer: document.getElementById('pad').dataset.pointer,
     seen_ink: ink,
   };
 })()"""
@@ -145,7 +165,7 @@ def main():
     ap.add_argument("--chromium", required=True)
     ap.add_argument("--url", required=True)
     ap.add_argument("--out", required=True, help="folder for the screenshots")
-    ap.add_argument("--letters", default="L,O")
+    ap.add_argument("--letters", default="L,O,T")
     ap.add_argument("--timeout", type=float, default=15, help="seconds for each wait")
     args = ap.parse_args()
 
@@ -162,7 +182,7 @@ def main():
         rect = json.loads(dt.evaluate("JSON.stringify(document.getElementById('pad').getBoundingClientRect())"))
         results = {}
         for letter in args.letters.split(","):
-            draw(dt, rect, LETTERS[letter])
+            draw(dt, rect, LETTERS[letter], DEVICE[letter])
             dt.wait_for("window.nnparSettled() && document.getElementById('top-letter').dataset.letter !== ''",
                         f"the page's answer for the drawn {letter}", args.timeout)
             shown = dt.evaluate(SHOWN)
@@ -170,6 +190,7 @@ def main():
             with open(shot, "wb") as f:
                 f.write(base64.b64decode(dt.call("Page.captureScreenshot", format="png")["data"]))
             shown["screenshot"] = shot
+            shown["device"] = DEVICE[letter]
             results[letter] = shown
             click(dt, "#clear")
             dt.wait_for("window.nnparSettled() && document.getElementById('top-letter').dataset.letter === ''",

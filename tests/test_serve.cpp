@@ -693,7 +693,7 @@ TEST(Browser, DrawsLettersAndShowsTheTrainedModelsAnswer) {
   const fs::path script = fs::path(NNPAR_SOURCE_DIR) / "tests" / "serve_browser.py";
   const std::string command = "timeout 60 /usr/bin/python3 " + script.string() + " --chromium " + chromium +
                               " --url http://127.0.0.1:" + std::to_string(serve.port()) + "/ --out " + out.string() +
-                              " --letters L,O";
+                              " --letters L,O,T";
   const Finished run = [&] {
     Finished f;
     FILE* pipe = popen(command.c_str(), "r");  // stdout only: the JSON; messages go to the log
@@ -706,9 +706,11 @@ TEST(Browser, DrawsLettersAndShowsTheTrainedModelsAnswer) {
   ASSERT_EQ(run.status, 0) << command << "\n" << run.output;
   const json result = json::parse(run.output, nullptr, false);
   ASSERT_TRUE(result.contains("letters")) << run.output;
-  for (auto [drawn, read] : {std::pair{"L", "l"}, {"O", "o"}}) {
+  // L drawn with the mouse, O with a pen, T with a finger (touch events).
+  for (auto [drawn, read] : {std::pair{"L", "l"}, {"O", "o"}, {"T", "t"}}) {
     const json& shown = result["letters"][drawn];
-    EXPECT_EQ(shown["top"], read) << "drew " << drawn << "; the page shows " << shown.dump();
+    EXPECT_EQ(shown["top"], read) << "drew " << drawn << " by " << shown["device"] << "; the page shows " << shown.dump();
+    EXPECT_EQ(shown["pointer"], shown["device"]) << "the page did not see the " << shown["device"] << " as such";
     EXPECT_EQ(shown["top5"].size(), 5u);
     EXPECT_EQ(shown["message"], "");
     EXPECT_GT(shown["seen_ink"].get<int>(), 0) << "the page did not show the 28x28 input";
