@@ -20,6 +20,7 @@
 #include "plugin_loader.hpp"
 #include "results.hpp"
 #include "runner.hpp"
+#include "serve.hpp"
 #include "nnpar/safetensors.hpp"
 
 namespace {
@@ -437,6 +438,9 @@ int main(int argc, char** argv) {
   add_common(eval, common, /*config_required=*/false);
   eval->add_option("--checkpoint", checkpoint, "safetensors file written by nnpar train")->required();
 
+  ServeOptions serve_options;
+  auto* serve = add_serve_command(app, serve_options);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -454,6 +458,7 @@ int main(int argc, char** argv) {
     if (*compare) return cmd_compare(common, only, line);
     if (*list) return cmd_list_plugins(common);
     if (*eval) return cmd_eval(common, checkpoint);
+    if (*serve) return run_serve(serve_options);
   } catch (const ConfigError& e) {
     report_error("config error", e.what());
   } catch (const DataError& e) {

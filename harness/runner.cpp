@@ -146,7 +146,8 @@ void gather_rank_phases(RunResult& run, WorldInfo world) {
 
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
-                       const EpochCallback& on_epoch, WorldInfo world) {
+                       const EpochCallback& on_epoch, WorldInfo world,
+                       const ParametersCallback& on_parameters) {
   using clock = std::chrono::steady_clock;
   auto plugin = plugins.find(entry.name);
   const StrategyInfo& info = plugin->info();
@@ -211,6 +212,7 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
       }
       const Evaluation eval = evaluate(config.model, params, data.test);
       record.test_accuracy = eval.accuracy;
+      if (on_parameters) on_parameters(record.epoch, params);
       if (last) run.final_test = eval;
     }
     run.epochs.push_back(record);

@@ -64,6 +64,9 @@ struct RunResult {
 };
 
 using EpochCallback = std::function<void(const RunResult&, const EpochRecord&)>;
+// Sees the parameters of every evaluated epoch on rank 0, before on_epoch (nnpar serve
+// predicts with the model as it trains).
+using ParametersCallback = std::function<void(int epoch, std::span<const float> parameters)>;
 
 // Loads the entry's plugin, validates its options, trains config.train.epochs epochs from
 // `initial`, evaluates on `data.test` every eval_every epochs and at the end. In a
@@ -71,7 +74,8 @@ using EpochCallback = std::function<void(const RunResult&, const EpochRecord&)>;
 // (the other ranks' results carry their own timings only).
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
-                       const EpochCallback& on_epoch = {}, WorldInfo world = {});
+                       const EpochCallback& on_epoch = {}, WorldInfo world = {},
+                       const ParametersCallback& on_parameters = {});
 
 // Refuses a world size outside what the plugin declares.
 void check_world_size(const StrategyInfo& info, const std::string& label, int world_size);

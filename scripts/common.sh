@@ -9,6 +9,7 @@ NNPAR_BUILD_PACKAGES=(
   libtomlplusplus-dev libcli11-dev libboost-dev libboost-filesystem-dev
   nlohmann-json3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
+  libcpp-httplib-dev libpng-dev
 )
 # The fallback letter generator (tools/make_letters.py) and its handwriting-style fonts.
 NNPAR_DATA_PACKAGES=(
