@@ -18,6 +18,7 @@
 #include "plugin_loader.hpp"
 #include "results.hpp"
 #include "runner.hpp"
+#include "search_cli.hpp"
 #include "nnpar/safetensors.hpp"
 
 namespace {
@@ -412,6 +413,9 @@ int main(int argc, char** argv) {
   add_common(eval, common, /*config_required=*/false);
   eval->add_option("--checkpoint", checkpoint, "safetensors file written by nnpar train")->required();
 
+  SearchCommand search_command;
+  auto* search = add_search_subcommand(app, search_command);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -429,6 +433,11 @@ int main(int argc, char** argv) {
     if (*compare) return cmd_compare(common, only, line);
     if (*list) return cmd_list_plugins(common);
     if (*eval) return cmd_eval(common, checkpoint);
+    if (*search) {
+      const int code = run_search_command(search_command, line);
+      mpi::finalize();
+      return code;
+    }
   } catch (const ConfigError& e) {
     report_error("config error", e.what());
   } catch (const DataError& e) {
