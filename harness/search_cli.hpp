@@ -24,6 +24,9 @@ inline CLI::App* add_search_subcommand(CLI::App& app, SearchCommand& cmd) {
   search->add_option("--run-mode", cmd.run_mode, "(used by search itself) run this mode only")
       ->check(CLI::IsMember({"trial_parallel", "data_parallel"}))
       ->group("");
+  search->add_option("--stop-after", cmd.stop_after,
+                     "(testing) end the process abruptly after N results of this session, as a kill would")
+      ->group("");
   search->add_flag("-q,--quiet", cmd.quiet, "no line per finished trial");
   return search;
 }

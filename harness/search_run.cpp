@@ -319,8 +319,8 @@ std::string checkpoint_name(int trial, int epochs) {
 
 class ModeRecorder {
  public:
-  ModeRecorder(const Prepared& p, SearchMode mode, fs::path dir, int workers, bool quiet)
-      : p_(p), mode_(mode), dir_(std::move(dir)), workers_(workers), quiet_(quiet),
+  ModeRecorder(const Prepared& p, SearchMode mode, fs::path dir, int workers, bool quiet, int stop_after)
+      : p_(p), mode_(mode), dir_(std::move(dir)), workers_(workers), quiet_(quiet), stop_after_(stop_after),
         scheduler_(p.pool, p.settings.method == SearchMethod::halving, p.rungs, p.settings.eta,
                    mode == SearchMode::trial_parallel) {
     fs::create_directories(dir_ / "checkpoints");
@@ -372,6 +372,11 @@ class ModeRecorder {
     keep(r);
     drop_unneeded_checkpoints();
     if (!quiet_) progress(r);
+    if (stop_after_ > 0 && ++session_results_ >= stop_after_) {
+      std::printf("[%s] stopping abruptly after %d result(s) (--stop-after)\n", tag().c_str(), session_results_);
+      std::fflush(stdout);
+      std::_Exit(kStoppedForTest);
+    }
   }
 
   // Table, best configuration, test accuracy of the winner, summary.json (written last: its
@@ -403,6 +408,7 @@ class ModeRecorder {
       const Evaluation eval = evaluate(model, params, test);
       write_file_atomic(dir_ / "best.toml", best_toml(b, eval));
       json best = to_json(b);
+      best["checkpoint"] = "best.safetensors";
       best["test_accuracy"] = eval.accuracy;
       best["test_loss"] = eval.loss;
       best["test_samples"] = eval.samples;
@@ -496,8 +502,8 @@ class ModeRecorder {
     const TrialRecord& b = records_[best_.value_or(0)];
     const std::string unit = halving() ? "runs" : "trials";
     std::string result = r.status == "ok" ? "val " + percent(r.val_accuracy) : std::string("DIVERGED");
-    std::printf("[%s] trial %d (%s) %s%d epochs: %s in %s%s | %s: %d done, %d running, %d left | best %s "
-                "(trial %d, %d ep) | %s, ETA %s\n",
+    std::printf("[%s] trial %d (%s), epochs %s%d: %s in %s%s | %s: %d done, %d running, %d left | best %s "
+                "(trial %d, %d epochs) | %s, ETA %s\n",
                 tag().c_str(), r.trial, describe(r.params).c_str(),
                 r.from_epochs ? (std::to_string(r.from_epochs) + "->").c_str() : "", r.epochs, result.c_str(),
                 seconds_text(r.seconds).c_str(),
@@ -578,6 +584,8 @@ class ModeRecorder {
   fs::path dir_;
   int workers_;
   bool quiet_;
+  int stop_after_;
+  int session_results_ = 0;
   TrialScheduler scheduler_;
   std::vector<TrialRecord> records_;
   std::optional<std::size_t> best_;
@@ -633,8 +641,8 @@ json job_json(const TrialJob& job, std::size_t start_count) {
 // ---------------------------------------------------------------------------------------
 // trial_parallel
 
-void run_coordinator(const Prepared& p, const fs::path& dir, int workers, bool quiet) {
-  ModeRecorder recorder(p, SearchMode::trial_parallel, dir, workers, quiet);
+void run_coordinator(const Prepared& p, const fs::path& dir, int workers, const SearchCommand& cmd) {
+  ModeRecorder recorder(p, SearchMode::trial_parallel, dir, workers, cmd.quiet, cmd.stop_after);
   TrialScheduler& scheduler = recorder.scheduler();
   std::vector<int> idle;
   std::set<int> checked_in;
@@ -705,9 +713,11 @@ void broadcast_json(json& j, WorldInfo world) {
   if (world.rank != 0) j = json::parse(text);
 }
 
-void run_data_parallel(const Prepared& p, const fs::path& dir, WorldInfo world, bool quiet) {
+void run_data_parallel(const Prepared& p, const fs::path& dir, WorldInfo world, const SearchCommand& cmd) {
   std::unique_ptr<ModeRecorder> recorder;
-  if (world.rank == 0) recorder = std::make_unique<ModeRecorder>(p, SearchMode::data_parallel, dir, p.data_workers, quiet);
+  if (world.rank == 0)
+    recorder = std::make_unique<ModeRecorder>(p, SearchMode::data_parallel, dir, p.data_workers, cmd.quiet,
+                                              cmd.stop_after);
   const ValidationSplit data = split_validation(load_training_set(p.config), p.settings.validation);
   while (true) {
     json msg = {{"type", "stop"}};
@@ -844,6 +854,7 @@ std::vector<std::string> child_args(const SearchCommand& cmd, const fs::path& di
   for (auto& s : cmd.plugin_paths) args.insert(args.end(), {"--plugin-path", s});
   args.insert(args.end(), {"--search-dir", dir.string(), "--run-mode", mode});
   if (cmd.quiet) args.push_back("--quiet");
+  if (cmd.stop_after > 0) args.insert(args.end(), {"--stop-after", std::to_string(cmd.stop_after)});
   return args;
 }
 
@@ -975,10 +986,10 @@ int run_search_command(const SearchCommand& cmd, const std::string& command_line
       continue;
     }
     if (mode == SearchMode::trial_parallel) {
-      if (lead) run_coordinator(p, dir / name, world.size - 1, cmd.quiet);
+      if (lead) run_coordinator(p, dir / name, world.size - 1, cmd);
       else run_worker(p, world.rank);
     } else {
-      run_data_parallel(p, dir / name, world, cmd.quiet);
+      run_data_parallel(p, dir / name, world, cmd);
     }
   }
   if (lead && cmd.run_mode.empty() && s.mode == SearchMode::both) compare_modes(p, dir);

@@ -18,7 +18,11 @@ struct SearchCommand {
   std::string search_dir;  // (internal) a process started by the search: run in this folder...
   std::string run_mode;    // (internal) ...this mode only
   bool quiet = false;
+  // (testing) end the process abruptly, as a kill would, once this many results of this
+  // session are written; 0 = never. The exit status is kStoppedForTest.
+  int stop_after = 0;
 };
+inline constexpr int kStoppedForTest = 3;
 
 // Returns the exit status (0 ok, 2 error); errors are thrown as ConfigError, DataError, ...
 int run_search_command(const SearchCommand& command, const std::string& command_line);
