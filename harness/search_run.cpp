@@ -503,7 +503,7 @@ class ModeRecorder {
     const std::string unit = halving() ? "runs" : "trials";
     std::string result = r.status == "ok" ? "val " + percent(r.val_accuracy) : std::string("DIVERGED");
     std::printf("[%s] trial %d (%s), epochs %s%d: %s in %s%s | %s: %d done, %d running, %d left | best %s "
-                "(trial %d, %d epochs) | %s, ETA %s\n",
+                "(trial %d, epochs %d) | %s, ETA %s\n",
                 tag().c_str(), r.trial, describe(r.params).c_str(),
                 r.from_epochs ? (std::to_string(r.from_epochs) + "->").c_str() : "", r.epochs, result.c_str(),
                 seconds_text(r.seconds).c_str(),

@@ -143,6 +143,23 @@ TEST(SearchConfig, FingerprintIgnoresWorkersAndModeButNotTheSpace) {
   EXPECT_NE(a, settings_from(t, {"train.seed=5"}).fingerprint);
 }
 
+TEST(SearchConfig, ShippedSearchConfigsAreValid) {
+  int checked = 0;
+  for (const auto& file : fs::directory_iterator(fs::path(NNPAR_SOURCE_DIR) / "configs")) {
+    if (file.path().extension() != ".toml" || file.path().stem().string().rfind("search", 0) != 0) continue;
+    SCOPED_TRACE(file.path().string());
+    const RunConfig config = load_config(file.path());
+    const SearchSettings s = load_search_settings(config);
+    EXPECT_EQ(s.mode, SearchMode::both);
+    EXPECT_TRUE(s.target_accuracy.has_value());
+    const auto pool = search_pool(s);
+    const auto rungs = halving_rungs(s.min_epochs, s.max_epochs, s.eta);
+    EXPECT_GT(halving_plan(int(pool.size()), int(rungs.size()), s.eta).back(), 0) << "the last rung is reached";
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);
+}
+
 // ---------------------------------------------------------------------------------------
 // The space
 
@@ -467,6 +484,15 @@ class SearchCli : public ::testing::Test {
   std::string nnpar(const std::string& args) const { return kNnpar.string() + " " + args; }
   fs::path dir_;
 };
+
+TEST_F(SearchCli, HelpDescribesTheSubcommand) {
+  const Result r = run(nnpar("search --help"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("--resume"));
+  EXPECT_THAT(r.output, HasSubstr("[search]"));
+  EXPECT_THAT(run(nnpar("--help")).output, HasSubstr("search"));
+  EXPECT_EQ(run(nnpar("search")).status, 2);
+}
 
 const char* kSerialGrid =
     "method = \"grid\"\nmode = \"data_parallel\"\ndata_strategy = \"serial\"\n"
