@@ -182,6 +182,16 @@ Dataset load_test_set(const RunConfig& config) {
   return d.format == "csv" ? load_csv(d.test_csv, options) : load_idx(d.test_images, d.test_labels, options);
 }
 
+// A missing data file stops the search before its folder is made or any process starts.
+void check_data_files(const RunConfig& config) {
+  const DataConfig& d = config.data;
+  const std::vector<fs::path> files = d.format == "csv" ? std::vector<fs::path>{d.train_csv, d.test_csv}
+                                                        : std::vector<fs::path>{d.train_images, d.train_labels,
+                                                                                d.test_images, d.test_labels};
+  for (const fs::path& f : files)
+    if (!fs::is_regular_file(f)) throw DataError(f.string() + ": no such file");
+}
+
 // ---------------------------------------------------------------------------------------
 // Training one job
 
@@ -236,8 +246,8 @@ TrialOutcome train_trial(const Prepared& p, const StrategyEntry& entry, const Va
     int diverged = std::isfinite(r.train_loss) ? 0 : 1;
     if (world.size > 1) MPI_Allreduce(MPI_IN_PLACE, &diverged, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     if (diverged) {
+      // The record keeps the job's epochs (a rung for halving); the status says it stopped.
       r.status = "diverged";
-      r.epochs = epoch + 1;
       r.val_accuracy = 0;
       r.val_loss = std::numeric_limits<double>::quiet_NaN();
       r.seconds = seconds_since(started);
@@ -546,7 +556,7 @@ class ModeRecorder {
       const bool is_best = best_ && records_[*best_].trial == trial;
       const std::string acc = last.status == "ok" ? percent(last.val_accuracy) : std::string("diverged");
       char loss[32] = "-";
-      if (std::isfinite(last.val_loss)) std::snprintf(loss, sizeof loss, "%.4f", last.val_loss);
+      if (std::isfinite(last.val_loss)) std::snprintf(loss, sizeof loss, "%.5g", last.val_loss);
       std::snprintf(line, sizeof line, "%s %5d %6d %6d %9.4g %6d %6d %9s %9s %9.3f %7s  %s\n", is_best ? "*" : " ",
                     trial, last.params.layers, last.params.width, last.params.lr, last.params.batch_size, last.epochs,
                     acc.c_str(), loss, seconds, workers.c_str(), rungs.c_str());
@@ -943,6 +953,7 @@ int run_search_command(const SearchCommand& cmd, const std::string& command_line
   // The folder: given to a child, resumed, or new (rank 0 alone touches files).
   fs::path dir;
   if (lead) {
+    check_data_files(p.config);
     if (!cmd.search_dir.empty()) {
       dir = cmd.search_dir;
     } else if (!cmd.resume.empty()) {

@@ -708,10 +708,14 @@ TEST_F(SearchCli, StrategyConflictsAreConfigErrors) {
   r = run(nnpar("search " + threads.string()));
   EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.output, HasSubstr("threads.toml:28:11: strategy[omp4].threads: set by the search"));
-  EXPECT_TRUE(searches().empty()) << "nothing is written for a bad config";
+  r = run(nnpar("search " + config("method = \"grid\"\n", "nodata.toml").string() + " --set data.dir=" +
+                 (dir_ / "none").string()));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.output, HasSubstr("data error: " + (dir_ / "none").string() + "/letters-train-images-idx3-ubyte.gz"));
   r = run(nnpar("search " + config("method = \"grid\"\nlayres = [1]\n", "typo.toml").string()));
   EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.output, HasSubstr("typo.toml:15:1: search.layres: unknown key (did you mean 'layers'?)"));
+  EXPECT_TRUE(searches().empty()) << "nothing is written for a bad config";
 }
 
 }  // namespace
