@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <mpi.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -334,6 +335,12 @@ class ModeRecorder {
         scheduler_(p.pool, p.settings.method == SearchMethod::halving, p.rungs, p.settings.eta,
                    mode == SearchMode::trial_parallel) {
     fs::create_directories(dir_ / "checkpoints");
+    // Two processes appending to one trials.jsonl (a --resume while the search still runs)
+    // would interleave and redo each other's trials: the second one stops here.
+    lock_fd_ = ::open((dir_ / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
+      throw std::runtime_error("another nnpar search is running in '" + dir_.string() +
+                               "' (wait for it to end before resuming)");
     for (const TrialRecord& r : read_records(dir_ / "trials.jsonl", p.pool, quiet)) {
       scheduler_.finished(r);
       keep(r);
@@ -345,6 +352,12 @@ class ModeRecorder {
                   best_ ? percent(records_[*best_].val_accuracy).c_str() : "-");
     std::fflush(stdout);
   }
+
+  ~ModeRecorder() {
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+  }
+  ModeRecorder(const ModeRecorder&) = delete;
+  ModeRecorder& operator=(const ModeRecorder&) = delete;
 
   TrialScheduler& scheduler() { return scheduler_; }
   std::string tag() const { return to_string(mode_); }
@@ -600,6 +613,7 @@ class ModeRecorder {
   std::vector<TrialRecord> records_;
   std::optional<std::size_t> best_;
   double offset_ = 0;
+  int lock_fd_ = -1;
   Clock::time_point start_ = Clock::now();
 };
 
