@@ -699,13 +699,28 @@ void run_coordinator(const Prepared& p, const fs::path& dir, int workers, const 
   recorder.finish();
 }
 
-void run_worker(const Prepared& p, int rank) {
+// The index of this worker among the workers on its node (the coordinator excluded), for
+// one GPU per worker on every node. Collective: every rank calls it, rank 0 too.
+int node_local_worker_index(bool coordinator) {
+  MPI_Comm workers = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, coordinator ? MPI_UNDEFINED : 0, 0, &workers);
+  if (workers == MPI_COMM_NULL) return -1;
+  MPI_Comm node = MPI_COMM_NULL;
+  MPI_Comm_split_type(workers, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int index = 0;
+  MPI_Comm_rank(node, &index);
+  MPI_Comm_free(&node);
+  MPI_Comm_free(&workers);
+  return index;
+}
+
+void run_worker(const Prepared& p, int rank, int local_index) {
   const ValidationSplit data = split_validation(load_training_set(p.config), p.settings.validation);
   StrategyEntry entry = p.trial_entry;
   if (p.trial_device_option) {
     const int gpus = std::max(1, probe_gpus().count);
     auto table = std::make_shared<toml::table>(*entry.table);
-    table->insert_or_assign("device", std::int64_t((rank - 1) % gpus));
+    table->insert_or_assign("device", std::int64_t(local_index % gpus));
     entry.table = table;
   }
   send_json({{"type", "ready"}}, 0);
@@ -1011,8 +1026,9 @@ int run_search_command(const SearchCommand& cmd, const std::string& command_line
       continue;
     }
     if (mode == SearchMode::trial_parallel) {
+      const int local_index = node_local_worker_index(lead);
       if (lead) run_coordinator(p, dir / name, world.size - 1, cmd);
-      else run_worker(p, world.rank);
+      else run_worker(p, world.rank, local_index);
     } else {
       run_data_parallel(p, dir / name, world, cmd);
     }
