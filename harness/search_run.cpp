@@ -878,7 +878,12 @@ void compare_modes(const Prepared& p, const fs::path& dir) {
     const json& a = summaries[0].at("time_to_target_seconds");
     const json& b = summaries[1].at("time_to_target_seconds");
     if (a.is_number() && b.is_number()) text << faster("faster to " + percent(*target), a.get<double>(), b.get<double>());
-    else text << "to " << percent(*target) << ": " << (a.is_number() ? "only trial_parallel got there" : b.is_number() ? "only data_parallel got there" : "neither got there") << "\n";
+    else
+      text << "to " << percent(*target) << ": "
+           << (a.is_number()   ? "only trial_parallel got there"
+               : b.is_number() ? "only data_parallel got there"
+                               : "neither got there")
+           << "\n";
   }
   json comparison = {{"target_accuracy", target ? json(*target) : json()}, {"modes", summaries}};
   write_file_atomic(dir / "comparison.txt", text.str());
