@@ -439,9 +439,11 @@ std::vector<StrategyEntry> Loader::read_strategies(const std::shared_ptr<toml::t
 RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
   const toml::table& doc = *doc_ptr;
   RunConfig cfg;
+  cfg.document = doc_ptr;
 
   // Unknown top-level names first: a misspelt [trian] would otherwise silently use defaults.
-  std::vector<std::string> sections{"strategy"};
+  // [search] is read by nnpar search (search.cpp), which validates it.
+  std::vector<std::string> sections{"strategy", "search"};
   for (auto& [name, keys] : schema()) sections.push_back(name);
   {
     const toml::key* first = nullptr;

@@ -75,6 +75,9 @@ struct RunConfig {
   MpiConfig mpi;
   std::vector<StrategyEntry> strategies;
   toml::table resolved;                   // the merged document after overrides, for results
+  // The parsed file after overrides, with source positions: for tables other commands read
+  // and validate themselves ([search], read by nnpar search).
+  std::shared_ptr<const toml::table> document;
 };
 
 // Parses and validates. overrides are "dotted.key=value" strings; value is parsed as a TOML

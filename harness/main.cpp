@@ -21,6 +21,7 @@
 #include "results.hpp"
 #include "runner.hpp"
 #include "serve.hpp"
+#include "search_cli.hpp"
 #include "nnpar/safetensors.hpp"
 
 namespace {
@@ -440,6 +441,8 @@ int main(int argc, char** argv) {
 
   ServeOptions serve_options;
   auto* serve = add_serve_command(app, serve_options);
+  SearchCommand search_command;
+  auto* search = add_search_subcommand(app, search_command);
 
   try {
     app.parse(argc, argv);
@@ -459,6 +462,11 @@ int main(int argc, char** argv) {
     if (*list) return cmd_list_plugins(common);
     if (*eval) return cmd_eval(common, checkpoint);
     if (*serve) return run_serve(serve_options);
+    if (*search) {
+      const int code = run_search_command(search_command, line);
+      mpi::finalize();
+      return code;
+    }
   } catch (const ConfigError& e) {
     report_error("config error", e.what());
   } catch (const DataError& e) {
