@@ -250,10 +250,34 @@ class Figures:
         self.figures.append(entry)
 
 
-def plot_line(ax, x, y, series_id, label, **kwargs):
-    (line,) = ax.plot(x, y, marker="o", label=label, **kwargs)
+class Styles:
+    """A colour per strategy label and a marker per worker count, the same in every figure."""
+
+    MARKERS = "os^Dv<>ph*"
+
+    def __init__(self, runs):
+        labels = sorted({r.label for r in runs})
+        workers = sorted({r.workers for r in runs})
+        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        palette = cycle if len(labels) <= len(cycle) else [plt.cm.tab20(i % 20) for i in range(len(labels))]
+        self.colour = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+        self.marker = {w: self.MARKERS[i % len(self.MARKERS)] for i, w in enumerate(workers)}
+
+    def of(self, label, workers=None):
+        return {"color": self.colour.get(label), "marker": self.marker.get(workers, "o")}
+
+
+STYLES = None
+
+
+def plot_line(ax, x, y, series_id, label, style):
+    (line,) = ax.plot(x, y, label=label, **style)
     line.set_gid(f"series-{series_id}")
     return line
+
+
+def thousands(ax):
+    ax.get_yaxis().set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
 
 
 def worker_axis(ax, workers):
@@ -293,7 +317,7 @@ def speedup_figures(figs, points):
                 s = [reference.train_seconds / r.train_seconds for r in group]
                 y = s if kind == "speedup" else [v / w for v, w in zip(s, x)]
                 sid = slug(label)
-                plot_line(ax, x, y, sid, label)
+                plot_line(ax, x, y, sid, label, STYLES.of(label))
                 series.append(label)
             top = max(counts)
             if kind == "speedup":
@@ -334,27 +358,43 @@ def throughput_figures(figs, runs):
             else:
                 fixed_text = f"batch {fixed[0]}, {fixed[1] - 2} hidden layer(s)"
                 figure_id = f"throughput-vs-width-b{fixed[0]}-d{fixed[1] - 2}"
-            fig, ax = plt.subplots(figsize=(7, 4.6))
+            # One panel per strategy (shared y axis), a line per worker count: readable at 20+ series.
+            labels = sorted({r.label for r in group})
+            ncols = min(3, len(labels))
+            nrows = math.ceil(len(labels) / ncols)
+            fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 0.8 + 3.0 * nrows), sharey=True,
+                                     squeeze=False)
             series = []
             by_series = defaultdict(list)
             for r in group:
                 by_series[(r.label, r.workers)].append(r)
-            for (label, workers), members in sorted(by_series.items()):
-                members.sort(key=lambda r: getattr(r, axis))
-                sid = f"{slug(label)}_w{workers}"
-                plot_line(ax, [getattr(r, axis) for r in members], [r.samples_per_second for r in members], sid,
-                          f"{label} (w={workers})")
-                series.append(f"{label} (w={workers})")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(values)
-            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            ax.set_xlabel("global batch size" if axis == "batch" else "hidden width (widest hidden layer)")
-            ax.set_ylabel("training samples / s")
+            for ax, label in zip(axes.flat, labels):
+                for (series_label, workers), members in sorted(by_series.items()):
+                    if series_label != label:
+                        continue
+                    members.sort(key=lambda r: getattr(r, axis))
+                    sid = f"{slug(label)}_w{workers}"
+                    plot_line(ax, [getattr(r, axis) for r in members], [r.samples_per_second for r in members], sid,
+                              f"w={workers}", STYLES.of(label, workers))
+                    series.append(f"{label} (w={workers})")
+                ax.set_title(label, fontsize=9)
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(values)
+                ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                ax.tick_params(axis="x", labelsize=7)
+                ax.legend(fontsize=6.5)
+            for ax in axes.flat[len(labels):]:
+                ax.set_visible(False)
+            for ax in axes[:, 0]:
+                ax.set_ylabel("training samples / s")
+                thousands(ax)
+            for ax in axes[-1, :]:
+                ax.set_xlabel("global batch size" if axis == "batch" else "hidden width (widest hidden layer)")
             title = f"Throughput vs {'batch size' if axis == 'batch' else 'hidden width'} ({fixed_text})"
-            ax.set_title(title)
-            ax.legend(fontsize=7, ncol=2)
+            fig.suptitle(title, fontsize=10)
             figs.save(fig, figure_id, title, group, series,
-                      "Training samples per second (evaluation excluded), one line per strategy and worker count.")
+                      "Training samples per second (evaluation excluded): a panel per strategy, a line per "
+                      "worker count (w).")
         if not made:
             what = "batch sizes" if axis == "batch" else "hidden widths"
             figs.skip(f"throughput-vs-{axis}", f"Throughput vs {what}",
@@ -410,12 +450,13 @@ def convergence_figures(figs, points):
         for r in usable:
             t = [e.get("elapsed_seconds") or 0 for e in r.epochs]
             loss = [e.get("loss") for e in r.epochs]
-            (line,) = loss_ax.plot(t, [v if v is not None else float("nan") for v in loss], marker="o", label=r.name)
+            (line,) = loss_ax.plot(t, [v if v is not None else float("nan") for v in loss], label=r.name,
+                                   **STYLES.of(r.label, r.workers))
             line.set_gid(f"series-{r.series_id}.loss")
             tested = [(e.get("elapsed_seconds") or 0, e["test_accuracy"]) for e in r.epochs
                       if e.get("test_accuracy") is not None]
-            (acc,) = acc_ax.plot([a for a, _ in tested], [100 * b for _, b in tested], marker="o", label=r.name,
-                                 color=line.get_color())
+            (acc,) = acc_ax.plot([a for a, _ in tested], [100 * b for _, b in tested], label=r.name,
+                                 **STYLES.of(r.label, r.workers))
             acc.set_gid(f"series-{r.series_id}.accuracy")
             series.append(r.name)
         loss_ax.set_xlabel("training time, s (evaluation excluded)")
@@ -579,7 +620,7 @@ def gantt_figures(figs, runs, traces):
         except Skip as why:
             figs.skip(figure_id, title, str(why))
             continue
-        fig, ax = plt.subplots(figsize=(9, 1.4 + 0.55 * stages))
+        fig, ax = plt.subplots(figsize=(10, 1.6 + 0.55 * stages))
         series = []
         for s, stage_bars in enumerate(bars):
             spans = [(a, max(b - a, 1e-9)) for a, b, _, _ in stage_bars]
@@ -598,7 +639,7 @@ def gantt_figures(figs, runs, traces):
         ax.set_title(f"{title}\n{subtitle}", fontsize=9)
         handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in colours.items()
                    if source == "trace" or k in ("forward", "backward")]
-        ax.legend(handles=handles, fontsize=7, loc="upper right")
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
         figs.save(fig, figure_id, title, [r], series,
                   f"F<i>m</i>/B<i>m</i>: forward/backward of micro-batch <i>m</i>. Source: {source}.",
                   {"source": source})
@@ -749,6 +790,8 @@ def main():
         fail(f"no nnpar results JSON in '{results_dir}'" + (f" ({'; '.join(notes)})" if notes else ""))
     runs = newest_per_key(runs, notes)
     points = group_points(runs)
+    global STYLES
+    STYLES = Styles(runs)
 
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
