@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections import defaultdict
 
 
@@ -526,17 +527,37 @@ def pipeline_geometry(run):
     return schedule, stages, micro
 
 
-def trace_for(run, traces):
-    """The trace of this run: <results stem>.trace.json beside it, else one naming its label and ranks."""
-    sibling = run.path[: -len(".json")] + ".trace.json"
-    candidates = [t for t in traces if os.path.realpath(t[0]) == os.path.realpath(sibling)]
-    candidates += [t for t in traces if t not in candidates]
-    for path, data in candidates:
+def parse_date(text):
+    try:
+        return datetime.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+    except (TypeError, ValueError):
+        return None
+
+
+def trace_for(run, traces, owned):
+    """The trace of this run: <results stem>.trace.json beside it (nnpar sweep --trace), else a trace
+    that belongs to no results file (nnpar compare/train --trace FILE) naming its label on as many
+    ranks, written closest to it in time and within an hour."""
+    sibling = os.path.realpath(run.path[: -len(".json")] + ".trace.json")
+    best, best_gap = None, None
+    run_date = parse_date(run.date)
+    for path, data in traces:
+        real = os.path.realpath(path)
+        if real != sibling and real in owned:
+            continue
         processes = [p for p in data.get("otherData", {}).get("processes", []) if p.get("label") == run.label]
         ranks = {p.get("rank"): p.get("pid") for p in processes}
-        if len(ranks) == run.ranks and set(ranks) == set(range(run.ranks)):
+        if len(ranks) != run.ranks or set(ranks) != set(range(run.ranks)):
+            continue
+        if real == sibling:
             return path, data, ranks
-    return None
+        trace_date = parse_date(data.get("otherData", {}).get("date"))
+        if run_date is None or trace_date is None:
+            continue
+        gap = abs((trace_date - run_date).total_seconds())
+        if gap <= 3600 and (best_gap is None or gap < best_gap):
+            best, best_gap = (path, data, ranks), gap
+    return best
 
 
 def traced_timeline(data, pids, stages):
@@ -583,6 +604,7 @@ def traced_timeline(data, pids, stages):
 
 
 def gantt_figures(figs, runs, traces):
+    owned = {os.path.realpath(r.path[: -len(".json")] + ".trace.json") for r in runs}
     pipelines = [r for r in runs if r.plugin in PIPELINE_PLUGINS and r.ranks > 1]
     if not pipelines:
         figs.skip("gantt", "Pipeline timeline", "no pipeline run with more than one rank in the results")
@@ -592,7 +614,7 @@ def gantt_figures(figs, runs, traces):
         figure_id = f"gantt-{point_slug(r.point)}-{r.series_id}"
         schedule, stages, micro = pipeline_geometry(r)
         title = f"Pipeline timeline: {r.name}, {schedule}, {stages} stages x {micro} micro-batches"
-        found = trace_for(r, traces)
+        found = trace_for(r, traces, owned)
         try:
             if found:
                 path, data, pids = found
@@ -636,7 +658,7 @@ def gantt_figures(figs, runs, traces):
         ax.set_yticklabels([f"stage {s}" for s in range(stages)])
         ax.invert_yaxis()
         ax.set_xlabel(unit)
-        ax.set_title(f"{title}\n{subtitle}", fontsize=9)
+        ax.set_title(f"{title}\n" + textwrap.fill(subtitle, 130), fontsize=9)
         handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in colours.items()
                    if source == "trace" or k in ("forward", "backward")]
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
