@@ -1,5 +1,6 @@
 #include "nnpar/trace.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -91,24 +92,41 @@ void attribute_laps(const PhaseTimes& reported) {
   // The sum of each address's laps, added in the order the plugin added them.
   std::map<std::uintptr_t, double> sums;
   for (const Lap& lap : s.pending) sums[reinterpret_cast<std::uintptr_t>(lap.address)] += lap.seconds;
-  std::map<std::uintptr_t, const char*> names;
-  std::map<std::uintptr_t, int> base_votes;  // where the plugin's PhaseTimes starts
+  // Each address whose sum equals a reported phase votes for where the PhaseTimes starts; the
+  // start most addresses agree on names every address inside it by its offset. Votes, not
+  // first matches, so that two phases that happen to sum to the same value cannot swap names.
+  std::map<std::uintptr_t, int> base_votes;
+  std::map<std::uintptr_t, std::vector<const char*>> matches;
   for (auto& [address, sum] : sums)
     for (auto& [name, offset] : kPhases)
-      if (sum != 0 && sum == value_at(offset)) {
-        names[address] = name;
+      if (sum != 0 && sum == value_at(offset) && address >= offset) {
         ++base_votes[address - offset];
-        break;
+        matches[address].push_back(name);
       }
   std::uintptr_t base = 0;
   int votes = 0;
   for (auto& [b, n] : base_votes)
     if (n > votes) base = b, votes = n;
-  for (auto& [address, sum] : sums) {
-    if (names.count(address) || votes == 0) continue;
-    for (auto& [name, offset] : kPhases)
-      if (address == base + offset) names[address] = name;
+  std::map<std::uintptr_t, const char*> names;
+  std::vector<std::string> claimed;
+  for (auto& [address, sum] : sums)
+    if (votes > 0)
+      for (auto& [name, offset] : kPhases)
+        if (address == base + offset) {
+          names[address] = name;
+          claimed.push_back(name);
+        }
+  // Outside it (a copy the plugin added in later): a phase its struct did not lap, matched
+  // by exactly one address; anything else stays unattributed rather than guessed.
+  std::map<std::string, int> claims;
+  for (auto& [address, candidates] : matches) {
+    if (names.count(address)) continue;
+    std::erase_if(candidates, [&](const char* n) { return std::find(claimed.begin(), claimed.end(), n) != claimed.end(); });
+    if (candidates.size() == 1) ++claims[candidates.front()];
   }
+  for (auto& [address, candidates] : matches)
+    if (!names.count(address) && candidates.size() == 1 && claims[candidates.front()] == 1)
+      names[address] = candidates.front();
   for (const Lap& lap : s.pending) {
     const auto it = names.find(reinterpret_cast<std::uintptr_t>(lap.address));
     s.events.push_back({it == names.end() ? "unattributed" : it->second, "phase", lap.thread, lap.start_ns, lap.end_ns});

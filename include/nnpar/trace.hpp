@@ -2,12 +2,12 @@
 //
 // Every strategy times its phases with PhaseClock::lap(report.phases.X), which only sees the
 // address of the double it adds to. While recording, each lap is kept with that address;
-// when the epoch's EpochReport comes back, attribute_laps() names them: an address whose laps
-// sum (in lap order, as the plugin summed them) exactly to one of the reported phases is that
-// phase, and the other members of the same PhaseTimes follow from their offsets. Laps into
-// anything else (a local the plugin later splits, e.g. GPU time divided between forward and
-// backward by FLOPs) are named "unattributed". Plugins need no change, and a plugin built
-// without this hook simply records nothing.
+// when the epoch's EpochReport comes back, attribute_laps() names them: the laps of an address
+// summed in lap order (as the plugin summed them) equal one of the reported phases exactly, so
+// that address is that member of the plugin's PhaseTimes, which locates the struct (by vote of
+// all its addresses), and every address inside it is named by its offset. Laps into anything
+// else (a local the plugin later splits, e.g. GPU time divided between forward and backward by
+// FLOPs) are "unattributed". Plugins need no change; one built without this hook records nothing.
 #pragma once
 #include <chrono>
 #include <cstdint>
