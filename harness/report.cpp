@@ -20,7 +20,7 @@ namespace {
 // The Debian interpreter first: its apt packages (python3-matplotlib) are what
 // scripts/common.sh installs, whatever python3 comes first on PATH.
 std::string python() {
-  if (const char* p = std::getenv("NNPAR_PYTHON")) return p;
+  if (const char* p = std::getenv("NNPAR_PYTHON"); p && *p) return p;
   if (::access("/usr/bin/python3", X_OK) == 0) return "/usr/bin/python3";
   return "python3";
 }
@@ -36,7 +36,7 @@ bool holds_results(const fs::path& dir) {
 }  // namespace
 
 fs::path report_script() {
-  if (const char* p = std::getenv("NNPAR_REPORT_SCRIPT")) return p;
+  if (const char* p = std::getenv("NNPAR_REPORT_SCRIPT"); p && *p) return p;
   const fs::path exe_dir = boost::dll::program_location().parent_path().string();
   const fs::path installed = exe_dir.parent_path() / "share" / "nnpar" / "nnpar_report.py";
   if (fs::exists(installed)) return installed;
