@@ -182,12 +182,16 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, Progress& progres
     save_checkpoint(fs::path(flags.run_output) / "final.safetensors", config.model, run.final_parameters);
     return kExitOk;
   }
+  fs::path results_file;
   if (config.output.write_results) {
-    const fs::path file = write_new_file(config.output.dir, timestamp_for_files() + "-" + file_name_part(run.label),
-                                         ".json", json.dump(2) + "\n");
-    std::printf("results: %s\n", file.string().c_str());
-    progress.json_line({{"event", "result"}, {"label", run.label}, {"results_file", file.string()}});
+    results_file = write_new_file(config.output.dir, timestamp_for_files() + "-" + file_name_part(run.label),
+                                  ".json", json.dump(2) + "\n");
+    std::printf("results: %s\n", results_file.string().c_str());
   }
+  progress.json_line({{"event", "result"}, {"label", run.label}, {"strategy", run.strategy},
+                      {"ranks", run.world_size}, {"train_seconds", run.train_seconds},
+                      {"samples_per_second", run.samples_per_second}, {"test_accuracy", run.final_test.accuracy},
+                      {"results_file", results_file.empty() ? nlohmann::json() : nlohmann::json(results_file.string())}});
   if (trace.on()) std::printf("trace: %s\n", trace.write().string().c_str());
   if (!checkpoint.empty()) {
     save_checkpoint(checkpoint, config.model, run.final_parameters,

@@ -197,14 +197,16 @@ TEST_F(Report, AFigureWithoutItsDataIsLeftOutWithANote) {
 }
 
 TEST_F(Report, AnEarlierReportIsReplacedOnlyWithOverwrite) {
-  const fs::path out = dir_ / "report";
+  const fs::path results = dir_ / "one", out = dir_ / "report";
+  fs::create_directories(results);
+  fs::copy_file(kFixture / "b64-h48x48" / "mpi-data-w2.json", results / "mpi-data-w2.json");
   fs::create_directories(out);
   std::ofstream(out / "mine.txt") << "keep";
-  Output r = run("report " + kFixture.string() + " -o " + out.string());
+  Output r = run("report " + results.string() + " -o " + out.string());
   EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.err, HasSubstr(out.string()));
   EXPECT_TRUE(fs::exists(out / "mine.txt"));
-  r = run("report " + kFixture.string() + " -o " + out.string() + " --overwrite");
+  r = run("report " + results.string() + " -o " + out.string() + " --overwrite");
   ASSERT_EQ(r.status, 0) << r.all();
   EXPECT_FALSE(fs::exists(out / "mine.txt"));
   EXPECT_TRUE(fs::exists(out / "report.html"));
