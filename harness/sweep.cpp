@@ -158,10 +158,12 @@ int run_sweep(const SweepOptions& o, Progress& progress, const std::string& comm
         const StrategyEntry& planned = reference && !reference_listed ? entry
             : *std::find_if(config.strategies.begin(), config.strategies.end(), [&](auto& e) { return e.label == entry.label; });
         run.workers = kind == WorkerKind::ranks ? planned.ranks : 1;
+        // A bad option is the config's error and stops the sweep here; a world size or device
+        // this machine or plugin cannot give only skips the run.
+        const StrategyOptions options = validate_strategy_options(planned, info.options);
+        if (kind == WorkerKind::threads) run.workers = int(options.get_int("threads"));
         try {
           check_capabilities(info, planned.label, planned.ranks);
-          const StrategyOptions options = validate_strategy_options(planned, info.options);
-          if (kind == WorkerKind::threads) run.workers = int(options.get_int("threads"));
         } catch (const ConfigError& e) {
           run.skip_reason = e.what();
         }

@@ -101,6 +101,14 @@ TEST_F(Sweep, AFailingRunIsRecordedAndTheOthersStillRun) {
   EXPECT_TRUE(index.contains("finished"));
 }
 
+TEST_F(Sweep, ABadStrategyOptionStopsTheSweepBeforeAnyRun) {
+  const fs::path config = tiny_config("[[strategy]]\nname = \"serial\"\n[[strategy]]\nname = \"openmp\"\nmood = \"x\"\n");
+  const Output r = run("sweep " + config.string() + " --workers 1,2 -o " + (dir_ / "out").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("mood"));
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
 TEST_F(Sweep, NeverWritesIntoAFolderThatHoldsFiles) {
   const fs::path out = dir_ / "taken";
   fs::create_directories(out);
