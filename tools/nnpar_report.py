@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
+import traceback
 from collections import defaultdict
 
 
@@ -84,12 +85,13 @@ class Run:
         self.commit = data.get("git_commit", "")
         self.config_file = data.get("config_file", "")
         train = config.get("train", {})
-        self.batch = train.get("batch_size")
-        self.epochs_configured = train.get("epochs")
+        # 0 for what an older or hand-made file leaves out, so that runs still sort and group.
+        self.batch = int(train.get("batch_size") or 0)
+        self.epochs_configured = int(train.get("epochs") or 0)
         self.layers = tuple(config.get("model", {}).get("layers", []))
         hidden = self.layers[1:-1]
         self.width = max(hidden) if hidden else None
-        self.limit = config.get("data", {}).get("limit")
+        self.limit = int(config.get("data", {}).get("limit") or 0)
         self.epochs = data.get("epochs", [])
         totals = data.get("totals", {})
         self.train_seconds = totals.get("train_seconds")
@@ -136,8 +138,8 @@ class Run:
 
 def point_text(point):
     batch, layers, epochs, limit = point
-    text = f"batch {batch}, layers {'-'.join(str(n) for n in layers)}"
-    if epochs is not None:
+    text = f"batch {batch or '?'}, layers {'-'.join(str(n) for n in layers) or '?'}"
+    if epochs:
         text += f", {epochs} epochs"
     return text
 
@@ -237,6 +239,11 @@ class Figures:
         self.skipped.append({"id": figure_id, "title": title, "reason": reason})
 
     def save(self, fig, figure_id, title, runs, series, caption, extra=None):
+        taken = {f["id"] for f in self.figures}
+        unique, n = figure_id, 2
+        while unique in taken:  # two labels with the same file-name form
+            unique, n = f"{figure_id}-{n}", n + 1
+        figure_id = unique
         fig.text(0.01, 0.005, provenance(runs), fontsize=6.5, color="#555555", ha="left", va="bottom", wrap=True)
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         files = {}
@@ -331,7 +338,7 @@ def speedup_figures(figs, points):
             worker_axis(ax, counts)
             ax.set_title(f"{kind.capitalize()} vs workers: {point_text(point)}")
             ax.legend(fontsize=7)
-            caption = (f"Training time of {reference.label} ({reference.train_seconds:.3f} s) divided by each run's "
+            caption = (f"Training time of {html.escape(reference.label)} ({reference.train_seconds:.3f} s) divided by each run's "
                        f"training time (evaluation excluded); the dashed line is linear scaling. Single-worker "
                        f"strategies appear once.")
             figs.save(fig, f"{kind}-{point_slug(point)}", f"{kind.capitalize()} vs workers ({point_text(point)})",
@@ -615,15 +622,19 @@ def gantt_figures(figs, runs, traces):
         schedule, stages, micro = pipeline_geometry(r)
         title = f"Pipeline timeline: {r.name}, {schedule}, {stages} stages x {micro} micro-batches"
         found = trace_for(r, traces, owned)
-        try:
-            if found:
-                path, data, pids = found
+        bars, why_not_traced = None, "no trace: run with --trace for the measured one"
+        if found:
+            path, data, pids = found
+            try:
                 bars, step = traced_timeline(data, pids, stages)
                 source = "trace"
                 subtitle = (f"measured: step {step + 1} of the last epoch, from {os.path.basename(path)} "
                             f"(replica 0 for hybrid runs)")
                 unit = "ms from the start of the step"
-            else:
+            except (Skip, KeyError, TypeError, ValueError, AttributeError, IndexError) as why:
+                why_not_traced = f"{os.path.basename(path)} unusable: {why}"
+        if bars is None:
+            try:
                 steps = sum(int(e.get("steps") or 0) for e in r.epochs)
                 if steps == 0:
                     raise Skip("no steps recorded")
@@ -632,16 +643,15 @@ def gantt_figures(figs, runs, traces):
                 backward = [1e3 * float(p.get("backward") or 0) / (steps * micro) for p in per_stage]
                 if not any(forward) and not any(backward):
                     raise Skip("no forward/backward times recorded")
-                bars = ideal_timeline(schedule, stages, micro, forward, backward)
-                source = "ideal"
-                subtitle = ("ideal schedule (no trace: run with --trace for the measured one) from the mean "
-                            "forward and backward time per micro-batch of "
-                            + ("each stage" if len(r.rank_phases) >= stages else "rank 0, for every stage")
-                            + "; communication not drawn")
-                unit = "ms"
-        except Skip as why:
-            figs.skip(figure_id, title, str(why))
-            continue
+            except Skip as why:
+                figs.skip(figure_id, title, f"{why} ({why_not_traced})")
+                continue
+            bars = ideal_timeline(schedule, stages, micro, forward, backward)
+            source = "ideal"
+            subtitle = (f"ideal schedule ({why_not_traced}) from the mean forward and backward time per "
+                        "micro-batch of " + ("each stage" if len(r.rank_phases) >= stages else "rank 0, for every stage")
+                        + "; communication not drawn")
+            unit = "ms"
         fig, ax = plt.subplots(figsize=(10, 1.6 + 0.55 * stages))
         series = []
         for s, stage_bars in enumerate(bars):
@@ -726,7 +736,7 @@ def documents(out_dir, results_dir, runs, figs, incomplete, notes):
     points = group_points(runs)
     run_header, run_rows = runs_table(runs, points)
     parity_header, parity_rows = parity_table(runs)
-    incomplete_rows = [[point_text((r.get("batch"), tuple(r.get("layers") or []), None, None)), r.get("label", "?"),
+    incomplete_rows = [[point_text((r.get("batch"), tuple(r.get("layers") or []), 0, 0)), r.get("label", "?"),
                         str(r.get("workers", "?")), r.get("status", "?"), r.get("reason", "")] for r in incomplete]
     incomplete_header = ["point", "strategy", "workers", "status", "reason"]
 
@@ -792,7 +802,7 @@ def group_points(runs):
     points = defaultdict(list)
     for r in runs:
         points[r.point].append(r)
-    return dict(sorted(points.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1], str(kv[0][2:]))))
+    return dict(sorted(points.items()))
 
 
 def main():
@@ -820,11 +830,17 @@ def main():
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
     try:
         figs = Figures(work)
-        speedup_figures(figs, points)
-        throughput_figures(figs, runs)
-        breakdown_figures(figs, points)
-        convergence_figures(figs, points)
-        gantt_figures(figs, runs, traces)
+        for family, draw in (("speedup", lambda: speedup_figures(figs, points)),
+                             ("throughput", lambda: throughput_figures(figs, runs)),
+                             ("breakdown", lambda: breakdown_figures(figs, points)),
+                             ("convergence", lambda: convergence_figures(figs, points)),
+                             ("gantt", lambda: gantt_figures(figs, runs, traces))):
+            try:
+                draw()
+            except Exception as error:  # data no figure foresaw: the rest of the report still comes
+                traceback.print_exc()
+                plt.close("all")
+                figs.skip(family, f"{family} figures", f"drawing failed: {type(error).__name__}: {error}")
         documents(work, results_dir, runs, figs, incomplete, notes)
         os.chmod(work, 0o755)
         # Into place in one rename: a report folder is either the old one or the new one.
