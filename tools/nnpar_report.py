@@ -136,17 +136,37 @@ class Run:
         return {group: sum(float(phases.get(p) or 0) for p in members) for group, members, _ in PHASE_GROUPS}
 
 
+def layers_text(layers):
+    """784-256-256-26, or 784-1024x8-26 when a width repeats more than twice."""
+    parts, i = [], 0
+    while i < len(layers):
+        j = i
+        while j < len(layers) and layers[j] == layers[i]:
+            j += 1
+        parts += [f"{layers[i]}x{j - i}"] if j - i > 2 else [str(n) for n in layers[i:j]]
+        i = j
+    return "-".join(parts) or "?"
+
+
 def point_text(point):
     batch, layers, epochs, limit = point
-    text = f"batch {batch or '?'}, layers {'-'.join(str(n) for n in layers) or '?'}"
+    text = f"batch {batch or '?'}, layers {layers_text(layers)}"
     if epochs:
         text += f", {epochs} epochs"
     return text
 
 
+def hidden_slug(layers):
+    """32x32 for two hidden layers of 32; 1024-d8 for eight of 1024 (file names stay short)."""
+    hidden = list(layers[1:-1])
+    if len(hidden) > 3 and len(set(hidden)) == 1:
+        return f"{hidden[0]}-d{len(hidden)}"
+    return "x".join(str(n) for n in hidden) or "none"
+
+
 def point_slug(point):
     batch, layers, _, _ = point
-    return f"b{batch}-h{'x'.join(str(n) for n in layers[1:-1]) or 'none'}"
+    return f"b{batch}-h{hidden_slug(layers)}"
 
 
 def load(results_dir, exclude):
@@ -361,8 +381,8 @@ def throughput_figures(figs, runs):
                 continue
             made = True
             if axis == "batch":
-                fixed_text = f"layers {'-'.join(str(n) for n in fixed[0])}"
-                figure_id = f"throughput-vs-batch-h{'x'.join(str(n) for n in fixed[0][1:-1])}"
+                fixed_text = f"layers {layers_text(fixed[0])}"
+                figure_id = f"throughput-vs-batch-h{hidden_slug(fixed[0])}"
             else:
                 fixed_text = f"batch {fixed[0]}, {fixed[1] - 2} hidden layer(s)"
                 figure_id = f"throughput-vs-width-b{fixed[0]}-d{fixed[1] - 2}"
