@@ -12,16 +12,21 @@
 
 #include <fstream>
 
+#include "child_run.hpp"
 #include "config.hpp"
 #include "grid_sweep.hpp"
 #include "launcher.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
 #include "plugin_loader.hpp"
+#include "progress.hpp"
+#include "report.hpp"
 #include "results.hpp"
 #include "runner.hpp"
 #include "serve.hpp"
 #include "search_cli.hpp"
+#include "sweep.hpp"
+#include "trace_file.hpp"
 #include "nnpar/safetensors.hpp"
 
 namespace {
@@ -40,12 +45,23 @@ struct CommonOptions {
   std::vector<std::string> plugin_paths;
   bool quiet = false;
   int grids = 0;  // compare --grids N (and the children it starts)
+  bool json = false;
+  std::string trace;  // --trace FILE
+  std::string progress_style;  // set by a parent nnpar for the ranks it starts
 };
 
 RunConfig load_run_config(const CommonOptions& o) {
   RunConfig config = load_config(o.config, o.overrides);
   if (o.grids > 0) expand_grids(config, o.grids);
   return config;
+}
+
+OutputMode output_mode(const CommonOptions& o) {
+  return o.json ? OutputMode::json : o.quiet ? OutputMode::quiet : OutputMode::automatic;
+}
+
+ChildRunOptions child_options(const CommonOptions& o, Progress& progress, TraceRecorder& trace) {
+  return {o.config, o.overrides, o.plugin_paths, o.quiet, &progress, &trace, o.grids};
 }
 
 void add_common(CLI::App* cmd, CommonOptions& o, bool config_required = true) {
@@ -57,6 +73,14 @@ void add_common(CLI::App* cmd, CommonOptions& o, bool config_required = true) {
       ->type_name("KEY=VALUE");
   cmd->add_option("--plugin-path", o.plugin_paths, "extra folder to search for plugins (repeatable)")
       ->type_name("DIR");
+}
+
+// --json and --trace beside a command's --quiet (docs/reports.md).
+void add_progress_flags(CLI::App* cmd, CommonOptions& o, CLI::Option* quiet) {
+  cmd->add_flag("--json", o.json, "one JSON object per line on stdout per epoch and per result; other messages on stderr")
+      ->excludes(quiet);
+  cmd->add_option("--trace", o.trace, "write a Chrome trace (Perfetto) of every rank's phases to FILE")
+      ->type_name("FILE");
 }
 
 std::string command_line(int argc, char** argv) {
@@ -101,22 +125,12 @@ const StrategyEntry& select_entry(const RunConfig& config, const std::string& la
   return adhoc;
 }
 
-// The arguments that make a child `nnpar train` run exactly this config and entry.
-std::vector<std::string> child_train_args(const CommonOptions& o, const std::string& label) {
-  std::vector<std::string> args{"train", o.config, "--strategy", label};
-  for (auto& s : o.overrides) args.insert(args.end(), {"--set", s});
-  for (auto& p : o.plugin_paths) args.insert(args.end(), {"--plugin-path", p});
-  if (o.quiet) args.push_back("--quiet");
-  if (o.grids > 0) args.insert(args.end(), {"--grids", std::to_string(o.grids)});
-  return args;
-}
-
 struct TrainFlags {
   std::string strategy, save_checkpoint, run_output;
   bool overwrite = false;
 };
 
-int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** argv,
+int cmd_train(const CommonOptions& o, const TrainFlags& flags, Progress& progress, int argc, char** argv,
               const std::string& argv_line) {
   const RunConfig config = load_run_config(o);
   StrategyEntry adhoc;
@@ -134,9 +148,12 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
     validate_strategy_options(entry, info.options);
     checkpoint_target(config, flags.save_checkpoint, flags.overwrite);
     std::vector<std::string> args(argv + 1, argv + argc);
+    if (o.progress_style.empty()) args.insert(args.end(), {"--progress-style", progress.child_style()});
     const auto command = mpi_command(config.mpi, entry.ranks, args);
+    TraceRecorder refuse_existing_trace(o.trace);
     if (!o.quiet) std::printf("starting %d ranks: %s\n", entry.ranks, join_command(command).c_str());
     std::fflush(stdout);
+    Progress::RealStdout ranks_write_stdout(progress);
     return run_and_wait(command);
   }
   const bool lead = world.rank == 0;
@@ -146,14 +163,14 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
   const Datasets data = load_data_for(config, quiet);
   const std::vector<float> initial = initial_parameters(config);
 
-  const RunResult run = run_strategy(config, entry, plugins, data, initial,
-                                     [&](const RunResult& r, const EpochRecord& e) {
-                                       if (!quiet)
-                                         std::printf("%s\n", format_epoch_line(r, e, config.train.epochs).c_str());
-                                       std::fflush(stdout);
-                                     },
-                                     world);
+  TraceRecorder trace(o.trace);
+  trace.start();
+  RunResult run = run_strategy(config, entry, plugins, data, initial,
+                               progress.for_run(entry.label, config.train.epochs, !quiet), world);
+  progress.end_run();
+  trace.finish(entry.label, world);
   if (!lead) return kExitOk;
+  if (trace.on() && !flags.run_output.empty()) trace.write();
   std::printf("[%s] final test accuracy %.2f%%  (%zu samples), training %.3f s, %.0f samples/s on %s%s\n",
               run.label.c_str(), 100 * run.final_test.accuracy, run.final_test.samples,
               run.train_seconds, run.samples_per_second, run.device.c_str(),
@@ -165,11 +182,17 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
     save_checkpoint(fs::path(flags.run_output) / "final.safetensors", config.model, run.final_parameters);
     return kExitOk;
   }
+  fs::path results_file;
   if (config.output.write_results) {
-    const fs::path file = write_new_file(config.output.dir, timestamp_for_files() + "-" + file_name_part(run.label),
-                                         ".json", json.dump(2) + "\n");
-    std::printf("results: %s\n", file.string().c_str());
+    results_file = write_new_file(config.output.dir, timestamp_for_files() + "-" + file_name_part(run.label),
+                                  ".json", json.dump(2) + "\n");
+    std::printf("results: %s\n", results_file.string().c_str());
   }
+  progress.json_line({{"event", "result"}, {"label", run.label}, {"strategy", run.strategy},
+                      {"ranks", run.world_size}, {"train_seconds", run.train_seconds},
+                      {"samples_per_second", run.samples_per_second}, {"test_accuracy", run.final_test.accuracy},
+                      {"results_file", results_file.empty() ? nlohmann::json() : nlohmann::json(results_file.string())}});
+  if (trace.on()) std::printf("trace: %s\n", trace.write().string().c_str());
   if (!checkpoint.empty()) {
     save_checkpoint(checkpoint, config.model, run.final_parameters,
                     {{"strategy", run.label}, {"epochs", std::to_string(config.train.epochs)}});
@@ -178,32 +201,8 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
   return kExitOk;
 }
 
-// Runs one entry in child processes under the MPI launcher and reads its result back.
-RunResult run_in_child(const CommonOptions& o, const RunConfig& config, const StrategyEntry& entry) {
-  const fs::path dir = fs::temp_directory_path() /
-                       ("nnpar-run-" + std::to_string(::getpid()) + "-" + file_name_part(entry.label));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  std::vector<std::string> args = child_train_args(o, entry.label);
-  args.insert(args.end(), {"--run-output", dir.string()});
-  const auto command = mpi_command(config.mpi, entry.ranks, args);
-  if (!o.quiet) std::printf("[%s] starting %d ranks: %s\n", entry.label.c_str(), entry.ranks, join_command(command).c_str());
-  std::fflush(stdout);
-  const int status = run_and_wait(command);
-  if (status != 0 || !fs::exists(dir / "run.json")) {
-    fs::remove_all(dir);
-    throw std::runtime_error("strategy '" + entry.label + "' on " + std::to_string(entry.ranks) +
-                             " ranks failed (exit status " + std::to_string(status) + "); its messages are above");
-  }
-  std::ifstream in(dir / "run.json");
-  RunResult run = run_from_json(nlohmann::json::parse(in));
-  run.final_parameters.resize(parameter_count(config.model));
-  load_checkpoint(dir / "final.safetensors", config.model, run.final_parameters);
-  fs::remove_all(dir);
-  return run;
-}
-
-int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, const std::string& argv_line) {
+int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, Progress& progress,
+                const std::string& argv_line) {
   const RunConfig config = load_run_config(o);
   std::vector<StrategyEntry> entries;
   for (auto& s : config.strategies)
@@ -231,21 +230,21 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, co
     check_capabilities(info, e.label, e.ranks);
     validate_strategy_options(e, info.options);
   }
+  TraceRecorder trace(o.trace);
   const Datasets data = load_data_for(config, o.quiet);
   const std::vector<float> initial = initial_parameters(config);
 
   std::vector<RunResult> runs;
   for (auto& entry : entries) {
     if (entry.ranks > 1 || plugins.find(entry.name)->info().needs_mpi) {
-      runs.push_back(run_in_child(o, config, entry));
+      runs.push_back(run_in_child(child_options(o, progress, trace), config, entry));
       continue;
     }
+    trace.start();
     runs.push_back(run_strategy(config, entry, plugins, data, initial,
-                                [&](const RunResult& r, const EpochRecord& e) {
-                                  if (!o.quiet)
-                                    std::printf("%s\n", format_epoch_line(r, e, config.train.epochs).c_str());
-                                  std::fflush(stdout);
-                                }));
+                                progress.for_run(entry.label, config.train.epochs, !o.quiet)));
+    progress.end_run();
+    trace.finish(entry.label);
   }
   std::vector<ParityReport> parity;
   for (auto& run : runs) parity.push_back(check_parity(run, runs.front(), config.parity));
@@ -274,6 +273,10 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, co
     std::printf("%-16s %-10s %-6s %9.3f %11.0f %7.2fx %7.2f%% %10s %9s  %s\n", r.label.c_str(),
                 r.strategy.c_str(), class_name(r.parity), r.train_seconds, r.samples_per_second,
                 rows[i].speedup, 100 * r.final_test.accuracy, dw, rel, p.verdict.c_str());
+    progress.json_line({{"event", "result"}, {"label", r.label}, {"strategy", r.strategy}, {"ranks", r.world_size},
+                        {"train_seconds", r.train_seconds}, {"samples_per_second", r.samples_per_second},
+                        {"speedup", rows[i].speedup}, {"test_accuracy", r.final_test.accuracy},
+                        {"parity", p.verdict}, {"results_file", rows[i].results_file.string()}});
   }
   std::printf("reference: %s on %s; exact class: weights within atol %.0e + rtol %.0e*|ref| and "
               "accuracy within %.2f pp; approximate: accuracy at most %.2f pp below\n",
@@ -290,6 +293,7 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, co
     const fs::path csv = write_new_file(config.output.dir, stamp + "-compare", ".csv", summary_csv(rows));
     std::printf("results: %s (and one JSON per strategy beside it)\n", csv.string().c_str());
   }
+  if (trace.on()) std::printf("trace: %s\n", trace.write().string().c_str());
   return all_pass ? kExitOk : kExitParityFailed;
 }
 
@@ -414,8 +418,11 @@ int main(int argc, char** argv) {
   train->add_option("--run-output", train_flags.run_output,
                     "(used by compare) write run.json and final.safetensors into DIR instead of results")
       ->group("");
+  train->add_option("--progress-style", common.progress_style, "(used by a parent nnpar) bar or plain")
+      ->check(CLI::IsMember({"bar", "plain"}))
+      ->group("");
   train->add_flag("--overwrite", train_flags.overwrite, "allow --save-checkpoint to replace an existing file");
-  train->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
+  add_progress_flags(train, common, train->add_flag("-q,--quiet", common.quiet, "no per-epoch lines"));
   train->add_option("--grids", common.grids, "(used by compare --grids) expand hybrid entries into grids of N")
       ->group("");
 
@@ -425,12 +432,39 @@ int main(int argc, char** argv) {
   add_common(compare, common);
   compare->add_option("--only", only, "run only these labels (the parity reference is always run)")
       ->delimiter(',');
-  compare->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
+  add_progress_flags(compare, common, compare->add_flag("-q,--quiet", common.quiet, "no per-epoch lines"));
   compare->add_option("--grids", common.grids,
                       "replace each mpi-hybrid/nccl-hybrid entry by every data x stages grid of N workers, add "
                       "tensor parallelism on N, and rank them")
       ->type_name("N")
       ->check(CLI::Range(1, 1 << 20));
+
+  SweepOptions sweep_options;
+  auto* sweep = app.add_subcommand(
+      "sweep", "run every [[strategy]] over a grid of worker counts, batch sizes and hidden widths; "
+               "collect the results in one folder with a sweep.json index (docs/reports.md)");
+  add_common(sweep, common);
+  sweep->add_option("--workers", sweep_options.workers,
+                    "worker counts: MPI ranks (mpi-*, nccl-*), threads (openmp); ignored by single-worker "
+                    "strategies; default: as configured")->delimiter(',')->check(CLI::PositiveNumber);
+  sweep->add_option("--batch", sweep_options.batch, "global batch sizes; default: [train] batch_size")
+      ->delimiter(',')->check(CLI::PositiveNumber);
+  sweep->add_option("--width", sweep_options.width, "hidden widths (every hidden layer); default: [model] layers")
+      ->delimiter(',')->check(CLI::PositiveNumber);
+  sweep->add_option("-o,--output", sweep_options.out, "new folder for the results (default: [output] dir/sweep-TIME)")
+      ->type_name("DIR");
+  sweep->add_flag("--trace", sweep_options.trace, "also write a Chrome trace beside each run's results");
+  sweep->add_flag("--json", common.json, "JSON lines on stdout (see compare --json)")
+      ->excludes(sweep->add_flag("-q,--quiet", common.quiet, "no per-epoch lines"));
+
+  ReportOptions report_options;
+  auto* report = app.add_subcommand(
+      "report", "figures (PNG, SVG), Markdown and self-contained HTML from a results folder (python3 + matplotlib)");
+  report->add_option("RESULTS_DIR", report_options.results, "folder of results JSON (compare, train, sweep)")
+      ->required();
+  report->add_option("-o,--output", report_options.out, "report folder (default: RESULTS_DIR/report)")
+      ->type_name("REPORT_DIR");
+  report->add_flag("--overwrite", report_options.overwrite, "replace an earlier report in REPORT_DIR");
 
   auto* list = app.add_subcommand("list-plugins", "list the strategy plugins found and their options");
   add_common(list, common, /*config_required=*/false);
@@ -453,12 +487,21 @@ int main(int argc, char** argv) {
 
   const std::string line = command_line(argc, argv);
   try {
+    Progress progress(output_mode(common), common.progress_style, mpi::launched_by_mpi());
     if (*train) {
-      const int code = cmd_train(common, train_flags, argc, argv, line);
+      const int code = cmd_train(common, train_flags, progress, argc, argv, line);
       mpi::finalize();
       return code;
     }
-    if (*compare) return cmd_compare(common, only, line);
+    if (*compare) return cmd_compare(common, only, progress, line);
+    if (*sweep) {
+      sweep_options.config = common.config;
+      sweep_options.overrides = common.overrides;
+      sweep_options.plugin_paths = common.plugin_paths;
+      sweep_options.quiet = common.quiet;
+      return run_sweep(sweep_options, progress, line);
+    }
+    if (*report) return run_report(report_options);
     if (*list) return cmd_list_plugins(common);
     if (*eval) return cmd_eval(common, checkpoint);
     if (*serve) return run_serve(serve_options);

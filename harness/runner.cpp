@@ -10,6 +10,7 @@
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/kernels.hpp"
 #include "nnpar/safetensors.hpp"
+#include "nnpar/trace.hpp"
 
 namespace nnpar {
 
@@ -173,6 +174,7 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
   const auto setup_start = clock::now();
   strategy->setup(context);
   run.setup_seconds = std::chrono::duration<double>(clock::now() - setup_start).count();
+  trace::add_span("setup", setup_start, clock::now());
   run.device = strategy->device_description();
   if (auto parity = strategy->parity_class()) run.parity = *parity;
 
@@ -181,7 +183,10 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
   for (int epoch = 0; epoch < epochs; ++epoch) {
     const auto start = clock::now();
     const EpochReport report = strategy->train_epoch(epoch);
-    const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+    const auto end = clock::now();
+    const double seconds = std::chrono::duration<double>(end - start).count();
+    trace::attribute_laps(report.phases);
+    trace::add_span("epoch " + std::to_string(epoch + 1), start, end);
 
     EpochRecord record;
     record.epoch = epoch + 1;
@@ -210,7 +215,9 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
         run.epochs.push_back(record);
         continue;
       }
+      const auto eval_start = clock::now();
       const Evaluation eval = evaluate(config.model, params, data.test);
+      trace::add_span("evaluate", eval_start, clock::now());
       record.test_accuracy = eval.accuracy;
       if (on_parameters) on_parameters(record.epoch, params);
       if (last) run.final_test = eval;

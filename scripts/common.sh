@@ -17,6 +17,9 @@ NNPAR_DATA_PACKAGES=(
   fonts-dkg-handwriting fonts-comic-neue fonts-humor-sans fonts-sjfonts
 )
 
+# `nnpar report` (tools/nnpar_report.py) and its tests: figures with matplotlib.
+NNPAR_REPORT_PACKAGES=(python3 python3-matplotlib python3-numpy)
+
 # Installs the packages that are not installed yet (nothing is fetched when all are there).
 install_packages() {
   local missing=()

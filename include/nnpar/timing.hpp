@@ -1,5 +1,6 @@
 // Per-phase wall-clock accounting that strategies fill and the harness reports.
 #pragma once
+#include <atomic>
 #include <chrono>
 
 namespace nnpar {
@@ -16,6 +17,15 @@ struct PhaseTimes {
   }
 };
 
+// The hook through which every lap reaches a trace (`nnpar train --trace`, include/nnpar/trace.hpp),
+// defined in libnnpar_core so the harness and every plugin share it. Off unless a trace is
+// being recorded: a lap then costs one relaxed load more than it would without tracing.
+namespace trace_hook {
+extern std::atomic<bool> recording;
+void record_lap(const double* phase, std::chrono::steady_clock::time_point start,
+                std::chrono::steady_clock::time_point end, double seconds);
+}  // namespace trace_hook
+
 // Adds the time since the last lap() (or construction) to the given phase.
 class PhaseClock {
  public:
@@ -23,7 +33,10 @@ class PhaseClock {
   PhaseClock() : last_(clock::now()) {}
   void lap(double& phase) {
     const auto now = clock::now();
-    phase += std::chrono::duration<double>(now - last_).count();
+    const double seconds = std::chrono::duration<double>(now - last_).count();
+    phase += seconds;
+    if (trace_hook::recording.load(std::memory_order_relaxed)) [[unlikely]]
+      trace_hook::record_lap(&phase, last_, now, seconds);
     last_ = now;
   }
   void reset() { last_ = clock::now(); }
