@@ -17,6 +17,7 @@
 #include "launcher.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
+#include "plan_commands.hpp"
 #include "plugin_loader.hpp"
 #include "results.hpp"
 #include "runner.hpp"
@@ -437,6 +438,8 @@ int main(int argc, char** argv) {
   add_common(eval, common, /*config_required=*/false);
   eval->add_option("--checkpoint", checkpoint, "safetensors file written by nnpar train")->required();
 
+  PlanCommands plan_commands(app);  // calibrate, plan
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -454,6 +457,7 @@ int main(int argc, char** argv) {
     if (*compare) return cmd_compare(common, only, line);
     if (*list) return cmd_list_plugins(common);
     if (*eval) return cmd_eval(common, checkpoint);
+    if (auto code = plan_commands.run(line)) return *code;
   } catch (const ConfigError& e) {
     report_error("config error", e.what());
   } catch (const DataError& e) {
