@@ -457,6 +457,7 @@ struct PlanCommands::State {
   CLI::App* plan = nullptr;
   CalibrateOptions calibrate_options;
   std::vector<std::string> mpi_ranks, gpu_ranks;
+  bool no_mpi = false;
   PlanOptions plan_options;
 };
 
@@ -473,7 +474,7 @@ PlanCommands::PlanCommands(CLI::App& app) : state_(std::make_unique<State>()) {
   s.calibrate->add_flag("--gpu", c.gpu,
                         "also time the CUDA kernels on one GPU and NCCL on 2, 4, ... GPUs (runs nnpar-calibrate-gpu, "
                         "built with CUDA)");
-  s.calibrate->add_flag("!--no-mpi", c.mpi, "skip the MPI allreduce and send/recv timings");
+  s.calibrate->add_flag("--no-mpi", s.no_mpi, "skip the MPI allreduce and send/recv timings");
   s.calibrate->add_option("--mpi-ranks", s.mpi_ranks, "rank counts for the MPI timings (default 2, 4, 8, ... up to the cores)")
       ->delimiter(',')
       ->type_name("N,...");
@@ -537,6 +538,7 @@ std::optional<int> PlanCommands::run(const std::string& command_line) {
   };
   if (*s.calibrate) {
     s.calibrate_options.command_line = command_line;
+    s.calibrate_options.mpi = !s.no_mpi;
     s.calibrate_options.mpi_ranks = counts(s.mpi_ranks, "--mpi-ranks");
     s.calibrate_options.gpu_ranks = counts(s.gpu_ranks, "--gpu-ranks");
     return run_calibrate(s.calibrate_options);
