@@ -407,6 +407,8 @@ int run_calibrate(const CalibrateOptions& o) {
         command.insert(command.end(), nargs.begin(), nargs.end());
         const nlohmann::json j = run_tool(command, file, "the NCCL calibration on " + std::to_string(p) + " GPUs");
         for (auto& e : j.at("allreduce")) nccl["allreduce"].push_back(e);
+        if (j.contains("graph_allreduce"))
+          for (auto& e : j.at("graph_allreduce")) nccl["graph_allreduce"].push_back(e);
         if (nccl["p2p"].empty()) nccl["p2p"] = j.at("p2p");
         nccl["host_call_s"] = j.at("host_call_s");
       }

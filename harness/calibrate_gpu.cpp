@@ -7,8 +7,9 @@
 //       nccl-data strategies replay), the latency of a kernel in a graph and with plain
 //       launches, and the host's cost per plain launch. Writes the profile's "gpu" section.
 //   mpirun -np G nnpar-calibrate-gpu nccl --out FILE [--quick]
-//       NCCL through nnpar's communicator: allreduce vs size on G GPUs, one-way send/recv
-//       between ranks 0 and 1, the host's cost of queueing one collective. Rank 0 writes FILE.
+//       NCCL through nnpar's communicator: allreduce vs size on G GPUs (called from the host,
+//       and inside a CUDA graph as nccl-data runs it), one-way send/recv between ranks 0 and 1,
+//       the host's cost of queueing one collective. Rank 0 writes FILE.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -292,6 +293,44 @@ int nccl_mode(const std::string& out, bool quick) {
     check(cudaStreamSynchronize(stream), "sync");
     host_allreduce->broadcast(&t, 1, DataType::f64, 0);
     j["host_call_s"] = t;
+  }
+  // Inside a CUDA graph, as nccl-data replays its steps: a chain of allreduces captured once
+  // (relaxed capture, as nccl-data: the communicator records events while capturing), replayed.
+  // Without the host in the loop, small allreduces cost less than the calls above.
+  j["graph_allreduce"] = nlohmann::json::array();
+  for (std::size_t n : floats) {
+    if (n > 16777216) break;
+    const int chain = quick ? 4 : 10, replays = quick ? 2 : (n >= 4194304 ? 3 : 10);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
+    for (int i = 0; i < chain; ++i) comm->allreduce_async(buffer, n, DataType::f32, ReduceOp::sum)->wait();
+    check(cudaStreamEndCapture(stream, &graph), "end capture");
+    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
+    check(cudaStreamSynchronize(stream), "warm-up");
+    std::vector<double> samples;
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "event");
+    check(cudaEventCreate(&stop), "event");
+    for (int s = 0; s < 3; ++s) {
+      host_allreduce->barrier();
+      check(cudaEventRecord(start, stream), "record");
+      for (int r = 0; r < replays; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
+      check(cudaEventRecord(stop, stream), "record");
+      check(cudaEventSynchronize(stop), "sync");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+      double t = ms * 1e-3 / (double(chain) * replays);
+      host_allreduce->broadcast(&t, 1, DataType::f64, 0);
+      samples.push_back(t);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    std::sort(samples.begin(), samples.end());
+    j["graph_allreduce"].push_back({{"ranks", ranks}, {"bytes", 4 * n}, {"seconds", samples[1]}});
   }
   if (rank == 0) {
     write_json(out, j);

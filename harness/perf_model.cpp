@@ -330,6 +330,17 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
     }
     for (auto& [p, t] : c.allreduce) std::sort(t.begin(), t.end());
   }
+  if (j.contains("graph_allreduce")) {
+    const auto& a = j.at("graph_allreduce");
+    if (!a.is_array()) r.fail(key + ".graph_allreduce", "expected an array of {ranks, bytes, seconds}");
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const std::string k = key + ".graph_allreduce[" + std::to_string(i) + "]";
+      r.object(a[i], k);
+      c.graph_allreduce[r.count(r.member(a[i], k, "ranks"), k + ".ranks")].push_back(
+          {r.positive(r.member(a[i], k, "bytes"), k + ".bytes"), r.positive(r.member(a[i], k, "seconds"), k + ".seconds")});
+    }
+    for (auto& [p, t] : c.graph_allreduce) std::sort(t.begin(), t.end());
+  }
   if (j.contains("p2p")) c.p2p = read_pairs(r, j.at("p2p"), key + ".p2p", "bytes", "seconds");
   if (j.contains("host_call_s")) c.host_call_s = r.positive(j.at("host_call_s"), key + ".host_call_s", true);
 
@@ -474,6 +485,7 @@ struct Comm {
   const CommProfile& profile;
   const Network& net;
   int per_node;
+  bool in_graph = false;  // collectives captured in a CUDA graph (nccl-data with graph = true)
 
   double formula(double bytes, int p, const Link& link, double call) const {
     return std::min(ring_allreduce_seconds(bytes, p, link, call), tree_allreduce_seconds(bytes, p, link, call));
@@ -482,6 +494,16 @@ struct Comm {
   double intra(double bytes, int p) const {
     if (p <= 1) return 0;
     if (net.intra) return formula(bytes, p, net.intra->link, profile.call_s);
+    if (in_graph) {
+      auto g = profile.graph_allreduce.find(p);
+      if (g != profile.graph_allreduce.end() && !g->second.empty()) {
+        const auto& t = g->second;
+        if (bytes < t.front().first) return t.front().second;
+        if (bytes > t.back().first)
+          return t.back().second + formula(bytes, p, profile.link, 0) - formula(t.back().first, p, profile.link, 0);
+        return loglog(t, bytes);
+      }
+    }
     auto it = profile.allreduce.find(p);
     if (it != profile.allreduce.end()) {
       const auto& t = it->second;
@@ -990,6 +1012,7 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
   if (c.plugin == "mpi-data" || c.plugin == "nccl-data") {
     const int shard = (rows + n - 1) / n;
     e.plain = gpu && !c.graph;
+    comm.in_graph = gpu && c.graph;
     const ReplicaStep r = replica_step(e, w, shard, false);
     StepResult s;
     const double before = r.data + r.forward + r.loss;

@@ -88,6 +88,8 @@ class StreamTable {
 // Collectives of one communicator: measured allreduce tables per rank count and p2p, or fits.
 struct CommProfile {
   std::map<int, std::vector<std::pair<double, double>>> allreduce;  // ranks -> (bytes, seconds)
+  // The same inside a CUDA graph (NCCL only; what nccl-data's replayed steps pay), when measured.
+  std::map<int, std::vector<std::pair<double, double>>> graph_allreduce;
   std::vector<std::pair<double, double>> p2p;                       // (bytes, seconds) one way
   // Derived (or given): per-call overhead, per-hop latency, bandwidth.
   double call_s = 0;

@@ -200,6 +200,37 @@ TEST(PlanFormulas, MeasuredAllreduceTableIsUsedAtItsRankCount) {
   EXPECT_NEAR(p.mpi->call_s, 0, 1e-9);
 }
 
+TEST(PlanFormulas, ReplayedNcclDataUsesTheInGraphAllreduceTable) {
+  nlohmann::json j = synthetic_cpu_profile();
+  nlohmann::json gpu = j["cpu"];
+  gpu["name"] = "test GPU";
+  gpu["streams"] = nlohmann::json::object();
+  for (const char* op : {"softmax_xent", "sgd", "scale", "copy"}) gpu["streams"][op] = j["cpu"]["streams"]["sgd"];
+  gpu["graph_latency_s"] = 0.0;
+  gpu["plain_latency_s"] = 0.0;
+  gpu["launch_s"] = 0.0;
+  j["gpu"] = gpu;
+  // Called from the host an allreduce costs 100 us; inside a graph 10 us, whatever the size.
+  j["comm"]["nccl"] = {
+      {"allreduce", {{{"ranks", 2}, {"bytes", 4}, {"seconds", 1e-4}}, {{"ranks", 2}, {"bytes", 1e8}, {"seconds", 1e-4}}}},
+      {"graph_allreduce",
+       {{{"ranks", 2}, {"bytes", 4}, {"seconds", 1e-5}}, {{"ranks", 2}, {"bytes", 1e8}, {"seconds", 1e-5}}}},
+      {"p2p_fit", {{"call_s", 1e-6}, {"bytes_per_s", 1e9}}}};
+  const Profile p = profile_from_json(j, "synthetic");
+  Workload w;
+  w.layers = {100, 10};
+  w.batch = 40;
+  Candidate c;
+  c.plugin = "nccl-data";
+  c.workers = 2;
+  c.mode = "sync";
+  c.overlap = false;
+  c.graph = true;
+  EXPECT_NEAR(predict(p, Network{}, w, c).comm_s, 1e-5, 1e-12);
+  c.graph = false;
+  EXPECT_NEAR(predict(p, Network{}, w, c).comm_s, 1e-4, 1e-12);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Profiles
 
