@@ -18,6 +18,7 @@
 #include "launcher.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
+#include "plan_commands.hpp"
 #include "plugin_loader.hpp"
 #include "progress.hpp"
 #include "report.hpp"
@@ -477,6 +478,7 @@ int main(int argc, char** argv) {
   auto* serve = add_serve_command(app, serve_options);
   SearchCommand search_command;
   auto* search = add_search_subcommand(app, search_command);
+  PlanCommands plan_commands(app);  // calibrate, plan
 
   try {
     app.parse(argc, argv);
@@ -510,6 +512,7 @@ int main(int argc, char** argv) {
       mpi::finalize();
       return code;
     }
+    if (auto code = plan_commands.run(line)) return *code;
   } catch (const ConfigError& e) {
     report_error("config error", e.what());
   } catch (const DataError& e) {

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Validates `nnpar plan` on this machine's CPU: calibrates a profile (or takes --profile), runs
+every CPU form (serial, OpenMP both modes, mpi-data sync with and without overlap and local SGD,
+mpi-pipeline GPipe and 1F1B, mpi-hybrid grids, mpi-tensor) on each worker count and shape in one
+`nnpar compare` per point, then prints predicted beside measured (`nnpar plan --compare-results`).
+
+    python3 bench/plan_validate.py --workers 2,4,8 --out results/plan-validate
+
+Shapes: small 784-256-256-26 at batch 128, wide 784-1024-1024-26 at 1024, deep
+784-512-512-512-26 at 256 (--shapes picks some). Results, the generated configs, the profile and
+the table (validation.md) go under --out. Run it on an otherwise idle machine: a neighbour's
+load changes kernel speed between the calibration and the runs, and the model cannot know that.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = {
+    "small": ([784, 256, 256, 26], 128),
+    "wide": ([784, 1024, 1024, 26], 1024),
+    "deep": ([784, 512, 512, 512, 26], 256),
+}
+
+
+def config_text(layers, batch, n, out, args):
+    L = len(layers) - 1
+    t = (f"[data]\nlimit = {args.limit}\ntest_limit = 2000\n[model]\nlayers = {layers}\n"
+         f"[train]\nepochs = {args.epochs}\nbatch_size = {batch}\nlr = 1.0\neval_every = 0\n"
+         f'[output]\ndir = "{out}"\n[[strategy]]\nname = "serial"\n')
+    def value(v):
+        return ("true" if v else "false") if isinstance(v, bool) else f'"{v}"' if isinstance(v, str) else str(v)
+
+    def entry(name, label, **opts):
+        return f'[[strategy]]\nname = "{name}"\nlabel = "{label}"\n' + "".join(f"{k} = {value(v)}\n" for k, v in opts.items())
+
+    if n <= (os.cpu_count() or 1):
+        t += entry("openmp", f"openmp-intra-{n}", mode="intra_op", threads=n)
+        t += entry("openmp", f"openmp-dp-{n}", mode="data_parallel", threads=n)
+    t += entry("mpi-data", f"data-sync-{n}", ranks=n, mode="sync")
+    t += entry("mpi-data", f"data-sync-nooverlap-{n}", ranks=n, mode="sync", overlap=False)
+    t += entry("mpi-data", f"data-local-{n}", ranks=n, mode="local_sgd", period=8)
+    for d in range(1, n):
+        if n % d or n // d > L or n // d < 2:
+            continue
+        s = n // d
+        if d == 1:
+            for schedule in ("1f1b", "gpipe"):
+                t += entry("mpi-pipeline", f"pipeline-{schedule}-{s}", ranks=n, schedule=schedule, micro_batches=args.micro)
+        else:
+            t += entry("mpi-hybrid", f"hybrid-{d}x{s}", ranks=n, data=d, micro_batches=args.micro)
+    t += entry("mpi-tensor", f"tensor-{n}", ranks=n)
+    return t
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--workers", default="2")
+    p.add_argument("--shapes", default="small,wide,deep")
+    p.add_argument("--limit", type=int, default=20000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--micro", type=int, default=4, help="micro-batches for pipeline and hybrid")
+    p.add_argument("--profile", help="an existing profile (default: calibrate one into --out first)")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "plan-validate"))
+    args = p.parse_args()
+    nnpar = os.path.join(args.build, "bin", "nnpar")
+    os.makedirs(args.out, exist_ok=True)
+    profile = args.profile
+    if not profile:
+        profile = os.path.join(args.out, "profile.json")
+        if os.path.exists(profile):
+            sys.exit(f"{profile} exists: pass it with --profile or choose another --out")
+        subprocess.run([nnpar, "calibrate", "-o", profile,
+                        "--mpi-ranks", ",".join(w for w in args.workers.split(",") if int(w) >= 2) or "2"], check=True)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = os.getloadavg()
+    for shape in args.shapes.split(","):
+        layers, batch = SHAPES[shape]
+        for n in (int(w) for w in args.workers.split(",")):
+            out = os.path.abspath(os.path.join(args.out, f"{shape}-{n}"))
+            os.makedirs(out, exist_ok=True)
+            cfg = os.path.join(out, "config.toml")
+            with open(cfg, "w") as f:
+                f.write(config_text(layers, batch, n, out, args))
+            subprocess.run([nnpar, "compare", cfg, "--quiet"], check=True)
+    table = subprocess.run([nnpar, "plan", "--profile", profile, "--compare-results", args.out],
+                           check=True, capture_output=True, text=True).stdout
+    report = (f"# nnpar plan against CPU runs\n\nmachine: {os.cpu_count()} cores; runs from {started}, "
+              f"load average {load_before[0]:.1f} before and {os.getloadavg()[0]:.1f} after; "
+              f"profile {profile}\n\n{table}")
+    with open(os.path.join(args.out, "validation.md"), "w") as f:
+        f.write(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

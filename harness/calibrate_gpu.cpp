@@ -1,0 +1,367 @@
+// nnpar-calibrate-gpu: the GPU half of `nnpar calibrate --gpu` (nnpar starts it; see
+// docs/plan.md). A separate executable so that the nnpar harness never links CUDA.
+//
+//   nnpar-calibrate-gpu kernels --out FILE [--quick]
+//       one GPU: our CUDA kernels (kernels/cuda) at a grid of layer shapes and row counts,
+//       each timed as a chain of dependent launches inside a CUDA graph (what the cuda and
+//       nccl-data strategies replay), the latency of a kernel in a graph and with plain
+//       launches, and the host's cost per plain launch. Writes the profile's "gpu" section.
+//   mpirun -np G nnpar-calibrate-gpu nccl --out FILE [--quick]
+//       NCCL through nnpar's communicator: allreduce vs size on G GPUs (called from the host,
+//       and inside a CUDA graph as nccl-data runs it), one-way send/recv between ranks 0 and 1,
+//       the host's cost of queueing one collective. Rank 0 writes FILE.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nnpar/comm_mpi.hpp"
+#include "nnpar/comm_nccl.hpp"
+#include "nnpar/cuda_kernels.hpp"
+
+namespace {
+
+using namespace nnpar;
+namespace gpu = nnpar::cuda;
+using Clock = std::chrono::steady_clock;
+
+void check(cudaError_t status, const char* what) { gpu::check(status, what); }
+
+template <class T>
+T* device_alloc(std::size_t count) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, std::max<std::size_t>(count, 1) * sizeof(T)), "cudaMalloc");
+  check(cudaMemset(p, 0, std::max<std::size_t>(count, 1) * sizeof(T)), "cudaMemset");
+  return static_cast<T*>(p);
+}
+
+void fill_random(float* device, std::size_t n, unsigned seed) {
+  std::vector<float> host(n);
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> d(-0.5f, 0.5f);
+  for (float& x : host) x = d(g);
+  check(cudaMemcpy(device, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), "upload");
+}
+
+// Seconds per enqueue() call when `chain` calls in a row are captured into one graph and the
+// graph is replayed: the time of a kernel in a replayed step, node-to-node latency included.
+double graph_seconds(cudaStream_t stream, const std::function<void()>& enqueue, int chain, int replays) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
+  for (int i = 0; i < chain; ++i) enqueue();
+  check(cudaStreamEndCapture(stream, &graph), "end capture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up
+  check(cudaStreamSynchronize(stream), "warm-up");
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "event");
+  check(cudaEventCreate(&stop), "event");
+  std::vector<double> samples;
+  for (int s = 0; s < 3; ++s) {
+    check(cudaEventRecord(start, stream), "record");
+    for (int r = 0; r < replays; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
+    check(cudaEventRecord(stop, stream), "record");
+    check(cudaEventSynchronize(stop), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+    samples.push_back(ms * 1e-3 / (double(chain) * replays));
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(samples.begin(), samples.end());
+  return samples[1];
+}
+
+std::string arg_value(int argc, char** argv, const char* name) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return "";
+}
+bool has_flag(int argc, char** argv, const char* name) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return true;
+  return false;
+}
+
+void write_json(const std::string& file, const nlohmann::json& j) {
+  const std::string tmp = file + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(1) << "\n";
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), file.c_str()) != 0) throw std::runtime_error("cannot rename " + tmp + " to " + file);
+}
+
+int kernels_mode(const std::string& out, bool quick) {
+  int devices = 0;
+  check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  if (devices == 0) throw std::runtime_error("no CUDA device");
+  check(cudaSetDevice(0), "cudaSetDevice");
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  cudaStream_t stream;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+
+  const std::vector<int> ins = quick ? std::vector<int>{784, 256} : std::vector<int>{784, 256, 512, 1024};
+  const std::vector<int> outs = quick ? std::vector<int>{26, 256} : std::vector<int>{26, 64, 128, 256, 512, 1024};
+  const std::vector<int> rows_list =
+      quick ? std::vector<int>{1, 128, 1024} : std::vector<int>{1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+  const int chain = quick ? 8 : 20, replays = quick ? 2 : 5;
+  const int max_rows = rows_list.back(), max_in = 1024, max_out = 1024;
+  float* X = device_alloc<float>(std::size_t(max_rows) * max_in);
+  float* W = device_alloc<float>(std::size_t(max_out) * max_in);
+  float* b = device_alloc<float>(max_out);
+  float* Y = device_alloc<float>(std::size_t(max_rows) * std::max(max_in, max_out));
+  float* G = device_alloc<float>(std::size_t(max_rows) * max_out);
+  float* dW = device_alloc<float>(std::size_t(max_out) * max_in + max_out);
+  fill_random(X, std::size_t(max_rows) * max_in, 1);
+  fill_random(W, std::size_t(max_out) * max_in, 2);
+  fill_random(G, std::size_t(max_rows) * max_out, 3);
+  // Split-K scratch, the largest any measured shape needs (counters are left zero by each call).
+  std::size_t scratch_floats = 0, scratch_counters = 0;
+  for (int in : ins)
+    for (int out_f : outs)
+      for (int rows : rows_list)
+        for (auto form : {gpu::GemmForm::forward, gpu::GemmForm::input_grad}) {
+          std::size_t f = 0, c = 0;
+          gpu::gemm_scratch_size(form, rows, out_f, in, &f, &c);
+          scratch_floats = std::max(scratch_floats, f);
+          scratch_counters = std::max(scratch_counters, c);
+        }
+  gpu::GemmScratch scratch{device_alloc<float>(scratch_floats), device_alloc<unsigned>(scratch_counters), scratch_floats,
+                           scratch_counters};
+
+  nlohmann::json j;
+  j["name"] = prop.name;
+  j["count"] = devices;
+  j["memory_bytes"] = double(prop.totalGlobalMem);
+  j["multiprocessors"] = prop.multiProcessorCount;
+  nlohmann::json kernels = {{"forward", {{"points", nlohmann::json::array()}}},
+                            {"weight_grad", {{"points", nlohmann::json::array()}}},
+                            {"input_grad", {{"points", nlohmann::json::array()}}}};
+  for (int in : ins)
+    for (int out_f : outs) {
+      for (int rows : rows_list) {
+        const double f = graph_seconds(stream, [&] {
+          gpu::linear_forward(rows, out_f, in, X, W, b, true, Y, scratch, stream);
+        }, chain, replays);
+        const double wg = graph_seconds(stream, [&] {
+          gpu::linear_weight_grad(rows, out_f, in, G, X, false, dW, dW + std::size_t(out_f) * in, gpu::FusedSgd{}, stream);
+        }, chain, replays);
+        const double ig = graph_seconds(stream, [&] {
+          gpu::linear_input_grad(rows, out_f, in, G, W, X, Y, scratch, stream);
+        }, chain, replays);
+        for (auto [name, t] : {std::pair{"forward", f}, {"weight_grad", wg}, {"input_grad", ig}})
+          kernels[name]["points"].push_back({{"rows", rows}, {"in", in}, {"out", out_f}, {"seconds", t}});
+      }
+      std::printf(".");
+      std::fflush(stdout);
+    }
+  std::printf("\n");
+  j["kernels"] = kernels;
+
+  // Streaming kernels between the products.
+  const std::vector<std::size_t> sizes = quick ? std::vector<std::size_t>{1024, 1048576}
+                                               : std::vector<std::size_t>{1024, 16384, 262144, 4194304, 16777216};
+  const std::size_t largest = sizes.back();
+  float* p = device_alloc<float>(largest);
+  float* g = device_alloc<float>(largest);
+  float* v = device_alloc<float>(largest);
+  float* logits = device_alloc<float>(std::size_t(max_rows) * 26);
+  float* dlogits = device_alloc<float>(std::size_t(max_rows) * 26);
+  std::int32_t* labels = device_alloc<std::int32_t>(max_rows);
+  double* loss = device_alloc<double>(1);
+  unsigned long long* correct = device_alloc<unsigned long long>(1);
+  nlohmann::json streams = nlohmann::json::object();
+  for (std::size_t n : sizes) {
+    streams["sgd"].push_back({{"elements", n}, {"seconds", graph_seconds(stream, [&] {
+      gpu::sgd_update(n, 1e-9f, 0.0f, 0.0f, p, g, nullptr, stream); }, chain, replays)}});
+    streams["sgd_momentum"].push_back({{"elements", n}, {"seconds", graph_seconds(stream, [&] {
+      gpu::sgd_update(n, 1e-9f, 0.9f, 0.0f, p, g, v, stream); }, chain, replays)}});
+    streams["scale"].push_back({{"elements", n}, {"seconds", graph_seconds(stream, [&] {
+      gpu::scale(n, 1.0f, p, stream); }, chain, replays)}});
+    streams["copy"].push_back({{"elements", n}, {"seconds", graph_seconds(stream, [&] {
+      check(cudaMemcpyAsync(g, p, n * sizeof(float), cudaMemcpyDeviceToDevice, stream), "copy"); }, chain, replays)}});
+  }
+  for (int rows : rows_list)
+    streams["softmax_xent"].push_back({{"elements", std::size_t(rows) * 26}, {"seconds", graph_seconds(stream, [&] {
+      gpu::softmax_xent(rows, 26, logits, labels, gpu::RowIndex{}, 1.0f, nullptr, dlogits, loss, correct, false, stream);
+    }, chain, replays)}});
+  j["streams"] = streams;
+
+  // Latency of a kernel with no work: in a graph, and with plain launches while the GPU is
+  // busy (so the host is ahead and the device's own gap shows); the host's cost per launch.
+  auto tiny = [&] { gpu::scale(1, 1.0f, p, stream); };
+  j["graph_latency_s"] = graph_seconds(stream, tiny, 100, replays);
+  const int launches = 500;
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "event");
+  check(cudaEventCreate(&stop), "event");
+  std::vector<double> device, host;
+  for (int s = 0; s < 3; ++s) {
+    // A long product first: the tiny launches queue up behind it.
+    gpu::linear_forward(max_rows, max_out, max_in, X, W, b, false, Y, gpu::GemmScratch{}, stream);
+    gpu::linear_forward(max_rows, max_out, max_in, X, W, b, false, Y, gpu::GemmScratch{}, stream);
+    check(cudaEventRecord(start, stream), "record");
+    const auto t0 = Clock::now();
+    for (int i = 0; i < launches; ++i) tiny();
+    host.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / launches);
+    check(cudaEventRecord(stop, stream), "record");
+    check(cudaEventSynchronize(stop), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+    device.push_back(ms * 1e-3 / launches);
+  }
+  std::sort(device.begin(), device.end());
+  std::sort(host.begin(), host.end());
+  j["plain_latency_s"] = device[1];
+  j["launch_s"] = host[1];
+  write_json(out, j);
+  std::printf("%s: graph latency %.2f us, plain %.2f us, host launch %.2f us\n", prop.name,
+              1e6 * j["graph_latency_s"].get<double>(), 1e6 * device[1], 1e6 * host[1]);
+  return 0;
+}
+
+int nccl_mode(const std::string& out, bool quick) {
+  mpi::initialize();
+  const int local = nccl::local_rank();
+  check(cudaSetDevice(local), "cudaSetDevice");
+  auto comm = nccl::world(local);
+  cudaStream_t stream;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  comm->set_compute_stream(stream);
+  const int rank = comm->rank(), ranks = comm->size();
+  const std::vector<std::size_t> floats =
+      quick ? std::vector<std::size_t>{1, 4096, 262144}
+            : std::vector<std::size_t>{1, 256, 4096, 65536, 262144, 1048576, 4194304, 16777216, 67108864};
+  float* buffer = device_alloc<float>(floats.back());
+  nlohmann::json j = {{"ranks", ranks}, {"allreduce", nlohmann::json::array()}, {"p2p", nlohmann::json::array()}};
+  auto host_allreduce = mpi::world();
+  // Rank 0's time per call, the median of three samples, shared with every rank.
+  auto timed = [&](const std::function<void()>& op, std::size_t n) {
+    const int iterations = quick ? 5 : (n >= 16777216 ? 10 : n >= 1048576 ? 40 : 200);
+    for (int i = 0; i < 5; ++i) op();
+    std::vector<double> samples;
+    for (int s = 0; s < 3; ++s) {
+      host_allreduce->barrier();
+      const auto start = Clock::now();
+      for (int i = 0; i < iterations; ++i) op();
+      double t = std::chrono::duration<double>(Clock::now() - start).count() / iterations;
+      host_allreduce->broadcast(&t, 1, DataType::f64, 0);
+      samples.push_back(t);
+    }
+    std::sort(samples.begin(), samples.end());
+    return samples[1];
+  };
+  for (std::size_t n : floats) {
+    const double t = timed([&] { comm->allreduce(buffer, n, DataType::f32, ReduceOp::sum); }, n);
+    j["allreduce"].push_back({{"ranks", ranks}, {"bytes", 4 * n}, {"seconds", t}});
+  }
+  for (std::size_t n : floats) {
+    const double t = timed([&] {
+      if (rank == 0) {
+        comm->send(buffer, n, DataType::f32, 1, 0);
+        comm->recv(buffer, n, DataType::f32, 1, 0);
+      } else if (rank == 1) {
+        comm->recv(buffer, n, DataType::f32, 0, 0);
+        comm->send(buffer, n, DataType::f32, 0, 0);
+      }
+    }, n);
+    j["p2p"].push_back({{"bytes", 4 * n}, {"seconds", t / 2}});
+  }
+  // The host's cost of queueing one collective (and the device-side wait) without blocking.
+  {
+    const int calls = 200;
+    host_allreduce->barrier();
+    const auto start = Clock::now();
+    for (int i = 0; i < calls; ++i) comm->allreduce_async(buffer, 1, DataType::f32, ReduceOp::sum)->wait();
+    double t = std::chrono::duration<double>(Clock::now() - start).count() / calls;
+    check(cudaStreamSynchronize(stream), "sync");
+    host_allreduce->broadcast(&t, 1, DataType::f64, 0);
+    j["host_call_s"] = t;
+  }
+  // Inside a CUDA graph, as nccl-data replays its steps: a chain of allreduces captured once
+  // (relaxed capture, as nccl-data: the communicator records events while capturing), replayed.
+  // Without the host in the loop, small allreduces cost less than the calls above.
+  j["graph_allreduce"] = nlohmann::json::array();
+  for (std::size_t n : floats) {
+    if (n > 16777216) break;
+    const int chain = quick ? 4 : 10, replays = quick ? 2 : (n >= 4194304 ? 3 : 10);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
+    for (int i = 0; i < chain; ++i) comm->allreduce_async(buffer, n, DataType::f32, ReduceOp::sum)->wait();
+    check(cudaStreamEndCapture(stream, &graph), "end capture");
+    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
+    check(cudaStreamSynchronize(stream), "warm-up");
+    std::vector<double> samples;
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "event");
+    check(cudaEventCreate(&stop), "event");
+    for (int s = 0; s < 3; ++s) {
+      host_allreduce->barrier();
+      check(cudaEventRecord(start, stream), "record");
+      for (int r = 0; r < replays; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
+      check(cudaEventRecord(stop, stream), "record");
+      check(cudaEventSynchronize(stop), "sync");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+      double t = ms * 1e-3 / (double(chain) * replays);
+      host_allreduce->broadcast(&t, 1, DataType::f64, 0);
+      samples.push_back(t);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    std::sort(samples.begin(), samples.end());
+    j["graph_allreduce"].push_back({{"ranks", ranks}, {"bytes", 4 * n}, {"seconds", samples[1]}});
+  }
+  if (rank == 0) {
+    write_json(out, j);
+    std::printf("nccl on %d GPUs: allreduce of 4 bytes %.1f us, of 64 MB %.0f us\n", ranks,
+                1e6 * j["allreduce"].front()["seconds"].get<double>(), 1e6 * j["allreduce"].back()["seconds"].get<double>());
+  }
+  host_allreduce.reset();
+  comm.reset();
+  mpi::finalize();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string usage = "usage: nnpar-calibrate-gpu kernels|nccl --out FILE [--quick]";
+  if (argc < 2 || (std::strcmp(argv[1], "kernels") != 0 && std::strcmp(argv[1], "nccl") != 0)) {
+    std::fprintf(stderr, "%s\n", usage.c_str());
+    return 2;
+  }
+  const std::string out = arg_value(argc, argv, "--out");
+  if (out.empty()) {
+    std::fprintf(stderr, "%s\n", usage.c_str());
+    return 2;
+  }
+  try {
+    const bool quick = has_flag(argc, argv, "--quick");
+    return std::strcmp(argv[1], "kernels") == 0 ? kernels_mode(out, quick) : nccl_mode(out, quick);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nnpar-calibrate-gpu: %s\n", e.what());
+    if (mpi::initialized() && mpi::world_size() > 1) mpi::abort(2);
+    return 2;
+  }
+}

@@ -1,0 +1,218 @@
+// The performance model behind `nnpar plan` (issue 11): what one training step of each
+// strategy costs on a machine described by a calibrated profile (`nnpar calibrate`).
+//
+//   compute        per kernel, from calibrated times of our own kernels at layer shapes
+//                  (interpolated over rows, corrected from the nearest calibrated shape), or
+//                  from a fitted form  t = call + flops * per_flop + elements * per_element;
+//   communication  alpha-beta: ring allreduce  call + 2(p-1) alpha + 2(p-1)/p n/B, tree
+//                  allreduce  call + 2 ceil(log2 p) alpha + 2 n/B (the cheaper one is taken),
+//                  point-to-point  call + alpha + n/B; measured tables where the rank count was
+//                  calibrated, presets (NVLink, InfiniBand NDR, 100 GbE) to extrapolate, with a
+//                  two-level (node, cluster) allreduce beyond one node;
+//   schedules      pipelines are simulated op by op with the trainer's own schedule
+//                  (schedule_ops in plugins/common/pipeline.hpp), so the bubble, unequal stages
+//                  and transfer delays come out of one model; data-parallel overlap of the
+//                  per-layer allreduce with the backward is simulated the same way.
+//
+// docs/plan.md documents the model, its assumptions and the profile schema.
+#pragma once
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace nnpar::perf {
+
+// A profile that cannot be used; what() names the file and the key ("p.json: gpu.kernels: ...").
+class ProfileError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Closed forms (also used by the tests on hand-computed cases)
+
+struct Link {
+  double alpha_s = 0;       // latency per message hop
+  double bytes_per_s = 1;   // bandwidth per direction per worker
+};
+// call + 2(p-1) alpha + 2(p-1)/p * bytes / B
+double ring_allreduce_seconds(double bytes, int ranks, const Link& link, double call_s = 0);
+// call + 2 ceil(log2 p) alpha + 2 bytes / B (reduce up a binary tree, broadcast down, pipelined)
+double tree_allreduce_seconds(double bytes, int ranks, const Link& link, double call_s = 0);
+double p2p_seconds(double bytes, const Link& link, double call_s = 0);
+// The idle fraction of an ideal pipeline (equal stages, free transfers): (S-1)/(M+S-1).
+double bubble_fraction(int stages, int micro_batches);
+
+// ---------------------------------------------------------------------------------------------
+// The machine profile
+
+// t = call + flops * per_flop + elements * per_element
+struct KernelFit {
+  double call_s = 0, per_flop_s = 0, per_element_s = 0;
+  double seconds(double flops, double elements) const { return call_s + flops * per_flop_s + elements * per_element_s; }
+};
+
+// The three products of a Linear layer, named by what they compute. For a layer in -> out on
+// `rows` samples: forward Y = X W^T (rows x out, inner in), weight_grad dW = dY^T X (out x in,
+// inner rows), input_grad dX = dY W (rows x in, inner out). Same flops (2 rows in out).
+enum class Form { forward, weight_grad, input_grad };
+const char* form_name(Form f);
+
+struct KernelPoint {
+  int rows = 0, in = 0, out = 0;
+  double seconds = 0;
+};
+
+class KernelTable {
+ public:
+  std::vector<KernelPoint> points;
+  KernelFit fit;
+  // Least squares on relative error over the points (fills `fit`); keeps fit when < 3 points.
+  void fit_points();
+  double seconds(int rows, int in, int out) const;
+  // Mean and largest |fit - measured| / measured over the points (how well the fit describes them).
+  std::pair<double, double> fit_error() const;
+};
+
+// Elementwise and other streaming operations: time vs element count, log-log interpolated.
+class StreamTable {
+ public:
+  std::vector<std::pair<double, double>> points;  // (elements, seconds), sorted by elements
+  double seconds(double elements) const;
+};
+
+// Collectives of one communicator: measured allreduce tables per rank count and p2p, or fits.
+struct CommProfile {
+  std::map<int, std::vector<std::pair<double, double>>> allreduce;  // ranks -> (bytes, seconds)
+  // The same inside a CUDA graph (NCCL only; what nccl-data's replayed steps pay), when measured.
+  std::map<int, std::vector<std::pair<double, double>>> graph_allreduce;
+  std::vector<std::pair<double, double>> p2p;                       // (bytes, seconds) one way
+  // Derived (or given): per-call overhead, per-hop latency, bandwidth.
+  double call_s = 0;
+  Link link;
+  double p2p_call_s = 0;
+  Link p2p_link;
+  double host_call_s = 0;  // host cost of issuing one operation (NCCL: the enqueue)
+  bool measured() const { return !allreduce.empty(); }
+};
+
+struct DeviceProfile {
+  std::string name;
+  bool gpu = false;
+  int count = 1;                  // cores (CPU) or GPUs on one node
+  double memory_bytes = 0;        // per worker: RAM of the host (CPU), memory of one GPU
+  std::map<Form, KernelTable> kernels;
+  std::map<std::string, StreamTable> streams;
+  // GPU: latency of one kernel between dependent kernels in a CUDA graph and with plain
+  // launches, and the host's cost to enqueue one plain launch.
+  double graph_latency_s = 0, plain_latency_s = 0, launch_s = 0;
+  // CPU (OpenMP): barrier cost and the slowdown of T threads computing at once, per T.
+  std::vector<std::pair<double, double>> barrier;      // (threads, seconds)
+  std::vector<std::pair<double, double>> concurrency;  // (threads, time with T busy / time alone)
+  double kernel(Form f, int rows, int in, int out) const;
+  double stream(const std::string& op, double elements) const;
+  double barrier_seconds(int threads) const;
+  double slowdown(int workers) const;
+};
+
+struct Profile {
+  std::string file;  // as given, for messages
+  nlohmann::json json;
+  std::optional<DeviceProfile> cpu, gpu;
+  std::optional<CommProfile> mpi, nccl;
+  std::string describe() const;
+};
+
+// Reads and validates; every problem is a ProfileError naming the file and the key.
+Profile load_profile(const std::string& file);
+Profile profile_from_json(const nlohmann::json& j, const std::string& shown);
+// The schema version written by calibrate and accepted by load_profile.
+inline constexpr const char* kProfileSchema = "nnpar-profile/1";
+
+// ---------------------------------------------------------------------------------------------
+// The interconnect beyond what was calibrated
+
+struct Preset {
+  std::string name, description;
+  Link link;
+};
+const std::vector<Preset>& interconnect_presets();
+const Preset& find_preset(const std::string& name);  // throws std::invalid_argument listing them
+
+struct Network {
+  // Within one node: the calibrated communicator, unless a preset replaces it.
+  std::optional<Preset> intra;
+  // Between nodes (workers beyond per_node).
+  Preset inter = find_preset("ib-ndr");
+  int per_node = 0;  // workers per node; 0 = the profile's device count
+};
+
+// ---------------------------------------------------------------------------------------------
+// What is predicted
+
+struct Workload {
+  std::vector<int> layers;        // input, hidden..., classes
+  int batch = 128;                // global batch
+  std::size_t samples = 124800;   // per epoch
+  bool momentum = false;
+  bool drop_last = false;
+};
+
+// One strategy configuration: the plugin and the options that change its cost.
+struct Candidate {
+  std::string plugin;             // serial, openmp, mpi-data, nccl-data, mpi-pipeline, ... cuda
+  int workers = 1;                // ranks, threads or GPUs
+  std::string mode;               // openmp: intra_op | data_parallel; data: sync | local_sgd
+  bool overlap = true;            // data sync, hybrid
+  int period = 1;                 // local_sgd
+  std::string schedule = "1f1b";  // pipeline, hybrid
+  int micro_batches = 4;
+  std::string partition = "auto";
+  int data = 1;                   // hybrid replicas
+  bool graph = true;              // cuda, nccl-data
+  std::string label;              // as shown
+  bool exact = true;              // parity class (local SGD: approximate)
+  std::string describe() const;   // "nccl-pipeline 4 (1f1b, 8 micro-batches)"
+};
+
+struct Prediction {
+  double step_s = 0;              // one full global batch
+  double samples_per_s = 0;       // steady state: global batch / step_s
+  double epoch_s = 0;             // Workload::samples, with the short last batch
+  double epoch_samples_per_s = 0; // what a run reports: samples / epoch_s
+  double compute_s = 0, comm_s = 0, idle_s = 0;  // per step, of the busiest worker; sum = step_s
+  double memory_bytes = 0;        // per worker
+  bool fits_memory = true;
+  std::string note;               // assumptions that matter for this row
+};
+
+// Throws std::invalid_argument when the candidate cannot run (a pipeline deeper than the
+// model, a profile without the device or communicator the plugin needs).
+Prediction predict(const Profile& profile, const Network& net, const Workload& w, const Candidate& c);
+
+// Every strategy family that can run on `workers` workers of the profile's device (`gpu`),
+// with options from `hints` where the config gives them (period, micro_batches).
+std::vector<Candidate> enumerate_candidates(const Profile& profile, const Network& net, bool gpu, int workers,
+                                            const Workload& w, const std::vector<Candidate>& hints);
+
+// A candidate from a plugin name and its options as written in a config or a result JSON
+// (unknown options are ignored; missing ones take the plugins' defaults).
+Candidate candidate_from_options(const std::string& plugin, int ranks, const nlohmann::json& options,
+                                 const std::string& label);
+
+// The pipeline simulator, exposed for tests: per-stage forward and backward time of one
+// micro-batch, transfer time to the next stage (activations) and back (gradients). Returns
+// the makespan and each stage's busy time.
+struct PipelineTimes {
+  double makespan = 0;
+  std::vector<double> busy;
+};
+PipelineTimes simulate_pipeline(const std::vector<double>& forward, const std::vector<double>& backward,
+                                const std::vector<double>& to_next, const std::vector<double>& to_prev,
+                                int micro_batches, bool gpipe);
+
+}  // namespace nnpar::perf
