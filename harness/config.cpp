@@ -544,9 +544,12 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
     TrainSettings& t = cfg.train;
     t.epochs = int(s.integer("epochs", 10, 1, 100000));
     t.batch_size = int(s.integer("batch_size", 128, 1, 1048576));
-    lr = s.real("lr", 0.1, positive, "must be > 0");
+    // Used as 32-bit floats: 1e39 would silently become an infinite learning rate.
+    const auto float_range = [](double x) { return x <= double(std::numeric_limits<float>::max()); };
+    lr = s.real("lr", 0.1, [&](double x) { return positive(x) && float_range(x); }, "must be > 0 and <= 3.4e38");
     momentum = s.real("momentum", 0.0, [](double x) { return x >= 0 && x < 1; }, "must be in [0, 1)");
-    weight_decay = s.real("weight_decay", 0.0, non_negative, "must be >= 0");
+    weight_decay = s.real("weight_decay", 0.0, [&](double x) { return non_negative(x) && float_range(x); },
+                          "must be >= 0 and <= 3.4e38");
     t.sgd.lr = float(lr);
     t.sgd.momentum = float(momentum);
     t.sgd.weight_decay = float(weight_decay);

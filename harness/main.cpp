@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -12,11 +13,13 @@
 #include <fstream>
 
 #include "config.hpp"
+#include "divergence.hpp"
 #include "launcher.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
 #include "plugin_loader.hpp"
 #include "results.hpp"
+#include "run_checkpoint.hpp"
 #include "runner.hpp"
 #include "nnpar/safetensors.hpp"
 
@@ -102,15 +105,33 @@ std::vector<std::string> child_train_args(const CommonOptions& o, const std::str
 struct TrainFlags {
   std::string strategy, save_checkpoint, run_output;
   bool overwrite = false;
+  int checkpoint_every = 0;          // epochs; 0 = no run directory
+  std::string checkpoint_dir, resume;
 };
 
 int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** argv,
               const std::string& argv_line) {
-  const RunConfig config = load_config(o.config, o.overrides);
+  std::optional<SavedRun> saved;
+  if (!flags.resume.empty()) {
+    if (!o.config.empty())
+      throw ConfigError("--resume " + flags.resume + " takes the config saved in that directory; do not pass CONFIG (" +
+                        o.config + ")");
+    if (!flags.strategy.empty()) throw ConfigError("--resume continues the saved strategy; do not pass --strategy");
+    saved = read_saved_run(flags.resume, o.overrides);
+  } else if (o.config.empty()) {
+    throw ConfigError("train: CONFIG is required (or --resume DIR)");
+  }
+  const RunConfig config = saved ? saved->config : load_config(o.config, o.overrides);
+  std::vector<std::string> plugin_paths = o.plugin_paths;
+  if (saved) plugin_paths.insert(plugin_paths.end(), saved->plugin_paths.begin(), saved->plugin_paths.end());
+  if (flags.checkpoint_every != 0 || saved) check_checkpointing_allowed(config, saved ? "--resume" : "--checkpoint-every");
   StrategyEntry adhoc;
-  const StrategyEntry& entry = select_entry(config, flags.strategy, adhoc);
-  PluginRegistry plugins = make_registry(&config, o.plugin_paths);
+  const StrategyEntry& entry = select_entry(config, saved ? saved->strategy_label : flags.strategy, adhoc);
+  PluginRegistry plugins = make_registry(&config, plugin_paths);
   const StrategyInfo& info = plugins.find(entry.name)->info();  // a bad plugin fails before data loads
+
+  // A resumed run writes the final checkpoint its first command asked for.
+  const std::string save_to = saved && flags.save_checkpoint.empty() ? saved->save_checkpoint.string() : flags.save_checkpoint;
 
   WorldInfo world;
   if (mpi::launched_by_mpi()) {
@@ -120,7 +141,7 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
     // Start ourselves under the MPI launcher with the entry's rank count.
     check_capabilities(info, entry.label, entry.ranks);
     validate_strategy_options(entry, info.options);
-    checkpoint_target(config, flags.save_checkpoint, flags.overwrite);
+    checkpoint_target(config, save_to, flags.overwrite);
     std::vector<std::string> args(argv + 1, argv + argc);
     const auto command = mpi_command(config.mpi, entry.ranks, args);
     if (!o.quiet) std::printf("starting %d ranks: %s\n", entry.ranks, join_command(command).c_str());
@@ -130,9 +151,32 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
   const bool lead = world.rank == 0;
   const bool quiet = o.quiet || !lead;
   const fs::path checkpoint =
-      flags.run_output.empty() ? checkpoint_target(config, flags.save_checkpoint, flags.overwrite) : fs::path();
+      flags.run_output.empty() ? checkpoint_target(config, save_to, flags.overwrite) : fs::path();
   const Datasets data = load_data_for(config, quiet);
-  const std::vector<float> initial = initial_parameters(config);
+  const std::vector<float> initial = saved ? saved_weights(*saved) : initial_parameters(config);
+
+  // Only rank 0 writes checkpoints: it alone holds the full weights.
+  RunHooks hooks;
+  std::optional<RunCheckpointer> checkpointer;
+  if (saved) {
+    hooks.first_epoch = saved->epochs_done;
+    hooks.history = saved->history;
+    if (lead) checkpointer = RunCheckpointer::resume(*saved, flags.checkpoint_every, argv_line);
+    if (!quiet)
+      std::printf("resuming %s after epoch %d of %d\n", saved->dir.string().c_str(), saved->epochs_done,
+                  config.train.epochs);
+  } else if (flags.checkpoint_every != 0 && lead && flags.run_output.empty()) {
+    checkpointer = RunCheckpointer::create(config, entry.label, flags.checkpoint_dir, flags.checkpoint_every,
+                                           o.plugin_paths, checkpoint, argv_line);
+  }
+  if (checkpointer) {
+    if (!quiet)
+      std::printf("checkpoints: %s (every %d epochs; continue with nnpar train --resume %s)\n",
+                  checkpointer->dir().string().c_str(), checkpointer->every(), checkpointer->dir().string().c_str());
+    hooks.after_epoch = [&](const RunResult& r, const EpochRecord& e, std::span<const float> params) {
+      checkpointer->after_epoch(config, r, e, params);
+    };
+  }
 
   const RunResult run = run_strategy(config, entry, plugins, data, initial,
                                      [&](const RunResult& r, const EpochRecord& e) {
@@ -140,7 +184,7 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
                                          std::printf("%s\n", format_epoch_line(r, e, config.train.epochs).c_str());
                                        std::fflush(stdout);
                                      },
-                                     world);
+                                     world, hooks);
   if (!lead) return kExitOk;
   std::printf("[%s] final test accuracy %.2f%%  (%zu samples), training %.3f s, %.0f samples/s on %s%s\n",
               run.label.c_str(), 100 * run.final_test.accuracy, run.final_test.samples,
@@ -395,6 +439,19 @@ int main(int argc, char** argv) {
                     "(used by compare) write run.json and final.safetensors into DIR instead of results")
       ->group("");
   train->add_flag("--overwrite", train_flags.overwrite, "allow --save-checkpoint to replace an existing file");
+  train->get_option("CONFIG")->required(false);  // not with --resume; cmd_train checks
+  auto* checkpoint_every = train->add_option("--checkpoint-every", train_flags.checkpoint_every,
+                    "every N epochs (and after the last) save the weights, epoch and history into a run "
+                    "directory (needs train.momentum = 0; see docs/reliability.md)")
+      ->type_name("N")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--checkpoint-dir", train_flags.checkpoint_dir,
+                    "the run directory for --checkpoint-every (default: [output] dir/<time>-<label>-run)")
+      ->type_name("DIR")
+      ->needs(checkpoint_every);
+  train->add_option("--resume", train_flags.resume,
+                    "continue the run saved in DIR by --checkpoint-every (its config; --set still applies)")
+      ->type_name("DIR");
   train->add_flag("-q,--quiet", common.quiet, "no per-epoch lines");
 
   auto* compare = app.add_subcommand(
@@ -437,6 +494,8 @@ int main(int argc, char** argv) {
     report_error("plugin error", e.what());
   } catch (const CheckpointError& e) {
     report_error("checkpoint error", e.what());
+  } catch (const DivergenceError& e) {
+    report_error("training stopped", e.what());
   } catch (const std::exception& e) {
     report_error("error", e.what());
   }
