@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "nnpar/safetensors.hpp"
+
 namespace nnpar {
 
 std::optional<NonFiniteParameter> find_non_finite(const ModelSpec& spec, std::span<const float> params) {
@@ -40,30 +42,42 @@ std::string number(double v) {
   return buffer;
 }
 
+// "layers.1.weight[3,17] = NaN" (one index for a bias). Appended piece by piece: GCC 12 warns
+// falsely (-Wrestrict) on "[" + std::string.
+std::string describe(const NonFiniteParameter& bad) {
+  std::string s = bad.tensor;
+  s += '[';
+  s += std::to_string(bad.row);
+  if (bad.tensor.ends_with(".weight")) {
+    s += ',';
+    s += std::to_string(bad.col);
+  }
+  s += "] = ";
+  s += number(bad.value);
+  return s;
+}
+
 }  // namespace
+
+void refuse_non_finite(const std::filesystem::path& file, const ModelSpec& spec, std::span<const float> params) {
+  const auto bad = find_non_finite(spec, params);
+  if (!bad) return;
+  throw CheckpointError("checkpoint " + file.string() + ": " + describe(*bad) + " (" + std::to_string(bad->count) +
+                        " non-finite values): these weights cannot be trained or evaluated");
+}
 
 void check_divergence(const DivergenceSite& site, const ModelSpec& spec, std::span<const float> params) {
   const bool loss_finite = std::isfinite(site.mean_loss);
   const auto bad = find_non_finite(spec, params);
   if (loss_finite && !bad) return;
 
-  std::string where = "strategy '" + site.strategy + "' diverged in epoch " +
-                      std::to_string(site.epoch);
+  std::string where = "strategy '" + site.strategy + "' diverged in epoch " + std::to_string(site.epoch);
   if (site.last_step >= site.first_step && site.last_step > 0)
     where += " (optimizer steps " + std::to_string(site.first_step) + ".." + std::to_string(site.last_step) + ")";
   std::string what;
   if (bad) {
-    what = "Linear layer " + std::to_string(bad->layer) + " has non-finite weights: " + bad->tensor;
-    // (Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "[" + std::string.)
-    what += '[';
-    what += std::to_string(bad->row);
-    if (bad->tensor.ends_with(".weight")) {
-      what += ',';
-      what += std::to_string(bad->col);
-    }
-    what += ']';
-    what += " = " + number(bad->value) + " (" + std::to_string(bad->count) + " non-finite values in all)";
-    what += ", mean loss " + number(site.mean_loss);
+    what = "Linear layer " + std::to_string(bad->layer) + " has non-finite weights: " + describe(*bad) + " (" +
+           std::to_string(bad->count) + " non-finite values in all), mean loss " + number(site.mean_loss);
   } else {
     what = "the mean training loss is " + number(site.mean_loss) + " (the weights are still finite)";
   }

@@ -2,6 +2,7 @@
 // that says where it happened, instead of finishing with garbage results.
 #pragma once
 #include <cstddef>
+#include <filesystem>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -26,6 +27,10 @@ struct NonFiniteParameter {
   std::size_t count = 0;    // non-finite values in the whole vector
 };
 std::optional<NonFiniteParameter> find_non_finite(const ModelSpec& spec, std::span<const float> params);
+
+// Weights read from a file (init_checkpoint, a resumed run, eval) must be finite:
+// CheckpointError naming the file and the first bad value otherwise.
+void refuse_non_finite(const std::filesystem::path& file, const ModelSpec& spec, std::span<const float> params);
 
 // Where in the run the check fired, for the message.
 struct DivergenceSite {

@@ -375,6 +375,7 @@ int cmd_eval(const CommonOptions& o, const std::string& checkpoint) {
   if (o.config.empty()) config.model.layer_sizes = checkpoint_layer_sizes(checkpoint);
   std::vector<float> params(parameter_count(config.model));
   load_checkpoint(checkpoint, config.model, params);
+  refuse_non_finite(checkpoint, config.model, params);
   DataOptions test_options = config.data.options;
   test_options.limit = config.data.test_limit;
   const Dataset test = config.data.format == "csv"

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "divergence.hpp"
 #include "nnpar/safetensors.hpp"
 #include "results.hpp"
 
@@ -99,6 +100,7 @@ SavedRun read_saved_run(const fs::path& dir, const std::vector<std::string>& ove
 std::vector<float> saved_weights(const SavedRun& saved) {
   std::vector<float> params(parameter_count(saved.config.model));
   load_checkpoint(saved.weights_file, saved.config.model, params);
+  refuse_non_finite(saved.weights_file, saved.config.model, params);
   return params;
 }
 
@@ -137,7 +139,12 @@ RunCheckpointer RunCheckpointer::create(const RunConfig& config, const std::stri
   for (auto& p : plugin_paths) p = fs::absolute(p).string();  // the resume may start elsewhere
   RunCheckpointer out(chosen, strategy_label, every, std::move(plugin_paths), std::move(save_checkpoint),
                       std::move(command_line));
-  out.write_config(config);
+  try {
+    out.write_config(config);
+  } catch (...) {
+    fs::remove(chosen, ec);  // only if still empty: never anything a user put there
+    throw;
+  }
   return out;
 }
 

@@ -47,9 +47,10 @@ void check_model_matches_data(const RunConfig& config, const Dataset& data) {
 
 std::vector<float> initial_parameters(const RunConfig& config) {
   std::vector<float> params(parameter_count(config.model));
-  if (!config.init_checkpoint.empty())
+  if (!config.init_checkpoint.empty()) {
     load_checkpoint(config.init_checkpoint, config.model, params);
-  else
+    refuse_non_finite(config.init_checkpoint, config.model, params);
+  } else
     initialize_parameters(config.model, params);
   return params;
 }
