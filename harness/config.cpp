@@ -42,7 +42,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"output", {"dir", "save_checkpoint", "write_results"}},
       {"parity", {"reference", "weight_rtol", "weight_atol", "accuracy_pp", "approx_accuracy_pp"}},
       {"plugins", {"paths"}},
-      {"mpi", {"launcher", "launcher_args"}},
+      {"mpi", {"launcher", "launcher_args", "rank_timeout"}},
   };
   return s;
 }
@@ -603,6 +603,7 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
         cfg.mpi.launcher_args.push_back(e.as_string()->get());
       }
     }
+    cfg.mpi.rank_timeout = s.real("rank_timeout", 30.0, non_negative, "must be >= 0 (seconds; 0 = off)");
   }
 
   cfg.strategies = read_strategies(doc_ptr);
@@ -704,6 +705,7 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
     toml::array args;
     for (auto& a : cfg.mpi.launcher_args) args.push_back(a);
     t.insert("launcher_args", std::move(args));
+    t.insert("rank_timeout", cfg.mpi.rank_timeout);
     r.insert("mpi", std::move(t));
   }
   {

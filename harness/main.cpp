@@ -17,6 +17,7 @@
 #include "launcher.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
+#include "rank_watchdog.hpp"
 #include "plugin_loader.hpp"
 #include "results.hpp"
 #include "run_checkpoint.hpp"
@@ -134,9 +135,14 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
   const std::string save_to = saved && flags.save_checkpoint.empty() ? saved->save_checkpoint.string() : flags.save_checkpoint;
 
   WorldInfo world;
+  std::unique_ptr<RankWatchdog> watchdog;
   if (mpi::launched_by_mpi()) {
     mpi::initialize();
     world = {mpi::world_rank(), mpi::world_size()};
+    if (world.size > 1) {
+      watchdog = std::make_unique<RankWatchdog>(world.rank, world.size, config.mpi.rank_timeout, mpi_job_key());
+      start_injected_rank_fault(world.rank);
+    }
   } else if (entry.ranks > 1 || info.needs_mpi) {
     // Start ourselves under the MPI launcher with the entry's rank count.
     check_capabilities(info, entry.label, entry.ranks);
@@ -146,7 +152,12 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
     const auto command = mpi_command(config.mpi, entry.ranks, args);
     if (!o.quiet) std::printf("starting %d ranks: %s\n", entry.ranks, join_command(command).c_str());
     std::fflush(stdout);
-    return run_and_wait(command);
+    const int status = run_and_wait(command);
+    if (status == 0) return kExitOk;
+    // The ranks' and the launcher's own messages (which rank failed, how) are above.
+    throw std::runtime_error("strategy '" + entry.label + "' on " + std::to_string(entry.ranks) +
+                             " ranks failed: " + config.mpi.launcher + " ended with " +
+                             describe_exit_status(status) + "; the messages above say which rank and why");
   }
   const bool lead = world.rank == 0;
   const bool quiet = o.quiet || !lead;
@@ -225,7 +236,8 @@ RunResult run_in_child(const CommonOptions& o, const RunConfig& config, const St
   if (status != 0 || !fs::exists(dir / "run.json")) {
     fs::remove_all(dir);
     throw std::runtime_error("strategy '" + entry.label + "' on " + std::to_string(entry.ranks) +
-                             " ranks failed (exit status " + std::to_string(status) + "); its messages are above");
+                             " ranks failed (" + config.mpi.launcher + " ended with " + describe_exit_status(status) +
+                             "); its messages are above");
   }
   std::ifstream in(dir / "run.json");
   RunResult run = run_from_json(nlohmann::json::parse(in));

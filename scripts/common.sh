@@ -10,6 +10,8 @@ NNPAR_BUILD_PACKAGES=(
   nlohmann-json3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
 )
+# scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes.
+NNPAR_FUZZ_PACKAGES=(clang libclang-rt-14-dev llvm-14)
 # The fallback letter generator (tools/make_letters.py) and its handwriting-style fonts.
 NNPAR_DATA_PACKAGES=(
   python3 python3-numpy python3-pil
