@@ -544,12 +544,14 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
     TrainSettings& t = cfg.train;
     t.epochs = int(s.integer("epochs", 10, 1, 100000));
     t.batch_size = int(s.integer("batch_size", 128, 1, 1048576));
-    // Used as 32-bit floats: 1e39 would silently become an infinite learning rate.
-    const auto float_range = [](double x) { return x <= double(std::numeric_limits<float>::max()); };
-    lr = s.real("lr", 0.1, [&](double x) { return positive(x) && float_range(x); }, "must be > 0 and <= 3.4e38");
+    lr = s.real("lr", 0.1, positive, "must be > 0");
     momentum = s.real("momentum", 0.0, [](double x) { return x >= 0 && x < 1; }, "must be in [0, 1)");
-    weight_decay = s.real("weight_decay", 0.0, [&](double x) { return non_negative(x) && float_range(x); },
-                          "must be >= 0 and <= 3.4e38");
+    weight_decay = s.real("weight_decay", 0.0, non_negative, "must be >= 0");
+    // Used as 32-bit floats: 1e39 would silently become an infinite learning rate.
+    for (const auto& [key, value] : {std::pair<const char*, double>{"lr", lr}, {"weight_decay", weight_decay}})
+      if (value > double(std::numeric_limits<float>::max()))
+        fail(*s.get(key), std::string("train.") + key,
+             "must be at most 3.4e38 (it is a 32-bit float), found " + format_real(value));
     t.sgd.lr = float(lr);
     t.sgd.momentum = float(momentum);
     t.sgd.weight_decay = float(weight_decay);

@@ -286,3 +286,20 @@ TEST(RunDirectory, MomentumIsRefusedBecauseItsVelocityIsNotSaved) {
     EXPECT_THAT(e.what(), HasSubstr("not the momentum velocity"));
   }
 }
+
+TEST(RunDirectory, NumbersAFloatCannotHoldAndANegativeRankTimeoutAreConfigErrors) {
+  const fs::path dir = fresh_dir("bad_numbers");
+  const auto error = [&](const std::string& extra) {
+    try {
+      load_config_text(extra + "[[strategy]]\nname = \"serial\"\n", "bad.toml", dir);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error("[train]\nlr = 1e39\n"), "bad.toml:2:6: train.lr: must be at most 3.4e38 (it is a 32-bit float), found 1e+39");
+  EXPECT_THAT(error("[train]\nweight_decay = 5e38\n"), HasSubstr("train.weight_decay: must be at most 3.4e38"));
+  EXPECT_EQ(error("[train]\nlr = 3e38\n"), "");
+  EXPECT_EQ(error("[mpi]\nrank_timeout = -1\n"), "bad.toml:2:16: mpi.rank_timeout: must be >= 0 (seconds; 0 = off), found -1");
+  EXPECT_EQ(load_config_text("[[strategy]]\nname = \"serial\"\n", "ok.toml", dir).mpi.rank_timeout, 30.0);
+}
