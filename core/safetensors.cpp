@@ -90,7 +90,7 @@ ParsedFile parse_file(const std::filesystem::path& file) {
   std::memcpy(&header_len, parsed.bytes.data(), 8);
   if (header_len > file_size - 8) {
     fail(file, "header length " + std::to_string(header_len) + " is larger than the file (" +
-                   std::to_string(file_size) + " bytes)");
+                   std::to_string(file_size) + " bytes): not a safetensors file, or a truncated one");
   }
   if (header_len > kMaxHeaderBytes) {
     fail(file, "header length " + std::to_string(header_len) + " exceeds the 100 MB limit");

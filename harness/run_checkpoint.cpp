@@ -39,11 +39,18 @@ void maybe_inject_kill(int epoch) {
   if (value != nullptr && std::atoi(value) == epoch) std::raise(SIGKILL);
 }
 
+// 0.9, not std::to_string's 0.900000.
+std::string toml_number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
 }  // namespace
 
 void check_checkpointing_allowed(const RunConfig& config, const std::string& what) {
   if (config.train.sgd.momentum != 0.0f)
-    throw ConfigError(what + ": train.momentum is " + std::to_string(config.train.sgd.momentum) +
+    throw ConfigError(what + ": train.momentum is " + toml_number(config.train.sgd.momentum) +
                       ", but a checkpoint holds only the weights, not the momentum velocity, so a "
                       "resumed run would not continue the same training; use train.momentum = 0 "
                       "or train without checkpoints");
