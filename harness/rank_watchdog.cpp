@@ -46,6 +46,30 @@ void remove_abandoned_folders(const fs::path& temp) {
   }
 }
 
+// When the launcher ends the job (SIGTERM before SIGKILL) the heartbeat files of every rank,
+// the lost one's included, are removed from the signal handler. The paths are laid out in
+// advance: a handler may only call async-signal-safe functions such as unlink and rmdir.
+constexpr int kMaxCleanupRanks = 1024;
+char g_cleanup_files[kMaxCleanupRanks][512];
+char g_cleanup_folder[512];
+int g_cleanup_count = 0;
+
+void clean_up_and_die(int sig) {
+  for (int i = 0; i < g_cleanup_count; ++i) ::unlink(g_cleanup_files[i]);
+  ::rmdir(g_cleanup_folder);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+void remove_on_sigterm(const fs::path& folder, int size) {
+  if (size > kMaxCleanupRanks || folder.string().size() + 32 > sizeof g_cleanup_folder) return;
+  std::snprintf(g_cleanup_folder, sizeof g_cleanup_folder, "%s", folder.c_str());
+  for (int r = 0; r < size; ++r)
+    std::snprintf(g_cleanup_files[r], sizeof g_cleanup_files[r], "%s/rank-%d", folder.c_str(), r);
+  g_cleanup_count = size;
+  std::signal(SIGTERM, clean_up_and_die);
+}
+
 }  // namespace
 
 RankWatchdog::RankWatchdog(int rank, int size, double timeout_seconds, const std::string& job_key)
@@ -63,13 +87,19 @@ RankWatchdog::RankWatchdog(int rank, int size, double timeout_seconds, const std
                  rank_, folder_.c_str(), std::strerror(errno));
     return;
   }
+  remove_on_sigterm(folder_, size_);
   thread_ = std::thread([this] { run(); });
 }
 
 RankWatchdog::~RankWatchdog() {
-  stop_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (fd_ >= 0) {
+    std::signal(SIGTERM, SIG_DFL);
     ::close(fd_);
     std::error_code ec;
     fs::remove(folder_ / ("rank-" + std::to_string(rank_)), ec);
@@ -86,7 +116,7 @@ void RankWatchdog::run() {
   };
   std::vector<Peer> peers(static_cast<std::size_t>(size_));
   const auto timeout = std::chrono::duration<double>(timeout_);
-  while (!stop_) {
+  for (;;) {
     ++beat;
     if (::pwrite(fd_, &beat, sizeof beat, 0) != sizeof beat) {
       // A full or vanished temp folder: stop beating rather than report a false loss later.
@@ -117,7 +147,8 @@ void RankWatchdog::run() {
         std::_Exit(2);
       }
     }
-    std::this_thread::sleep_for(kBeat);
+    std::unique_lock lock(mutex_);
+    if (wake_.wait_for(lock, kBeat, [this] { return stop_; })) return;
   }
 }
 

@@ -9,8 +9,9 @@
 // with clocks, so nothing depends on clocks agreeing between processes; a peer whose file is
 // not visible (another node, a node-local temp folder) is never blamed.
 #pragma once
-#include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -34,7 +35,9 @@ class RankWatchdog {
   double timeout_;
   std::filesystem::path folder_;
   int fd_ = -1;
-  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;  // guarded by mutex_
   std::thread thread_;
 };
 
