@@ -148,6 +148,7 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, int argc, char** 
     check_capabilities(info, entry.label, entry.ranks);
     validate_strategy_options(entry, info.options);
     checkpoint_target(config, save_to, flags.overwrite);
+    if (flags.checkpoint_every != 0) check_run_directory_free(flags.checkpoint_dir);
     std::vector<std::string> args(argv + 1, argv + argc);
     const auto command = mpi_command(config.mpi, entry.ranks, args);
     if (!o.quiet) std::printf("starting %d ranks: %s\n", entry.ranks, join_command(command).c_str());
@@ -433,7 +434,7 @@ int main(int argc, char** argv) {
   CLI::App app{"nnpar: train one MLP for letter OCR under interchangeable parallelism strategies,\n"
                "check that they learn the same model, and time them.\n"
                "Exit status: 0 success, 1 a parity check failed (compare), 2 an error (config, data,\n"
-               "plugin, command line)."};
+               "plugin, command line, diverged training, a lost MPI rank, a full disk)."};
   app.set_version_flag("--version", std::string("nnpar ") + NNPAR_VERSION + " (" + NNPAR_GIT_COMMIT + ")");
   app.require_subcommand(1);
 
@@ -452,7 +453,8 @@ int main(int argc, char** argv) {
                     "(used by compare) write run.json and final.safetensors into DIR instead of results")
       ->group("");
   train->add_flag("--overwrite", train_flags.overwrite, "allow --save-checkpoint to replace an existing file");
-  train->get_option("CONFIG")->required(false);  // not with --resume; cmd_train checks
+  train->get_option("CONFIG")->required(false)->description(
+      "TOML configuration file (see docs/config.md); not with --resume");  // cmd_train checks
   auto* checkpoint_every = train->add_option("--checkpoint-every", train_flags.checkpoint_every,
                     "every N epochs (and after the last) save the weights, epoch and history into a run "
                     "directory (needs train.momentum = 0; see docs/reliability.md)")

@@ -56,6 +56,13 @@ void check_checkpointing_allowed(const RunConfig& config, const std::string& wha
                       "or train without checkpoints");
 }
 
+void check_run_directory_free(const fs::path& dir) {
+  std::error_code ec;
+  if (!dir.empty() && fs::exists(dir / kStateFile, ec))
+    throw ConfigError("--checkpoint-dir " + dir.string() + " already holds a run; continue it with --resume " +
+                      dir.string() + " or choose another directory");
+}
+
 SavedRun read_saved_run(const fs::path& dir, const std::vector<std::string>& overrides) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(dir, "no such directory");
@@ -135,10 +142,7 @@ RunCheckpointer RunCheckpointer::create(const RunConfig& config, const std::stri
       if (attempt > 10000) throw std::runtime_error("no free run directory name for '" + stem + "'");
     }
   } else {
-    if (fs::exists(chosen / kStateFile, ec))
-      throw ConfigError("--checkpoint-dir " + chosen.string() +
-                        " already holds a run; continue it with --resume " + chosen.string() +
-                        " or choose another directory");
+    check_run_directory_free(chosen);
     fs::create_directories(chosen, ec);
     if (ec) throw std::runtime_error("cannot create run directory '" + chosen.string() + "': " + ec.message());
   }

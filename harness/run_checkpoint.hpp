@@ -29,6 +29,9 @@ namespace nnpar {
 // non-positive interval. `what` names the option in the message ("--checkpoint-every").
 void check_checkpointing_allowed(const RunConfig& config, const std::string& what);
 
+// Refuses a --checkpoint-dir that already holds a run (ConfigError naming it).
+void check_run_directory_free(const std::filesystem::path& dir);
+
 // A run directory read back for --resume.
 struct SavedRun {
   std::filesystem::path dir;

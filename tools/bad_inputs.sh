@@ -49,7 +49,7 @@ row() {  # row CASE COMMAND...: runs nnpar with the arguments, prints the table 
   # The lines a user reads: mpirun's naming of a lost rank and nnpar's own error lines, else
   # the first line (a command-line error).
   local line
-  line=$(grep -E "^nnpar: |exited on signal" <<< "$out" | head -n 2 | sed 's/^ *//' | paste -sd '\n' - || true)
+  line=$(grep -E "^nnpar: |exited on signal|^ssh: " <<< "$out" | head -n 2 | sed 's/^ *//' | paste -sd '\n' - || true)
   [ -n "$line" ] || line=$(head -n 1 <<< "$out")
   local shown="${*:1}"
   shown=${shown//$NNPAR/nnpar}
@@ -173,4 +173,5 @@ SH
 fi
 row "rank killed mid-epoch (SIGKILL)" env NNPAR_FAULT_RANK_SIGNAL=1:KILL:1.5 "$NNPAR" train ok.toml --strategy dp2 --set train.epochs=300 -q
 row "rank stopped mid-epoch (SIGSTOP)" env NNPAR_FAULT_RANK_SIGNAL=1:STOP:1.5 "$NNPAR" train ok.toml --strategy dp2 --set train.epochs=300 --set mpi.rank_timeout=3 -q
+row "unreachable MPI host" "$NNPAR" train ok.toml --strategy dp2 --set 'mpi.launcher_args=["--host","no-such-host.invalid:1,localhost:1"]' -q
 row "GPU strategy, no GPU" "$NNPAR" train ok.toml --plugin-path "$BUILD/test-plugins" --strategy gpu_only
