@@ -54,9 +54,11 @@ row() {  # row CASE COMMAND...: runs nnpar with the arguments, prints the table 
   local shown="${*:1}"
   shown=${shown//$NNPAR/nnpar}
   shown=${shown//$WORK\//}
+  shown=${shown//$BUILD/build}
   line=${line//$WORK\//}
+  line=${line//$BUILD/build}
   line=${line//|/\\|}
-  line=$(sed 's/.*/`&`/' <<< "$line" | paste -sd '\n' - | sed ':a;N;$!ba;s/\n/<br>/g')
+  line=$(sed 's/.*/`` & ``/' <<< "$line" | paste -sd '\n' - | sed ':a;N;$!ba;s/\n/<br>/g')
   printf '| %s | `%s` | %s | %s |\n' "$what" "$shown" "$status" "$line"
 }
 python3=python3
