@@ -229,12 +229,15 @@ IdxFile read_idx(const std::filesystem::path& path, int ndims, const char* kind)
       fail(path, "header declares more than " + std::to_string(kMaxBytes >> 30) +
                      " GiB of data; the header is probably corrupt");
   }
-  // Read in pieces so a corrupt count in a gzip'd file fails on the missing data instead of
-  // first committing gigabytes of memory; for real files this is one or a few chunks.
-  constexpr std::size_t kPiece = std::size_t{256} << 20;
+  // Read in pieces that grow with what has arrived (1 MiB, then doubling up to 256 MiB), so a
+  // corrupt count fails on the missing data having allocated at most twice what the file
+  // really holds, instead of first committing up to 256 MiB for a 20-byte file (found by
+  // fuzzing: tests/fuzz/fuzz_idx.cpp).
+  constexpr std::size_t kMaxPiece = std::size_t{256} << 20;
   std::size_t have = 0;
   while (have < total) {
-    std::size_t piece = static_cast<std::size_t>(std::min<std::uint64_t>(total - have, kPiece));
+    const std::size_t grow = std::clamp(have, kChunk, kMaxPiece);
+    std::size_t piece = static_cast<std::size_t>(std::min<std::uint64_t>(total - have, grow));
     idx.data.resize(have + piece);
     std::size_t got = src.read(idx.data.data() + have, piece);
     have += got;

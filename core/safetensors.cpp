@@ -90,7 +90,7 @@ ParsedFile parse_file(const std::filesystem::path& file) {
   std::memcpy(&header_len, parsed.bytes.data(), 8);
   if (header_len > file_size - 8) {
     fail(file, "header length " + std::to_string(header_len) + " is larger than the file (" +
-                   std::to_string(file_size) + " bytes)");
+                   std::to_string(file_size) + " bytes): not a safetensors file, or a truncated one");
   }
   if (header_len > kMaxHeaderBytes) {
     fail(file, "header length " + std::to_string(header_len) + " exceeds the 100 MB limit");
@@ -101,7 +101,9 @@ ParsedFile parse_file(const std::filesystem::path& file) {
   json header;
   try {
     header = json::parse(parsed.bytes.begin() + 8, parsed.bytes.begin() + parsed.data_start);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number too large for a double is out_of_range (found by
+    // fuzzing: tests/fuzz/regressions/fuzz_safetensors/number-overflow).
     fail(file, std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object()) fail(file, "header is not a JSON object");

@@ -42,7 +42,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"output", {"dir", "save_checkpoint", "write_results"}},
       {"parity", {"reference", "weight_rtol", "weight_atol", "accuracy_pp", "approx_accuracy_pp"}},
       {"plugins", {"paths"}},
-      {"mpi", {"launcher", "launcher_args"}},
+      {"mpi", {"launcher", "launcher_args", "rank_timeout"}},
   };
   return s;
 }
@@ -549,6 +549,11 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
     lr = s.real("lr", 0.1, positive, "must be > 0");
     momentum = s.real("momentum", 0.0, [](double x) { return x >= 0 && x < 1; }, "must be in [0, 1)");
     weight_decay = s.real("weight_decay", 0.0, non_negative, "must be >= 0");
+    // Used as 32-bit floats: 1e39 would silently become an infinite learning rate.
+    for (const auto& [key, value] : {std::pair<const char*, double>{"lr", lr}, {"weight_decay", weight_decay}})
+      if (value > double(std::numeric_limits<float>::max()))
+        fail(*s.get(key), std::string("train.") + key,
+             "must be at most 3.4e38 (it is a 32-bit float), found " + format_real(value));
     t.sgd.lr = float(lr);
     t.sgd.momentum = float(momentum);
     t.sgd.weight_decay = float(weight_decay);
@@ -602,6 +607,7 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
         cfg.mpi.launcher_args.push_back(e.as_string()->get());
       }
     }
+    cfg.mpi.rank_timeout = s.real("rank_timeout", 30.0, non_negative, "must be >= 0 (seconds; 0 = off)");
   }
 
   cfg.strategies = read_strategies(doc_ptr);
@@ -703,6 +709,7 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
     toml::array args;
     for (auto& a : cfg.mpi.launcher_args) args.push_back(a);
     t.insert("launcher_args", std::move(args));
+    t.insert("rank_timeout", cfg.mpi.rank_timeout);
     r.insert("mpi", std::move(t));
   }
   {

@@ -60,6 +60,9 @@ struct StrategyEntry {
 struct MpiConfig {
   std::string launcher = "mpirun";
   std::vector<std::string> launcher_args{"--oversubscribe"};
+  // Seconds a rank may go without a heartbeat from a peer on its node before it presumes the
+  // peer lost and ends the job naming it (rank_watchdog.hpp); 0 = off.
+  double rank_timeout = 30;
 };
 
 struct RunConfig {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -14,15 +15,18 @@
 
 #include "child_run.hpp"
 #include "config.hpp"
+#include "divergence.hpp"
 #include "grid_sweep.hpp"
 #include "launcher.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "parity.hpp"
 #include "plan_commands.hpp"
+#include "rank_watchdog.hpp"
 #include "plugin_loader.hpp"
 #include "progress.hpp"
 #include "report.hpp"
 #include "results.hpp"
+#include "run_checkpoint.hpp"
 #include "runner.hpp"
 #include "serve.hpp"
 #include "search_cli.hpp"
@@ -129,25 +133,49 @@ const StrategyEntry& select_entry(const RunConfig& config, const std::string& la
 struct TrainFlags {
   std::string strategy, save_checkpoint, run_output;
   bool overwrite = false;
+  int checkpoint_every = 0;          // epochs; 0 = no run directory
+  std::string checkpoint_dir, resume;
 };
 
 int cmd_train(const CommonOptions& o, const TrainFlags& flags, Progress& progress, int argc, char** argv,
               const std::string& argv_line) {
-  const RunConfig config = load_run_config(o);
+  std::optional<SavedRun> saved;
+  if (!flags.resume.empty()) {
+    if (!o.config.empty())
+      throw ConfigError("--resume " + flags.resume + " takes the config saved in that directory; do not pass CONFIG (" +
+                        o.config + ")");
+    if (!flags.strategy.empty()) throw ConfigError("--resume continues the saved strategy; do not pass --strategy");
+    saved = read_saved_run(flags.resume, o.overrides);
+  } else if (o.config.empty()) {
+    throw ConfigError("train: CONFIG is required (or --resume DIR)");
+  }
+  const RunConfig config = saved ? saved->config : load_run_config(o);
+  std::vector<std::string> plugin_paths = o.plugin_paths;
+  if (saved) plugin_paths.insert(plugin_paths.end(), saved->plugin_paths.begin(), saved->plugin_paths.end());
+  if (flags.checkpoint_every != 0 || saved) check_checkpointing_allowed(config, saved ? "--resume" : "--checkpoint-every");
   StrategyEntry adhoc;
-  const StrategyEntry& entry = select_entry(config, flags.strategy, adhoc);
-  PluginRegistry plugins = make_registry(&config, o.plugin_paths);
+  const StrategyEntry& entry = select_entry(config, saved ? saved->strategy_label : flags.strategy, adhoc);
+  PluginRegistry plugins = make_registry(&config, plugin_paths);
   const StrategyInfo& info = plugins.find(entry.name)->info();  // a bad plugin fails before data loads
 
+  // A resumed run writes the final checkpoint its first command asked for.
+  const std::string save_to = saved && flags.save_checkpoint.empty() ? saved->save_checkpoint.string() : flags.save_checkpoint;
+
   WorldInfo world;
+  std::unique_ptr<RankWatchdog> watchdog;
   if (mpi::launched_by_mpi()) {
     mpi::initialize();
     world = {mpi::world_rank(), mpi::world_size()};
+    if (world.size > 1) {
+      watchdog = std::make_unique<RankWatchdog>(world.rank, world.size, config.mpi.rank_timeout, mpi_job_key());
+      start_injected_rank_fault(world.rank);
+    }
   } else if (entry.ranks > 1 || info.needs_mpi) {
     // Start ourselves under the MPI launcher with the entry's rank count.
     check_capabilities(info, entry.label, entry.ranks);
     validate_strategy_options(entry, info.options);
-    checkpoint_target(config, flags.save_checkpoint, flags.overwrite);
+    checkpoint_target(config, save_to, flags.overwrite);
+    if (flags.checkpoint_every != 0) check_run_directory_free(flags.checkpoint_dir);
     std::vector<std::string> args(argv + 1, argv + argc);
     if (o.progress_style.empty()) args.insert(args.end(), {"--progress-style", progress.child_style()});
     const auto command = mpi_command(config.mpi, entry.ranks, args);
@@ -155,21 +183,49 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, Progress& progres
     if (!o.quiet) std::printf("starting %d ranks: %s\n", entry.ranks, join_command(command).c_str());
     std::fflush(stdout);
     Progress::RealStdout ranks_write_stdout(progress);
-    return run_and_wait(command);
+    const int status = run_and_wait(command);
+    if (status == 0) return kExitOk;
+    // The ranks' and the launcher's own messages (which rank failed, how) are above.
+    throw std::runtime_error("strategy '" + entry.label + "' on " + std::to_string(entry.ranks) +
+                             " ranks failed: " + config.mpi.launcher + " ended with " +
+                             describe_exit_status(status) + "; the messages above say which rank and why");
   }
   const bool lead = world.rank == 0;
   const bool quiet = o.quiet || !lead;
   const fs::path checkpoint =
-      flags.run_output.empty() ? checkpoint_target(config, flags.save_checkpoint, flags.overwrite) : fs::path();
+      flags.run_output.empty() ? checkpoint_target(config, save_to, flags.overwrite) : fs::path();
   const Datasets data = load_data_for(config, quiet);
-  const std::vector<float> initial = initial_parameters(config);
+  const std::vector<float> initial = saved ? saved_weights(*saved) : initial_parameters(config);
+
+  // Only rank 0 writes checkpoints: it alone holds the full weights.
+  RunHooks hooks;
+  std::optional<RunCheckpointer> checkpointer;
+  if (saved) {
+    hooks.first_epoch = saved->epochs_done;
+    hooks.history = saved->history;
+    if (lead) checkpointer = RunCheckpointer::resume(*saved, flags.checkpoint_every, argv_line);
+    if (!quiet)
+      std::printf("resuming %s after epoch %d of %d\n", saved->dir.string().c_str(), saved->epochs_done,
+                  config.train.epochs);
+  } else if (flags.checkpoint_every != 0 && lead && flags.run_output.empty()) {
+    checkpointer = RunCheckpointer::create(config, entry.label, flags.checkpoint_dir, flags.checkpoint_every,
+                                           o.plugin_paths, checkpoint, argv_line);
+  }
+  if (checkpointer) {
+    if (!quiet)
+      std::printf("checkpoints: %s (every %d epochs; continue with nnpar train --resume %s)\n",
+                  checkpointer->dir().string().c_str(), checkpointer->every(), checkpointer->dir().string().c_str());
+    hooks.after_epoch = [&](const RunResult& r, const EpochRecord& e, std::span<const float> params) {
+      checkpointer->after_epoch(config, r, e, params);
+    };
+  }
 
   TraceRecorder trace(o.trace);
   trace.start();
   RunResult run = run_strategy(config, entry, plugins, data, initial,
-                               progress.for_run(entry.label, config.train.epochs, !quiet), world);
+                               progress.for_run(entry.label, config.train.epochs, !quiet), world, {}, hooks);
   progress.end_run();
-  trace.finish(entry.label, world);
+  trace.finish(entry.label, world, {}, hooks);
   if (!lead) return kExitOk;
   if (trace.on() && !flags.run_output.empty()) trace.write();
   std::printf("[%s] final test accuracy %.2f%%  (%zu samples), training %.3f s, %.0f samples/s on %s%s\n",
@@ -349,6 +405,7 @@ int cmd_eval(const CommonOptions& o, const std::string& checkpoint) {
   if (o.config.empty()) config.model.layer_sizes = checkpoint_layer_sizes(checkpoint);
   std::vector<float> params(parameter_count(config.model));
   load_checkpoint(checkpoint, config.model, params);
+  refuse_non_finite(checkpoint, config.model, params);
   DataOptions test_options = config.data.options;
   test_options.limit = config.data.test_limit;
   const Dataset test = config.data.format == "csv"
@@ -401,7 +458,7 @@ int main(int argc, char** argv) {
   CLI::App app{"nnpar: train one MLP for letter OCR under interchangeable parallelism strategies,\n"
                "check that they learn the same model, and time them.\n"
                "Exit status: 0 success, 1 a parity check failed (compare), 2 an error (config, data,\n"
-               "plugin, command line)."};
+               "plugin, command line, diverged training, a lost MPI rank, a full disk)."};
   app.set_version_flag("--version", std::string("nnpar ") + NNPAR_VERSION + " (" + NNPAR_GIT_COMMIT + ")");
   app.require_subcommand(1);
 
@@ -426,6 +483,20 @@ int main(int argc, char** argv) {
   add_progress_flags(train, common, train->add_flag("-q,--quiet", common.quiet, "no per-epoch lines"));
   train->add_option("--grids", common.grids, "(used by compare --grids) expand hybrid entries into grids of N")
       ->group("");
+  train->get_option("CONFIG")->required(false)->description(
+      "TOML configuration file (see docs/config.md); not with --resume");  // cmd_train checks
+  auto* checkpoint_every = train->add_option("--checkpoint-every", train_flags.checkpoint_every,
+                    "every N epochs (and after the last) save the weights, epoch and history into a run "
+                    "directory (needs train.momentum = 0; see docs/reliability.md)")
+      ->type_name("N")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--checkpoint-dir", train_flags.checkpoint_dir,
+                    "the run directory for --checkpoint-every (default: [output] dir/<time>-<label>-run)")
+      ->type_name("DIR")
+      ->needs(checkpoint_every);
+  train->add_option("--resume", train_flags.resume,
+                    "continue the run saved in DIR by --checkpoint-every (its config; --set still applies)")
+      ->type_name("DIR");
 
   auto* compare = app.add_subcommand(
       "compare", "run every [[strategy]] from the same initial weights and data order, print a table "
@@ -521,6 +592,8 @@ int main(int argc, char** argv) {
     report_error("plugin error", e.what());
   } catch (const CheckpointError& e) {
     report_error("checkpoint error", e.what());
+  } catch (const DivergenceError& e) {
+    report_error("training stopped", e.what());
   } catch (const std::exception& e) {
     report_error("error", e.what());
   }

@@ -56,7 +56,7 @@ fs::path write_temp(const fs::path& near, const std::string& content) {
       const std::string why = errno_text();
       ::close(fd);
       ::unlink(pattern.c_str());
-      throw std::runtime_error("cannot write '" + pattern + "': " + why);
+      throw std::runtime_error("cannot write '" + near.string() + "': " + why);
     }
     p += n;
     left -= std::size_t(n);
@@ -64,7 +64,7 @@ fs::path write_temp(const fs::path& near, const std::string& content) {
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     const std::string why = errno_text();
     ::unlink(pattern.c_str());
-    throw std::runtime_error("cannot write '" + pattern + "': " + why);
+    throw std::runtime_error("cannot write '" + near.string() + "': " + why);
   }
   return pattern;
 }

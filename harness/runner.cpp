@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "divergence.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/kernels.hpp"
 #include "nnpar/safetensors.hpp"
@@ -48,9 +49,10 @@ void check_model_matches_data(const RunConfig& config, const Dataset& data) {
 
 std::vector<float> initial_parameters(const RunConfig& config) {
   std::vector<float> params(parameter_count(config.model));
-  if (!config.init_checkpoint.empty())
+  if (!config.init_checkpoint.empty()) {
     load_checkpoint(config.init_checkpoint, config.model, params);
-  else
+    refuse_non_finite(config.init_checkpoint, config.model, params);
+  } else
     initialize_parameters(config.model, params);
   return params;
 }
@@ -148,7 +150,7 @@ void gather_rank_phases(RunResult& run, WorldInfo world) {
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
                        const EpochCallback& on_epoch, WorldInfo world,
-                       const ParametersCallback& on_parameters) {
+                       const ParametersCallback& on_parameters, const RunHooks& hooks) {
   using clock = std::chrono::steady_clock;
   auto plugin = plugins.find(entry.name);
   const StrategyInfo& info = plugin->info();
@@ -180,7 +182,14 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
 
   std::vector<float> params(initial.size());
   const int epochs = config.train.epochs;
-  for (int epoch = 0; epoch < epochs; ++epoch) {
+  std::size_t steps_done = 0;
+  for (const EpochRecord& done : hooks.history) {
+    run.epochs.push_back(done);
+    run.train_seconds += done.seconds;
+    run.phases += done.phases;
+    steps_done += done.steps;
+  }
+  for (int epoch = hooks.first_epoch; epoch < epochs; ++epoch) {
     const auto start = clock::now();
     const EpochReport report = strategy->train_epoch(epoch);
     const auto end = clock::now();
@@ -203,18 +212,20 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
     run.phases += report.phases;
     record.elapsed_seconds = run.train_seconds;
     const bool last = epoch + 1 == epochs;
-    if (!std::isfinite(record.loss))
-      throw std::runtime_error("strategy '" + entry.label + "': training diverged at epoch " +
-                               std::to_string(epoch + 1) + " (mean loss " +
-                               std::to_string(record.loss) + "); lower train.lr (now " +
-                               std::to_string(config.train.sgd.lr) + ")");
+
+    // Every epoch, not only when evaluating: divergence must stop the run at the epoch it
+    // happened. Every rank takes part (gathering may be collective); only rank 0 has them all.
+    const DivergenceSite site{entry.label, epoch + 1, steps_done + 1, steps_done + report.steps,
+                              record.loss, config.train.sgd.lr};
+    steps_done += report.steps;
+    if (!std::isfinite(record.loss)) check_divergence(site, config.model, {});
+    strategy->get_parameters(params);
+    if (world.rank != 0) {
+      run.epochs.push_back(record);
+      continue;
+    }
+    check_divergence(site, config.model, params);
     if (last || (config.eval_every > 0 && (epoch + 1) % config.eval_every == 0)) {
-      // Every rank takes part (gathering the parameters may be collective); rank 0 evaluates.
-      strategy->get_parameters(params);
-      if (world.rank != 0) {
-        run.epochs.push_back(record);
-        continue;
-      }
       const auto eval_start = clock::now();
       const Evaluation eval = evaluate(config.model, params, data.test);
       trace::add_span("evaluate", eval_start, clock::now());
@@ -224,12 +235,13 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
     }
     run.epochs.push_back(record);
     if (on_epoch) on_epoch(run, record);
+    if (hooks.after_epoch) hooks.after_epoch(run, record, params);
   }
   std::size_t samples = 0;
   for (auto& e : run.epochs) samples += e.samples;
   run.samples_per_second = run.train_seconds > 0 ? double(samples) / run.train_seconds : 0;
   run.final_parameters = std::move(params);
-  if (epochs == 0) strategy->get_parameters(run.final_parameters);
+  if (hooks.first_epoch >= epochs) strategy->get_parameters(run.final_parameters);
   if (world.size > 1) gather_rank_phases(run, world);
   return run;
 }

@@ -68,14 +68,24 @@ using EpochCallback = std::function<void(const RunResult&, const EpochRecord&)>;
 // predicts with the model as it trains).
 using ParametersCallback = std::function<void(int epoch, std::span<const float> parameters)>;
 
+// What a run continued from a checkpoint brings, and what to do with the weights after each
+// epoch (checkpointing).
+struct RunHooks {
+  int first_epoch = 0;               // epochs already trained: the strategy starts at this one
+  std::vector<EpochRecord> history;  // their records, carried into the result
+  // On rank 0, after every epoch has passed the divergence check, with that epoch's weights.
+  std::function<void(const RunResult&, const EpochRecord&, std::span<const float>)> after_epoch;
+};
+
 // Loads the entry's plugin, validates its options, trains config.train.epochs epochs from
 // `initial`, evaluates on `data.test` every eval_every epochs and at the end. In a
 // multi-rank run every rank calls this; only rank 0 evaluates and its result is complete
-// (the other ranks' results carry their own timings only).
+// (the other ranks' results carry their own timings only). After every epoch the weights are
+// read back and a NaN/Inf in them or in the loss throws DivergenceError (divergence.hpp).
 RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, PluginRegistry& plugins,
                        const Datasets& data, std::span<const float> initial,
                        const EpochCallback& on_epoch = {}, WorldInfo world = {},
-                       const ParametersCallback& on_parameters = {});
+                       const ParametersCallback& on_parameters = {}, const RunHooks& hooks = {});
 
 // Refuses a world size outside what the plugin declares.
 void check_world_size(const StrategyInfo& info, const std::string& label, int world_size);

@@ -11,6 +11,8 @@ NNPAR_BUILD_PACKAGES=(
   libopenmpi-dev openmpi-bin
   libcpp-httplib-dev libpng-dev
 )
+# scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes.
+NNPAR_FUZZ_PACKAGES=(clang libclang-rt-14-dev llvm-14)
 # The fallback letter generator (tools/make_letters.py) and its handwriting-style fonts.
 NNPAR_DATA_PACKAGES=(
   python3 python3-numpy python3-pil

@@ -83,25 +83,25 @@ NNPAR_INLINE void pack_a(int mc, int kc, View a, float* __restrict Ap) {
 typedef float v4f __attribute__((vector_size(16)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef float v16f __attribute__((vector_size(64)));
-typedef int v8i __attribute__((vector_size(32)));
 
 // dst[q*ldd + r] = src[r*lds + q] for an 8x8 block (unpack / shuffle / 128-bit lane
-// permute, the patterns GCC maps to single AVX instructions).
+// permute, the patterns GCC maps to single AVX instructions). __builtin_shufflevector, not
+// GCC's __builtin_shuffle, so that clang (fuzz and sanitizer builds) compiles it too.
 NNPAR_INLINE void transpose8x8(const float* src, long lds, float* dst, long ldd) {
   v8f r[8], t[8], u[8];
   for (int i = 0; i < 8; ++i) std::memcpy(&r[i], src + i * lds, sizeof(v8f));
   for (int i = 0; i < 8; i += 2) {
-    t[i] = __builtin_shuffle(r[i], r[i + 1], v8i{0, 8, 1, 9, 4, 12, 5, 13});
-    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], v8i{2, 10, 3, 11, 6, 14, 7, 15});
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
   }
   for (int i = 0; i < 8; i += 4)
     for (int h = 0; h < 2; ++h) {
-      u[i + 2 * h] = __builtin_shuffle(t[i + h], t[i + h + 2], v8i{0, 1, 8, 9, 4, 5, 12, 13});
-      u[i + 2 * h + 1] = __builtin_shuffle(t[i + h], t[i + h + 2], v8i{2, 3, 10, 11, 6, 7, 14, 15});
+      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * h + 1] = __builtin_shufflevector(t[i + h], t[i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
     }
   for (int q = 0; q < 4; ++q) {
-    const v8f lo = __builtin_shuffle(u[q], u[q + 4], v8i{0, 1, 2, 3, 8, 9, 10, 11});
-    const v8f hi = __builtin_shuffle(u[q], u[q + 4], v8i{4, 5, 6, 7, 12, 13, 14, 15});
+    const v8f lo = __builtin_shufflevector(u[q], u[q + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    const v8f hi = __builtin_shufflevector(u[q], u[q + 4], 4, 5, 6, 7, 12, 13, 14, 15);
     std::memcpy(dst + q * ldd, &lo, sizeof(v8f));
     std::memcpy(dst + (q + 4) * ldd, &hi, sizeof(v8f));
   }

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# GPU hardening checks, for a machine with NVIDIA GPUs and the CUDA toolkit (compute-sanitizer
+# on PATH or in $CUDA_HOME/bin). Not run by CI: there is no GPU there.
+#
+#   scripts/gpu_sanitize.sh            all of it, on a build in $NNPAR_BUILD (default build/)
+#   scripts/gpu_sanitize.sh sanitize   compute-sanitizer memcheck/racecheck/synccheck/initcheck
+#   scripts/gpu_sanitize.sh faults     GPU resource errors and a lost NCCL rank
+#
+# Each check prints PASS or FAIL with what it expected; the exit status is the number of
+# FAILs. Results go into docs/reliability.md ("GPU checks").
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${NNPAR_BUILD:-$ROOT/build}
+BIN=$BUILD/bin
+NNPAR=$BIN/nnpar
+DATA=${NNPAR_DATA:-$ROOT/../shared/data}
+export NNPAR_TEST_DATA=${NNPAR_TEST_DATA:-$DATA}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+CS=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+fails=0
+
+report() {  # report NAME STATUS(0=pass) DETAIL
+  if [ "$2" -eq 0 ]; then echo "PASS  $1"; else echo "FAIL  $1: $3"; fails=$((fails + 1)); fi
+}
+
+# A small run on the letters data, one GPU strategy per entry.
+cat > "$WORK/gpu.toml" <<TOML
+[data]
+dir = "$DATA"
+limit = 4000
+test_limit = 1000
+[model]
+layers = [784, 64, 26]
+[train]
+epochs = 2
+batch_size = 64
+lr = 0.5
+[output]
+write_results = false
+[[strategy]]
+name = "cuda"
+[[strategy]]
+name = "nccl-data"
+label = "nccl2"
+ranks = 2
+TOML
+
+sanitize() {
+  [ -x "$CS" ] || { report "compute-sanitizer found" 1 "not at $CS (set COMPUTE_SANITIZER)"; return; }
+  # One GPU test binary: every tool over every test (racecheck is slow: a few minutes).
+  for tool in memcheck racecheck synccheck initcheck; do
+    extra=()
+    [ "$tool" = memcheck ] && extra=(--leak-check full)
+    "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 99 "$BIN/test_cuda" --gtest_brief=1 \
+      > "$WORK/test_cuda-$tool.log" 2>&1
+    report "test_cuda under compute-sanitizer --tool $tool" $? "$(tail -n 20 "$WORK/test_cuda-$tool.log")"
+  done
+  # The strategies end to end through nnpar (the cuda plugin's CUDA graphs included).
+  for tool in memcheck racecheck; do
+    "$CS" --tool "$tool" --error-exitcode 99 "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q \
+      > "$WORK/cuda-$tool.log" 2>&1
+    report "nnpar train --strategy cuda under $tool" $? "$(tail -n 20 "$WORK/cuda-$tool.log")"
+  done
+  # NCCL: every rank under memcheck (NCCL's own kernels included; racecheck is not
+  # meaningful across processes).
+  if [ -x "$BIN/test_nccl_data" ]; then
+    mpirun --oversubscribe -np 2 "$CS" --tool memcheck --error-exitcode 99 "$BIN/test_nccl_data" \
+      > "$WORK/nccl-memcheck.log" 2>&1
+    report "test_nccl_data (2 ranks) under memcheck" $? "$(tail -n 20 "$WORK/nccl-memcheck.log")"
+  fi
+}
+
+expect_failure() {  # expect_failure NAME PATTERN COMMAND...: exit status 2 and PATTERN in the output, within 120 s
+  local name=$1 pattern=$2
+  shift 2
+  local start=$SECONDS
+  timeout 120 "$@" > "$WORK/out.log" 2>&1
+  local status=$?
+  local took=$((SECONDS - start))
+  if [ "$status" -eq 124 ]; then report "$name" 1 "hung (killed after 120 s)"; return; fi
+  if [ "$status" -ne 2 ] || ! grep -qE "$pattern" "$WORK/out.log"; then
+    report "$name" 1 "status $status after ${took}s, expected 2 and /$pattern/: $(tail -n 15 "$WORK/out.log")"
+    return
+  fi
+  report "$name (${took}s): $(grep -m1 -E "$pattern" "$WORK/out.log" | cut -c1-160)" 0 ""
+}
+
+faults() {
+  local gpus
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+  # Out of GPU memory: a 262144-wide hidden layer for batches of 100,000 needs about 100 GB per
+  # activation buffer (the weights themselves, 0.8 GB, fit on the host).
+  expect_failure "GPU out of memory" "out of memory" \
+    "$NNPAR" train "$WORK/gpu.toml" --strategy cuda --set data.limit=0 --set train.batch_size=100000 \
+    --set 'model.layers=[784,262144,26]' -q
+  # Fewer GPUs than ranks: one rank more than the host has.
+  expect_failure "more ranks than GPUs" "GPU|gpu" \
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set "strategy.nccl2.ranks=$((gpus + 1))" -q
+  # Missing GPU: the devices hidden from the process.
+  expect_failure "no visible GPU" "needs a CUDA GPU|no CUDA|GPU" \
+    env CUDA_VISIBLE_DEVICES= "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q
+  # A lost NCCL rank: rank 1 stops (SIGSTOP) mid-run. With the heartbeat watchdog off, the
+  # NCCL communicator's own timeout must abort the communicator (ncclCommAbort) and end the job.
+  expect_failure "stopped NCCL rank, NCCL timeout" "no progress for|NCCL" \
+    env NNPAR_FAULT_RANK_SIGNAL=1:STOP:3 NNPAR_COMM_TIMEOUT=10 \
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=200 --set mpi.rank_timeout=0 -q
+  # The same with the heartbeat watchdog: it names the rank.
+  expect_failure "stopped NCCL rank, heartbeat watchdog" "rank 1 is lost" \
+    env NNPAR_FAULT_RANK_SIGNAL=1:STOP:3 \
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=200 --set mpi.rank_timeout=5 -q
+  # A killed NCCL rank: mpirun ends the job and names it.
+  expect_failure "killed NCCL rank" "rank 1|signal 9" \
+    env NNPAR_FAULT_RANK_SIGNAL=1:KILL:3 \
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=200 -q
+  # Divergence on the GPU path: the weights read back after epoch 1 are NaN.
+  expect_failure "divergence on the GPU" "diverged in epoch 1" \
+    "$NNPAR" train "$WORK/gpu.toml" --strategy cuda --set train.lr=3e38 -q
+  # Kill and resume on the GPU: bit-identical final weights (cuda is deterministic).
+  "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q --set train.epochs=4 --save-checkpoint "$WORK/whole.st" > /dev/null 2>&1
+  NNPAR_FAULT_KILL_AFTER_CHECKPOINT=2 "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q --set train.epochs=4 \
+    --checkpoint-every 1 --checkpoint-dir "$WORK/run" --save-checkpoint "$WORK/resumed.st" > /dev/null 2>&1
+  "$NNPAR" train --resume "$WORK/run" -q > "$WORK/resume.log" 2>&1
+  python3 - "$WORK/whole.st" "$WORK/resumed.st" <<'PY'
+import json, struct, sys
+def tensors(path):
+    b = open(path, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
+    return {k: b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]] for k, v in h.items()}
+sys.exit(0 if tensors(sys.argv[1]) == tensors(sys.argv[2]) else 1)
+PY
+  report "cuda: kill after epoch 2 and resume gives bit-identical weights" $? "$(tail -n 10 "$WORK/resume.log")"
+}
+
+case "${1:-all}" in
+  sanitize) sanitize ;;
+  faults) faults ;;
+  all) sanitize; faults ;;
+  *) echo "usage: $0 [sanitize|faults|all]"; exit 2 ;;
+esac
+echo "$fails failure(s)"
+exit "$fails"
