@@ -225,7 +225,7 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, Progress& progres
   RunResult run = run_strategy(config, entry, plugins, data, initial,
                                progress.for_run(entry.label, config.train.epochs, !quiet), world, {}, hooks);
   progress.end_run();
-  trace.finish(entry.label, world, {}, hooks);
+  trace.finish(entry.label, world);
   if (!lead) return kExitOk;
   if (trace.on() && !flags.run_output.empty()) trace.write();
   std::printf("[%s] final test accuracy %.2f%%  (%zu samples), training %.3f s, %.0f samples/s on %s%s\n",

@@ -139,13 +139,13 @@ TEST_F(Runs, ContinuingFromSavedWeightsAtEpochTwoEqualsAnUninterruptedRunBitForB
   std::vector<float> saved;
   RunHooks save;
   save.after_epoch = [&](const RunResult&, const EpochRecord&, std::span<const float> p) { saved.assign(p.begin(), p.end()); };
-  const RunResult head = run_strategy(first_half, c.strategies[0], plugins_, *data_, initial, {}, {}, save);
+  const RunResult head = run_strategy(first_half, c.strategies[0], plugins_, *data_, initial, {}, {}, {}, save);
   ASSERT_EQ(saved.size(), initial.size());
 
   RunHooks resume;
   resume.first_epoch = 2;
   resume.history = head.epochs;
-  const RunResult tail = run_strategy(c, c.strategies[0], plugins_, *data_, saved, {}, {}, resume);
+  const RunResult tail = run_strategy(c, c.strategies[0], plugins_, *data_, saved, {}, {}, {}, resume);
   ASSERT_EQ(tail.epochs.size(), 4u);
   EXPECT_EQ(tail.epochs[1].loss, whole.epochs[1].loss);  // the history is carried over
   EXPECT_EQ(tail.epochs[3].loss, whole.epochs[3].loss);
