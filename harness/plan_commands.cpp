@@ -15,6 +15,8 @@
 #include "calibrate.hpp"
 #include "config.hpp"
 #include "perf_model.hpp"
+#include "results.hpp"
+#include "runner.hpp"
 
 namespace nnpar {
 
@@ -355,8 +357,9 @@ int cmd_compare_results(const PlanOptions& o) {
     try {
       const auto& s = j.at("strategy");
       const auto& cfg = j.at("config");
-      const auto& epochs = j.at("epochs");
-      if (!epochs.is_array() || epochs.empty()) throw std::invalid_argument("no epochs");
+      const RunResult run = run_from_json(j);
+      const std::vector<EpochRecord>& epochs = run.epochs;
+      if (epochs.empty()) throw std::invalid_argument("no epochs");
       const std::string plugin = s.at("name").get<std::string>();
       Candidate c = perf::candidate_from_options(plugin, s.value("ranks", 1), s.value("options", nlohmann::json::object()),
                                                  s.value("label", plugin));
@@ -366,13 +369,13 @@ int cmd_compare_results(const PlanOptions& o) {
       w.batch = cfg.at("train").at("batch_size").get<int>();
       w.momentum = cfg.at("train").value("momentum", 0.0) != 0.0;
       w.drop_last = cfg.at("train").value("drop_last", false);
-      w.samples = epochs[0].at("samples").get<std::size_t>();
+      w.samples = epochs[0].samples;
       // As bench/gpu_grid.py reports: the median over the epochs after the first (which
       // carries one-time set-up such as NCCL connections and graph capture).
       std::vector<double> rates, steps;
       for (std::size_t e = epochs.size() > 1 ? 1 : 0; e < epochs.size(); ++e) {
-        rates.push_back(epochs[e].at("samples_per_second").get<double>());
-        steps.push_back(epochs[e].at("seconds").get<double>() / std::max(1.0, epochs[e].at("steps").get<double>()));
+        rates.push_back(epochs[e].samples_per_second);
+        steps.push_back(epochs[e].seconds / std::max(1.0, double(epochs[e].steps)));
       }
       row.update({{"label", c.label},
                   {"plugin", plugin},
@@ -380,20 +383,14 @@ int cmd_compare_results(const PlanOptions& o) {
                   {"configuration", c.describe()},
                   {"layers", w.layers},
                   {"batch", w.batch},
-                  {"device", j.at("machine").value("device", "")},
+                  {"device", run.device},
                   {"measured_samples_per_second", median(rates)},
                   {"measured_step_seconds", median(steps)}});
-      const nlohmann::json& totals = j.value("totals", nlohmann::json::object());
-      const nlohmann::json rank0 = totals.contains("rank_phases") && !totals["rank_phases"].empty()
-                                       ? totals["rank_phases"][0]
-                                       : totals.value("phases", nlohmann::json::object());
-      if (!rank0.empty()) {
-        const double compute = rank0.value("data", 0.0) + rank0.value("forward", 0.0) + rank0.value("backward", 0.0) +
-                               rank0.value("update", 0.0);
-        row["measured_split"] = {{"compute", compute},
-                                 {"communication", rank0.value("communication", 0.0)},
-                                 {"idle", rank0.value("idle", 0.0)}};
-      }
+      const PhaseTimes& rank0 = run.rank_phases.empty() ? run.phases : run.rank_phases[0];
+      if (rank0.total() > 0)
+        row["measured_split"] = {{"compute", rank0.data + rank0.forward + rank0.backward + rank0.update},
+                                 {"communication", rank0.communication},
+                                 {"idle", rank0.idle}};
       const Prediction p = perf::predict(profile, net, w, c);
       // Both sides per epoch: the short last batch counts in the measurement too.
       const double err = p.epoch_samples_per_s / row["measured_samples_per_second"].get<double>() - 1;
