@@ -74,6 +74,7 @@ class Comm final : public NcclCommunicator {
   std::string backend() const override { return "nccl"; }
   void set_compute_stream(cudaStream_t stream) override { compute_ = stream; }
   cudaStream_t stream() const override { return stream_; }
+  void synchronize(cudaStream_t stream, const char* what) override { wait_for(stream, what); }
 
   void allreduce(void* data, std::size_t count, DataType type, ReduceOp op) override {
     enqueue_allreduce(data, count, type, op);
@@ -145,11 +146,13 @@ class Comm final : public NcclCommunicator {
     check_cuda(cudaEventRecord(done, stream_), "event record");
     return std::make_unique<NcclRequest>(done, compute_ != nullptr ? compute_ : stream_);
   }
+  void wait_for_stream(const char* what) { wait_for(stream_, what); }
   // Polls instead of cudaStreamSynchronize so that a dead peer is noticed and reported.
-  void wait_for_stream(const char* what) {
+  void wait_for(cudaStream_t stream, const char* what) {
+    if (comm_ == nullptr) throw CommError(std::string("NCCL ") + what + ": the communicator was aborted earlier");
     const auto start = std::chrono::steady_clock::now();
     for (int spins = 0;; ++spins) {
-      const cudaError_t status = cudaStreamQuery(stream_);
+      const cudaError_t status = cudaStreamQuery(stream);
       if (status == cudaSuccess) return;
       if (status != cudaErrorNotReady) check_cuda(status, what);
       ncclResult_t async = ncclSuccess;

@@ -20,6 +20,10 @@ class NcclCommunicator : public Communicator {
  public:
   virtual void set_compute_stream(cudaStream_t stream) = 0;
   virtual cudaStream_t stream() const = 0;
+  // Blocks until `stream` (e.g. the compute stream, whose queued graphs hold collectives) is
+  // idle, polling like the blocking calls: a failed or vanished peer aborts the communicator
+  // and throws CommError after the timeout instead of hanging in cudaStreamSynchronize.
+  virtual void synchronize(cudaStream_t stream, const char* what) = 0;
 };
 
 // All ranks of MPI_COMM_WORLD, on GPU `device` (commonly the local rank). timeout_seconds

@@ -47,6 +47,13 @@ class ReplicaEngine {
   // Linear i's gradients are complete and visible to the communicator.
   virtual void backward(float loss_scale, const std::function<void(int)>& after_layer) = 0;
   virtual void sgd_step() = 0;
+  // Optional: backward and sgd_step as one, for local SGD steps where nothing has to happen
+  // between the two, so an engine can fuse the update into the gradient products (the same
+  // values). Returns false if the engine does not, and the trainer calls the two itself.
+  virtual bool backward_and_update(float loss_scale) {
+    (void)loss_scale;
+    return false;
+  }
   // Multiplies the parameters by `factor` (for weighted averaging).
   virtual void scale_parameters(float factor) = 0;
   // Loss sum and correct predictions since the last call, then reset.
@@ -205,6 +212,10 @@ class DataParallelTrainer {
   // One local SGD step on this rank's shard of the batch (mean over the shard).
   void local_step(std::size_t mine, PhaseTimes& phases, PhaseClock& clock) {
     if (mine == 0) return;
+    if (engine_->backward_and_update(1.0f / float(mine))) {
+      clock.lap(phases.backward);
+      return;
+    }
     engine_->backward(1.0f / float(mine), {});
     clock.lap(phases.backward);
     engine_->sgd_step();

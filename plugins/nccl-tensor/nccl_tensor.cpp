@@ -240,7 +240,7 @@ class NcclTensorStrategy final : public Strategy {
     Stats stats{};
     check(cudaMemcpyAsync(&stats, stats_, sizeof stats, cudaMemcpyDeviceToHost, stream_), "read metrics");
     check(cudaMemsetAsync(stats_, 0, sizeof(Stats), stream_), "reset metrics");
-    check(cudaStreamSynchronize(stream_), "epoch");
+    comm_->synchronize(stream_, "end of epoch");  // polled: a lost peer must end the run
     clock.lap(report.phases.idle);  // waiting for the queued GPU work
     report.loss_sum = stats.loss_sum;
     report.correct = std::size_t(stats.correct);
@@ -250,7 +250,7 @@ class NcclTensorStrategy final : public Strategy {
   // Every rank writes its rows into a zeroed full vector; the sum over ranks is the model.
   void get_parameters(std::span<float> out) override {
     const ModelSpec& spec = *context_.model;
-    check(cudaStreamSynchronize(stream_), "sync");
+    comm_->synchronize(stream_, "read parameters");
     std::vector<float> local(local_count_);
     check(cudaMemcpy(local.data(), params_, local_count_ * sizeof(float), cudaMemcpyDeviceToHost), "read parameters");
     std::vector<float> full(parameter_count(spec), 0.0f);
