@@ -689,7 +689,12 @@ RunConfig Loader::load(std::shared_ptr<toml::table> doc_ptr) {
   }
   {
     toml::table t;
-    t.insert("reference", cfg.parity.reference);
+    // The default reference ("serial") is written only if the config has it: a resolved
+    // config must load again (nnpar train --resume reads it), and an explicit reference must
+    // name a strategy.
+    const bool reference_listed = std::any_of(cfg.strategies.begin(), cfg.strategies.end(),
+                                              [&](const StrategyEntry& e) { return e.label == cfg.parity.reference; });
+    if (reference_listed) t.insert("reference", cfg.parity.reference);
     t.insert("weight_rtol", cfg.parity.weight_rtol);
     t.insert("weight_atol", cfg.parity.weight_atol);
     t.insert("accuracy_pp", cfg.parity.accuracy_pp);

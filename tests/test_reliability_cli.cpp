@@ -141,6 +141,25 @@ TEST_P(KillAndResume, GivesTheWeightsOfAnUninterruptedRunBitForBit) {
   EXPECT_THAT(again.output, HasSubstr("the run already finished: 4 of 4 epochs done"));
 }
 
+// A config without a "serial" entry (a GPU-only one, say): the run directory's resolved config
+// must load again on --resume (found on the device: it named the default reference "serial").
+TEST_F(Faults, ResumeWorksForAConfigWithoutTheDefaultReference) {
+  need_data();
+  std::ostringstream s;
+  s << "[data]\ndir = \"" << kData.string() << "\"\nlimit = 500\ntest_limit = 200\n"
+    << "[model]\nlayers = [784, 8, 26]\n[train]\nepochs = 2\nbatch_size = 50\nlr = 0.5\n"
+    << "[output]\ndir = \"" << (dir_ / "results").string() << "\"\n"
+    << "[[strategy]]\nname = \"openmp\"\nlabel = \"omp\"\nthreads = 1\n";
+  const fs::path cfg = write("no-serial.toml", s.str());
+  const fs::path run_dir = dir_ / "run-no-serial";
+  const Result killed = run("train " + cfg.string() + " --checkpoint-every 1 --checkpoint-dir " + run_dir.string(),
+                            "NNPAR_FAULT_KILL_AFTER_CHECKPOINT=1");
+  ASSERT_NE(killed.status, 0) << killed.output;
+  const Result resumed = run("train --resume " + run_dir.string());
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_THAT(resumed.output, HasSubstr("epoch 2/2"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Strategies, KillAndResume, ::testing::Values("serial", "omp-intra", "dp2"),
                          [](const auto& info) { return std::string(info.param) == "omp-intra" ? std::string("openmp_intra_op")
                                                        : std::string(info.param) == "dp2" ? std::string("mpi_data_np2")
