@@ -19,7 +19,7 @@ set(CPACK_DEBIAN_PACKAGE_SECTION science)
 # against ldd of the packaged files, so a new library dependency fails the test, not a user.
 set(NNPAR_DEB_DEPENDS
   libc6 libstdc++6 libgcc-s1 libgomp1 zlib1g libboost-filesystem1.74.0 libopenmpi3 openmpi-bin
-  libpng16-16 libcpp-httplib0.11 libssl3)
+  libpng16-16 libcpp-httplib0.11 libtomlplusplus3)
 list(JOIN NNPAR_DEB_DEPENDS ", " CPACK_DEBIAN_PACKAGE_DEPENDS)
 # `nnpar report` runs share/nnpar/nnpar_report.py with matplotlib.
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "python3, python3-matplotlib, python3-numpy")
