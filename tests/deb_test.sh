@@ -72,7 +72,8 @@ while IFS= read -r elf; do
   esac
   resolved=$(ldd "$elf")
   for lib in $(readelf -d "$elf" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-    path=$(awk -v l="$lib" '$1 == l && $2 == "=>" {print $3}' <<< "$resolved")
+    # "libx.so.1 => /path (addr)", or "/lib64/ld-linux-x86-64.so.2 (addr)" for the loader
+    path=$(awk -v l="$lib" '$1 == l && $2 == "=>" {print $3; exit} {n = split($1, a, "/")} n > 1 && a[n] == l {print $1; exit}' <<< "$resolved")
     [[ -n $path && $path != "not" ]] || fail "$elf: $lib is not found (ldd)"
     [[ $path == "$root"/* ]] && continue
     pkg=$(owner "$path") || fail "$elf: $lib ($path) belongs to no Debian package"
