@@ -144,13 +144,12 @@ def main():
             r = run_compare(args, os.path.join(args.out, f"{stamp}-b{b}-n{n}"), b, entries)
             serial, mpi = r["serial"]["rate"], r[f"mpi-{n}"]["rate"]
             if not serial_shown:  # one serial row per batch: it runs in every compare as the reference
-                print(f"| 1 | none (serial) | {serial:,.0f} | {serial / mpi:.2f}x | 1.00x | 0 | reference |")
+                print(f"| 1 | none (serial) | {serial:,.0f} | {serial / mpi:.2f}x | 1.00x | - | reference |")
                 serial_shown = True
             for key, _, _, what in KINDS:
                 if key in skipped:
                     print(f"| {n} | {what} | skipped | | | | |")
                     notes.append(f"{n} ranks, {what}: SKIPPED: {skipped[key]}")
-                    print(f"SKIP {what} on {n} ranks: {skipped[key]}", file=sys.stderr)
                     continue
                 x = r[f"{key}-{n}"]
                 # A replayed epoch has no per-step host clock: its phases are split by FLOPs.
@@ -160,6 +159,7 @@ def main():
         print()
         for note in notes:
             print(f"- {note}")
+            print(f"SKIP: {note}", file=sys.stderr)  # visible even when stdout goes to a file
         print(flush=True)
     print(f"results: {args.out}")
 
