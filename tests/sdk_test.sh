@@ -48,6 +48,9 @@ out=$(run "$prefix/bin/nnpar" list-plugins --plugin-path "$abi_plugin_dir" 2>&1 
 echo "$out"
 grep -F "built for strategy ABI version" <<< "$out" | grep -F "rebuild the plugin against this nnpar's headers" \
   > /dev/null || { echo "FAIL: no ABI mismatch message from the installed nnpar"; exit 1; }
+# The built-in copy of the template strategy is installed with the other plugins.
+grep -qF "file: $prefix/lib/nnpar/plugins/nnpar_strategy_mpi-ring.so" <<< "$out" ||
+  { echo "FAIL: the installed nnpar does not list its mpi-ring plugin"; exit 1; }
 
 # ABI mismatch, out of tree: the template built against the headers of an nnpar whose strategy
 # ABI is one newer (a copy of the installed headers with kStrategyAbiVersion bumped, searched
