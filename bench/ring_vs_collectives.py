@@ -55,7 +55,7 @@ def machine():
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores{gpus}"
 
 
-def run_compare(args, out, batch, entries):
+def run_compare(args, out, batch, entries, commands):
     os.makedirs(out, exist_ok=True)
     config = os.path.join(out, "config.toml")
     data_dir = f'dir = "{args.data}"\n' if args.data else ""
@@ -68,7 +68,7 @@ def run_compare(args, out, batch, entries):
     with open(config, "w") as f:
         f.write(text)
     cmd = [os.path.join(args.build, "bin", "nnpar"), "compare", config, "--quiet"]
-    print(f"<!-- {shlex.join(cmd)} -->", flush=True)
+    commands.append(shlex.join(cmd))
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode not in (0, 1):  # 1: a parity check failed, which the table shows
         raise SystemExit(f"{shlex.join(cmd)} failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
@@ -124,7 +124,7 @@ def main():
         print(f"## global batch {b}\n")
         print("| ranks | allreduce | samples/s | vs MPI_Allreduce | vs serial | comm ms/step | parity |")
         print("|---|---|---|---|---|---|---|")
-        notes, serial_shown = [], False
+        notes, commands, serial_shown = [], [], False
         for n in [int(x) for x in args.ranks.split(",")]:
             entries, skipped = [], {}
             for key, plugin, extra, _ in KINDS:
@@ -141,7 +141,7 @@ def main():
                         skipped[key] = reason
                         continue
                 entries.append((f"{key}-{n}", f'name = "{plugin}"\nranks = {n}\nmode = "sync"\noverlap = false\n{extra}'))
-            r = run_compare(args, os.path.join(args.out, f"{stamp}-b{b}-n{n}"), b, entries)
+            r = run_compare(args, os.path.join(args.out, f"{stamp}-b{b}-n{n}"), b, entries, commands)
             serial, mpi = r["serial"]["rate"], r[f"mpi-{n}"]["rate"]
             if not serial_shown:  # one serial row per batch: it runs in every compare as the reference
                 print(f"| 1 | none (serial) | {serial:,.0f} | {serial / mpi:.2f}x | 1.00x | - | reference |")
@@ -160,6 +160,9 @@ def main():
         for note in notes:
             print(f"- {note}")
             print(f"SKIP: {note}", file=sys.stderr)  # visible even when stdout goes to a file
+        print("\nthe compares it ran (configs beside their results):\n")
+        for c in commands:
+            print(f"    {c}")
         print(flush=True)
     print(f"results: {args.out}")
 
