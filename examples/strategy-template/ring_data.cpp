@@ -171,9 +171,15 @@ class RingDataStrategy final : public Strategy {
   std::string mode_;
 };
 
+// The name must match nnpar_add_strategy(NAME ...), which names the file. nnpar builds this same
+// file as its built-in `mpi-ring` (plugins/mpi-ring), defining the name there.
+#ifndef NNPAR_RING_STRATEGY_NAME
+#define NNPAR_RING_STRATEGY_NAME "ring-data"
+#endif
+
 StrategyInfo ring_data_info() {
   StrategyInfo info;
-  info.name = "ring-data";  // must match nnpar_add_strategy(ring-data ...): the file name
+  info.name = NNPAR_RING_STRATEGY_NAME;
   info.version = "0.1";
   info.description = "data parallel over MPI ranks with a hand-written ring allreduce (SDK example)";
   info.parity = ParityClass::exact;  // for mode = sync
