@@ -1275,10 +1275,18 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       across.nccl = comm.nccl;
       across.device_side = comm.device_side;
       across.device_extra_s = comm.device_extra_s;
+      int stage_first = 0;
       for (int s = 0; s < S; ++s) {
         double t = across.allreduce(4 * stage_params[s], data);
-        // NCCL overlaps the reduction with the last micro-batch's backward; MPI does not progress.
-        if (gpu && c.overlap) t = std::max(0.0, t - bwd[s]) + cp.overlap_share * std::min(t, bwd[s]);
+        if (gpu && c.overlap) {
+          // The GPU stage engine (gpu_stage.hpp) does not report layers during the backward,
+          // so PipelineTrainer::reduce_gradients starts every layer's reduction after the last
+          // backward: one allreduce per Linear layer, back to back, nothing hidden.
+          t = 0;
+          for (int i = stage_first; i < stage_first + partition[s]; ++i)
+            t += across.allreduce(4.0 * double(params_of(w.layers, i, 1)), data);
+        }
+        stage_first += partition[s];
         reduce = std::max(reduce, t);
       }
     }

@@ -7,8 +7,12 @@
 //   communication  alpha-beta: ring allreduce  call + 2(p-1) alpha + 2(p-1)/p n/B, tree
 //                  allreduce  call + 2 ceil(log2 p) alpha + 2 n/B (the cheaper one is taken),
 //                  point-to-point  call + alpha + n/B; measured tables where the rank count was
-//                  calibrated, presets (NVLink, InfiniBand NDR, 100 GbE) to extrapolate, with a
-//                  two-level (node, cluster) allreduce beyond one node;
+//                  calibrated (carried by the formula to other rank counts), device-side
+//                  tables for collectives the host does not wait for, presets (NVLink,
+//                  InfiniBand NDR, 100 GbE) to extrapolate, with a two-level (node, cluster)
+//                  allreduce beyond one node; hidden collectives still cost overlap_share;
+//   GPU streams    the backward's two streams simulated by the kernels' calibrated shares of
+//                  the GPU (simulate_streams) when the profile has them;
 //   schedules      pipelines are simulated op by op with the trainer's own schedule
 //                  (schedule_ops in plugins/common/pipeline.hpp), so the bubble, unequal stages
 //                  and transfer delays come out of one model; data-parallel overlap of the

@@ -622,3 +622,22 @@ TEST(PlanRanking, CompareResultsPutsEachRunOnOneNodeAndOldProfilesStayStable) {
   }
   EXPECT_EQ(seen, 3);
 }
+
+TEST(PlanComm, GpuHybridReducesEveryLayerAfterTheLastBackward) {
+  // gpu_stage.hpp reports no layers during the backward, so each replica pair sums its stage's
+  // layers one allreduce each (10 us in the graph table here) after the pipeline, none hidden.
+  Workload w;
+  w.layers = {100, 10, 10, 10};
+  w.batch = 40;
+  Candidate hybrid;
+  hybrid.plugin = "nccl-hybrid";
+  hybrid.workers = 4;
+  hybrid.data = 2;
+  hybrid.micro_batches = 2;
+  ModelSpec spec;
+  spec.layer_sizes = w.layers;
+  const std::vector<int> partition = auto_partition(spec, 2);
+  const int widest = *std::max_element(partition.begin(), partition.end());
+  const Profile p = profile_from_json(synthetic_gpu_profile(two_rank_nccl()), "synthetic");
+  EXPECT_NEAR(predict(p, Network{}, w, hybrid).comm_s, widest * 1e-5, 1e-12);
+}
