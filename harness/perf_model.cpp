@@ -535,6 +535,8 @@ std::string Profile::describe() const {
   if (mpi) s << "; MPI " << comm(*mpi);
   if (gpu) s << (cpu ? "; " : "") << "GPU " << gpu->name << " x" << gpu->count;
   if (nccl) s << "; NCCL " << comm(*nccl);
+  if (json.is_object() && json.contains("estimated"))
+    s << "; some terms ESTIMATED, not measured (the profile's \"estimated\" key says which)";
   return s.str();
 }
 
@@ -1273,7 +1275,7 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       // Replica r's stage s is world rank r*S+s: replicas are S ranks apart.
       Comm across{cp, net, std::max(1, per_node / S)};
       across.nccl = comm.nccl;
-      across.device_side = comm.device_side;
+      across.device_side = comm.device_side && c.overlap;  // without overlap: a blocking allreduce
       across.device_extra_s = comm.device_extra_s;
       int stage_first = 0;
       for (int s = 0; s < S; ++s) {
