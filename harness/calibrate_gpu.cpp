@@ -5,11 +5,15 @@
 //       one GPU: our CUDA kernels (kernels/cuda) at a grid of layer shapes and row counts,
 //       each timed as a chain of dependent launches inside a CUDA graph (what the cuda and
 //       nccl-data strategies replay), the latency of a kernel in a graph and with plain
-//       launches, and the host's cost per plain launch. Writes the profile's "gpu" section.
+//       launches, and the host's cost per plain launch; per product also its "share" of the
+//       GPU (4 copies of its chain on 4 streams at once). Writes the profile's "gpu" section.
 //   mpirun -np G nnpar-calibrate-gpu nccl --out FILE [--quick]
 //       NCCL through nnpar's communicator: allreduce vs size on G GPUs (called from the host,
 //       and inside a CUDA graph as nccl-data runs it), one-way send/recv between ranks 0 and 1,
-//       the host's cost of queueing one collective. Rank 0 writes FILE.
+//       the host's cost of queueing one collective, send/recv on the device with the host
+//       ahead (stream_p2p) and how much slower products run while a receive is posted beside
+//       them (pending_slowdown), and how much of an allreduce beside products still costs
+//       them (overlap_share). Rank 0 writes FILE.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -85,6 +89,52 @@ double graph_seconds(cudaStream_t stream, const std::function<void()>& enqueue, 
   return samples[1];
 }
 
+// The same with `copies` chains at once, chain k on streams[k] (forked from and joined to
+// streams[0] inside the graph): seconds per enqueue of one chain. Against graph_seconds it
+// shows how much of the GPU one kernel takes (see kernels_mode: "share").
+double concurrent_graph_seconds(const std::vector<cudaStream_t>& streams,
+                                const std::function<void(int, cudaStream_t)>& enqueue, int chain, int replays) {
+  const int copies = int(streams.size());
+  cudaStream_t main = streams[0];
+  std::vector<cudaEvent_t> events(copies + 1);
+  for (auto& e : events) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  check(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal), "begin capture");
+  check(cudaEventRecord(events[0], main), "fork");
+  for (int k = 1; k < copies; ++k) check(cudaStreamWaitEvent(streams[k], events[0], 0), "fork");
+  for (int i = 0; i < chain; ++i)
+    for (int k = 0; k < copies; ++k) enqueue(k, streams[k]);
+  for (int k = 1; k < copies; ++k) {
+    check(cudaEventRecord(events[k], streams[k]), "join");
+    check(cudaStreamWaitEvent(main, events[k], 0), "join");
+  }
+  check(cudaStreamEndCapture(main, &graph), "end capture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  check(cudaGraphLaunch(exec, main), "graph launch");  // warm-up
+  check(cudaStreamSynchronize(main), "warm-up");
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "event");
+  check(cudaEventCreate(&stop), "event");
+  std::vector<double> samples;
+  for (int s = 0; s < 3; ++s) {
+    check(cudaEventRecord(start, main), "record");
+    for (int r = 0; r < replays; ++r) check(cudaGraphLaunch(exec, main), "graph launch");
+    check(cudaEventRecord(stop, main), "record");
+    check(cudaEventSynchronize(stop), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+    samples.push_back(ms * 1e-3 / (double(chain) * replays));
+  }
+  for (auto& e : events) cudaEventDestroy(e);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(samples.begin(), samples.end());
+  return samples[1];
+}
+
 std::string arg_value(int argc, char** argv, const char* name) {
   for (int i = 1; i + 1 < argc; ++i)
     if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
@@ -125,9 +175,15 @@ int kernels_mode(const std::string& out, bool quick) {
   float* X = device_alloc<float>(std::size_t(max_rows) * max_in);
   float* W = device_alloc<float>(std::size_t(max_out) * max_in);
   float* b = device_alloc<float>(max_out);
-  float* Y = device_alloc<float>(std::size_t(max_rows) * std::max(max_in, max_out));
+  // Outputs and split-K scratch per concurrent copy (kCopies chains at once for "share").
+  constexpr int kCopies = 4;
+  std::vector<float*> Ys, dWs;
+  for (int k = 0; k < kCopies; ++k) {
+    Ys.push_back(device_alloc<float>(std::size_t(max_rows) * std::max(max_in, max_out)));
+    dWs.push_back(device_alloc<float>(std::size_t(max_out) * max_in + max_out));
+  }
+  float* Y = Ys[0];
   float* G = device_alloc<float>(std::size_t(max_rows) * max_out);
-  float* dW = device_alloc<float>(std::size_t(max_out) * max_in + max_out);
   fill_random(X, std::size_t(max_rows) * max_in, 1);
   fill_random(W, std::size_t(max_out) * max_in, 2);
   fill_random(G, std::size_t(max_rows) * max_out, 3);
@@ -142,8 +198,16 @@ int kernels_mode(const std::string& out, bool quick) {
           scratch_floats = std::max(scratch_floats, f);
           scratch_counters = std::max(scratch_counters, c);
         }
-  gpu::GemmScratch scratch{device_alloc<float>(scratch_floats), device_alloc<unsigned>(scratch_counters), scratch_floats,
-                           scratch_counters};
+  std::vector<gpu::GemmScratch> scratches;
+  for (int k = 0; k < kCopies; ++k)
+    scratches.push_back({device_alloc<float>(scratch_floats), device_alloc<unsigned>(scratch_counters), scratch_floats,
+                         scratch_counters});
+  std::vector<cudaStream_t> copies{stream};
+  for (int k = 1; k < kCopies; ++k) {
+    cudaStream_t extra;
+    check(cudaStreamCreateWithFlags(&extra, cudaStreamNonBlocking), "stream");
+    copies.push_back(extra);
+  }
 
   nlohmann::json j;
   j["name"] = prop.name;
@@ -156,17 +220,24 @@ int kernels_mode(const std::string& out, bool quick) {
   for (int in : ins)
     for (int out_f : outs) {
       for (int rows : rows_list) {
-        const double f = graph_seconds(stream, [&] {
-          gpu::linear_forward(rows, out_f, in, X, W, b, true, Y, scratch, stream);
-        }, chain, replays);
-        const double wg = graph_seconds(stream, [&] {
-          gpu::linear_weight_grad(rows, out_f, in, G, X, false, dW, dW + std::size_t(out_f) * in, gpu::FusedSgd{}, stream);
-        }, chain, replays);
-        const double ig = graph_seconds(stream, [&] {
-          gpu::linear_input_grad(rows, out_f, in, G, W, X, Y, scratch, stream);
-        }, chain, replays);
-        for (auto [name, t] : {std::pair{"forward", f}, {"weight_grad", wg}, {"input_grad", ig}})
-          kernels[name]["points"].push_back({{"rows", rows}, {"in", in}, {"out", out_f}, {"seconds", t}});
+        const std::function<void(int, cudaStream_t)> forms[3] = {
+            [&](int k, cudaStream_t s) { gpu::linear_forward(rows, out_f, in, X, W, b, true, Ys[k], scratches[k], s); },
+            [&](int k, cudaStream_t s) {
+              gpu::linear_weight_grad(rows, out_f, in, G, X, false, dWs[k], dWs[k] + std::size_t(out_f) * in,
+                                      gpu::FusedSgd{}, s);
+            },
+            [&](int k, cudaStream_t s) { gpu::linear_input_grad(rows, out_f, in, G, W, X, Ys[k], scratches[k], s); }};
+        const char* names[3] = {"forward", "weight_grad", "input_grad"};
+        for (int form = 0; form < 3; ++form) {
+          const double t = graph_seconds(stream, [&] { forms[form](0, stream); }, chain, replays);
+          // kCopies chains at once take T4: a kernel that fills the GPU takes kCopies x T1, one
+          // that uses a quarter or less of it about T1. share = max(1, T4 / T1) / kCopies is
+          // what the plan uses to let the backward's two streams overlap (docs/plan.md).
+          const double t4 = concurrent_graph_seconds(copies, forms[form], chain, replays);
+          const double share = std::clamp(std::max(1.0, t4 / t) / kCopies, 1.0 / kCopies, 1.0);
+          kernels[names[form]]["points"].push_back(
+              {{"rows", rows}, {"in", in}, {"out", out_f}, {"seconds", t}, {"share", share}});
+        }
       }
       std::printf(".");
       std::fflush(stdout);
@@ -332,10 +403,146 @@ int nccl_mode(const std::string& out, bool quick) {
     std::sort(samples.begin(), samples.end());
     j["graph_allreduce"].push_back({{"ranks", ranks}, {"bytes", 4 * n}, {"seconds", samples[1]}});
   }
+  // Device-side send/recv, as the GPU pipelines queue them (the host never waits inside an
+  // epoch): ranks 0 and 1 queue a ping-pong of `rounds` round trips behind a long product, so
+  // the host is ahead and only the device's time per message shows. One way = time / 2 rounds.
+  j["stream_p2p"] = nlohmann::json::array();
+  {
+    const int max_rows = 4096, width = 1024;
+    float* X = device_alloc<float>(std::size_t(max_rows) * width);
+    float* W = device_alloc<float>(std::size_t(width) * width);
+    float* b = device_alloc<float>(width);
+    float* Y = device_alloc<float>(std::size_t(max_rows) * width);
+    auto product = [&](int rows) {
+      gpu::linear_forward(rows, width, width, X, W, b, false, Y, gpu::GemmScratch{}, stream);
+    };
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "event");
+    check(cudaEventCreate(&stop), "event");
+    for (std::size_t n : floats) {
+      if (n > 16777216) break;
+      const int rounds = quick ? 4 : (n >= 4194304 ? 5 : 25);
+      std::vector<double> samples;
+      for (int s = 0; s < 3; ++s) {
+        host_allreduce->barrier();
+        for (int k = 0; k < 4; ++k) product(max_rows);  // the host gets ahead behind these
+        check(cudaEventRecord(start, stream), "record");
+        std::vector<std::unique_ptr<CommRequest>> pending;
+        for (int r = 0; r < rounds && rank < 2; ++r) {
+          if (rank == 0) {
+            pending.push_back(comm->isend(buffer, n, DataType::f32, 1, 0));
+            pending.push_back(comm->irecv(buffer, n, DataType::f32, 1, 0));
+          } else {
+            pending.push_back(comm->irecv(buffer, n, DataType::f32, 0, 0));
+            pending.push_back(comm->isend(buffer, n, DataType::f32, 0, 0));
+          }
+        }
+        check(cudaEventRecord(stop, comm->stream()), "record");
+        check(cudaEventSynchronize(stop), "sync");
+        pending.clear();
+        check(cudaStreamSynchronize(stream), "sync");
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+        double t = ms * 1e-3 / (2.0 * rounds);
+        host_allreduce->broadcast(&t, 1, DataType::f64, 0);
+        samples.push_back(t);
+      }
+      std::sort(samples.begin(), samples.end());
+      j["stream_p2p"].push_back({{"bytes", 4 * n}, {"seconds", samples[1]}});
+    }
+    // Products while a receive is posted and its NCCL kernel waits on the GPU (the pipelines
+    // post receives ahead of their compute): time with the pending receive over time alone.
+    // Rank 1 sends only after rank 0 has timed its products.
+    const int rows = 512, chain = quick ? 5 : 40;
+    auto products = [&]() {
+      check(cudaEventRecord(start, stream), "record");
+      for (int k = 0; k < chain; ++k) product(rows);
+      check(cudaEventRecord(stop, stream), "record");
+      check(cudaEventSynchronize(stop), "sync");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+      return ms * 1e-3;
+    };
+    std::vector<double> ratios;
+    for (int s = 0; s < 3; ++s) {
+      host_allreduce->barrier();
+      product(rows);
+      check(cudaStreamSynchronize(stream), "sync");
+      const double alone = products();
+      std::unique_ptr<CommRequest> posted;
+      if (rank == 0) posted = comm->irecv(buffer, 1, DataType::f32, 1, 1);
+      const double beside = rank == 0 ? products() : 0;
+      host_allreduce->barrier();
+      if (rank == 1) comm->send(buffer, 1, DataType::f32, 0, 1);
+      posted.reset();
+      check(cudaStreamSynchronize(comm->stream()), "sync");
+      check(cudaStreamSynchronize(stream), "sync");
+      double ratio = rank == 0 ? beside / alone : 0;
+      host_allreduce->broadcast(&ratio, 1, DataType::f64, 0);
+      ratios.push_back(ratio);
+    }
+    std::sort(ratios.begin(), ratios.end());
+    j["pending_slowdown"] = std::max(1.0, ratios[1]);
+
+    // Overlap, as nccl-data's replayed backward: in one graph, `steps` products on the compute
+    // stream, each followed by an allreduce of 4 MB (a 1024 x 1024 layer's gradient) on the
+    // communicator's stream that waits for it. Perfectly hidden, the step costs
+    // steps x max(product, allreduce); not at all, steps x (product + allreduce).
+    // overlap_share = (T - steps x max) / (steps x min), clipped to [0, 1].
+    const std::size_t layer = std::min<std::size_t>(1048576, floats.back());
+    const int steps = quick ? 4 : 16, reps = quick ? 2 : 5;
+    auto timed_graph = [&](bool with_allreduce, bool with_product) {
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      std::vector<std::unique_ptr<CommRequest>> pending;
+      check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
+      for (int k = 0; k < steps; ++k) {
+        if (with_product) product(rows);
+        if (with_allreduce) pending.push_back(comm->allreduce_async(buffer, layer, DataType::f32, ReduceOp::sum));
+      }
+      for (auto& r : pending) r->wait();
+      pending.clear();
+      check(cudaStreamEndCapture(stream, &graph), "end capture");
+      check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+      check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
+      check(cudaStreamSynchronize(stream), "warm-up");
+      std::vector<double> samples;
+      for (int s = 0; s < 3; ++s) {
+        host_allreduce->barrier();
+        check(cudaEventRecord(start, stream), "record");
+        for (int r = 0; r < reps; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
+        check(cudaEventRecord(stop, stream), "record");
+        check(cudaEventSynchronize(stop), "sync");
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+        double t = ms * 1e-3 / (double(steps) * reps);
+        host_allreduce->broadcast(&t, 1, DataType::f64, 0);
+        samples.push_back(t);
+      }
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      std::sort(samples.begin(), samples.end());
+      return samples[1];
+    };
+    const double compute_only = timed_graph(false, true), comm_only = timed_graph(true, false),
+                 both = timed_graph(true, true);
+    const double lo = std::min(compute_only, comm_only), hi = std::max(compute_only, comm_only);
+    j["overlap_share"] = std::clamp((both - hi) / std::max(lo, 1e-9), 0.0, 1.0);
+    j["overlap_probe"] = {{"product_s", compute_only}, {"allreduce_s", comm_only}, {"both_s", both},
+                          {"allreduce_bytes", 4 * layer}, {"product", "linear_forward 512 x 1024 x 1024"}};
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    for (float* q : {X, W, b, Y}) cudaFree(q);
+  }
   if (rank == 0) {
     write_json(out, j);
-    std::printf("nccl on %d GPUs: allreduce of 4 bytes %.1f us, of 64 MB %.0f us\n", ranks,
-                1e6 * j["allreduce"].front()["seconds"].get<double>(), 1e6 * j["allreduce"].back()["seconds"].get<double>());
+    std::printf("nccl on %d GPUs: allreduce of 4 bytes %.1f us (in a graph %.1f us), of 64 MB %.0f us; send/recv "
+                "on the device %.1f us; products beside a posted receive %.2fx; overlap share %.2f\n",
+                ranks, 1e6 * j["allreduce"].front()["seconds"].get<double>(),
+                1e6 * j["graph_allreduce"].front()["seconds"].get<double>(),
+                1e6 * j["allreduce"].back()["seconds"].get<double>(),
+                1e6 * j["stream_p2p"].front()["seconds"].get<double>(), j["pending_slowdown"].get<double>(),
+                j["overlap_share"].get<double>());
   }
   host_allreduce.reset();
   comm.reset();

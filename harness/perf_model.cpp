@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -172,6 +173,69 @@ double KernelTable::seconds(int rows, int in, int out) const {
   return measured * fitted(rows, in, out) / fitted(rows, near_in, near_out);
 }
 
+bool KernelTable::has_shares() const {
+  return !points.empty() && std::all_of(points.begin(), points.end(), [](const KernelPoint& p) { return p.share > 0; });
+}
+
+double KernelTable::share(int rows, int in, int out) const {
+  if (!has_shares()) return 1;
+  rows = std::max(rows, 1);
+  double best = std::numeric_limits<double>::infinity();
+  int near_in = 0, near_out = 0;
+  for (const KernelPoint& p : points) {
+    const double d = std::pow(std::log(double(p.in) / in), 2) + std::pow(std::log(double(p.out) / out), 2);
+    if (d < best) best = d, near_in = p.in, near_out = p.out;
+  }
+  std::vector<std::pair<double, double>> curve;
+  for (const KernelPoint& p : points)
+    if (p.in == near_in && p.out == near_out) curve.push_back({double(p.rows), p.share});
+  std::sort(curve.begin(), curve.end());
+  // Outside the measured rows the end point's share holds (a share cannot grow past 1).
+  if (rows <= curve.front().first) return curve.front().second;
+  if (rows >= curve.back().first) return curve.back().second;
+  return std::clamp(loglog(curve, rows), 0.0, 1.0);
+}
+
+std::vector<double> simulate_streams(const std::vector<StreamTask>& tasks) {
+  const std::size_t n = tasks.size();
+  std::vector<double> done(n, -1), left(n);
+  std::map<int, std::vector<std::size_t>> streams;
+  for (std::size_t i = 0; i < n; ++i) {
+    left[i] = std::max(0.0, tasks[i].seconds);
+    streams[tasks[i].stream].push_back(i);
+    for (int a : tasks[i].after)
+      if (a < 0 || std::size_t(a) >= i) throw std::logic_error("simulate_streams: a task may only wait for earlier ones");
+  }
+  std::map<int, std::size_t> next;
+  double now = 0;
+  for (std::size_t finished = 0; finished < n;) {
+    std::vector<std::size_t> running;
+    for (auto& [id, list] : streams) {
+      const std::size_t k = next[id];
+      if (k >= list.size()) continue;
+      const std::size_t t = list[k];
+      if (std::all_of(tasks[t].after.begin(), tasks[t].after.end(), [&](int a) { return done[a] >= 0; }))
+        running.push_back(t);
+    }
+    if (running.empty()) throw std::logic_error("simulate_streams: the tasks wait on each other");
+    double load = 0;
+    for (std::size_t t : running) load += std::clamp(tasks[t].share, 1e-6, 1.0);
+    const double rate = load <= 1 ? 1.0 : 1.0 / load;
+    double step = std::numeric_limits<double>::infinity();
+    for (std::size_t t : running) step = std::min(step, left[t] / rate);
+    now += step;
+    for (std::size_t t : running) {
+      left[t] -= step * rate;
+      if (left[t] <= 1e-15) {
+        done[t] = now;
+        ++next[tasks[t].stream];
+        ++finished;
+      }
+    }
+  }
+  return done;
+}
+
 double StreamTable::seconds(double elements) const {
   if (elements <= 0) return 0;
   return loglog(points, elements);
@@ -284,6 +348,10 @@ DeviceProfile read_device(const Reader& r, const nlohmann::json& j, const std::s
         p.in = r.count(r.member(pts[i], pk, "in"), pk + ".in");
         p.out = r.count(r.member(pts[i], pk, "out"), pk + ".out");
         p.seconds = r.positive(r.member(pts[i], pk, "seconds"), pk + ".seconds");
+        if (pts[i].contains("share")) {
+          p.share = r.positive(pts[i].at("share"), pk + ".share");
+          if (p.share > 1) r.fail(pk + ".share", "must be <= 1 (a share of the device's throughput)");
+        }
         t.points.push_back(p);
       }
     }
@@ -343,6 +411,17 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
   }
   if (j.contains("p2p")) c.p2p = read_pairs(r, j.at("p2p"), key + ".p2p", "bytes", "seconds");
   if (j.contains("host_call_s")) c.host_call_s = r.positive(j.at("host_call_s"), key + ".host_call_s", true);
+  // Newer calibrations (optional: older profiles fall back, see CommProfile).
+  if (j.contains("stream_p2p")) c.stream_p2p = read_pairs(r, j.at("stream_p2p"), key + ".stream_p2p", "bytes", "seconds");
+  if (j.contains("hop_latency_s")) c.hop_latency_s = r.positive(j.at("hop_latency_s"), key + ".hop_latency_s", true);
+  if (j.contains("overlap_share")) {
+    c.overlap_share = r.positive(j.at("overlap_share"), key + ".overlap_share", true);
+    if (c.overlap_share > 1) r.fail(key + ".overlap_share", "must be <= 1");
+  }
+  if (j.contains("pending_slowdown")) {
+    c.pending_slowdown = r.positive(j.at("pending_slowdown"), key + ".pending_slowdown");
+    if (c.pending_slowdown < 1) c.pending_slowdown = 1;  // measurement noise: never a speed-up
+  }
 
   // Per rank count: t = a_p + b_p * bytes on relative error. Ring: b_p = 2(p-1)/p / B.
   std::vector<std::pair<int, double>> intercepts;
@@ -400,6 +479,12 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
 
 }  // namespace
 
+double CommProfile::hop_alpha(bool nccl) const {
+  if (link.alpha_s > 0) return link.alpha_s;
+  if (hop_latency_s >= 0) return hop_latency_s;
+  return nccl ? kNcclHopLatencyS : 0;
+}
+
 Profile profile_from_json(const nlohmann::json& j, const std::string& shown) {
   Reader r{shown};
   if (!j.is_object()) r.fail("(top level)", "expected a JSON object");
@@ -450,6 +535,8 @@ std::string Profile::describe() const {
   if (mpi) s << "; MPI " << comm(*mpi);
   if (gpu) s << (cpu ? "; " : "") << "GPU " << gpu->name << " x" << gpu->count;
   if (nccl) s << "; NCCL " << comm(*nccl);
+  if (json.is_object() && json.contains("estimated"))
+    s << "; some terms ESTIMATED, not measured (the profile's \"estimated\" key says which)";
   return s.str();
 }
 
@@ -485,33 +572,50 @@ struct Comm {
   const CommProfile& profile;
   const Network& net;
   int per_node;
-  bool in_graph = false;  // collectives captured in a CUDA graph (nccl-data with graph = true)
+  // Collectives that run on the device without the host waiting for each: captured in a
+  // CUDA graph (nccl-data, graph = true) or queued asynchronously (nccl-tensor, the GPU
+  // pipelines). They cost what the device spends, the graph_allreduce table, not the
+  // host-synchronous allreduce table; `device_extra_s` is added per operation (the plain
+  // launch's extra latency when queued from the host).
+  bool device_side = false;
+  double device_extra_s = 0;
+  bool nccl = false;
 
   double formula(double bytes, int p, const Link& link, double call) const {
     return std::min(ring_allreduce_seconds(bytes, p, link, call), tree_allreduce_seconds(bytes, p, link, call));
+  }
+  // A measured (bytes, seconds) table at one rank count, extended beyond its largest size by
+  // the formula's bandwidth term.
+  double in_table(const std::vector<std::pair<double, double>>& t, double bytes, int p) const {
+    if (bytes < t.front().first) return t.front().second;
+    if (bytes > t.back().first)
+      return t.back().second + formula(bytes, p, profile.link, 0) - formula(t.back().first, p, profile.link, 0);
+    return loglog(t, bytes);
+  }
+  // From tables measured per rank count: the table at p, else the nearest measured rank count's
+  // carried to p by the formula (per-call cost unchanged, hops and bandwidth term as p's).
+  std::optional<double> from_tables(const std::map<int, std::vector<std::pair<double, double>>>& tables, double bytes,
+                                    int p) const {
+    if (tables.empty()) return std::nullopt;
+    auto it = tables.find(p);
+    if (it != tables.end() && !it->second.empty()) return in_table(it->second, bytes, p);
+    int q = 0;
+    double best = std::numeric_limits<double>::infinity();
+    for (auto& [ranks, t] : tables) {
+      const double d = std::abs(std::log(double(ranks) / p));
+      if (!t.empty() && d < best) best = d, q = ranks;
+    }
+    if (q == 0) return std::nullopt;
+    const Link l{profile.hop_alpha(nccl), profile.link.bytes_per_s};
+    return std::max(0.0, in_table(tables.at(q), bytes, q) + formula(bytes, p, l, 0) - formula(bytes, q, l, 0));
   }
   // Within one node.
   double intra(double bytes, int p) const {
     if (p <= 1) return 0;
     if (net.intra) return formula(bytes, p, net.intra->link, profile.call_s);
-    if (in_graph) {
-      auto g = profile.graph_allreduce.find(p);
-      if (g != profile.graph_allreduce.end() && !g->second.empty()) {
-        const auto& t = g->second;
-        if (bytes < t.front().first) return t.front().second;
-        if (bytes > t.back().first)
-          return t.back().second + formula(bytes, p, profile.link, 0) - formula(t.back().first, p, profile.link, 0);
-        return loglog(t, bytes);
-      }
-    }
-    auto it = profile.allreduce.find(p);
-    if (it != profile.allreduce.end()) {
-      const auto& t = it->second;
-      if (bytes < t.front().first) return t.front().second;
-      if (bytes > t.back().first)
-        return t.back().second + formula(bytes, p, profile.link, 0) - formula(t.back().first, p, profile.link, 0);
-      return loglog(t, bytes);
-    }
+    if (device_side)
+      if (auto t = from_tables(profile.graph_allreduce, bytes, p)) return *t + device_extra_s;
+    if (auto t = from_tables(profile.allreduce, bytes, p)) return *t;
     return formula(bytes, p, profile.link, profile.call_s);
   }
   double allreduce(double bytes, int p) const {
@@ -532,6 +636,18 @@ struct Comm {
   double p2p(double bytes, bool same_node) const {
     if (!same_node) return p2p_seconds(bytes, net.inter.link, profile.p2p_call_s);
     if (net.intra) return p2p_seconds(bytes, net.intra->link, profile.p2p_call_s);
+    if (device_side && !profile.stream_p2p.empty()) {
+      const auto& t = profile.stream_p2p;
+      if (bytes < t.front().first) return t.front().second;
+      if (bytes > t.back().first) return t.back().second + (bytes - t.back().first) / profile.p2p_link.bytes_per_s;
+      return loglog(t, bytes);
+    }
+    // No device-side send/recv measured (older profiles): the host-timed ping-pong. A send
+    // meets its receive (rendezvous), so a message still costs a handshake between the two
+    // GPUs; how much of the host-timed figure that is, only stream_p2p measures.
+    return host_p2p(bytes);
+  }
+  double host_p2p(double bytes) const {
     if (!profile.p2p.empty()) {
       const auto& t = profile.p2p;
       if (bytes < t.front().first) return t.front().second;
@@ -549,6 +665,15 @@ struct Engine {
   const DeviceProfile& dev;
   bool plain = false;      // GPU: plain launches (each kernel pays plain instead of graph latency)
   double slowdown = 1;     // CPU: several workers computing at once on one node
+  // GPU backward's streams: false as the cuda plugin (input-gradient chain on the main stream,
+  // each weight gradient i > 0 on the side stream after input gradient i); true as nccl-data
+  // (the chain on the side stream, weight gradient i on the compute stream after input
+  // gradient i + 1).
+  bool data_layout = false;
+  // GPU kernels calibrated with their throughput shares: the backward's streams are simulated.
+  bool shares() const {
+    return dev.gpu && dev.kernels.at(Form::weight_grad).has_shares() && dev.kernels.at(Form::input_grad).has_shares();
+  }
 
   double extra() const { return dev.gpu && plain ? std::max(0.0, dev.plain_latency_s - dev.graph_latency_s) : 0; }
   double latency() const { return dev.gpu ? (plain ? dev.plain_latency_s : dev.graph_latency_s) : 0; }
@@ -565,6 +690,7 @@ struct Engine {
 // One Linear layer's work on `rows` rows, as the engines run it.
 struct LayerWork {
   double forward = 0, weight_grad = 0, input_grad = 0;
+  double share_weight_grad = 1, share_input_grad = 1;  // GPU: of the device's throughput
   int kernels_forward = 0, kernels_backward = 0;  // launches (GPU host issue)
 };
 
@@ -577,6 +703,8 @@ LayerWork layer_work(const Engine& e, const std::vector<int>& sizes, int i, int 
     w.forward = e.k(Form::forward, rows, in, out);
     w.weight_grad = e.k(Form::weight_grad, rows, in, out);
     w.input_grad = i > 0 ? e.k(Form::input_grad, rows, in, out) : 0;
+    w.share_weight_grad = e.dev.kernels.at(Form::weight_grad).share(rows, in, out);
+    w.share_input_grad = e.dev.kernels.at(Form::input_grad).share(rows, in, out);
     w.kernels_forward = 1;
     w.kernels_backward = i > 0 ? 2 : 1;
   } else {
@@ -620,6 +748,31 @@ Backward replica_backward(const Engine& e, const std::vector<LayerWork>& work) {
       t += work[i].input_grad;
     }
     b.end = t;
+    return b;
+  }
+  if (e.shares() && L > 1) {
+    // Two streams of kernels sharing the GPU by their calibrated shares (simulate_streams).
+    std::vector<StreamTask> tasks;
+    std::vector<int> ig(L, -1), wg(L, -1);
+    auto add = [&](double seconds, double share, int stream, std::vector<int> after) {
+      tasks.push_back({seconds, share, stream, std::move(after)});
+      return int(tasks.size()) - 1;
+    };
+    if (e.data_layout) {
+      for (int i = L - 1; i >= 0; --i) {
+        if (i > 0) ig[i] = add(work[i].input_grad, work[i].share_input_grad, 1, {});
+        wg[i] = add(work[i].weight_grad, work[i].share_weight_grad, 0, i + 1 < L ? std::vector<int>{ig[i + 1]} : std::vector<int>{});
+      }
+    } else {
+      for (int i = L - 1; i >= 1; --i) {
+        ig[i] = add(work[i].input_grad, work[i].share_input_grad, 0, {});
+        wg[i] = add(work[i].weight_grad, work[i].share_weight_grad, 1, {ig[i]});
+      }
+      wg[0] = add(work[0].weight_grad, work[0].share_weight_grad, 0, {});
+    }
+    const std::vector<double> done = simulate_streams(tasks);
+    for (int i = 0; i < L; ++i) b.layer_done[i] = done[wg[i]];
+    b.end = *std::max_element(done.begin(), done.end());
     return b;
   }
   const double lat = e.latency();
@@ -1008,11 +1161,13 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
 
   const CommProfile& cp = need_comm(profile, gpu, c.plugin);
   Comm comm{cp, net, per_node};
+  comm.nccl = gpu;
 
   if (c.plugin == "mpi-data" || c.plugin == "nccl-data") {
     const int shard = (rows + n - 1) / n;
     e.plain = gpu && !c.graph;
-    comm.in_graph = gpu && c.graph;
+    e.data_layout = true;
+    comm.device_side = gpu && c.graph;
     const ReplicaStep r = replica_step(e, w, shard, false);
     StepResult s;
     const double before = r.data + r.forward + r.loss;
@@ -1027,12 +1182,17 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       s.split.comm = average / std::max(1, c.period);
     } else if (c.overlap && gpu) {
       // Each layer's allreduce queued on the communicator's stream behind its gradient.
-      double comm_free = 0;
-      for (int i = L - 1; i >= 0; --i)
-        comm_free = std::max(comm_free, r.backward.layer_done[i]) + comm.allreduce(layer_bytes[i], n);
+      double comm_free = 0, total = 0;
+      for (int i = L - 1; i >= 0; --i) {
+        const double t = comm.allreduce(layer_bytes[i], n);
+        comm_free = std::max(comm_free, r.backward.layer_done[i]) + t;
+        total += t;
+      }
       const double end = std::max(r.backward.end, comm_free);
       s.split.compute = before + r.backward.end + r.update;
-      s.split.comm = end - r.backward.end;
+      // The part hidden behind the backward still takes overlap_share of its time from it.
+      const double exposed = end - r.backward.end;
+      s.split.comm = exposed + cp.overlap_share * std::max(0.0, total - exposed);
     } else {
       // MPI's non-blocking allreduce makes no progress while the rank computes (no progress
       // thread; docs/results/2026-11-26-data-parallel.md), so with overlap the per-layer
@@ -1066,6 +1226,11 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     const int micro = std::max(1, std::min(c.micro_batches, shard));
     const int mrows = (shard + micro - 1) / micro;
     e.plain = gpu;  // the GPU pipeline issues every kernel and message from the host
+    // ...asynchronously (gpu_stage.hpp: the host never waits inside an epoch), so its messages
+    // cost what they cost on the device; receives posted ahead hold SMs (pending_slowdown).
+    comm.device_side = gpu;
+    comm.device_extra_s = e.extra();
+    if (gpu) e.slowdown = cp.pending_slowdown;
     std::vector<double> fwd(S), bwd(S), to_next(S, 0), to_prev(S, 0), update(S), stage_params(S), act(S);
     std::vector<int> kernels(S);
     const bool gpipe = c.schedule == "gpipe";
@@ -1108,11 +1273,22 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     double reduce = 0;
     if (data > 1) {
       // Replica r's stage s is world rank r*S+s: replicas are S ranks apart.
-      const Comm across{cp, net, std::max(1, per_node / S)};
+      Comm across{cp, net, std::max(1, per_node / S)};
+      across.nccl = comm.nccl;
+      across.device_side = comm.device_side && c.overlap;  // without overlap: a blocking allreduce
+      across.device_extra_s = comm.device_extra_s;
+      int stage_first = 0;
       for (int s = 0; s < S; ++s) {
         double t = across.allreduce(4 * stage_params[s], data);
-        // NCCL overlaps the reduction with the last micro-batch's backward; MPI does not progress.
-        if (gpu && c.overlap) t = std::max(0.0, t - bwd[s]);
+        if (gpu && c.overlap) {
+          // The GPU stage engine (gpu_stage.hpp) does not report layers during the backward,
+          // so PipelineTrainer::reduce_gradients starts every layer's reduction after the last
+          // backward: one allreduce per Linear layer, back to back, nothing hidden.
+          t = 0;
+          for (int i = stage_first; i < stage_first + partition[s]; ++i)
+            t += across.allreduce(4.0 * double(params_of(w.layers, i, 1)), data);
+        }
+        stage_first += partition[s];
         reduce = std::max(reduce, t);
       }
     }
@@ -1142,8 +1318,12 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
 
   if (c.plugin == "mpi-tensor" || c.plugin == "nccl-tensor") {
     e.plain = gpu;
+    // nccl-tensor queues every collective asynchronously (the compute stream waits for it on
+    // the device): device-side costs; the host's issue rate bounds the step below.
+    comm.device_side = gpu;
+    comm.device_extra_s = e.extra();
     auto width = [&](int out) { return (out + n - 1) / n; };
-    double compute = 0, comm_t = 0, host_ops = 0;
+    double compute = 0, comm_t = 0, host_ops = 0, host_nccl = 0;
     for (int i = 0; i < L; ++i) {
       const int in = w.layers[i], out = w.layers[i + 1], wd = width(out);
       const bool hidden = i + 1 < L;
@@ -1154,11 +1334,12 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
         compute += gpu ? e.s("copy", double(rows) * out) + e.s("copy", double(rows) * wd)
                        : e.s("zero", double(rows) * out) + e.s("copy", double(rows) * wd);
         comm_t += comm.allreduce(4.0 * rows * out, n);
-        host_ops += 3;
+        host_ops += 2, host_nccl += 1;
       }
       host_ops += 1;
     }
     compute += e.s("softmax_xent", double(rows) * classes) + (gpu ? 0 : e.s("gather", double(rows) * w.layers[0]));
+    host_ops += 1;
     for (int i = L - 1; i >= 0; --i) {
       const int in = w.layers[i], out = w.layers[i + 1], wd = width(out);
       if (n > 1) compute += e.s("copy", double(rows) * wd), host_ops += 1;
@@ -1169,11 +1350,11 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
         compute += e.k(Form::input_grad, rows, in, wd) + (gpu ? 0 : e.s("sigmoid_backward", double(rows) * in));
         host_ops += 1;
         const double ar = n > 1 ? comm.allreduce(4.0 * rows * in, n) : 0;
-        if (n > 1) host_ops += 1;
+        if (n > 1) host_nccl += 1;
         if (gpu) {
           // The weight gradient runs while the input gradient's allreduce does.
           compute += wg;
-          comm_t += std::max(0.0, ar - wg);
+          comm_t += std::max(0.0, ar - wg) + cp.overlap_share * std::min(ar, wg);
         } else {
           compute += wg;
           comm_t += ar;
@@ -1188,7 +1369,8 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     s.split.compute = compute;
     s.split.comm = comm_t;
     if (gpu) {
-      const double host = host_ops * dev.launch_s;
+      // Launches and NCCL enqueues (host_call_s: the enqueue's host cost, calibrated).
+      const double host = host_ops * dev.launch_s + host_nccl * cp.host_call_s;
       if (host > s.split.total()) s.split.idle = host - s.split.total(), s.note = "host-bound (plain launches)";
     }
     double acts = 0;

@@ -7,8 +7,12 @@
 //   communication  alpha-beta: ring allreduce  call + 2(p-1) alpha + 2(p-1)/p n/B, tree
 //                  allreduce  call + 2 ceil(log2 p) alpha + 2 n/B (the cheaper one is taken),
 //                  point-to-point  call + alpha + n/B; measured tables where the rank count was
-//                  calibrated, presets (NVLink, InfiniBand NDR, 100 GbE) to extrapolate, with a
-//                  two-level (node, cluster) allreduce beyond one node;
+//                  calibrated (carried by the formula to other rank counts), device-side
+//                  tables for collectives the host does not wait for, presets (NVLink,
+//                  InfiniBand NDR, 100 GbE) to extrapolate, with a two-level (node, cluster)
+//                  allreduce beyond one node; hidden collectives still cost overlap_share;
+//   GPU streams    the backward's two streams simulated by the kernels' calibrated shares of
+//                  the GPU (simulate_streams) when the profile has them;
 //   schedules      pipelines are simulated op by op with the trainer's own schedule
 //                  (schedule_ops in plugins/common/pipeline.hpp), so the bubble, unequal stages
 //                  and transfer delays come out of one model; data-parallel overlap of the
@@ -65,6 +69,10 @@ const char* form_name(Form f);
 struct KernelPoint {
   int rows = 0, in = 0, out = 0;
   double seconds = 0;
+  // GPU: the share of the device's throughput the kernel takes (nnpar-calibrate-gpu times 4
+  // copies of its chain on 4 streams at once: share = max(1, T4 / T1) / 4, so 0.25..1);
+  // 0 = not measured (older profiles).
+  double share = 0;
 };
 
 class KernelTable {
@@ -74,6 +82,10 @@ class KernelTable {
   // Least squares on relative error over the points (fills `fit`); keeps fit when < 3 points.
   void fit_points();
   double seconds(int rows, int in, int out) const;
+  // The measured share at the nearest calibrated shape, interpolated over rows; 1 where the
+  // table has none (a kernel then never overlaps another).
+  double share(int rows, int in, int out) const;
+  bool has_shares() const;
   // Mean and largest |fit - measured| / measured over the points (how well the fit describes them).
   std::pair<double, double> fit_error() const;
 };
@@ -97,8 +109,29 @@ struct CommProfile {
   double p2p_call_s = 0;
   Link p2p_link;
   double host_call_s = 0;  // host cost of issuing one operation (NCCL: the enqueue)
+  // Device-side send/recv (one way) queued behind other work, the host not waiting (NCCL,
+  // nnpar-calibrate-gpu's "stream_p2p"); empty in older profiles: see device_p2p().
+  std::vector<std::pair<double, double>> stream_p2p;
+  // Latency per ring hop used to carry a table measured at one rank count to another when the
+  // calibration cannot separate it from the per-call cost (a single rank count: alpha = 0).
+  // Profile key "hop_latency_s"; when absent, kNcclHopLatencyS for NCCL, 0 for MPI.
+  double hop_latency_s = -1;
+  // Compute time of a GPU with NCCL kernels resident beside it (a posted receive spinning on
+  // its SMs), over the time alone (nnpar-calibrate-gpu's "pending_slowdown"; 1 when absent).
+  double pending_slowdown = 1;
+  // How much of a collective that runs beside compute still costs the compute: 0 = hidden
+  // completely, 1 = not at all (nnpar-calibrate-gpu's "overlap_share": products each followed
+  // by an allreduce on the communicator's stream, in a graph; 0 when absent).
+  double overlap_share = 0;
   bool measured() const { return !allreduce.empty(); }
+  // The per-hop latency for moving between rank counts: fitted alpha, else the profile's or
+  // the assumed hop latency.
+  double hop_alpha(bool nccl) const;
 };
+
+// NCCL's own tuning model (src/graph/tuning.cc: hwLat for NVLink, LL protocol, ring) charges
+// 0.6 us per ring step; what the plan assumes per hop when a profile measured one rank count.
+inline constexpr double kNcclHopLatencyS = 0.6e-6;
 
 struct DeviceProfile {
   std::string name;
@@ -207,6 +240,17 @@ Candidate candidate_from_options(const std::string& plugin, int ranks, const nlo
 // The pipeline simulator, exposed for tests: per-stage forward and backward time of one
 // micro-batch, transfer time to the next stage (activations) and back (gradients). Returns
 // the makespan and each stage's busy time.
+// Kernels on CUDA streams sharing one GPU (the backward of cuda and nccl-data): a task runs
+// when it is next on its stream and the tasks in `after` are done; all running tasks progress
+// at rate min(1, 1 / sum of their shares). Returns each task's completion time.
+struct StreamTask {
+  double seconds = 0;  // alone
+  double share = 1;    // of the device's throughput, (0, 1]
+  int stream = 0;
+  std::vector<int> after;  // indices of earlier tasks
+};
+std::vector<double> simulate_streams(const std::vector<StreamTask>& tasks);
+
 struct PipelineTimes {
   double makespan = 0;
   std::vector<double> busy;

@@ -391,7 +391,11 @@ int cmd_compare_results(const PlanOptions& o) {
         row["measured_split"] = {{"compute", rank0.data + rank0.forward + rank0.backward + rank0.update},
                                  {"communication", rank0.communication},
                                  {"idle", rank0.idle}};
-      const Prediction p = perf::predict(profile, net, w, c);
+      // A run's ranks ran on one host (nnpar launches them there), whatever the number of
+      // GPUs or cores the profile was calibrated with: its collectives are within one node.
+      perf::Network run_net = net;
+      if (o.per_node <= 0) run_net.per_node = std::max(1, c.workers);
+      const Prediction p = perf::predict(profile, run_net, w, c);
       // Both sides per epoch: the short last batch counts in the measurement too.
       const double err = p.epoch_samples_per_s / row["measured_samples_per_second"].get<double>() - 1;
       row["predicted"] = prediction_json(p);

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -388,4 +389,255 @@ TEST(PlanRanking, CompareResultsPutsPredictedBesideMeasured) {
   ASSERT_EQ(cpu.status, 0) << cpu.output;
   for (const auto& row : nlohmann::json::parse(cpu.output).at("rows"))
     EXPECT_THAT(row.at("skipped").get<std::string>(), HasSubstr("no gpu section"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terms added with the second validation (docs/results/2026-11-26-plan-validation-2.md):
+// streams sharing the GPU, collectives carried across rank counts, overlap and pending costs,
+// the host's NCCL enqueues. Hand-computed cases on synthetic profiles.
+
+namespace {
+
+// The synthetic CPU profile plus a GPU of 8 devices whose kernels cost call + flops x 1e-11
+// (no latencies, no host cost) and NCCL tables given by the test.
+nlohmann::json synthetic_gpu_profile(const nlohmann::json& nccl) {
+  nlohmann::json j = synthetic_cpu_profile();
+  nlohmann::json gpu = j["cpu"];
+  gpu["name"] = "test GPU";
+  gpu["streams"] = nlohmann::json::object();
+  for (const char* op : {"softmax_xent", "sgd", "scale", "copy"}) gpu["streams"][op] = j["cpu"]["streams"]["sgd"];
+  gpu["graph_latency_s"] = 0.0;
+  gpu["plain_latency_s"] = 0.0;
+  gpu["launch_s"] = 0.0;
+  j["gpu"] = gpu;
+  j["comm"]["nccl"] = nccl;
+  return j;
+}
+
+// Host allreduce t = 100 us + n / 10 GB/s on 2 ranks (so B = 10 GB/s, one rank count: alpha
+// is not separable); in a graph 10 us at every size.
+nlohmann::json two_rank_nccl() {
+  return {{"allreduce",
+           {{{"ranks", 2}, {"bytes", 4}, {"seconds", 1e-4 + 4e-10}}, {{"ranks", 2}, {"bytes", 1e8}, {"seconds", 1e-4 + 1e-2}}}},
+          {"graph_allreduce",
+           {{{"ranks", 2}, {"bytes", 4}, {"seconds", 1e-5}}, {{"ranks", 2}, {"bytes", 1e8}, {"seconds", 1e-5}}}},
+          {"p2p_fit", {{"call_s", 1e-6}, {"bytes_per_s", 1e9}}}};
+}
+
+Candidate nccl_data(int workers, bool overlap) {
+  Candidate c;
+  c.plugin = "nccl-data";
+  c.workers = workers;
+  c.mode = "sync";
+  c.overlap = overlap;
+  c.graph = true;
+  return c;
+}
+
+}  // namespace
+
+TEST(PlanStreams, TasksShareTheGpuByTheirShares) {
+  // Two 10 s kernels on two streams: side by side if their shares fit, else the device's
+  // throughput divides between them.
+  for (auto [share, end] : {std::pair{0.5, 10.0}, {1.0, 20.0}, {0.75, 15.0}}) {
+    const std::vector<double> done = simulate_streams({{10, share, 0, {}}, {10, share, 1, {}}});
+    EXPECT_NEAR(done[0], end, 1e-9) << share;
+    EXPECT_NEAR(done[1], end, 1e-9) << share;
+  }
+  // A (4 s, stream 0), then B (2 s, share 1, stream 1, after A) beside C (3 s, share 0.5,
+  // stream 0): at rate 2/3 B ends at 4 + 3 = 7 with C 2 s along, C's last second alone: 8.
+  const std::vector<double> done = simulate_streams({{4, 1, 0, {}}, {2, 1, 1, {0}}, {3, 0.5, 0, {}}});
+  EXPECT_NEAR(done[0], 4, 1e-9);
+  EXPECT_NEAR(done[1], 7, 1e-9);
+  EXPECT_NEAR(done[2], 8, 1e-9);
+  EXPECT_THROW(simulate_streams({{1, 1, 0, {1}}, {1, 1, 1, {}}}), std::logic_error);
+}
+
+TEST(PlanStreams, CalibratedSharesLetTheBackwardStreamsOverlap) {
+  // Every product 10 us at every shape and row count; cuda on layers 100-10-10: forward 2 x
+  // 10 us, the loss 40 x 10 elements at 1 ns, then the backward: input gradient 1 (main), then
+  // weight gradient 0 (main) beside weight gradient 1 (side stream). Shares 0.5: the two fit
+  // side by side (backward 20 us); share 1 or no shares: 30 us, as the model without shares.
+  auto profile = [](double share) {
+    nlohmann::json j = synthetic_gpu_profile(two_rank_nccl());
+    for (const char* form : {"forward", "weight_grad", "input_grad"}) {
+      nlohmann::json points = nlohmann::json::array();
+      for (int in : {100, 10})
+        for (int rows : {1, 10000}) {
+          nlohmann::json p = {{"rows", rows}, {"in", in}, {"out", 10}, {"seconds", 1e-5}};
+          if (share > 0) p["share"] = share;
+          points.push_back(p);
+        }
+      j["gpu"]["kernels"][form] = {{"points", points}};
+    }
+    return profile_from_json(j, "synthetic");
+  };
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  w.samples = 40;
+  Candidate cuda;
+  cuda.plugin = "cuda";
+  const double loss = 400e-9;
+  EXPECT_NEAR(predict(profile(0.5), Network{}, w, cuda).step_s, 20e-6 + loss + 20e-6, 1e-12);
+  EXPECT_NEAR(predict(profile(1.0), Network{}, w, cuda).step_s, 20e-6 + loss + 30e-6, 1e-12);
+  EXPECT_NEAR(predict(profile(0), Network{}, w, cuda).step_s, 20e-6 + loss + 30e-6, 1e-12);
+  EXPECT_TRUE(profile(0.5).gpu->kernels.at(Form::input_grad).has_shares());
+  EXPECT_FALSE(profile(0).gpu->kernels.at(Form::input_grad).has_shares());
+  EXPECT_DOUBLE_EQ(profile(0).gpu->kernels.at(Form::input_grad).share(10, 10, 10), 1.0);
+}
+
+TEST(PlanComm, InGraphTableIsCarriedToAnotherRankCount) {
+  // nccl-data on 4 GPUs, one allreduce of 1,010 floats (4,040 bytes), the graph table measured
+  // on 2: 10 us + formula(4 ranks) - formula(2 ranks) with B = 10 GB/s and, one rank count
+  // calibrated, NCCL's 0.6 us per hop. Ring on 4: 6 hops + 1.5 n/B; tree: 4 hops + 2 n/B (the
+  // cheaper, 3.208 us); on 2 the ring: 2 hops + n/B = 1.604 us.
+  Workload w;
+  w.layers = {100, 10};
+  w.batch = 40;
+  const Profile p = profile_from_json(synthetic_gpu_profile(two_rank_nccl()), "synthetic");
+  ASSERT_TRUE(p.nccl);
+  EXPECT_NEAR(p.nccl->link.bytes_per_s, 1e10, 1e4);
+  EXPECT_DOUBLE_EQ(p.nccl->hop_alpha(true), kNcclHopLatencyS);
+  const double tree4 = 4 * 0.6e-6 + 2 * 4040 / 1e10, ring2 = 2 * 0.6e-6 + 4040 / 1e10;
+  EXPECT_NEAR(predict(p, Network{}, w, nccl_data(4, false)).comm_s, 1e-5 + tree4 - ring2, 1e-12);
+  // At the measured rank count, the table itself.
+  EXPECT_NEAR(predict(p, Network{}, w, nccl_data(2, false)).comm_s, 1e-5, 1e-12);
+  // A profile that gives the hop latency (here 0): only the bandwidth term moves, 0.5 n/B.
+  nlohmann::json zero = two_rank_nccl();
+  zero["hop_latency_s"] = 0.0;
+  const Profile q = profile_from_json(synthetic_gpu_profile(zero), "synthetic");
+  EXPECT_NEAR(predict(q, Network{}, w, nccl_data(4, false)).comm_s, 1e-5 + 0.5 * 4040 / 1e10, 1e-12);
+}
+
+TEST(PlanComm, OverlapShareChargesTheHiddenPartOfTheAllreduces) {
+  // Layers 100-10-10 on 20 rows per GPU, no latencies: weight gradient 1 done at 1.04 us,
+  // weight gradient 0 at 3.48 us (end of the backward); each in-graph allreduce 10 us. The
+  // communicator is free at 11.04 us, then 21.04 us: 17.56 us exposed, 2.44 us hidden.
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  nlohmann::json nccl = two_rank_nccl();
+  const Profile p = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  const double exposed = predict(p, Network{}, w, nccl_data(2, true)).comm_s;
+  EXPECT_NEAR(exposed, 21.04e-6 - 3.48e-6, 1e-12);
+  nccl["overlap_share"] = 0.5;
+  const Profile q = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  EXPECT_NEAR(predict(q, Network{}, w, nccl_data(2, true)).comm_s, exposed + 0.5 * (20e-6 - exposed), 1e-12);
+}
+
+TEST(PlanComm, PendingSlowdownScalesPipelineComputeAndTensorPaysItsEnqueues) {
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  Candidate pipe;
+  pipe.plugin = "nccl-pipeline";
+  pipe.workers = 2;
+  pipe.micro_batches = 2;
+  nlohmann::json nccl = two_rank_nccl();
+  const Prediction plain = predict(profile_from_json(synthetic_gpu_profile(nccl), "s"), Network{}, w, pipe);
+  nccl["pending_slowdown"] = 2.0;
+  const Prediction slow = predict(profile_from_json(synthetic_gpu_profile(nccl), "s"), Network{}, w, pipe);
+  EXPECT_NEAR(slow.compute_s, 2 * plain.compute_s, 1e-15);
+
+  // nccl-tensor on 2 GPUs, host-bound: per layer in the forward 3 launches and 1 allreduce,
+  // the loss 1 launch, in the backward per layer a copy and the weight gradient, and for layer
+  // 1 its input gradient and its allreduce: 12 launches x 1 ms + 3 NCCL enqueues x 10 ms.
+  nlohmann::json j = synthetic_gpu_profile(two_rank_nccl());
+  j["gpu"]["launch_s"] = 1e-3;
+  j["comm"]["nccl"]["host_call_s"] = 1e-2;
+  Candidate tensor;
+  tensor.plugin = "nccl-tensor";
+  tensor.workers = 2;
+  EXPECT_NEAR(predict(profile_from_json(j, "s"), Network{}, w, tensor).step_s, 12e-3 + 3e-2, 1e-12);
+}
+
+TEST(PlanProfile, NewCalibrationFieldsAreReadAndChecked) {
+  nlohmann::json nccl = two_rank_nccl();
+  nccl["stream_p2p"] = {{{"bytes", 4}, {"seconds", 5e-6}}, {{"bytes", 4e6}, {"seconds", 3e-5}}};
+  nccl["pending_slowdown"] = 1.2;
+  nccl["overlap_share"] = 0.4;
+  nccl["hop_latency_s"] = 1e-6;
+  const Profile p = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  EXPECT_EQ(p.nccl->stream_p2p.size(), 2u);
+  EXPECT_DOUBLE_EQ(p.nccl->pending_slowdown, 1.2);
+  EXPECT_DOUBLE_EQ(p.nccl->overlap_share, 0.4);
+  EXPECT_DOUBLE_EQ(p.nccl->hop_alpha(true), 1e-6);
+  // Older profiles: none of them, and the model falls back (no slowdown, perfect overlap).
+  const Profile old = profile_from_json(synthetic_gpu_profile(two_rank_nccl()), "synthetic");
+  EXPECT_DOUBLE_EQ(old.nccl->pending_slowdown, 1.0);
+  EXPECT_DOUBLE_EQ(old.nccl->overlap_share, 0.0);
+  EXPECT_TRUE(old.nccl->stream_p2p.empty());
+  auto fails = [](nlohmann::json j, const std::string& key) {
+    try {
+      profile_from_json(j, "p.json");
+      ADD_FAILURE() << "accepted " << key;
+    } catch (const ProfileError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("p.json: " + key)) << e.what();
+    }
+  };
+  nlohmann::json bad = synthetic_gpu_profile(two_rank_nccl());
+  bad["comm"]["nccl"]["overlap_share"] = 1.5;
+  fails(bad, "comm.nccl.overlap_share");
+  bad = synthetic_gpu_profile(two_rank_nccl());
+  bad["comm"]["nccl"]["stream_p2p"] = {{{"bytes", 4}, {"seconds", -1.0}}};
+  fails(bad, "comm.nccl.stream_p2p[0].seconds");
+  bad = synthetic_gpu_profile(two_rank_nccl());
+  bad["gpu"]["kernels"]["forward"] = {
+      {"points", {{{"rows", 1}, {"in", 2}, {"out", 3}, {"seconds", 1e-6}, {"share", 2.0}}}}};
+  fails(bad, "gpu.kernels.forward.points[0].share");
+}
+
+TEST(PlanRanking, CompareResultsPutsEachRunOnOneNodeAndOldProfilesStayStable) {
+  // The 4-GPU runs against the 2-GPU calibration: all 4 ranks of a run were on one host, so
+  // its collectives are within one node (as --per-node 4 says), not 2 nodes over InfiniBand.
+  const fs::path calibrated = kSource / "profiles" / "h200-calibrated.json";
+  const fs::path g4 = kSource / "docs" / "results" / "raw" / "gpu-grid-4xH200" / "small-b128-g4";
+  auto rows = [&](const std::string& extra) {
+    const Result r = run("plan --profile " + calibrated.string() + " --compare-results " + g4.string() + " --json" + extra);
+    EXPECT_EQ(r.status, 0) << r.output;
+    std::map<std::string, double> out;
+    const nlohmann::json j = nlohmann::json::parse(r.output);  // alive through the loop
+    for (const auto& row : j.at("rows"))
+      out[row.at("label").get<std::string>()] = row.at("predicted_samples_per_second").get<double>();
+    return out;
+  };
+  const auto own = rows(""), four = rows(" --per-node 4"), two = rows(" --per-node 2");
+  ASSERT_TRUE(own.count("data-sync-4"));
+  EXPECT_DOUBLE_EQ(own.at("data-sync-4"), four.at("data-sync-4"));
+  EXPECT_GT(own.at("data-sync-4"), 1.2 * two.at("data-sync-4"));
+  // Stable on a stored profile without the new fields: these 2-GPU predictions are the ones
+  // docs/results/raw/device-2026-11-26-x2/plan-compare.txt recorded before the new terms.
+  const fs::path g2 = kSource / "docs" / "results" / "raw" / "gpu-grid-4xH200" / "deep-b1024-g2";
+  const Result r = run("plan --profile " + calibrated.string() + " --compare-results " + g2.string() + " --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::map<std::string, double> expected = {{"cuda", 405493}, {"data-sync-2", 789066}, {"pipeline-2", 418643}};
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  int seen = 0;
+  for (const auto& row : j.at("rows")) {
+    const std::string label = row.at("label");
+    if (!expected.count(label)) continue;
+    ++seen;
+    EXPECT_NEAR(row.at("predicted_samples_per_second").get<double>(), expected[label], 0.001 * expected[label]) << label;
+  }
+  EXPECT_EQ(seen, 3);
+}
+
+TEST(PlanComm, GpuHybridReducesEveryLayerAfterTheLastBackward) {
+  // gpu_stage.hpp reports no layers during the backward, so each replica pair sums its stage's
+  // layers one allreduce each (10 us in the graph table here) after the pipeline, none hidden.
+  Workload w;
+  w.layers = {100, 10, 10, 10};
+  w.batch = 40;
+  Candidate hybrid;
+  hybrid.plugin = "nccl-hybrid";
+  hybrid.workers = 4;
+  hybrid.data = 2;
+  hybrid.micro_batches = 2;
+  ModelSpec spec;
+  spec.layer_sizes = w.layers;
+  const std::vector<int> partition = auto_partition(spec, 2);
+  const int widest = *std::max_element(partition.begin(), partition.end());
+  const Profile p = profile_from_json(synthetic_gpu_profile(two_rank_nccl()), "synthetic");
+  EXPECT_NEAR(predict(p, Network{}, w, hybrid).comm_s, widest * 1e-5, 1e-12);
 }
