@@ -17,6 +17,11 @@ namespace fs = std::filesystem;
 using namespace nnpar;
 using testing::HasSubstr;
 
+namespace nnpar::kernels::detail {
+void gemm_force_isa(int isa);  // kernels/cpu/gemm.cpp: 0 auto, 1 generic, 2 avx2, 3 avx512
+const char* gemm_isa_name();
+}  // namespace nnpar::kernels::detail
+
 namespace {
 
 const fs::path kData = NNPAR_TEST_DATA_DIR;
@@ -194,6 +199,31 @@ TEST_F(OpenMp, MomentumWeightDecayAndTwoEpochsMatchSerial) {
       EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters));
     }
   }
+}
+
+// intra_op's GEMMs run on packed-B tiles split in 2D over the threads, with the bias,
+// sigmoid, sigmoid' and SGD update applied per tile: wider layers than small_config's give
+// several B panels, several row blocks and (batch 300) two K blocks in the weight gradient;
+// the narrower panels of the AVX2 and generic paths also split the 26 logits by columns.
+TEST_F(OpenMp, IntraOpTiledGemmsAreBitIdenticalOnEveryPath) {
+  RunConfig config = small_config(300);
+  config.model.layer_sizes = {784, 100, 70, 26};
+  config.train.sgd.momentum = 0.9f;
+  config.train.sgd.weight_decay = 1e-4f;
+  config.train.sgd.lr = 0.1f;
+  const char* names[] = {"", "generic", "avx2", "avx512"};
+  for (int isa = 3; isa >= 1; --isa) {
+    nnpar::kernels::detail::gemm_force_isa(isa);
+    if (std::string(nnpar::kernels::detail::gemm_isa_name()) != names[isa]) continue;  // CPU lacks it
+    const RunResult ref = run(config, serial_entry());
+    for (int threads : {3, 4}) {
+      const RunResult got = run(config, openmp_entry("intra_op", threads));
+      EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters))
+          << names[isa] << ", " << threads << " threads";
+      EXPECT_NEAR(got.epochs[0].loss, ref.epochs[0].loss, 1e-6 * ref.epochs[0].loss);
+    }
+  }
+  nnpar::kernels::detail::gemm_force_isa(0);
 }
 
 TEST_F(OpenMp, ZeroThreadsMeansOmpNumThreads) {

@@ -9,6 +9,7 @@
 // only on K and the inputs of that element's row/column: not on M, N, position in C, or
 // thread. That also makes a row of X*W^T independent of the batch it is computed in.
 #include "nnpar/kernels.hpp"
+#include "nnpar/gemm_packed.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -234,6 +235,108 @@ NNPAR_INLINE void gemm_blocked(int M, int N, int K, float alpha, View a, View b,
   }
 }
 
+// ------------------------------------------------------------------ packed-B driver
+// The pieces of gemm_blocked for a caller that shares one packed op(B) between threads
+// (gemm_packed.hpp). Same K blocks, same micro-kernel calls per tile, so every element of C
+// gets the operation sequence gemm_blocked would give it.
+template <int MR, int NV, class V, int KC, int MC>
+struct PackedPath {
+  static constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
+
+  static NNPAR_INLINE void pack(int K, int N, View b, int p0, int p1, float* Bp) {
+    const int nkb = (K + KC - 1) / KC;
+    const int kcmax = (K + nkb - 1) / nkb;
+    for (int j = p0; j < p1; ++j) {
+      const int n0 = j * NR;
+      const int n = std::min(NR, N - n0);
+      float* dst = Bp + static_cast<std::size_t>(j) * K * NR;
+      for (int kb = 0; kb < nkb; ++kb) {
+        const int pc = kb * kcmax;
+        const int kc = std::min(kcmax, K - pc);
+        pack_b<NR>(kc, n, View{b.p + pc * b.rs + n0 * b.cs, b.rs, b.cs},
+                   dst + static_cast<std::size_t>(pc) * NR);
+      }
+    }
+  }
+
+  static NNPAR_INLINE void compute(int K, int N, int m0, int m1, int p0, int p1, float alpha,
+                                   View a, const float* Bp, float beta, float* C, long ldc) {
+    const int nkb = (K + KC - 1) / KC;
+    const int kcmax = (K + nkb - 1) / nkb;
+    float* Ap = scratch(static_cast<std::size_t>(kcmax) * MC + MR * NR);
+    float* tmp = Ap + static_cast<std::size_t>(kcmax) * MC;  // edge tiles go through here
+    std::fill(tmp, tmp + MR * NR, 0.0f);
+    // Row blocks outermost: a block of C is finished (all K blocks) before the next starts,
+    // so a caller handing in one MC block at a time can apply its epilogue while C is hot.
+    for (int ic = m0; ic < m1; ic += MC) {
+      const int mc = std::min(MC, m1 - ic);
+      for (int kb = 0; kb < nkb; ++kb) {
+        const int pc = kb * kcmax;
+        const int kc = std::min(kcmax, K - pc);
+        const float bet = kb == 0 ? beta : 1.0f;
+        pack_a<MR>(mc, kc, View{a.p + ic * a.rs + pc * a.cs, a.rs, a.cs}, Ap);
+        for (int j = p0; j < p1; ++j) {
+          const int n0 = j * NR;
+          const int n = std::min(NR, N - n0);
+          const float* bp = Bp + static_cast<std::size_t>(j) * K * NR + static_cast<std::size_t>(pc) * NR;
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int m = std::min(MR, mc - ir);
+            const int mk = m == MR ? MR : m == 1 ? 1 : m == 2 ? 2 : m <= 4 ? 4 : MR;
+            float* c = C + (ic + ir) * ldc + n0;
+            const bool full = m == mk && n == NR;
+            float* cd = full ? c : tmp;
+            const long ldd = full ? ldc : NR;
+            if (!full && bet != 0.0f)
+              for (int i = 0; i < m; ++i) std::memcpy(tmp + i * NR, c + i * ldc, n * sizeof(float));
+            const float* ap = Ap + static_cast<std::size_t>(ir) * kc;
+            if (mk == MR) micro_kernel<MR, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+            else if (mk == 1) micro_kernel<1, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+            else if (mk == 2) micro_kernel<2, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+            else if constexpr (MR > 4) micro_kernel<4, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+            if (!full)
+              for (int i = 0; i < m; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
+          }
+        }
+      }
+    }
+  }
+};
+
+// The tile shapes below must stay those of gemm_avx512 / gemm_avx2 / gemm_generic.
+using PackedAvx512 = PackedPath<8, 2, v16f, 256, 128>;
+using PackedAvx2 = PackedPath<6, 2, v8f, 256, 144>;
+using PackedGeneric = PackedPath<4, 2, v4f, 256, 128>;
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void pack_avx512(
+    int K, int N, View b, int p0, int p1, float* Bp) {
+  PackedAvx512::pack(K, N, b, p0, p1, Bp);
+}
+__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void packed_avx512(
+    int K, int N, int m0, int m1, int p0, int p1, float alpha, View a, const float* Bp, float beta,
+    float* C, long ldc) {
+  PackedAvx512::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
+}
+__attribute__((target("avx2,fma"), noinline)) void pack_avx2(int K, int N, View b, int p0, int p1,
+                                                              float* Bp) {
+  PackedAvx2::pack(K, N, b, p0, p1, Bp);
+}
+__attribute__((target("avx2,fma"), noinline)) void packed_avx2(int K, int N, int m0, int m1, int p0,
+                                                                int p1, float alpha, View a,
+                                                                const float* Bp, float beta,
+                                                                float* C, long ldc) {
+  PackedAvx2::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
+}
+#endif
+__attribute__((noinline)) void pack_generic(int K, int N, View b, int p0, int p1, float* Bp) {
+  PackedGeneric::pack(K, N, b, p0, p1, Bp);
+}
+__attribute__((noinline)) void packed_generic(int K, int N, int m0, int m1, int p0, int p1,
+                                              float alpha, View a, const float* Bp, float beta,
+                                              float* C, long ldc) {
+  PackedGeneric::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
+}
+
 // Per-ISA instantiations. Tile shapes: AVX-512 8x32 (16 zmm accumulators of 32),
 // AVX2 6x16 (12 of 16 ymm), baseline 4x8 in 128-bit vectors (8 of 16 xmm).
 #if defined(__x86_64__) || defined(__i386__)
@@ -328,6 +431,62 @@ void gemm_nt(int M, int N, int K, float alpha, const float* A, int lda, const fl
 void gemm_tn(int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
              float beta, float* C, int ldc) {
   gemm(M, N, K, alpha, View{A, 1, lda}, View{B, ldb, 1}, beta, C, ldc);
+}
+
+PackedB packed_b_layout(int K, int N) {
+  PackedB l;
+  l.K = std::max(K, 0);
+  l.N = std::max(N, 0);
+  l.isa = active_isa();
+  switch (l.isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case kAvx512: l.nr = PackedAvx512::NR; l.mr = 8; l.mc = 128; break;
+    case kAvx2: l.nr = PackedAvx2::NR; l.mr = 6; l.mc = 144; break;
+#endif
+    default: l.nr = PackedGeneric::NR; l.mr = 4; l.mc = 128; break;
+  }
+  l.panels = (l.N + l.nr - 1) / l.nr;
+  return l;
+}
+
+void pack_b_panels(const PackedB& l, const float* B, int ldb, bool trans, int p0, int p1,
+                   float* Bp) {
+  p0 = std::max(p0, 0);
+  p1 = std::min(p1, l.panels);
+  if (p0 >= p1 || l.K <= 0) return;
+  const View b = trans ? View{B, 1, ldb} : View{B, ldb, 1};
+  switch (l.isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case kAvx512: pack_avx512(l.K, l.N, b, p0, p1, Bp); return;
+    case kAvx2: pack_avx2(l.K, l.N, b, p0, p1, Bp); return;
+#endif
+    default: pack_generic(l.K, l.N, b, p0, p1, Bp); return;
+  }
+}
+
+void gemm_packed_rows(const PackedB& l, int m0, int m1, int p0, int p1, float alpha,
+                      const float* A, int lda, bool transA, const float* Bp, float beta, float* C,
+                      int ldc) {
+  p0 = std::max(p0, 0);
+  p1 = std::min(p1, l.panels);
+  if (m0 >= m1 || p0 >= p1) return;
+  if (alpha == 0.0f || l.K <= 0) {  // as gemm(): A and B are not referenced
+    const int c0 = l.panel_begin_col(p0), c1 = l.panel_begin_col(p1);
+    for (int i = m0; i < m1; ++i)
+      for (int j = c0; j < c1; ++j) {
+        float& c = C[static_cast<long>(i) * ldc + j];
+        c = beta == 0.0f ? 0.0f : beta * c;
+      }
+    return;
+  }
+  const View a = transA ? View{A, 1, lda} : View{A, lda, 1};
+  switch (l.isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case kAvx512: packed_avx512(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
+    case kAvx2: packed_avx2(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
+#endif
+    default: packed_generic(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
+  }
 }
 
 }  // namespace nnpar::kernels

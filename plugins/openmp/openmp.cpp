@@ -1,9 +1,14 @@
 // The OpenMP multicore strategy: one process, T threads, two ways to split a step.
 //
-//  mode = "intra_op"       one model; every GEMM and element-wise op of a step is cut into T
-//                          pieces along a dimension that leaves each output element's arithmetic
-//                          untouched, so with the kernels' M/N-independent summation order the
-//                          weights are bit-identical to serial for any T.
+//  mode = "intra_op"       one model; every GEMM of a step is split GotoBLAS-style: its op(B)
+//                          (a weight, or an activation for the weight gradient) is packed ONCE
+//                          per step, cooperatively, and the threads split the M x N tile grid in
+//                          2D, each packing only its own rows of op(A). Bias+sigmoid, the
+//                          sigmoid derivative and the SGD update run in the epilogue of the
+//                          thread that produced those elements, so a step of n layers takes
+//                          2n+1 barriers. The kernels' per-element operation sequence does not
+//                          depend on the tile an element is computed in: the weights are
+//                          bit-identical to serial for any T.
 //  mode = "data_parallel"  T workers share one weight buffer; each runs forward/backward on its
 //                          contiguous shard of the global batch, then the T gradient buffers are
 //                          summed in a fixed pairwise tree (an order that depends on T only, never
@@ -25,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "nnpar/gemm_packed.hpp"
 #include "nnpar/kernels.hpp"
 #include "nnpar/strategy.hpp"
 
@@ -42,16 +48,61 @@ Range line_share(std::size_t n, int t, int T) {
   return {std::min(n, u.begin * kLine), std::min(n, u.end * kLine)};
 }
 
-// The kernels pack all of op(B) and all of op(A) on every call: cutting C by rows makes every
-// thread pack the whole B, cutting by columns the whole A. Cut the dimension whose other
-// operand is the smaller one, unless that would leave threads without work.
-bool split_columns(int M, int N, int T) {
-  return T > 1 && M < N && (std::size_t(N) + kLine - 1) / kLine >= std::size_t(T);
-}
-
 // new float[n] leaves the memory untouched, so the thread that first writes a page owns it.
 using Buffer = std::unique_ptr<float[]>;
 Buffer untouched(std::size_t n) { return Buffer(new float[std::max<std::size_t>(n, 1)]); }
+
+// Packed GEMM operands are read with aligned vector loads: 64-byte aligned, also untouched.
+struct AlignedDelete {
+  void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
+};
+using Packed = std::unique_ptr<float[], AlignedDelete>;
+Packed untouched_aligned(std::size_t n) {
+  return Packed(static_cast<float*>(::operator new[](std::max<std::size_t>(n, 16) * sizeof(float),
+                                                     std::align_val_t(64))));
+}
+
+// Thread t's rectangle of C [M x N] in a tm x tn grid of the micro-tile rows and B panels.
+struct Tile {
+  int m0 = 0, m1 = 0, p0 = 0, p1 = 0;
+  int tn = 1;  // threads sharing one row range
+  bool empty() const { return m0 >= m1 || p0 >= p1; }
+};
+
+// tm x tn = T with tm a divisor of T: least work on the busiest thread first (whole
+// micro-tiles), then least operand traffic per thread (its rows of A plus its columns of B,
+// each read once per K), then fewer column groups (a 1-wide grid keeps whole rows together).
+Tile tile_of(int M, const kn::PackedB& l, int t, int T) {
+  const long mp = (M + l.mr - 1) / l.mr;  // micro-tile rows
+  long best_work = -1, best_traffic = 0;
+  int best_tm = T;
+  for (int tm = 1; tm <= T; ++tm) {
+    if (T % tm) continue;
+    const int tn = T / tm;
+    const long rows = (mp + tm - 1) / tm * l.mr;
+    const long cols = (l.panels + tn - 1) / tn * long(l.nr);
+    const long work = rows * cols, traffic = rows + cols;
+    if (best_work < 0 || work < best_work || (work == best_work && traffic < best_traffic) ||
+        (work == best_work && traffic == best_traffic && tn < T / best_tm)) {
+      best_work = work;
+      best_traffic = traffic;
+      best_tm = tm;
+    }
+  }
+  const int tn = T / best_tm;
+  const Range r = shard_range(std::size_t(mp), t / tn, best_tm);
+  const Range p = shard_range(std::size_t(l.panels), t % tn, tn);
+  return {int(std::min<std::size_t>(M, r.begin * l.mr)), int(std::min<std::size_t>(M, r.end * l.mr)),
+          int(p.begin), int(p.end), tn};
+}
+
+// Thread t's share of the panels of one packed operand. `turn` rotates which threads get the
+// remainder panels, so many small operands packed in one phase do not all land on thread 0.
+Range panel_share(int panels, int t, int T, int& turn) {
+  const Range r = shard_range(std::size_t(panels), (t + T - turn % T) % T, T);
+  turn += panels % T;
+  return r;
+}
 
 int resolve_threads(std::int64_t requested) {
   if (requested > 0) return int(requested);
@@ -98,6 +149,14 @@ class OpenMpStrategy final : public Strategy {
       probs_ = untouched(std::size_t(B) * spec_.layer_sizes[n]);
       labels_.resize(B);
       bias_tmp_.resize(T);
+      for (int i = 0; i < n; ++i) {
+        const int in = spec_.layer_sizes[i], out = spec_.layer_sizes[i + 1];
+        wf_.push_back(kn::packed_b_layout(in, out));  // forward: op(B) = W^T
+        wb_.push_back(kn::packed_b_layout(out, in));  // input gradient: op(B) = W
+        wf_data_.push_back(untouched_aligned(wf_[i].floats()));
+        wb_data_.push_back(untouched_aligned(i > 0 ? wb_[i].floats() : 0));
+        ab_data_.push_back(untouched_aligned(kn::packed_b_layout(B, in).floats()));
+      }
     } else {
       workers_.resize(T);
     }
@@ -123,6 +182,14 @@ class OpenMpStrategy final : public Strategy {
         const std::size_t c = spec_.layer_sizes[n];
         std::fill(probs_.get() + r.begin * c, probs_.get() + r.end * c, 0.0f);
         bias_tmp_[t].assign(std::size_t(B) * line_share(widest, 0, T).size(), 0.0f);
+        // Packed operands: first touched by the thread that packs those panels every step.
+        int turn = 0;
+        for (int i = 0; i < n; ++i) {
+          touch_panels(wf_[i], wf_data_[i].get(), t, T, turn);
+          if (i > 0) touch_panels(wb_[i], wb_data_[i].get(), t, T, turn);
+        }
+        for (int i = 0; i < n; ++i)
+          touch_panels(kn::packed_b_layout(B, spec_.layer_sizes[i]), ab_data_[i].get(), t, T, turn);
       } else {
         // Shard 0 is the largest; a thread whose shard is empty still needs a (1-row) model.
         const int rows = std::max<int>(1, int(shard_range(B, 0, T).size()));
@@ -201,75 +268,98 @@ class OpenMpStrategy final : public Strategy {
     }
   };
 
+  static void touch_panels(const kn::PackedB& l, float* data, int t, int T, int& turn) {
+    const Range r = panel_share(l.panels, t, T, turn);
+    const std::size_t per = std::size_t(l.K) * l.nr;
+    std::fill(data + r.begin * per, data + r.end * per, 0.0f);
+  }
+
+  // One step in 2n+1 phases (n = layers), each ended by the only barrier it needs:
+  //   P:   gather this thread's rows of the batch; pack its share of every W (both layouts)
+  //   F_i: its tile of act[i+1] = act[i] * W_i^T, + bias, sigmoid (epilogue); the last one
+  //        also runs softmax-CE on its rows and packs every act[i] for the weight gradients
+  //   B_i: its tile of dW_i = G^T act[i] (K = batch whole) + SGD update of that tile; its
+  //        slice of db_i + update; its tile of grad_act[i] = G * W_i, * sigmoid' (epilogue)
+  // Raw W is read only by P and by the update: F and B read the packed copies, so the update
+  // can run inside B_i without a barrier of its own.
   void intra_op_step(const Team& tm, std::span<const std::uint32_t> batch, int rows) {
     const int T = threads_, t = tm.t, n = spec_.linear_count();
     const std::vector<int>& size = spec_.layer_sizes;
     const Range rs = shard_range(rows, t, T);
     const int my_rows = int(rs.size());
-    const Range ps = line_share(params_count_, t, T);
-    // Nothing reads the gradients before the backward pass, several barriers away.
-    std::fill(grads_.get() + ps.begin, grads_.get() + ps.end, 0.0f);
-    tm.lap(&PhaseTimes::backward);
     gather_batch(*ctx_.train_data, batch.subspan(rs.begin, my_rows),
                  act_[0].get() + rs.begin * size[0], labels_.data() + rs.begin);
-    tm.barrier(&PhaseTimes::data);
+    tm.lap(&PhaseTimes::data);
+    int turn = 0;
+    for (int i = 0; i < n; ++i) {
+      const float* W = params_.get() + offset_[i];
+      const Range f = panel_share(wf_[i].panels, t, T, turn);
+      kn::pack_b_panels(wf_[i], W, size[i], true, int(f.begin), int(f.end), wf_data_[i].get());
+      if (i > 0) {
+        const Range g = panel_share(wb_[i].panels, t, T, turn);
+        kn::pack_b_panels(wb_[i], W, size[i], false, int(g.begin), int(g.end), wb_data_[i].get());
+      }
+    }
+    tm.barrier(&PhaseTimes::forward);
 
+    bool softmax_done = false;
     for (int i = 0; i < n; ++i) {  // act[i+1] = sigmoid(act[i] * W^T + bias); no sigmoid on logits
       const int in = size[i], out = size[i + 1];
-      const float* W = params_.get() + offset_[i];
-      const float* bias = W + std::size_t(out) * in;
+      const kn::PackedB& L = wf_[i];
+      const float* bias = params_.get() + offset_[i] + std::size_t(out) * in;
       const float* A = act_[i].get();
       float* Y = act_[i + 1].get();
       const bool hidden = i + 1 < n;
-      if (split_columns(rows, out, T)) {
-        const Range c = line_share(out, t, T);
-        if (c.size() > 0) {
-          kn::gemm_nt(rows, int(c.size()), in, 1.0f, A, in, W + c.begin * in, in, 0.0f, Y + c.begin, out);
-          for (int r = 0; r < rows; ++r) {
-            float* y = Y + std::size_t(r) * out + c.begin;
-            kn::add_bias_rows(1, int(c.size()), bias + c.begin, y);
-            if (hidden) kn::sigmoid_forward(c.size(), y, y);
-          }
+      const Tile tl = tile_of(rows, L, t, T);
+      const int c0 = L.panel_begin_col(tl.p0), c1 = L.panel_begin_col(tl.p1);
+      for (int r = tl.m0; !tl.empty() && r < tl.m1; r += L.mc) {
+        const int r1 = std::min(r + L.mc, tl.m1);
+        kn::gemm_packed_rows(L, r, r1, tl.p0, tl.p1, 1.0f, A, in, false, wf_data_[i].get(), 0.0f, Y, out);
+        for (int q = r; q < r1; ++q) {
+          float* y = Y + std::size_t(q) * out + c0;
+          if (hidden) kn::bias_sigmoid_rows(1, c1 - c0, bias + c0, y);
+          else kn::add_bias_rows(1, c1 - c0, bias + c0, y);
         }
-      } else {
-        float* y = Y + rs.begin * out;
-        kn::gemm_nt(my_rows, out, in, 1.0f, A + rs.begin * in, in, W, in, 0.0f, y, out);
-        kn::add_bias_rows(my_rows, out, bias, y);
-        if (hidden) kn::sigmoid_forward(std::size_t(my_rows) * out, y, y);
+      }
+      if (!hidden) {
+        // Every activation is final now: pack them as op(B) of the weight-gradient GEMMs.
+        for (int j = 0; j < n; ++j) {
+          const kn::PackedB la = kn::packed_b_layout(rows, size[j]);
+          const Range g = panel_share(la.panels, t, T, turn);
+          kn::pack_b_panels(la, act_[j].get(), size[j], false, int(g.begin), int(g.end), ab_data_[j].get());
+        }
+        if (tl.tn == 1) {  // this thread holds whole rows of logits: no barrier before softmax
+          softmax_rows(tl.m0, tl.m1, rows);
+          softmax_done = true;
+        }
       }
       tm.barrier(&PhaseTimes::forward);
     }
-
-    // Softmax, loss and its gradient touch only this thread's rows.
-    const int C = size[n];
-    const std::size_t r0 = rs.begin * C;
-    const std::int32_t* labels = labels_.data() + rs.begin;
-    tally_[t].loss = kn::softmax_xent_forward(my_rows, C, act_[n].get() + r0, labels, probs_.get() + r0);
-    tally_[t].correct = kn::count_correct(my_rows, C, probs_.get() + r0, labels);
-    tm.lap(&PhaseTimes::forward);
-    kn::softmax_xent_backward(my_rows, C, probs_.get() + r0, labels, 1.0f / float(rows),
-                              grad_act_[n].get() + r0);
-    tm.barrier(&PhaseTimes::backward);
+    if (!softmax_done) {  // more classes than one panel: logits rows were split by columns
+      softmax_rows(int(rs.begin), int(rs.end), rows);
+      tm.barrier(&PhaseTimes::forward);
+    }
     tm.collect(tally_);
 
     for (int i = n - 1; i >= 0; --i) {
       const int in = size[i], out = size[i + 1];
-      const float* W = params_.get() + offset_[i];
-      float* dW = grads_.get() + offset_[i];
-      float* db = dW + std::size_t(out) * in;
+      const std::size_t off = offset_[i], boff = off + std::size_t(out) * in;
+      float* dW = grads_.get() + off;
       const float* G = grad_act_[i + 1].get();  // [rows, out]
-      const float* A = act_[i].get();           // [rows, in]
-      // dW[out, in] += G^T * A: K = rows stays whole, so every element sums in serial's order.
-      if (split_columns(out, in, T)) {
-        const Range c = line_share(in, t, T);
-        kn::gemm_tn(out, int(c.size()), rows, 1.0f, G, out, A + c.begin, in, 1.0f, dW + c.begin, in);
-      } else {
-        const Range o = shard_range(out, t, T);
-        kn::gemm_tn(int(o.size()), in, rows, 1.0f, G + o.begin, out, A, in, 1.0f, dW + o.begin * in, in);
+      // dW[out, in] += G^T * act[i]: split over output tiles, K = rows stays whole, so every
+      // element sums in serial's order. Each finished block is applied and re-zeroed at once.
+      const kn::PackedB la = kn::packed_b_layout(rows, in);
+      const Tile tw = tile_of(out, la, t, T);
+      const int c0 = la.panel_begin_col(tw.p0), c1 = la.panel_begin_col(tw.p1);
+      for (int r = tw.m0; !tw.empty() && r < tw.m1; r += la.mc) {
+        const int r1 = std::min(r + la.mc, tw.m1);
+        kn::gemm_packed_rows(la, r, r1, tw.p0, tw.p1, 1.0f, G, out, true, ab_data_[i].get(), 1.0f, dW, in);
+        for (int q = r; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
       }
       // db += column sums of G over a slice of columns. column_sums reads a dense matrix, so a
       // slice is copied out first (cheap: rows x slice floats); its per-column order is unchanged.
       const Range c = line_share(out, t, T);
+      float* db = grads_.get() + boff;
       if (c.size() == std::size_t(out)) {
         kn::column_sums(rows, out, 1.0f, G, 1.0f, db);
       } else if (c.size() > 0) {
@@ -278,28 +368,46 @@ class OpenMpStrategy final : public Strategy {
           std::copy_n(G + std::size_t(r) * out + c.begin, c.size(), tmp + std::size_t(r) * c.size());
         kn::column_sums(rows, int(c.size()), 1.0f, tmp, 1.0f, db + c.begin);
       }
-      if (i > 0) {  // grad_act[i] = (G * W) .* act[i] .* (1 - act[i]), in place
+      update_and_clear(boff + c.begin, c.size());
+      if (i > 0) {  // grad_act[i] = (G * W) .* act[i] .* (1 - act[i])
+        const kn::PackedB& L = wb_[i];
         float* GA = grad_act_[i].get();
         const float* H = act_[i].get();
-        if (split_columns(rows, in, T)) {
-          const Range cc = line_share(in, t, T);
-          if (cc.size() > 0) {
-            kn::gemm_nn(rows, int(cc.size()), out, 1.0f, G, out, W + cc.begin, in, 0.0f, GA + cc.begin, in);
-            for (int r = 0; r < rows; ++r) {
-              const std::size_t at = std::size_t(r) * in + cc.begin;
-              kn::sigmoid_backward(cc.size(), H + at, GA + at, GA + at);
-            }
+        const Tile tx = tile_of(rows, L, t, T);
+        const int d0 = L.panel_begin_col(tx.p0), d1 = L.panel_begin_col(tx.p1);
+        for (int r = tx.m0; !tx.empty() && r < tx.m1; r += L.mc) {
+          const int r1 = std::min(r + L.mc, tx.m1);
+          kn::gemm_packed_rows(L, r, r1, tx.p0, tx.p1, 1.0f, G, out, false, wb_data_[i].get(), 0.0f, GA, in);
+          for (int q = r; q < r1; ++q) {
+            const std::size_t at = std::size_t(q) * in + d0;
+            kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
           }
-        } else {
-          const std::size_t at = rs.begin * in;
-          kn::gemm_nn(my_rows, in, out, 1.0f, G + rs.begin * out, out, W, in, 0.0f, GA + at, in);
-          kn::sigmoid_backward(std::size_t(my_rows) * in, H + at, GA + at, GA + at);
         }
       }
       tm.barrier(&PhaseTimes::backward);
     }
-    update(ps, grads_.get());
-    tm.barrier(&PhaseTimes::update);
+  }
+
+  // Softmax, loss and its gradient for logits rows [r0, r1).
+  void softmax_rows(int r0, int r1, int rows) {
+    const int n = spec_.linear_count(), C = spec_.layer_sizes[n];
+    Tally& tally = tally_[omp_get_thread_num()];
+    tally = Tally{};
+    if (r0 >= r1) return;
+    const std::size_t at = std::size_t(r0) * C;
+    const std::int32_t* labels = labels_.data() + r0;
+    tally.loss = kn::softmax_xent_forward(r1 - r0, C, act_[n].get() + at, labels, probs_.get() + at);
+    tally.correct = kn::count_correct(r1 - r0, C, probs_.get() + at, labels);
+    kn::softmax_xent_backward(r1 - r0, C, probs_.get() + at, labels, 1.0f / float(rows),
+                              grad_act_[n].get() + at);
+  }
+
+  // SGD on params[at, at+count) with the gradients there, which are then zeroed for the next
+  // step's accumulation (the same beta = 1 onto zeros as serial's zero_grad + backward).
+  void update_and_clear(std::size_t at, std::size_t count) {
+    if (count == 0) return;
+    update(Range{at, at + count}, grads_.get());
+    std::fill(grads_.get() + at, grads_.get() + at + count, 0.0f);
   }
 
   void data_parallel_step(const Team& tm, std::span<const std::uint32_t> batch, int rows) {
@@ -363,6 +471,10 @@ class OpenMpStrategy final : public Strategy {
   std::vector<Buffer> act_, grad_act_;
   std::vector<std::int32_t> labels_;
   std::vector<std::vector<float>> bias_tmp_;  // per thread
+  // intra_op packed GEMM operands, rewritten every step: wf = W^T (forward), wb = W (input
+  // gradient, layers > 0), ab = act[i] (weight gradient; its layout depends on the batch rows).
+  std::vector<kn::PackedB> wf_, wb_;
+  std::vector<Packed> wf_data_, wb_data_, ab_data_;
   // data_parallel
   std::vector<std::unique_ptr<Worker>> workers_;
 };
@@ -370,7 +482,7 @@ class OpenMpStrategy final : public Strategy {
 StrategyInfo openmp_info() {
   StrategyInfo info;
   info.name = "openmp";
-  info.version = "1.0";
+  info.version = "1.1";  // 1.1: intra_op on shared packed operands, 2D tiles, fused epilogues
   info.description = "multicore CPU with OpenMP: intra-op split of every step, or data-parallel threads";
   info.parity = ParityClass::exact;
   OptionSpec mode;
