@@ -381,6 +381,7 @@ class NcclDataStrategy final : public Strategy {
  public:
   ~NcclDataStrategy() override {
     trainer_.reset();
+    cudaFree(metrics_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
   void setup(const StrategyContext& context) override {
@@ -401,9 +402,19 @@ class NcclDataStrategy final : public Strategy {
     const auto graph_steps = std::size_t(context.options->get_int("graph_steps"));
     auto engine = std::make_unique<GpuReplica>(context, stream_, ranks_, graph ? graph_steps : 0);
     engine->set_communicator(comm.get());
+    nccl_ = comm.get();
     trainer_ = std::make_unique<DataParallelTrainer>(context, std::move(comm), std::move(engine));
     host_comm_ = mpi::world();
-    trainer_->host_reduce_ = [this](double* values, std::size_t n) { host_comm_->allreduce(values, n); };
+    // The epoch's metrics are summed over NCCL too, not MPI: the host then only ever waits in
+    // the communicator's polled calls, so a stopped peer ends the run after NNPAR_COMM_TIMEOUT
+    // even with the MPI heartbeat watchdog off (an MPI_Allreduce would wait for ever).
+    check(cudaMalloc(&metrics_, kMetrics * sizeof(double)), "metrics buffer");
+    trainer_->host_reduce_ = [this](double* values, std::size_t n) {
+      if (n > kMetrics) return host_comm_->allreduce(values, n);
+      check(cudaMemcpyAsync(metrics_, values, n * sizeof(double), cudaMemcpyHostToDevice, stream_), "metrics");
+      nccl_->allreduce(metrics_, n, DataType::f64, ReduceOp::sum);  // ordered after stream_, polled
+      check(cudaMemcpy(values, metrics_, n * sizeof(double), cudaMemcpyDeviceToHost), "metrics");
+    };
   }
   EpochReport train_epoch(int epoch) override { return trainer_->train_epoch(epoch); }
   void get_parameters(std::span<float> out) override { trainer_->get_parameters(out); }
@@ -416,6 +427,9 @@ class NcclDataStrategy final : public Strategy {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<DataParallelTrainer> trainer_;
   std::unique_ptr<Communicator> host_comm_;
+  static constexpr std::size_t kMetrics = 8;
+  nccl::NcclCommunicator* nccl_ = nullptr;  // owned by the trainer
+  double* metrics_ = nullptr;
   int ranks_ = 1;
   std::string device_, mode_;
 };
