@@ -138,6 +138,7 @@ TEST(CudaKernels, ForwardMatchesCpu) {
 
 TEST(CudaKernels, ForwardGatherMatchesCpu) {
   REQUIRE_GPU();
+  for (const int batch : {129, 5, 1}) {
   Dataset data;
   data.count = 300;
   data.pixels.resize(data.count * 784);
@@ -145,7 +146,7 @@ TEST(CudaKernels, ForwardGatherMatchesCpu) {
   std::mt19937 rng(5);
   for (auto& p : data.pixels) p = std::uint8_t(rng() & 0xFF);
   for (auto& l : data.labels) l = std::int32_t(rng() % 26);
-  const int batch = 129, step = 1, N = 257;
+  const int step = 1, N = 257;
   const auto order = epoch_order(data.count, 7, 0, true);
   std::vector<float> x(std::size_t(batch) * 784);
   std::vector<std::int32_t> y(batch);
@@ -164,11 +165,12 @@ TEST(CudaKernels, ForwardGatherMatchesCpu) {
   const gpu::RowIndex index{dorder.p, dstep.p, batch};
   gpu::linear_forward_gather(batch, N, 784, pixels.p, data.pixel_scale, index, dx.p, dW.p, db.p, true, dY.p,
                              scratch.get(), nullptr);
-  EXPECT_LE(rel_error(dY.get(), ref), bound(784));
-  EXPECT_EQ(dx.get(), x) << "the gathered copy of the input";
+  EXPECT_LE(rel_error(dY.get(), ref), bound(784)) << "batch " << batch;
+  EXPECT_EQ(dx.get(), x) << "the gathered copy of the input, batch " << batch;
   gpu::gather_batch(batch, 784, pixels.p, labels.p, index, data.pixel_scale, dx2.p, dy.p, nullptr);
   EXPECT_EQ(dx2.get(), x);
   EXPECT_EQ(dy.get(), y);
+  }
 }
 
 TEST(CudaKernels, WeightGradMatchesCpu) {
@@ -236,8 +238,13 @@ TEST(CudaKernels, InputGradMatchesCpu) {
 
 TEST(CudaKernels, SoftmaxCrossEntropyMatchesCpu) {
   REQUIRE_GPU();
-  const std::pair<int, int> shapes[] = {{1, 1}, {7, 5}, {128, 26}, {129, 26}, {1500, 26}, {3, 300}};
+  const std::pair<int, int> shapes[] = {{1, 1}, {7, 5}, {128, 26}, {129, 26}, {1500, 26}, {3, 300}, {33, 32}};
+  const gpu::KernelOptions defaults = gpu::kernel_options();
+  for (bool warp : {true, false})
   for (auto [rows, classes] : shapes) {
+    gpu::KernelOptions o = defaults;
+    o.warp_softmax = warp;
+    gpu::set_kernel_options(o);
     const auto logits = random_vector(std::size_t(rows) * classes, 41, -8.0f, 8.0f);
     std::vector<std::int32_t> labels(rows);
     std::mt19937 rng(42);
@@ -259,6 +266,48 @@ TEST(CudaKernels, SoftmaxCrossEntropyMatchesCpu) {
     EXPECT_LE(rel_error(g_probs.get(), probs), 1e-6) << rows << "x" << classes;
     EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << rows << "x" << classes;
   }
+  gpu::set_kernel_options(defaults);
+}
+
+// The GEMV-style kernels for batches of <= 8 rows against the CPU, with and without PDL
+// launches (on a stream, so consecutive kernels really overlap), on odd shapes; and the same
+// shapes through the tiled path (gemv_max_rows 0) for comparison.
+TEST(CudaKernels, SkinnyProductsMatchCpuWithAndWithoutGemvAndPdl) {
+  REQUIRE_GPU();
+  const gpu::KernelOptions defaults = gpu::kernel_options();
+  const Shape shapes[] = {{1, 1, 1}, {1, 256, 784}, {2, 257, 785}, {3, 1000, 1023}, {5, 26, 256}, {8, 33, 31},
+                          {8, 1024, 1024}, {9, 31, 33}};
+  cudaStream_t stream = nullptr;
+  gpu::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  for (int gemv : {8, 0})
+    for (bool pdl : {true, false})
+      for (const Shape& s : shapes) {
+        gpu::KernelOptions o = defaults;
+        o.gemv_max_rows = gemv;
+        o.pdl = pdl;
+        gpu::set_kernel_options(o);
+        const std::string what = name(s) + " gemv " + std::to_string(gemv) + " pdl " + std::to_string(pdl);
+        const auto X = random_vector(std::size_t(s.M) * s.K, 51), W = random_vector(std::size_t(s.N) * s.K, 52),
+                   b = random_vector(s.N, 53), dYh = random_vector(std::size_t(s.M) * s.N, 54),
+                   H = random_vector(std::size_t(s.M) * s.K, 55, 0.0f, 1.0f);
+        std::vector<float> fwd(std::size_t(s.M) * s.N), dX(std::size_t(s.M) * s.K);
+        kernels::gemm_nt(s.M, s.N, s.K, 1.0f, X.data(), s.K, W.data(), s.K, 0.0f, fwd.data(), s.N);
+        kernels::bias_sigmoid_rows(s.M, s.N, b.data(), fwd.data());
+        kernels::gemm_nn(s.M, s.K, s.N, 1.0f, dYh.data(), s.N, W.data(), s.K, 0.0f, dX.data(), s.K);
+        kernels::sigmoid_backward(dX.size(), H.data(), dX.data(), dX.data());
+        Dev<float> gX(X), gW(W), gb(b), gdY(dYh), gH(H), gY(std::vector<float>(fwd.size(), NAN)),
+            gdX(std::vector<float>(dX.size(), NAN));
+        Scratch fs(gpu::GemmForm::forward, s.M, s.N, s.K), is(gpu::GemmForm::input_grad, s.M, s.N, s.K);
+        for (int rep = 0; rep < 3; ++rep) {  // back to back on one stream: PDL overlaps them
+          gpu::linear_forward(s.M, s.N, s.K, gX.p, gW.p, gb.p, true, gY.p, fs.get(), stream);
+          gpu::linear_input_grad(s.M, s.N, s.K, gdY.p, gW.p, gH.p, gdX.p, is.get(), stream);
+        }
+        gpu::check(cudaStreamSynchronize(stream), "sync");
+        EXPECT_LE(rel_error(gY.get(), fwd), bound(s.K)) << what;
+        EXPECT_LE(rel_error(gdX.get(), dX), bound(s.N)) << what;
+      }
+  gpu::set_kernel_options(defaults);
+  cudaStreamDestroy(stream);
 }
 
 TEST(CudaKernels, SgdUpdateMatchesCpu) {
@@ -400,6 +449,19 @@ StrategyEntry cuda_entry(bool graph, int graph_steps = 128) {
   return e;
 }
 
+// The graph variant as it was before PDL, the GEMV kernels and the warp softmax.
+StrategyEntry cuda_old_kernels_entry() {
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda (no pdl/gemv/warp softmax)";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("pdl", false);
+  t->insert("gemv_rows", 0);
+  t->insert("warp_softmax", false);
+  e.table = t;
+  return e;
+}
+
 // The persistent variant; blocks 0 = one per SM.
 StrategyEntry persistent_entry(int blocks = 0) {
   StrategyEntry e = entry("cuda");
@@ -439,6 +501,26 @@ TEST_F(CudaTraining, BatchOneMatchesSerial) {
   config.train.batch_size = 1;
   config.train.sgd.lr = 0.05f;
   expect_parity(config, cuda_entry(true));
+}
+
+TEST_F(CudaTraining, BatchOneWithoutPdlGemvOrWarpSoftmaxMatchesSerial) {
+  RunConfig config = small_config();
+  config.data.options.limit = 500;
+  config.train.epochs = 1;
+  config.train.batch_size = 1;
+  config.train.sgd.lr = 0.05f;
+  expect_parity(config, cuda_old_kernels_entry());
+}
+
+// Batch 7 (GEMV kernels) with a partial last batch of 1 (6000 = 857 x 7 + 1), odd widths,
+// momentum, plain launches with PDL.
+TEST_F(CudaTraining, SmallBatchPlainLaunchesMatchSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 100, 37, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 7;
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, cuda_entry(false));
 }
 
 // ---------------------------------------------------------------------------------------------

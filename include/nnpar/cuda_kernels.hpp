@@ -22,6 +22,22 @@ namespace nnpar::cuda {
 // Throws std::runtime_error("WHAT: cuda error string") when status is not cudaSuccess.
 void check(cudaError_t status, const char* what);
 
+// Process-wide launch choices of the functions below (each plugin links its own copy). They
+// are read when a kernel is launched, so a captured graph keeps the choice made at capture.
+struct KernelOptions {
+  // Programmatic dependent launch (sm_90+): each kernel may be launched while its predecessor
+  // on the stream still runs and waits on the device for it (griddepcontrol), so consecutive
+  // kernels overlap their launch latency. Stream capture keeps these programmatic edges.
+  bool pdl = false;
+  // Forward and input-gradient products with at most this many rows use warp-per-output
+  // (GEMV-style) kernels instead of split-K tiles: no partial tiles, no fix-up pass. 0: never.
+  int gemv_max_rows = 8;
+  // softmax_xent with <= 32 classes: a warp per row, a lane per class (else a thread per row).
+  bool warp_softmax = true;
+};
+void set_kernel_options(const KernelOptions& options);
+KernelOptions kernel_options();
+
 // Which sample row r of the current batch is: order[*step * batch + r], or r itself when
 // order is null. `step` is a device counter, so a captured graph can be replayed for
 // consecutive batches without changing its parameters; softmax_xent advances it.
@@ -31,7 +47,7 @@ struct RowIndex {
   int batch = 0;
 };
 
-// Scratch for split-K GEMMs. Products running concurrently need separate scratch; the
+// Scratch for split-K GEMMs (products planned with the GEMV kernels never use it). Products running concurrently need separate scratch; the
 // counters must be zero before first use (they are left zero after each call).
 struct GemmScratch {
   float* partials = nullptr;     // null: never split over K

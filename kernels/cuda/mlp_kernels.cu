@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <utility>
 #include <stdexcept>
 #include <string>
 
@@ -31,6 +32,50 @@ constexpr int kThreads = 256;  // every GEMM block: a 16x16 grid of threads
 // the device's, so that the split-K factor, hence the summation order and the result,
 // depend on the shape alone.
 constexpr int kTargetBlocks = 132;
+
+// Set by set_kernel_options; read at launch time (capture bakes the choice into a graph).
+KernelOptions g_options;
+
+// Programmatic dependent launch (Hopper): a kernel launched with programmatic stream
+// serialization may start while its predecessor still runs. Every kernel therefore calls
+// pdl_wait() before its first global read or write (the predecessor's outputs, and buffers the
+// predecessor may still read), unconditionally in every block: the wait returns once all
+// prerequisite grids have completed and flushed, and a grid that waited completes only after
+// its own prerequisites, which keeps the chain transitive. pdl_trigger() right after the wait
+// lets the next kernel be launched (its blocks then park in their own wait) while this one
+// works, so launch latency and block scheduling overlap this kernel's body; triggering only
+// after the wait keeps at most one kernel in flight ahead. Both are no-ops without PDL.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait();
+  pdl_trigger();
+}
+
+// Launches kernel<<<grid, block, 0, stream>>>(args...), with the programmatic-serialization
+// attribute when PDL is on.
+template <class... Params, class... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = g_options.pdl ? 1 : 0;
+  check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx");
+}
 
 __device__ __forceinline__ int batch_row(const RowIndex& index, int r) {
   if (index.order == nullptr) return r;
@@ -154,6 +199,7 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int i0 = blockIdx.y * BI, j0 = blockIdx.x * BJ;
   const int kbeg = blockIdx.z * k_slice, kend = min(K, kbeg + k_slice);
+  pdl_enter();  // before the row lookups: they read the step counter
 
   // Fixed per-thread load coordinates (256 is a multiple of BK and of BI/BJ).
   int a_i[APer], a_k[APer], b_j[BPer], b_k[BPer];
@@ -311,11 +357,11 @@ void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, fl
   if (I <= 0 || J <= 0) return;
   const dim3 grid(p.tiles_j, p.tiles_i, p.slices);
   if (p.big) {
-    gemm_kernel<64, 64, 16><<<grid, kThreads, 0, stream>>>(I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
-                                                           scratch.partials, scratch.counters);
+    launch_kernel(gemm_kernel<64, 64, 16, ASrc, BSrc, Epi>, grid, dim3(kThreads), stream, I, J, K, p.k_slice, A, B,
+                  epi, a_copy, a_copy_ld, scratch.partials, scratch.counters);
   } else {
-    gemm_kernel<32, 32, 32><<<grid, kThreads, 0, stream>>>(I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
-                                                           scratch.partials, scratch.counters);
+    launch_kernel(gemm_kernel<32, 32, 32, ASrc, BSrc, Epi>, grid, dim3(kThreads), stream, I, J, K, p.k_slice, A, B,
+                  epi, a_copy, a_copy_ld, scratch.partials, scratch.counters);
   }
   check_launch(what);
 }
@@ -348,6 +394,7 @@ __device__ __forceinline__ unsigned warp_sum(unsigned v) {
 __global__ void softmax_xent_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
                                     RowIndex index, float scale, float* probs, float* dlogits,
                                     double* loss_sum, unsigned long long* correct, bool advance_step) {
+  pdl_enter();
   double my_loss = 0.0;
   unsigned my_correct = 0;
   for (int r = threadIdx.x; r < rows; r += blockDim.x) {
@@ -401,6 +448,7 @@ __global__ void softmax_xent_kernel(int rows, int classes, const float* logits, 
 
 __global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,
                               RowIndex index, float scale, float* x, std::int32_t* y) {
+  pdl_enter();
   const int r = blockIdx.y;
   const int src = batch_row(index, r);
   for (int f = blockIdx.x * blockDim.x + threadIdx.x; f < features; f += gridDim.x * blockDim.x) {
@@ -410,6 +458,7 @@ __global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels
 }
 
 __global__ void scale_kernel(std::size_t n, float factor, float* x) {
+  pdl_enter();
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x)
     x[i] *= factor;
@@ -417,6 +466,7 @@ __global__ void scale_kernel(std::size_t n, float factor, float* x) {
 
 __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight_decay, float* params,
                            const float* grads, float* velocity) {
+  pdl_enter();
   FusedSgd s;
   s.lr = lr;
   s.momentum = momentum;
@@ -427,10 +477,159 @@ __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Skinny products (M <= kGemvRows rows, batch 1..8): a 32x32 tile would be almost all padding
+// and the split-K fix-up (partial tiles, fence, ticket, second pass) is a chain of global
+// round trips longer than the arithmetic. These kernels give each output its own warp or
+// thread group and reduce in a fixed order (shape-only, so runs repeat bit for bit).
+constexpr int kGemvRows = 8;
+
+// Forward: warp w computes Y[:, w] for all M rows: lanes stride over K (coalesced reads of
+// W's row), then a butterfly sum. Block 0 also writes the gathered input copy.
+template <class ASrc>
+__global__ void __launch_bounds__(kThreads)
+gemv_forward_kernel(int M, int N, int K, ASrc A, const float* W, ForwardEpi epi, float* a_copy, int a_copy_ld) {
+  const int lane = threadIdx.x % 32;
+  const int n = blockIdx.x * (kThreads / 32) + threadIdx.x / 32;
+  pdl_enter();  // before the row lookups: they read the step counter
+  typename ASrc::Row rows[kGemvRows];
+#pragma unroll
+  for (int m = 0; m < kGemvRows; ++m) rows[m] = m < M ? A.row(m) : typename ASrc::Row{};
+  if (a_copy != nullptr && blockIdx.x == 0) {
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m)
+      if (m < M)
+        for (int k = threadIdx.x; k < K; k += kThreads) a_copy[std::size_t(m) * a_copy_ld + k] = A.at(rows[m], k);
+  }
+  if (n >= N) return;
+  const float* w = W + std::size_t(n) * K;
+  float acc[kGemvRows] = {};
+#pragma unroll 4
+  for (int k = lane; k < K; k += 32) {
+    const float wv = w[k];
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m)
+      if (m < M) acc[m] = fmaf(A.at(rows[m], k), wv, acc[m]);
+  }
+#pragma unroll
+  for (int m = 0; m < kGemvRows; ++m) {
+    float v = acc[m];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0 && m < M) epi(m, n, v);
+  }
+}
+
+// Input gradient: dX[m,k] = sum_n dY[m,n] W[n,k]. A block owns 32 columns k (one per lane,
+// coalesced reads of W's rows); its 8 warps take every 8th n and their partial sums are added
+// in warp order through shared memory.
+__global__ void __launch_bounds__(kThreads)
+gemv_input_grad_kernel(int M, int N, int K, const float* dY, const float* W, InputGradEpi epi) {
+  constexpr int Groups = kThreads / 32;
+  const int lane = threadIdx.x % 32, group = threadIdx.x / 32;
+  const int k = blockIdx.x * 32 + lane;
+  pdl_enter();
+  float acc[kGemvRows] = {};
+  if (k < K) {
+#pragma unroll 4
+    for (int n = group; n < N; n += Groups) {
+      const float wv = W[std::size_t(n) * K + k];
+#pragma unroll
+      for (int m = 0; m < kGemvRows; ++m)
+        if (m < M) acc[m] = fmaf(dY[std::size_t(m) * N + n], wv, acc[m]);
+    }
+  }
+  __shared__ float part[Groups][kGemvRows][32];
+#pragma unroll
+  for (int m = 0; m < kGemvRows; ++m) part[group][m][lane] = acc[m];
+  __syncthreads();
+  // Thread (m, lane) of the first kGemvRows warps finishes row m.
+  const int m = group;
+  if (m < M && k < K) {
+    float v = part[0][m][lane];
+#pragma unroll
+    for (int g = 1; g < Groups; ++g) v += part[g][m][lane];
+    epi(m, k, v);
+  }
+}
+static_assert(kThreads / 32 >= kGemvRows, "one warp per row finishes gemv_input_grad");
+
+// softmax_xent for classes <= 32: warp w takes rows w, w + warps, ...; lane c holds class c.
+// Same formulas as softmax_xent_kernel (and the CPU kernel): p_c = expf(z_c - max) * float(1/sum)
+// with the sum in double, the first arg-max of p wins.
+__global__ void softmax_xent_warp_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
+                                         RowIndex index, float scale, float* probs, float* dlogits,
+                                         double* loss_sum, unsigned long long* correct, bool advance_step) {
+  pdl_enter();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const bool live = lane < classes;
+  double my_loss = 0.0;  // lane 0's, in row order
+  unsigned my_correct = 0;
+  for (int r = warp; r < rows; r += warps) {
+    const int y = labels[batch_row(index, r)];
+    const float z = live ? logits[std::size_t(r) * classes + lane] : -INFINITY;
+    float zmax = z;
+    for (int o = 16; o > 0; o >>= 1) zmax = fmaxf(zmax, __shfl_xor_sync(0xffffffffu, zmax, o));
+    const float e = live ? expf(z - zmax) : 0.0f;
+    double sum = e;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float inv = float(1.0 / sum);
+    const float p = e * inv;
+    float best = live ? p : -1.0f;
+    int best_c = lane;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oc = __shfl_xor_sync(0xffffffffu, best_c, o);
+      if (ob > best || (ob == best && oc < best_c)) {
+        best = ob;
+        best_c = oc;
+      }
+    }
+    const float zy = __shfl_sync(0xffffffffu, z, y);
+    if (live) {
+      if (probs != nullptr) probs[std::size_t(r) * classes + lane] = p;
+      dlogits[std::size_t(r) * classes + lane] = scale * (lane == y ? p - 1.0f : p);
+    }
+    if (lane == 0) {
+      double l = log(sum) - (double(zy) - zmax);
+      if (!(l < 1e30)) l = 1e30;
+      my_loss += fmax(l, 0.0);
+      my_correct += (best_c == y);
+    }
+  }
+  __shared__ double loss_part[32];
+  __shared__ unsigned correct_part[32];
+  if (lane == 0) {
+    loss_part[warp] = my_loss;
+    correct_part[warp] = my_correct;
+  }
+  __syncthreads();  // also: every thread has read *index.step
+  if (threadIdx.x == 0) {
+    double l = 0.0;
+    unsigned c = 0;
+    for (int w = 0; w < warps; ++w) {
+      l += loss_part[w];
+      c += correct_part[w];
+    }
+    if (loss_sum != nullptr) *loss_sum += l;
+    if (correct != nullptr) *correct += c;
+    if (advance_step && index.step != nullptr) *const_cast<int*>(index.step) += 1;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Host API
+
+void set_kernel_options(const KernelOptions& options) { g_options = options; }
+
+namespace {
+// The skinny kernels for M <= min(option, kGemvRows) rows and a non-empty output.
+bool use_gemv(int M, int cols) {
+  return M > 0 && cols > 0 && M <= std::min(g_options.gemv_max_rows, kGemvRows);
+}
+}  // namespace
+KernelOptions kernel_options() { return g_options; }
 
 // The plan for this shape with the scratch given: split over K only where it fits.
 Plan plan_for(GemmForm form, int M, int N, int K, const GemmScratch& scratch) {
@@ -450,6 +649,11 @@ void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, 
 
 void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,
                     float* Y, GemmScratch scratch, cudaStream_t stream) {
+  if (use_gemv(M, N)) {
+    launch_kernel(gemv_forward_kernel<DenseSrc<true>>, dim3(ceil_div(N, kThreads / 32)), dim3(kThreads), stream, M, N,
+                  K, DenseSrc<true>{X, K}, W, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0);
+    return;
+  }
   const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, DenseSrc<true>{X, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0,
               scratch, stream, "linear_forward");
@@ -458,6 +662,11 @@ void linear_forward(int M, int N, int K, const float* X, const float* W, const f
 void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, float scale, RowIndex rows,
                            float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
                            GemmScratch scratch, cudaStream_t stream) {
+  if (use_gemv(M, N)) {
+    launch_kernel(gemv_forward_kernel<GatherSrc>, dim3(ceil_div(N, kThreads / 32)), dim3(kThreads), stream, M, N, K,
+                  GatherSrc{pixels, scale, rows, K}, W, ForwardEpi{b, sigmoid, Y, N}, X_out, K);
+    return;
+  }
   const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, GatherSrc{pixels, scale, rows, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N},
               X_out, K, scratch, stream, "linear_forward_gather");
@@ -474,6 +683,11 @@ void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bo
 
 void linear_input_grad(int M, int N, int K, const float* dY, const float* W, const float* H, float* dX,
                        GemmScratch scratch, cudaStream_t stream) {
+  if (use_gemv(M, K)) {
+    launch_kernel(gemv_input_grad_kernel, dim3(ceil_div(K, 32)), dim3(kThreads), stream, M, N, K, dY, W,
+                  InputGradEpi{H, dX, K});
+    return;
+  }
   const Plan p = plan_for(GemmForm::input_grad, M, N, K, scratch);
   // C[M,K] = sum_n A(m,n) B(n,k), A = dY (n contiguous), B(n,k) = W[n*K+k] (k contiguous).
   launch_gemm(p, M, K, N, DenseSrc<true>{dY, N}, DenseSrc<false>{W, K}, InputGradEpi{H, dX, K}, nullptr, 0,
@@ -484,8 +698,16 @@ void softmax_xent(int rows, int classes, const float* logits, const std::int32_t
                   float scale, float* probs, float* dlogits, double* loss_sum, unsigned long long* correct,
                   bool advance_step, cudaStream_t stream) {
   const int threads = std::min(1024, std::max(32, (rows + 31) / 32 * 32));
-  softmax_xent_kernel<<<1, threads, 0, stream>>>(rows, classes, logits, labels, index, scale, probs, dlogits,
-                                                 loss_sum, correct, advance_step);
+  if (classes <= 32 && g_options.warp_softmax) {
+    // A warp per row, a lane per class: the per-row chain is a few shuffles, not 3 x classes
+    // dependent exponentials.
+    const int warps = std::min(32, std::max(1, rows));
+    launch_kernel(softmax_xent_warp_kernel, dim3(1), dim3(32 * warps), stream, rows, classes, logits, labels, index,
+                  scale, probs, dlogits, loss_sum, correct, advance_step);
+  } else {
+    launch_kernel(softmax_xent_kernel, dim3(1), dim3(threads), stream, rows, classes, logits, labels, index, scale,
+                  probs, dlogits, loss_sum, correct, advance_step);
+  }
   check_launch("softmax_xent");
 }
 
@@ -493,7 +715,7 @@ void gather_batch(int rows, int features, const std::uint8_t* pixels, const std:
                   RowIndex index, float scale, float* x, std::int32_t* y, cudaStream_t stream) {
   if (rows <= 0) return;
   const dim3 grid(std::max(1, std::min(8, (features + 255) / 256)), rows);
-  gather_kernel<<<grid, 256, 0, stream>>>(rows, features, pixels, labels, index, scale, x, y);
+  launch_kernel(gather_kernel, grid, dim3(256), stream, rows, features, pixels, labels, index, scale, x, y);
   check_launch("gather_batch");
 }
 
@@ -501,14 +723,14 @@ void sgd_update(std::size_t n, float lr, float momentum, float weight_decay, flo
                 float* velocity, cudaStream_t stream) {
   if (n == 0) return;
   const int blocks = int(std::min<std::size_t>(1024, (n + 255) / 256));
-  sgd_kernel<<<blocks, 256, 0, stream>>>(n, lr, momentum, weight_decay, params, grads, velocity);
+  launch_kernel(sgd_kernel, dim3(blocks), dim3(256), stream, n, lr, momentum, weight_decay, params, grads, velocity);
   check_launch("sgd_update");
 }
 
 void scale(std::size_t n, float factor, float* x, cudaStream_t stream) {
   if (n == 0) return;
   const int blocks = int(std::min<std::size_t>(1024, (n + 255) / 256));
-  scale_kernel<<<blocks, 256, 0, stream>>>(n, factor, x);
+  launch_kernel(scale_kernel, dim3(blocks), dim3(256), stream, n, factor, x);
   check_launch("scale");
 }
 

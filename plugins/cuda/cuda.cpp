@@ -119,6 +119,13 @@ class CudaStrategy final : public Strategy {
     device_name_ = props.name;
     use_graph_ = options.get_bool("graph");
     graph_steps_ = int(options.get_int("graph_steps"));
+    gpu::KernelOptions kernel_options;
+    // PDL needs sm_90; on older devices the launch attribute is ignored, but be explicit.
+    kernel_options.pdl = options.get_bool("pdl") && props.major >= 9;
+    kernel_options.gemv_max_rows = int(options.get_int("gemv_rows"));
+    kernel_options.warp_softmax = options.get_bool("warp_softmax");
+    gpu::set_kernel_options(kernel_options);
+    kernel_timing_ = options.get_bool("kernel_timing");
 
     const ModelSpec& spec = *context.model;
     const TrainSettings& train = *context.train;
@@ -208,6 +215,7 @@ class CudaStrategy final : public Strategy {
     const Dataset& data = *context_.train_data;
     EpochReport report;
     PhaseClock clock;
+    if (kernel_timing_ && epoch == 0 && !persistent_) time_kernels();
     const std::vector<std::uint32_t> order = epoch_order(data.count, train.seed, epoch, train.shuffle);
     // The previous epoch ended with a synchronisation, so nothing still reads the order.
     check(cudaMemcpyAsync(order_.get(), order.data(), order.size() * sizeof(std::uint32_t), cudaMemcpyHostToDevice,
@@ -297,8 +305,19 @@ class CudaStrategy final : public Strategy {
     return {buffer.get(), reinterpret_cast<unsigned*>(buffer.get() + floats)};
   }
 
-  // One SGD step on `rows` samples of the batch the device step counter points at.
-  void enqueue_step(int rows) {
+  // One SGD step on `rows` samples of the batch the device step counter points at. With
+  // only >= 0 (kernel timing), just the only-th kernel of the step, on the main stream, with
+  // the step counter left alone.
+  void enqueue_step(int rows, int only = -1) {
+    int op = -1;
+    // Whether the next kernel of the step is enqueued; names it for the timing report.
+    auto take = [&](const char* name) {
+      ++op;
+      if (only < 0) return true;
+      if (op == only) op_name_ = name;
+      return op == only;
+    };
+    cudaStream_t side = only < 0 ? side_ : main_;
     const TrainSettings& train = *context_.train;
     const ModelSpec& spec = *context_.model;
     const Dataset& data = *context_.train_data;
@@ -312,6 +331,7 @@ class CudaStrategy final : public Strategy {
     // its weight gradient.
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
+      if (!take(i == 0 ? "forward 0 (gather)" : i + 1 < layers ? "forward (sigmoid)" : "forward (logits)")) continue;
       if (i == 0) {
         gpu::linear_forward_gather(rows, sizes_[1], sizes_[0], pixels_.get(), data.pixel_scale, index, acts_[0].get(),
                                    W(0), B(0), sigmoid, acts_[1].get(), scratch(fwd_scratch_[0]), main_);
@@ -320,8 +340,10 @@ class CudaStrategy final : public Strategy {
                             scratch(fwd_scratch_[i]), main_);
       }
     }
-    gpu::softmax_xent(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index, 1.0f / float(rows), nullptr,
-                      grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, true, main_);
+    if (take("softmax_xent")) {
+      gpu::softmax_xent(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index, 1.0f / float(rows), nullptr,
+                        grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, only < 0, main_);
+    }
 
     // Backward: the input-gradient chain on the main stream; each layer's weight gradient
     // (+ SGD update of that layer) on the side stream once its input gradient no longer
@@ -340,22 +362,101 @@ class CudaStrategy final : public Strategy {
       float* dW = grads_.get() + parameter_offset(spec, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
       if (i > 0) {
-        gpu::linear_input_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), W(i), acts_[i].get(),
-                               grad_out_[i - 1].get(), scratch(dgrad_scratch_[i]), main_);
-        check(cudaEventRecord(dgrad_done_[i], main_), "event");
-        check(cudaStreamWaitEvent(side_, dgrad_done_[i], 0), "wait");
-        gpu::linear_weight_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), acts_[i].get(), false, dW, db, sgd,
-                                side_);
-      } else {
+        if (take("input grad")) {
+          gpu::linear_input_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), W(i), acts_[i].get(),
+                                 grad_out_[i - 1].get(), scratch(dgrad_scratch_[i]), main_);
+        }
+        if (only < 0) {
+          check(cudaEventRecord(dgrad_done_[i], main_), "event");
+          check(cudaStreamWaitEvent(side_, dgrad_done_[i], 0), "wait");
+        }
+        if (take("weight grad + sgd (side)")) {
+          gpu::linear_weight_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), acts_[i].get(), false, dW, db,
+                                  sgd, side);
+        }
+      } else if (take("weight grad + sgd")) {
         gpu::linear_weight_grad(rows, sizes_[1], sizes_[0], grad_out_[0].get(), acts_[0].get(), false, dW, db, sgd,
                                 main_);
       }
     }
-    if (layers > 1) {
+    if (layers > 1 && only < 0) {
       // Join: the next step reads the weights the side stream updated.
       check(cudaEventRecord(side_done_, side_), "event");
       check(cudaStreamWaitEvent(main_, side_done_, 0), "wait");
     }
+  }
+
+  // kernel_timing: each kernel of one full-batch step alone, as a graph of kRepeats copies of it
+  // (so each copy waits for the previous one, as in the step's dependency chain), and the whole
+  // step as a graph of kRepeats steps; microseconds per copy (per step) to stderr. The training
+  // state is saved before and restored after (the copies apply the SGD update repeatedly).
+  void time_kernels() {
+    constexpr int kRepeats = 200;
+    const std::size_t count = params_.size();
+    DeviceBuffer<float> saved;
+    saved.allocate(2 * count, "timing copy");
+    check(cudaMemcpy(saved.get(), params_.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "save");
+    if (velocity_.get() != nullptr) {
+      check(cudaMemcpy(saved.get() + count, velocity_.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "save");
+    }
+    auto time_graph = [&](cudaGraphExec_t exec) {
+      check(cudaGraphLaunch(exec, main_), "warm-up");
+      check(cudaEventRecord(start_, main_), "event");
+      check(cudaGraphLaunch(exec, main_), "graph launch");
+      check(cudaEventRecord(stop_, main_), "event");
+      check(cudaStreamSynchronize(main_), "timing");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start_, stop_), "event time");
+      return 1e3 * double(ms) / kRepeats;
+    };
+    const gpu::KernelOptions o = gpu::kernel_options();
+    std::fprintf(stderr, "cuda kernel timing (%s, batch %d, layers", device_name_.c_str(), batch_);
+    for (int s : sizes_) std::fprintf(stderr, " %d", s);
+    std::fprintf(stderr, ", pdl %d, gemv_rows %d, warp_softmax %d), us per kernel in a graph of %d copies:\n",
+                 int(o.pdl), o.gemv_max_rows, int(o.warp_softmax), kRepeats);
+    double sum = 0;
+    for (int only = 0;; ++only) {
+      op_name_ = nullptr;
+      cudaGraphExec_t exec = capture([&] { for (int r = 0; r < kRepeats; ++r) enqueue_step(batch_, only); });
+      const bool any = op_name_ != nullptr;
+      const std::string name = any ? op_name_ : "";
+      const double us = any ? time_graph(exec) : 0.0;
+      cudaGraphExecDestroy(exec);
+      if (!any) break;
+      sum += us;
+      std::fprintf(stderr, "  kernel %2d %-26s %8.2f us\n", only, name.c_str(), us);
+    }
+    cudaGraphExec_t exec = capture([&] { for (int r = 0; r < kRepeats; ++r) enqueue_step(batch_); });
+    const double step_us = time_graph(exec);
+    cudaGraphExecDestroy(exec);
+    std::fprintf(stderr, "  sum of kernels %.2f us; whole step (graph of %d steps) %.2f us = %.0f samples/s\n", sum,
+                 kRepeats, step_us, batch_ / step_us * 1e6);
+    check(cudaMemcpy(params_.get(), saved.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "restore");
+    if (velocity_.get() != nullptr) {
+      check(cudaMemcpy(velocity_.get(), saved.get() + count, count * sizeof(float), cudaMemcpyDeviceToDevice), "restore");
+    }
+    check(cudaMemset(stats_.get(), 0, sizeof(DeviceStats)), "reset stats");
+    check(cudaDeviceSynchronize(), "timing");
+  }
+
+  template <class Enqueue>
+  cudaGraphExec_t capture(Enqueue&& enqueue) {
+    check(cudaStreamBeginCapture(main_, cudaStreamCaptureModeThreadLocal), "begin capture");
+    try {
+      enqueue();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(main_, &broken);
+      if (broken != nullptr) cudaGraphDestroy(broken);
+      throw;
+    }
+    cudaGraph_t g = nullptr;
+    check(cudaStreamEndCapture(main_, &g), "end capture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t status = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    check(status, "graph instantiate");
+    return exec;
   }
 
   cudaGraphExec_t graph(int steps, int rows) {
@@ -385,6 +486,8 @@ class CudaStrategy final : public Strategy {
   StrategyContext context_;
   std::string device_name_;
   bool use_graph_ = true;
+  bool kernel_timing_ = false;
+  const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
   std::vector<int> sizes_;
   int batch_ = 0;
@@ -422,6 +525,17 @@ StrategyInfo cuda_info() {
        -1e300, 1e300, {"graph", "persistent", "auto"}},
       {"persistent_blocks", OptionType::integer, std::int64_t{0},
        "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
+      {"pdl", OptionType::boolean, true,
+       "programmatic dependent launch (sm_90+): each kernel launches while its predecessor finishes", -1e300, 1e300,
+       {}},
+      {"gemv_rows", OptionType::integer, std::int64_t{8},
+       "batches of at most this many rows (max 8) use warp-per-output kernels for the forward and input-gradient "
+       "products instead of split-K tiles (0: never)", 0, 8, {}},
+      {"warp_softmax", OptionType::boolean, true, "softmax+cross-entropy with a warp per row (<= 32 classes)", -1e300,
+       1e300, {}},
+      {"kernel_timing", OptionType::boolean, false,
+       "before the first epoch, time each kernel of one step alone in a graph and print microseconds to stderr",
+       -1e300, 1e300, {}},
   };
   return info;
 }
