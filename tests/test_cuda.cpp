@@ -263,6 +263,18 @@ TEST(CudaKernels, SoftmaxCrossEntropyMatchesCpu) {
                       g_correct.p, false, nullptr);
     EXPECT_NEAR(g_loss.get()[0] - 0.5, loss, 1e-5 * std::max(1.0, loss)) << rows << "x" << classes;
     EXPECT_EQ(g_correct.get()[0] - 3, unsigned(correct)) << rows << "x" << classes;
+    // The multi-block form, twice (its ticket must reset itself), advancing a step counter.
+    Dev<double> scratch(std::max<std::size_t>(1, gpu::softmax_xent_scratch(rows, classes)));
+    Dev<int> step(std::vector<int>{0});
+    Dev<double> loss2(std::vector<double>{0.0});
+    Dev<unsigned long long> correct2(std::vector<unsigned long long>{0});
+    for (int rep = 0; rep < 2; ++rep) {
+      gpu::softmax_xent(rows, classes, g_logits.p, g_labels.p, gpu::RowIndex{nullptr, step.p, rows}, scale, g_probs.p,
+                        g_grad.p, loss2.p, correct2.p, true, nullptr, scratch.p);
+    }
+    EXPECT_NEAR(loss2.get()[0], 2 * loss, 2e-5 * std::max(1.0, loss)) << rows << "x" << classes << " multi-block";
+    EXPECT_EQ(correct2.get()[0], 2 * unsigned(correct)) << rows << "x" << classes << " multi-block";
+    EXPECT_EQ(step.get()[0], 2) << rows << "x" << classes << " multi-block";
     EXPECT_LE(rel_error(g_probs.get(), probs), 1e-6) << rows << "x" << classes;
     EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << rows << "x" << classes;
   }
@@ -455,7 +467,7 @@ StrategyEntry cuda_old_kernels_entry() {
   e.label = "cuda (no pdl/gemv/warp softmax)";
   auto t = std::make_shared<toml::table>();
   t->insert("name", "cuda");
-  t->insert("pdl", false);
+  t->insert("pdl", "off");
   t->insert("gemv_rows", 0);
   t->insert("warp_softmax", false);
   e.table = t;

@@ -32,7 +32,8 @@ struct KernelOptions {
   // Forward and input-gradient products with at most this many rows use warp-per-output
   // (GEMV-style) kernels instead of split-K tiles: no partial tiles, no fix-up pass. 0: never.
   int gemv_max_rows = 8;
-  // softmax_xent with <= 32 classes: a warp per row, a lane per class (else a thread per row).
+  // softmax_xent with <= 32 classes: a warp per row, a lane per class, over many blocks when
+  // the caller gives scratch (else a thread per row in one block, beyond 32 rows).
   bool warp_softmax = true;
 };
 void set_kernel_options(const KernelOptions& options);
@@ -117,6 +118,14 @@ void linear_input_grad(int M, int N, int K, const float* dY, const float* W, con
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
                   float scale, float* probs, float* dlogits, double* loss_sum,
                   unsigned long long* correct, bool advance_step, cudaStream_t stream);
+// The same spread over many blocks (a warp per row; classes <= 32 and warp_softmax), which
+// needs softmax_xent_scratch(rows, classes) doubles of scratch, zeroed before first use and
+// left so (0: this shape runs in one block and scratch may be null). Concurrent calls need
+// separate scratch. With null scratch, the one-block kernels above.
+std::size_t softmax_xent_scratch(int rows, int classes);
+void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
+                  float scale, float* probs, float* dlogits, double* loss_sum,
+                  unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);
 
 // x[r,:] = pixels[row(r),:] * scale, y[r] = labels[row(r)] (y may be null).
 void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,

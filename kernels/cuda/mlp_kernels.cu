@@ -41,10 +41,12 @@ KernelOptions g_options;
 // pdl_wait() before its first global read or write (the predecessor's outputs, and buffers the
 // predecessor may still read), unconditionally in every block: the wait returns once all
 // prerequisite grids have completed and flushed, and a grid that waited completes only after
-// its own prerequisites, which keeps the chain transitive. pdl_trigger() right after the wait
-// lets the next kernel be launched (its blocks then park in their own wait) while this one
-// works, so launch latency and block scheduling overlap this kernel's body; triggering only
-// after the wait keeps at most one kernel in flight ahead. Both are no-ops without PDL.
+// its own prerequisites, which keeps the chain transitive. pdl_trigger() lets the next kernel
+// be launched (its blocks then park in their own wait on free SM slots) once every block of
+// this one has called it. The products call it after their main loop, so only their epilogue
+// overlaps the next launch: triggering right after the wait made 256-block products at batch
+// 1024 ~30% slower on an H100 (the parked blocks of the next kernel share the SMs for the whole
+// body), while tiny kernels trigger at once. Both are no-ops without PDL.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -199,7 +201,7 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int i0 = blockIdx.y * BI, j0 = blockIdx.x * BJ;
   const int kbeg = blockIdx.z * k_slice, kend = min(K, kbeg + k_slice);
-  pdl_enter();  // before the row lookups: they read the step counter
+  pdl_wait();  // before the row lookups: they read the step counter
 
   // Fixed per-thread load coordinates (256 is a multiple of BK and of BI/BJ).
   int a_i[APer], a_k[APer], b_j[BPer], b_k[BPer];
@@ -273,6 +275,7 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
     __syncthreads();
   }
 
+  pdl_trigger();
   if (sum_rows && i0 + tid < I) epi.row_sum(i0 + tid, row_sum);  // only with gridDim.z == 1
 
   const int slices = gridDim.z;
@@ -491,26 +494,38 @@ __global__ void __launch_bounds__(kThreads)
 gemv_forward_kernel(int M, int N, int K, ASrc A, const float* W, ForwardEpi epi, float* a_copy, int a_copy_ld) {
   const int lane = threadIdx.x % 32;
   const int n = blockIdx.x * (kThreads / 32) + threadIdx.x / 32;
-  pdl_enter();  // before the row lookups: they read the step counter
+  pdl_wait();  // before the row lookups: they read the step counter
   typename ASrc::Row rows[kGemvRows];
 #pragma unroll
   for (int m = 0; m < kGemvRows; ++m) rows[m] = m < M ? A.row(m) : typename ASrc::Row{};
   if (a_copy != nullptr && blockIdx.x == 0) {
+    // All of a pass's loads before its stores: a uint8 source may alias the float copy, so
+    // interleaved load/store pairs would each wait for the previous store.
+    constexpr int Per = 4;
+    for (int m = 0; m < M; ++m)
+      for (int k0 = threadIdx.x; k0 < K; k0 += Per * kThreads) {
+        float v[Per];
 #pragma unroll
-    for (int m = 0; m < kGemvRows; ++m)
-      if (m < M)
-        for (int k = threadIdx.x; k < K; k += kThreads) a_copy[std::size_t(m) * a_copy_ld + k] = A.at(rows[m], k);
+        for (int e = 0; e < Per; ++e) v[e] = k0 + e * kThreads < K ? A.at(rows[m], k0 + e * kThreads) : 0.0f;
+#pragma unroll
+        for (int e = 0; e < Per; ++e)
+          if (k0 + e * kThreads < K) a_copy[std::size_t(m) * a_copy_ld + k0 + e * kThreads] = v[e];
+      }
   }
-  if (n >= N) return;
+  if (n >= N) {
+    pdl_trigger();
+    return;
+  }
   const float* w = W + std::size_t(n) * K;
   float acc[kGemvRows] = {};
-#pragma unroll 4
+#pragma unroll 8
   for (int k = lane; k < K; k += 32) {
     const float wv = w[k];
 #pragma unroll
     for (int m = 0; m < kGemvRows; ++m)
       if (m < M) acc[m] = fmaf(A.at(rows[m], k), wv, acc[m]);
   }
+  pdl_trigger();
 #pragma unroll
   for (int m = 0; m < kGemvRows; ++m) {
     float v = acc[m];
@@ -527,7 +542,7 @@ gemv_input_grad_kernel(int M, int N, int K, const float* dY, const float* W, Inp
   constexpr int Groups = kThreads / 32;
   const int lane = threadIdx.x % 32, group = threadIdx.x / 32;
   const int k = blockIdx.x * 32 + lane;
-  pdl_enter();
+  pdl_wait();
   float acc[kGemvRows] = {};
   if (k < K) {
 #pragma unroll 4
@@ -538,6 +553,7 @@ gemv_input_grad_kernel(int M, int N, int K, const float* dY, const float* W, Inp
         if (m < M) acc[m] = fmaf(dY[std::size_t(m) * N + n], wv, acc[m]);
     }
   }
+  pdl_trigger();
   __shared__ float part[Groups][kGemvRows][32];
 #pragma unroll
   for (int m = 0; m < kGemvRows; ++m) part[group][m][lane] = acc[m];
@@ -553,18 +569,22 @@ gemv_input_grad_kernel(int M, int N, int K, const float* dY, const float* W, Inp
 }
 static_assert(kThreads / 32 >= kGemvRows, "one warp per row finishes gemv_input_grad");
 
-// softmax_xent for classes <= 32: warp w takes rows w, w + warps, ...; lane c holds class c.
-// Same formulas as softmax_xent_kernel (and the CPU kernel): p_c = expf(z_c - max) * float(1/sum)
-// with the sum in double, the first arg-max of p wins.
+// softmax_xent for classes <= 32: a warp per row, a lane per class; warp w of block b takes rows
+// b*warps + w, then + gridDim.x*warps, ... Same formulas as softmax_xent_kernel (and the CPU
+// kernel): p_c = expf(z_c - max) * float(1/sum) with the sum in double, the first arg-max of p
+// wins. With several blocks each writes its loss and correct count to part[] and the last to
+// take a ticket adds them up in block order (so the sum is shape-deterministic), adds them to
+// the totals and advances the step counter: every block read the counter before its ticket.
 __global__ void softmax_xent_warp_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
                                          RowIndex index, float scale, float* probs, float* dlogits,
-                                         double* loss_sum, unsigned long long* correct, bool advance_step) {
-  pdl_enter();
+                                         double* loss_sum, unsigned long long* correct, bool advance_step,
+                                         double* part, unsigned* ticket) {
+  pdl_wait();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const bool live = lane < classes;
   double my_loss = 0.0;  // lane 0's, in row order
   unsigned my_correct = 0;
-  for (int r = warp; r < rows; r += warps) {
+  for (int r = blockIdx.x * warps + warp; r < rows; r += gridDim.x * warps) {
     const int y = labels[batch_row(index, r)];
     const float z = live ? logits[std::size_t(r) * classes + lane] : -INFINITY;
     float zmax = z;
@@ -596,6 +616,7 @@ __global__ void softmax_xent_warp_kernel(int rows, int classes, const float* log
       my_correct += (best_c == y);
     }
   }
+  pdl_trigger();
   __shared__ double loss_part[32];
   __shared__ unsigned correct_part[32];
   if (lane == 0) {
@@ -603,18 +624,37 @@ __global__ void softmax_xent_warp_kernel(int rows, int classes, const float* log
     correct_part[warp] = my_correct;
   }
   __syncthreads();  // also: every thread has read *index.step
-  if (threadIdx.x == 0) {
-    double l = 0.0;
-    unsigned c = 0;
-    for (int w = 0; w < warps; ++w) {
-      l += loss_part[w];
-      c += correct_part[w];
-    }
-    if (loss_sum != nullptr) *loss_sum += l;
-    if (correct != nullptr) *correct += c;
-    if (advance_step && index.step != nullptr) *const_cast<int*>(index.step) += 1;
+  if (threadIdx.x != 0) return;
+  double l = 0.0;
+  unsigned c = 0;
+  for (int w = 0; w < warps; ++w) {
+    l += loss_part[w];
+    c += correct_part[w];
   }
+  if (gridDim.x > 1) {
+    part[blockIdx.x] = l;
+    part[gridDim.x + blockIdx.x] = double(c);
+    __threadfence();
+    if (atomicAdd(ticket, 1u) != gridDim.x - 1) return;
+    __threadfence();
+    l = 0.0;
+    double cd = 0.0;
+    for (int b = 0; b < int(gridDim.x); ++b) {
+      l += __ldcg(part + b);
+      cd += __ldcg(part + gridDim.x + b);
+    }
+    c = unsigned(cd);
+    *ticket = 0;  // ready for the next call (or graph replay)
+  }
+  if (loss_sum != nullptr) *loss_sum += l;
+  if (correct != nullptr) *correct += c;
+  if (advance_step && index.step != nullptr) *const_cast<int*>(index.step) += 1;
 }
+
+// Rows per block of the multi-block softmax (one per warp) and its largest grid.
+constexpr int kSoftmaxWarps = 8;
+constexpr int kSoftmaxMaxBlocks = 256;
+int softmax_blocks(int rows) { return std::max(1, std::min(kSoftmaxMaxBlocks, (rows + kSoftmaxWarps - 1) / kSoftmaxWarps)); }
 
 }  // namespace
 
@@ -694,21 +734,39 @@ void linear_input_grad(int M, int N, int K, const float* dY, const float* W, con
               scratch, stream, "linear_input_grad");
 }
 
+std::size_t softmax_xent_scratch(int rows, int classes) {
+  if (classes > 32 || softmax_blocks(rows) == 1) return 0;
+  return 2 * std::size_t(softmax_blocks(rows)) + 1;  // losses, counts, then the ticket
+}
+
+void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
+                  float scale, float* probs, float* dlogits, double* loss_sum, unsigned long long* correct,
+                  bool advance_step, cudaStream_t stream, double* scratch) {
+  if (classes <= 32 && g_options.warp_softmax) {
+    const int blocks = softmax_blocks(rows);
+    if (scratch != nullptr && blocks > 1) {
+      launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(32 * kSoftmaxWarps), stream, rows, classes, logits,
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch,
+                    reinterpret_cast<unsigned*>(scratch + 2 * blocks));
+      return;
+    }
+    if (rows <= 32) {  // one block, a row per warp; beyond that one block of warps is slower than a thread per row
+      launch_kernel(softmax_xent_warp_kernel, dim3(1), dim3(32 * std::max(1, rows)), stream, rows, classes, logits,
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch,
+                    static_cast<unsigned*>(nullptr));
+      return;
+    }
+  }
+  const int threads = std::min(1024, std::max(32, (rows + 31) / 32 * 32));
+  launch_kernel(softmax_xent_kernel, dim3(1), dim3(threads), stream, rows, classes, logits, labels, index, scale,
+                probs, dlogits, loss_sum, correct, advance_step);
+}
+
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
                   float scale, float* probs, float* dlogits, double* loss_sum, unsigned long long* correct,
                   bool advance_step, cudaStream_t stream) {
-  const int threads = std::min(1024, std::max(32, (rows + 31) / 32 * 32));
-  if (classes <= 32 && g_options.warp_softmax) {
-    // A warp per row, a lane per class: the per-row chain is a few shuffles, not 3 x classes
-    // dependent exponentials.
-    const int warps = std::min(32, std::max(1, rows));
-    launch_kernel(softmax_xent_warp_kernel, dim3(1), dim3(32 * warps), stream, rows, classes, logits, labels, index,
-                  scale, probs, dlogits, loss_sum, correct, advance_step);
-  } else {
-    launch_kernel(softmax_xent_kernel, dim3(1), dim3(threads), stream, rows, classes, logits, labels, index, scale,
-                  probs, dlogits, loss_sum, correct, advance_step);
-  }
-  check_launch("softmax_xent");
+  softmax_xent(rows, classes, logits, labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, stream,
+               nullptr);
 }
 
 void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,

@@ -119,9 +119,13 @@ class CudaStrategy final : public Strategy {
     device_name_ = props.name;
     use_graph_ = options.get_bool("graph");
     graph_steps_ = int(options.get_int("graph_steps"));
+    batch_ = context.train->batch_size;
     gpu::KernelOptions kernel_options;
     // PDL needs sm_90; on older devices the launch attribute is ignored, but be explicit.
-    kernel_options.pdl = options.get_bool("pdl") && props.major >= 9;
+    // auto: on for batches of <= 32 rows, where it measured faster on an H100; with bigger
+    // products the early-launched blocks of the next kernel slowed the current one.
+    const std::string& pdl = options.get_string("pdl");
+    kernel_options.pdl = props.major >= 9 && (pdl == "on" || (pdl == "auto" && batch_ <= kAutoPdlMaxBatch));
     kernel_options.gemv_max_rows = int(options.get_int("gemv_rows"));
     kernel_options.warp_softmax = options.get_bool("warp_softmax");
     gpu::set_kernel_options(kernel_options);
@@ -183,6 +187,8 @@ class CudaStrategy final : public Strategy {
       allocate_scratch(fwd_scratch_[i], gpu::GemmForm::forward, row_counts, sizes_[i + 1], sizes_[i]);
       if (i > 0) allocate_scratch(dgrad_scratch_[i], gpu::GemmForm::input_grad, row_counts, sizes_[i + 1], sizes_[i]);
     }
+    softmax_scratch_.allocate(gpu::softmax_xent_scratch(std::min<int>(batch_, int(data.count)), sizes_.back()),
+                              "softmax scratch");
     const std::string& variant = options.get_string("variant");
     if (variant == "persistent" || (variant == "auto" && persistent_wins(props))) {
       gpu::PersistentConfig pc;
@@ -289,6 +295,7 @@ class CudaStrategy final : public Strategy {
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
+  static constexpr int kAutoPdlMaxBatch = 32;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -342,7 +349,8 @@ class CudaStrategy final : public Strategy {
     }
     if (take("softmax_xent")) {
       gpu::softmax_xent(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index, 1.0f / float(rows), nullptr,
-                        grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, only < 0, main_);
+                        grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, only < 0, main_,
+                        softmax_scratch_.get());
     }
 
     // Backward: the input-gradient chain on the main stream; each layer's weight gradient
@@ -399,15 +407,18 @@ class CudaStrategy final : public Strategy {
     if (velocity_.get() != nullptr) {
       check(cudaMemcpy(saved.get() + count, velocity_.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "save");
     }
-    auto time_graph = [&](cudaGraphExec_t exec) {
+    // Each launch starts from step 0: the whole-step graph advances the counter.
+    auto time_graph = [&](cudaGraphExec_t exec, int repeats) {
+      check(cudaMemsetAsync(stats_.get(), 0, sizeof(DeviceStats), main_), "reset stats");
       check(cudaGraphLaunch(exec, main_), "warm-up");
+      check(cudaMemsetAsync(stats_.get(), 0, sizeof(DeviceStats), main_), "reset stats");
       check(cudaEventRecord(start_, main_), "event");
       check(cudaGraphLaunch(exec, main_), "graph launch");
       check(cudaEventRecord(stop_, main_), "event");
       check(cudaStreamSynchronize(main_), "timing");
       float ms = 0;
       check(cudaEventElapsedTime(&ms, start_, stop_), "event time");
-      return 1e3 * double(ms) / kRepeats;
+      return 1e3 * double(ms) / repeats;
     };
     const gpu::KernelOptions o = gpu::kernel_options();
     std::fprintf(stderr, "cuda kernel timing (%s, batch %d, layers", device_name_.c_str(), batch_);
@@ -420,17 +431,21 @@ class CudaStrategy final : public Strategy {
       cudaGraphExec_t exec = capture([&] { for (int r = 0; r < kRepeats; ++r) enqueue_step(batch_, only); });
       const bool any = op_name_ != nullptr;
       const std::string name = any ? op_name_ : "";
-      const double us = any ? time_graph(exec) : 0.0;
+      const double us = any ? time_graph(exec, kRepeats) : 0.0;
       cudaGraphExecDestroy(exec);
       if (!any) break;
       sum += us;
       std::fprintf(stderr, "  kernel %2d %-26s %8.2f us\n", only, name.c_str(), us);
     }
-    cudaGraphExec_t exec = capture([&] { for (int r = 0; r < kRepeats; ++r) enqueue_step(batch_); });
-    const double step_us = time_graph(exec);
-    cudaGraphExecDestroy(exec);
-    std::fprintf(stderr, "  sum of kernels %.2f us; whole step (graph of %d steps) %.2f us = %.0f samples/s\n", sum,
-                 kRepeats, step_us, batch_ / step_us * 1e6);
+    // As many steps as the order has full batches for (the order holds one epoch).
+    const int steps = int(std::min<std::size_t>(kRepeats, context_.train_data->count / std::size_t(batch_)));
+    if (steps > 0) {
+      cudaGraphExec_t exec = capture([&] { for (int r = 0; r < steps; ++r) enqueue_step(batch_); });
+      const double step_us = time_graph(exec, steps);
+      cudaGraphExecDestroy(exec);
+      std::fprintf(stderr, "  sum of kernels %.2f us; whole step (graph of %d steps) %.2f us = %.0f samples/s\n", sum,
+                   steps, step_us, batch_ / step_us * 1e6);
+    }
     check(cudaMemcpy(params_.get(), saved.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "restore");
     if (velocity_.get() != nullptr) {
       check(cudaMemcpy(velocity_.get(), saved.get() + count, count * sizeof(float), cudaMemcpyDeviceToDevice), "restore");
@@ -499,6 +514,7 @@ class CudaStrategy final : public Strategy {
   DeviceBuffer<std::uint32_t> order_;
   DeviceBuffer<float> params_, grads_, velocity_;
   DeviceBuffer<DeviceStats> stats_;
+  DeviceBuffer<double> softmax_scratch_;  // per-block partial sums of the multi-block softmax
   std::vector<DeviceBuffer<float>> acts_, grad_out_, fwd_scratch_, dgrad_scratch_;
   std::map<const float*, std::size_t> scratch_counters_;
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
@@ -525,9 +541,9 @@ StrategyInfo cuda_info() {
        -1e300, 1e300, {"graph", "persistent", "auto"}},
       {"persistent_blocks", OptionType::integer, std::int64_t{0},
        "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
-      {"pdl", OptionType::boolean, true,
-       "programmatic dependent launch (sm_90+): each kernel launches while its predecessor finishes", -1e300, 1e300,
-       {}},
+      {"pdl", OptionType::string, std::string("auto"),
+       "programmatic dependent launch (sm_90+): each kernel is launched while its predecessor finishes; auto: on "
+       "for batches of <= 32 rows", -1e300, 1e300, {"auto", "on", "off"}},
       {"gemv_rows", OptionType::integer, std::int64_t{8},
        "batches of at most this many rows (max 8) use warp-per-output kernels for the forward and input-gradient "
        "products instead of split-K tiles (0: never)", 0, 8, {}},
