@@ -502,8 +502,9 @@ gemv_forward_kernel(int M, int N, int K, ASrc A, const float* W, ForwardEpi epi,
     // All of a pass's loads before its stores: a uint8 source may alias the float copy, so
     // interleaved load/store pairs would each wait for the previous store.
     constexpr int Per = 4;
-    for (int m = 0; m < M; ++m)
-      for (int k0 = threadIdx.x; k0 < K; k0 += Per * kThreads) {
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m)
+      for (int k0 = threadIdx.x; m < M && k0 < K; k0 += Per * kThreads) {
         float v[Per];
 #pragma unroll
         for (int e = 0; e < Per; ++e) v[e] = k0 + e * kThreads < K ? A.at(rows[m], k0 + e * kThreads) : 0.0f;
@@ -578,7 +579,7 @@ static_assert(kThreads / 32 >= kGemvRows, "one warp per row finishes gemv_input_
 __global__ void softmax_xent_warp_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
                                          RowIndex index, float scale, float* probs, float* dlogits,
                                          double* loss_sum, unsigned long long* correct, bool advance_step,
-                                         double* part, unsigned* ticket) {
+                                         double* part) {
   pdl_wait();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const bool live = lane < classes;
@@ -631,7 +632,9 @@ __global__ void softmax_xent_warp_kernel(int rows, int classes, const float* log
     l += loss_part[w];
     c += correct_part[w];
   }
-  if (gridDim.x > 1) {
+  if (gridDim.x > 1) {  // part[0] holds the ticket (its place is the same for every row count)
+    unsigned* ticket = reinterpret_cast<unsigned*>(part);
+    part += 1;
     part[blockIdx.x] = l;
     part[gridDim.x + blockIdx.x] = double(c);
     __threadfence();
@@ -736,7 +739,7 @@ void linear_input_grad(int M, int N, int K, const float* dY, const float* W, con
 
 std::size_t softmax_xent_scratch(int rows, int classes) {
   if (classes > 32 || softmax_blocks(rows) == 1) return 0;
-  return 2 * std::size_t(softmax_blocks(rows)) + 1;  // losses, counts, then the ticket
+  return 1 + 2 * std::size_t(softmax_blocks(rows));  // the ticket, then losses and counts
 }
 
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
@@ -746,14 +749,12 @@ void softmax_xent(int rows, int classes, const float* logits, const std::int32_t
     const int blocks = softmax_blocks(rows);
     if (scratch != nullptr && blocks > 1) {
       launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(32 * kSoftmaxWarps), stream, rows, classes, logits,
-                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch,
-                    reinterpret_cast<unsigned*>(scratch + 2 * blocks));
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch);
       return;
     }
     if (rows <= 32) {  // one block, a row per warp; beyond that one block of warps is slower than a thread per row
       launch_kernel(softmax_xent_warp_kernel, dim3(1), dim3(32 * std::max(1, rows)), stream, rows, classes, logits,
-                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch,
-                    static_cast<unsigned*>(nullptr));
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch);
       return;
     }
   }
