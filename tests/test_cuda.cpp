@@ -322,6 +322,39 @@ TEST(CudaKernels, SkinnyProductsMatchCpuWithAndWithoutGemvAndPdl) {
   cudaStreamDestroy(stream);
 }
 
+// Other split-K targets (more or fewer, deeper slices) and one K tile per stage give the same
+// products; the scratch is sized after the option is set, as the strategy does.
+TEST(CudaKernels, SplitBlocksOptionMatchesCpu) {
+  REQUIRE_GPU();
+  const gpu::KernelOptions defaults = gpu::kernel_options();
+  const Shape shapes[] = {{129, 257, 785}, {128, 26, 256}, {32, 1024, 1024}, {128, 256, 784}};
+  for (int stage : {1, 4})
+  for (int target : {0, 264, 33, 1000})
+    for (const Shape& s : shapes) {
+      gpu::KernelOptions o = defaults;
+      o.split_blocks = target;
+      o.k_stage = stage;
+      gpu::set_kernel_options(o);
+      const std::string what = name(s) + " split_blocks " + std::to_string(target) + " k_stage " + std::to_string(stage);
+      const auto X = random_vector(std::size_t(s.M) * s.K, 61), W = random_vector(std::size_t(s.N) * s.K, 62),
+                 b = random_vector(s.N, 63), dYh = random_vector(std::size_t(s.M) * s.N, 64);
+      std::vector<float> fwd(std::size_t(s.M) * s.N), dX(std::size_t(s.M) * s.K);
+      kernels::gemm_nt(s.M, s.N, s.K, 1.0f, X.data(), s.K, W.data(), s.K, 0.0f, fwd.data(), s.N);
+      kernels::add_bias_rows(s.M, s.N, b.data(), fwd.data());
+      kernels::gemm_nn(s.M, s.K, s.N, 1.0f, dYh.data(), s.N, W.data(), s.K, 0.0f, dX.data(), s.K);
+      Dev<float> gX(X), gW(W), gb(b), gdY(dYh), gY(std::vector<float>(fwd.size(), NAN)),
+          gdX(std::vector<float>(dX.size(), NAN));
+      Scratch fs(gpu::GemmForm::forward, s.M, s.N, s.K), is(gpu::GemmForm::input_grad, s.M, s.N, s.K);
+      for (int rep = 0; rep < 2; ++rep) {
+        gpu::linear_forward(s.M, s.N, s.K, gX.p, gW.p, gb.p, false, gY.p, fs.get(), nullptr);
+        gpu::linear_input_grad(s.M, s.N, s.K, gdY.p, gW.p, nullptr, gdX.p, is.get(), nullptr);
+        EXPECT_LE(rel_error(gY.get(), fwd), bound(s.K)) << what;
+        EXPECT_LE(rel_error(gdX.get(), dX), bound(s.N)) << what;
+      }
+    }
+  gpu::set_kernel_options(defaults);
+}
+
 TEST(CudaKernels, SgdUpdateMatchesCpu) {
   REQUIRE_GPU();
   for (float momentum : {0.0f, 0.9f}) {
@@ -461,15 +494,16 @@ StrategyEntry cuda_entry(bool graph, int graph_steps = 128) {
   return e;
 }
 
-// The graph variant as it was before PDL, the GEMV kernels and the warp softmax.
+// The graph variant as it was before PDL, the GEMV kernels, the warp softmax and K stages.
 StrategyEntry cuda_old_kernels_entry() {
   StrategyEntry e = entry("cuda");
-  e.label = "cuda (no pdl/gemv/warp softmax)";
+  e.label = "cuda (no pdl/gemv/warp softmax/k stages)";
   auto t = std::make_shared<toml::table>();
   t->insert("name", "cuda");
   t->insert("pdl", "off");
   t->insert("gemv_rows", 0);
   t->insert("warp_softmax", false);
+  t->insert("k_stage", 1);
   e.table = t;
   return e;
 }
@@ -522,6 +556,23 @@ TEST_F(CudaTraining, BatchOneWithoutPdlGemvOrWarpSoftmaxMatchesSerial) {
   config.train.batch_size = 1;
   config.train.sgd.lr = 0.05f;
   expect_parity(config, cuda_old_kernels_entry());
+}
+
+// PDL forced on at batch 128 (auto leaves it off there) with another split-K target, momentum.
+TEST_F(CudaTraining, PdlOnBatch128WithOtherSplitMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda (pdl on, split_blocks 264)";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("pdl", "on");
+  t->insert("split_blocks", 264);
+  t->insert("graph_steps", 16);
+  e.table = t;
+  expect_parity(config, e);
 }
 
 // Batch 7 (GEMV kernels) with a partial last batch of 1 (6000 = 857 x 7 + 1), odd widths,

@@ -35,6 +35,12 @@ struct KernelOptions {
   // softmax_xent with <= 32 classes: a warp per row, a lane per class, over many blocks when
   // the caller gives scratch (else a thread per row in one block, beyond 32 rows).
   bool warp_softmax = true;
+  // Split-K products are cut into about this many blocks (0: 132, an H100's SM count). Scratch
+  // sizes (gemm_scratch_size) depend on it: size scratch after setting it.
+  int split_blocks = 0;
+  // GEMM blocks load this many K tiles at once (1 or 4; > 1 means 4): fewer dependent global
+  // round trips per block, same sums in the same order.
+  int k_stage = 4;
 };
 void set_kernel_options(const KernelOptions& options);
 KernelOptions kernel_options();

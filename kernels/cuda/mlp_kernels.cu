@@ -32,6 +32,8 @@ constexpr int kThreads = 256;  // every GEMM block: a 16x16 grid of threads
 // the device's, so that the split-K factor, hence the summation order and the result,
 // depend on the shape alone.
 constexpr int kTargetBlocks = 132;
+// K tiles per stage of a GEMM block when KernelOptions::k_stage > 1.
+constexpr int kStage = 4;
 
 // Set by set_kernel_options; read at launch time (capture bakes the choice into a graph).
 KernelOptions g_options;
@@ -186,7 +188,7 @@ struct WeightGradEpi {
 // every slice writes its partial tile to scratch, and the last slice to arrive (ticket from
 // an atomic counter) sums all of them in slice order and runs the epilogue.
 
-template <int BI, int BJ, int BK, class ASrc, class BSrc, class Epi>
+template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
 __global__ void __launch_bounds__(kThreads)
 gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
             float* partials, unsigned* counters) {
@@ -195,8 +197,10 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
   static_assert(APer * kThreads == BI * BK && BPer * kThreads == BJ * BK, "tile/threads mismatch");
   // +1 column: the loader writes a column of As/Bs per warp when the source is K-contiguous;
   // an odd row stride spreads those writes over all 32 banks.
-  __shared__ float As[BK][BI + 1];
-  __shared__ float Bs[BK][BJ + 1];
+  // T K tiles per stage: their loads are all in flight together, so a slice of up to T tiles
+  // costs one global round trip instead of T dependent ones (the order of the sums is unchanged).
+  __shared__ float As[T][BK][BI + 1];
+  __shared__ float Bs[T][BK][BJ + 1];
 
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int i0 = blockIdx.y * BI, j0 = blockIdx.x * BJ;
@@ -222,17 +226,20 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
     b_row[e] = j0 + b_j[e] < J ? B.row(j0 + b_j[e]) : nullptr;
   }
 
-  float ra[APer], rb[BPer];
-  auto fetch = [&](int k0) {
+  float ra[T][APer], rb[T][BPer];
+  auto fetch = [&](int c0) {
 #pragma unroll
-    for (int e = 0; e < APer; ++e) {
-      const int k = k0 + a_k[e];
-      ra[e] = (a_row[e] != nullptr && k < kend) ? A.at(a_row[e], k) : 0.0f;
-    }
+    for (int t = 0; t < T; ++t) {
 #pragma unroll
-    for (int e = 0; e < BPer; ++e) {
-      const int k = k0 + b_k[e];
-      rb[e] = (b_row[e] != nullptr && k < kend) ? B.at(b_row[e], k) : 0.0f;
+      for (int e = 0; e < APer; ++e) {
+        const int k = c0 + t * BK + a_k[e];
+        ra[t][e] = (a_row[e] != nullptr && k < kend) ? A.at(a_row[e], k) : 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < BPer; ++e) {
+        const int k = c0 + t * BK + b_k[e];
+        rb[t][e] = (b_row[e] != nullptr && k < kend) ? B.at(b_row[e], k) : 0.0f;
+      }
     }
   };
 
@@ -242,35 +249,42 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
   const bool sum_rows = Epi::kRowSums && blockIdx.x == 0 && tid < BI;
 
   if (kbeg < kend) fetch(kbeg);
-  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+  for (int c0 = kbeg; c0 < kend; c0 += T * BK) {
 #pragma unroll
-    for (int e = 0; e < APer; ++e) As[a_k[e]][a_i[e]] = ra[e];
+    for (int t = 0; t < T; ++t) {
 #pragma unroll
-    for (int e = 0; e < BPer; ++e) Bs[b_k[e]][b_j[e]] = rb[e];
-    if (copy_a) {
+      for (int e = 0; e < APer; ++e) As[t][a_k[e]][a_i[e]] = ra[t][e];
 #pragma unroll
-      for (int e = 0; e < APer; ++e) {
-        const int k = k0 + a_k[e];
-        if (a_row[e] != nullptr && k < kend) a_copy[std::size_t(i0 + a_i[e]) * a_copy_ld + k] = ra[e];
+      for (int e = 0; e < BPer; ++e) Bs[t][b_k[e]][b_j[e]] = rb[t][e];
+      if (copy_a) {
+#pragma unroll
+        for (int e = 0; e < APer; ++e) {
+          const int k = c0 + t * BK + a_k[e];
+          if (a_row[e] != nullptr && k < kend) a_copy[std::size_t(i0 + a_i[e]) * a_copy_ld + k] = ra[t][e];
+        }
       }
     }
     __syncthreads();
-    if (k0 + BK < kend) fetch(k0 + BK);  // the next tile's loads fly while this one is multiplied
-    if (sum_rows) {
+    if (c0 + T * BK < kend) fetch(c0 + T * BK);  // the next stage's loads fly while this one is multiplied
 #pragma unroll
-      for (int kk = 0; kk < BK; ++kk) row_sum += As[kk][tid];
-    }
+    for (int t = 0; t < T; ++t) {
+      if (c0 + t * BK >= kend) break;  // the same for the whole block
+      if (sum_rows) {
 #pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      float a[TI], b[TJ];
+        for (int kk = 0; kk < BK; ++kk) row_sum += As[t][kk][tid];
+      }
 #pragma unroll
-      for (int i = 0; i < TI; ++i) a[i] = As[kk][ty + i * 16];
+      for (int kk = 0; kk < BK; ++kk) {
+        float a[TI], b[TJ];
 #pragma unroll
-      for (int j = 0; j < TJ; ++j) b[j] = Bs[kk][tx + j * 16];
+        for (int i = 0; i < TI; ++i) a[i] = As[t][kk][ty + i * 16];
 #pragma unroll
-      for (int i = 0; i < TI; ++i)
+        for (int j = 0; j < TJ; ++j) b[j] = Bs[t][kk][tx + j * 16];
 #pragma unroll
-        for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        for (int i = 0; i < TI; ++i)
+#pragma unroll
+          for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+      }
     }
     __syncthreads();
   }
@@ -342,10 +356,11 @@ Plan make_plan(int I, int J, int K, bool allow_split) {
   const int tiles = p.tiles_i * p.tiles_j;
   const int k_tiles = std::max(1, ceil_div(K, p.bk));
   int slices = 1;
-  if (allow_split && tiles < kTargetBlocks) {
+  const int split_target = g_options.split_blocks > 0 ? g_options.split_blocks : kTargetBlocks;
+  if (allow_split && tiles < split_target) {
     // Enough slices to fill the chip, but each at least two K tiles deep (shorter slices
     // spend more on the fix-up than they save).
-    slices = std::min(ceil_div(kTargetBlocks, tiles), std::max(1, k_tiles / 2));
+    slices = std::min(ceil_div(split_target, tiles), std::max(1, k_tiles / 2));
   }
   p.k_slice = ceil_div(k_tiles, slices) * p.bk;
   p.slices = std::max(1, ceil_div(K, p.k_slice));
@@ -359,12 +374,15 @@ void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, fl
                  GemmScratch scratch, cudaStream_t stream, const char* what) {
   if (I <= 0 || J <= 0) return;
   const dim3 grid(p.tiles_j, p.tiles_i, p.slices);
+  auto go = [&](auto kernel) {
+    launch_kernel(kernel, grid, dim3(kThreads), stream, I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
+                  scratch.partials, scratch.counters);
+  };
+  const bool staged = g_options.k_stage > 1;
   if (p.big) {
-    launch_kernel(gemm_kernel<64, 64, 16, ASrc, BSrc, Epi>, grid, dim3(kThreads), stream, I, J, K, p.k_slice, A, B,
-                  epi, a_copy, a_copy_ld, scratch.partials, scratch.counters);
+    staged ? go(gemm_kernel<64, 64, 16, kStage, ASrc, BSrc, Epi>) : go(gemm_kernel<64, 64, 16, 1, ASrc, BSrc, Epi>);
   } else {
-    launch_kernel(gemm_kernel<32, 32, 32, ASrc, BSrc, Epi>, grid, dim3(kThreads), stream, I, J, K, p.k_slice, A, B,
-                  epi, a_copy, a_copy_ld, scratch.partials, scratch.counters);
+    staged ? go(gemm_kernel<32, 32, 32, kStage, ASrc, BSrc, Epi>) : go(gemm_kernel<32, 32, 32, 1, ASrc, BSrc, Epi>);
   }
   check_launch(what);
 }

@@ -128,6 +128,8 @@ class CudaStrategy final : public Strategy {
     kernel_options.pdl = props.major >= 9 && (pdl == "on" || (pdl == "auto" && batch_ <= kAutoPdlMaxBatch));
     kernel_options.gemv_max_rows = int(options.get_int("gemv_rows"));
     kernel_options.warp_softmax = options.get_bool("warp_softmax");
+    kernel_options.split_blocks = int(options.get_int("split_blocks"));
+    kernel_options.k_stage = int(options.get_int("k_stage"));
     gpu::set_kernel_options(kernel_options);
     kernel_timing_ = options.get_bool("kernel_timing");
 
@@ -549,6 +551,10 @@ StrategyInfo cuda_info() {
        "products instead of split-K tiles (0: never)", 0, 8, {}},
       {"warp_softmax", OptionType::boolean, true, "softmax+cross-entropy with a warp per row (<= 32 classes)", -1e300,
        1e300, {}},
+      {"split_blocks", OptionType::integer, std::int64_t{0},
+       "split-K products are cut into about this many blocks (0: 132, an H100's SM count)", 0, 100000, {}},
+      {"k_stage", OptionType::integer, std::int64_t{4},
+       "K tiles a GEMM block loads at once (1 or 4): one global round trip per stage instead of per tile", 1, 4, {}},
       {"kernel_timing", OptionType::boolean, false,
        "before the first epoch, time each kernel of one step alone in a graph and print microseconds to stderr",
        -1e300, 1e300, {}},
