@@ -355,6 +355,44 @@ TEST(CudaKernels, SplitBlocksOptionMatchesCpu) {
   gpu::set_kernel_options(defaults);
 }
 
+TEST(CudaKernels, SoftmaxWithInputGradMatchesCpu) {
+  REQUIRE_GPU();
+  const int shapes[][3] = {{1, 26, 256}, {7, 5, 33}, {128, 26, 256}, {129, 26, 1000}, {1500, 32, 300}, {9, 1, 257}};
+  for (const auto& sh : shapes) {
+    const int rows = sh[0], classes = sh[1], K = sh[2];
+    const std::string what = std::to_string(rows) + "x" + std::to_string(classes) + "x" + std::to_string(K);
+    const auto logits = random_vector(std::size_t(rows) * classes, 71, -8.0f, 8.0f);
+    const auto W = random_vector(std::size_t(classes) * K, 72), H = random_vector(std::size_t(rows) * K, 73, 0.0f, 1.0f);
+    std::vector<std::int32_t> labels(rows);
+    std::mt19937 rng(74);
+    for (auto& l : labels) l = std::int32_t(rng() % classes);
+    std::vector<float> probs(logits.size()), grad(logits.size()), dX(std::size_t(rows) * K);
+    const double loss = kernels::softmax_xent_forward(rows, classes, logits.data(), labels.data(), probs.data());
+    const int correct = kernels::count_correct(rows, classes, probs.data(), labels.data());
+    const float scale = 1.0f / rows;
+    kernels::softmax_xent_backward(rows, classes, probs.data(), labels.data(), scale, grad.data());
+    kernels::gemm_nn(rows, K, classes, 1.0f, grad.data(), classes, W.data(), K, 0.0f, dX.data(), K);
+    kernels::sigmoid_backward(dX.size(), H.data(), dX.data(), dX.data());
+    Dev<float> g_logits(logits), g_W(W), g_H(H), g_grad(std::vector<float>(grad.size(), NAN)),
+        g_dX(std::vector<float>(dX.size(), NAN));
+    Dev<std::int32_t> g_labels(labels);
+    Dev<double> scratch(std::max<std::size_t>(1, gpu::softmax_xent_scratch(rows, classes)));
+    Dev<double> g_loss(std::vector<double>{0.0});
+    Dev<unsigned long long> g_correct(std::vector<unsigned long long>{0});
+    for (int rep = 0; rep < 2; ++rep) {
+      ASSERT_TRUE(gpu::softmax_xent_input_grad(rows, classes, g_logits.p, g_labels.p, gpu::RowIndex{}, scale, g_grad.p,
+                                               g_loss.p, g_correct.p, false, K, g_W.p, g_H.p, g_dX.p, nullptr,
+                                               scratch.p)) << what;
+    }
+    EXPECT_NEAR(g_loss.get()[0], 2 * loss, 2e-5 * std::max(1.0, loss)) << what;
+    EXPECT_EQ(g_correct.get()[0], 2 * unsigned(correct)) << what;
+    EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << what;
+    EXPECT_LE(rel_error(g_dX.get(), dX), bound(classes)) << what;
+  }
+  EXPECT_FALSE(gpu::softmax_xent_input_grad(3, 33, nullptr, nullptr, gpu::RowIndex{}, 1.0f, nullptr, nullptr, nullptr,
+                                            false, 8, nullptr, nullptr, nullptr, nullptr, nullptr));
+}
+
 TEST(CudaKernels, SgdUpdateMatchesCpu) {
   REQUIRE_GPU();
   for (float momentum : {0.0f, 0.9f}) {
@@ -573,6 +611,32 @@ TEST_F(CudaTraining, PdlOnBatch128WithOtherSplitMatchesSerial) {
   t->insert("graph_steps", 16);
   e.table = t;
   expect_parity(config, e);
+}
+
+// fuse_head at batch 128 (multi-block, momentum), batch 32 with a partial batch of 16 (6000 =
+// 187 x 32 + 16) and batch 1 (one block).
+StrategyEntry fused_head_entry() {
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda (fuse_head)";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("fuse_head", true);
+  e.table = t;
+  return e;
+}
+TEST_F(CudaTraining, FusedHeadMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  expect_parity(config, fused_head_entry());
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, fused_head_entry());
+  config.model.layer_sizes = {784, 300, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 1;
+  config.train.sgd = {0.05f, 0.0f, 0.0f};
+  expect_parity(config, fused_head_entry());
 }
 
 // Batch 7 (GEMV kernels) with a partial last batch of 1 (6000 = 857 x 7 + 1), odd widths,

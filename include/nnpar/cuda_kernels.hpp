@@ -129,6 +129,15 @@ void softmax_xent(int rows, int classes, const float* logits, const std::int32_t
 // left so (0: this shape runs in one block and scratch may be null). Concurrent calls need
 // separate scratch. With null scratch, the one-block kernels above.
 std::size_t softmax_xent_scratch(int rows, int classes);
+// softmax_xent (a warp per row, any warp_softmax setting) fused with the last Linear's input
+// gradient: also dX[r,k] = (sum_c dlogits[r,c] W[c,k]) * H[r,k](1 - H[r,k]) for k < K, W the
+// last layer's [classes, K] weights, H its input (the sigmoid output; null: no derivative).
+// One kernel instead of two. Returns false, launching nothing, where it does not apply
+// (classes > 32, or a multi-block row count without scratch).
+bool softmax_xent_input_grad(int rows, int classes, const float* logits, const std::int32_t* labels,
+                             RowIndex index, float scale, float* dlogits, double* loss_sum,
+                             unsigned long long* correct, bool advance_step, int K, const float* W, const float* H,
+                             float* dX, cudaStream_t stream, double* scratch);
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
                   float scale, float* probs, float* dlogits, double* loss_sum,
                   unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);

@@ -597,7 +597,7 @@ static_assert(kThreads / 32 >= kGemvRows, "one warp per row finishes gemv_input_
 __global__ void softmax_xent_warp_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
                                          RowIndex index, float scale, float* probs, float* dlogits,
                                          double* loss_sum, unsigned long long* correct, bool advance_step,
-                                         double* part) {
+                                         double* part, int K, const float* W, const float* H, float* dX) {
   pdl_wait();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const bool live = lane < classes;
@@ -627,6 +627,34 @@ __global__ void softmax_xent_warp_kernel(int rows, int classes, const float* log
     if (live) {
       if (probs != nullptr) probs[std::size_t(r) * classes + lane] = p;
       dlogits[std::size_t(r) * classes + lane] = scale * (lane == y ? p - 1.0f : p);
+    }
+    if (dX != nullptr) {
+      // The previous layer's input gradient for this row: lane k of each 32-column chunk sums
+      // the classes in order, as the CPU's gemm_nn, then the sigmoid derivative.
+      const float g = live ? scale * (lane == y ? p - 1.0f : p) : 0.0f;
+      constexpr int Chunks = 8;
+      for (int k0 = 0; k0 < K; k0 += 32 * Chunks) {
+        float v[Chunks] = {};
+        for (int c = 0; c < classes; ++c) {
+          const float gc = __shfl_sync(0xffffffffu, g, c);
+          const float* w = W + std::size_t(c) * K + k0 + lane;
+#pragma unroll
+          for (int j = 0; j < Chunks; ++j)
+            if (k0 + 32 * j + lane < K) v[j] = fmaf(gc, w[32 * j], v[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < Chunks; ++j) {
+          const int k = k0 + 32 * j + lane;
+          if (k >= K) continue;
+          const std::size_t at = std::size_t(r) * K + k;
+          float x = v[j];
+          if (H != nullptr) {
+            const float h = H[at];
+            x = x * h * (1.0f - h);
+          }
+          dX[at] = x;
+        }
+      }
     }
     if (lane == 0) {
       double l = log(sum) - (double(zy) - zmax);
@@ -767,18 +795,35 @@ void softmax_xent(int rows, int classes, const float* logits, const std::int32_t
     const int blocks = softmax_blocks(rows);
     if (scratch != nullptr && blocks > 1) {
       launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(32 * kSoftmaxWarps), stream, rows, classes, logits,
-                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch);
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch, 0,
+                    static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
+                    static_cast<float*>(nullptr));
       return;
     }
     if (rows <= 32) {  // one block, a row per warp; beyond that one block of warps is slower than a thread per row
       launch_kernel(softmax_xent_warp_kernel, dim3(1), dim3(32 * std::max(1, rows)), stream, rows, classes, logits,
-                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch);
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch, 0,
+                    static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
+                    static_cast<float*>(nullptr));
       return;
     }
   }
   const int threads = std::min(1024, std::max(32, (rows + 31) / 32 * 32));
   launch_kernel(softmax_xent_kernel, dim3(1), dim3(threads), stream, rows, classes, logits, labels, index, scale,
                 probs, dlogits, loss_sum, correct, advance_step);
+}
+
+bool softmax_xent_input_grad(int rows, int classes, const float* logits, const std::int32_t* labels,
+                             RowIndex index, float scale, float* dlogits, double* loss_sum,
+                             unsigned long long* correct, bool advance_step, int K, const float* W, const float* H,
+                             float* dX, cudaStream_t stream, double* scratch) {
+  if (classes > 32 || rows <= 0) return false;
+  const int blocks = softmax_blocks(rows);
+  if (blocks > 1 && scratch == nullptr) return false;
+  const int threads = blocks > 1 ? 32 * kSoftmaxWarps : 32 * rows;
+  launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(threads), stream, rows, classes, logits, labels, index,
+                scale, static_cast<float*>(nullptr), dlogits, loss_sum, correct, advance_step, scratch, K, W, H, dX);
+  return true;
 }
 
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,

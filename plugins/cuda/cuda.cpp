@@ -132,6 +132,7 @@ class CudaStrategy final : public Strategy {
     kernel_options.k_stage = int(options.get_int("k_stage"));
     gpu::set_kernel_options(kernel_options);
     kernel_timing_ = options.get_bool("kernel_timing");
+    fuse_head_ = options.get_bool("fuse_head");
 
     const ModelSpec& spec = *context.model;
     const TrainSettings& train = *context.train;
@@ -349,7 +350,19 @@ class CudaStrategy final : public Strategy {
                             scratch(fwd_scratch_[i]), main_);
       }
     }
-    if (take("softmax_xent")) {
+    // fuse_head: the softmax kernel also computes the last layer's input gradient.
+    const bool head_fused = fuse_head_ && layers > 1 && sizes_.back() <= 32;
+    if (head_fused) {
+      if (take("softmax_xent + input grad")) {
+        const int i = layers - 1;
+        if (!gpu::softmax_xent_input_grad(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index,
+                                          1.0f / float(rows), grad_out_[i].get(), &stats->loss_sum, &stats->correct,
+                                          only < 0, sizes_[i], W(i), acts_[i].get(), grad_out_[i - 1].get(), main_,
+                                          softmax_scratch_.get())) {
+          throw std::runtime_error("cuda: fuse_head does not apply to this shape");
+        }
+      }
+    } else if (take("softmax_xent")) {
       gpu::softmax_xent(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index, 1.0f / float(rows), nullptr,
                         grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, only < 0, main_,
                         softmax_scratch_.get());
@@ -372,7 +385,7 @@ class CudaStrategy final : public Strategy {
       float* dW = grads_.get() + parameter_offset(spec, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
       if (i > 0) {
-        if (take("input grad")) {
+        if (!(head_fused && i == layers - 1) && take("input grad")) {
           gpu::linear_input_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), W(i), acts_[i].get(),
                                  grad_out_[i - 1].get(), scratch(dgrad_scratch_[i]), main_);
         }
@@ -504,6 +517,7 @@ class CudaStrategy final : public Strategy {
   std::string device_name_;
   bool use_graph_ = true;
   bool kernel_timing_ = false;
+  bool fuse_head_ = false;
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
   std::vector<int> sizes_;
@@ -555,6 +569,8 @@ StrategyInfo cuda_info() {
        "split-K products are cut into about this many blocks (0: 132, an H100's SM count)", 0, 100000, {}},
       {"k_stage", OptionType::integer, std::int64_t{4},
        "K tiles a GEMM block loads at once (1 or 4): one global round trip per stage instead of per tile", 1, 4, {}},
+      {"fuse_head", OptionType::boolean, false,
+       "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,
        "before the first epoch, time each kernel of one step alone in a graph and print microseconds to stderr",
        -1e300, 1e300, {}},
