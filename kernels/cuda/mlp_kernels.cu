@@ -504,14 +504,18 @@ __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight
 // round trips longer than the arithmetic. These kernels give each output its own warp or
 // thread group and reduce in a fixed order (shape-only, so runs repeat bit for bit).
 constexpr int kGemvRows = 8;
+constexpr int kGemvSplit = 4;
 
-// Forward: warp w computes Y[:, w] for all M rows: lanes stride over K (coalesced reads of
-// W's row), then a butterfly sum. Block 0 also writes the gathered input copy.
+// Forward: kGemvSplit warps compute Y[:, n] for all M rows: lanes stride over K (coalesced
+// reads of W's row), then butterfly sums and the warps' parts in order. Block 0 also writes
+// the gathered input copy.
 template <class ASrc>
 __global__ void __launch_bounds__(kThreads)
 gemv_forward_kernel(int M, int N, int K, ASrc A, const float* W, ForwardEpi epi, float* a_copy, int a_copy_ld) {
-  const int lane = threadIdx.x % 32;
-  const int n = blockIdx.x * (kThreads / 32) + threadIdx.x / 32;
+  // kGemvSplit warps per output, each over every kGemvSplit-th 32-column chunk of K: a quarter
+  // of the dependent load rounds of one warp per output; the parts are added in warp order.
+  const int lane = threadIdx.x % 32, part = (threadIdx.x / 32) % kGemvSplit;
+  const int n = blockIdx.x * (kThreads / 32 / kGemvSplit) + threadIdx.x / 32 / kGemvSplit;
   pdl_wait();  // before the row lookups: they read the step counter
   typename ASrc::Row rows[kGemvRows];
 #pragma unroll
@@ -531,25 +535,33 @@ gemv_forward_kernel(int M, int N, int K, ASrc A, const float* W, ForwardEpi epi,
           if (k0 + e * kThreads < K) a_copy[std::size_t(m) * a_copy_ld + k0 + e * kThreads] = v[e];
       }
   }
-  if (n >= N) {
-    pdl_trigger();
-    return;
-  }
-  const float* w = W + std::size_t(n) * K;
+  const float* w = W + std::size_t(n < N ? n : 0) * K;
   float acc[kGemvRows] = {};
+  if (n < N) {
 #pragma unroll 8
-  for (int k = lane; k < K; k += 32) {
-    const float wv = w[k];
+    for (int k = part * 32 + lane; k < K; k += 32 * kGemvSplit) {
+      const float wv = w[k];
 #pragma unroll
-    for (int m = 0; m < kGemvRows; ++m)
-      if (m < M) acc[m] = fmaf(A.at(rows[m], k), wv, acc[m]);
+      for (int m = 0; m < kGemvRows; ++m)
+        if (m < M) acc[m] = fmaf(A.at(rows[m], k), wv, acc[m]);
+    }
   }
   pdl_trigger();
+  __shared__ float sums[kThreads / 32][kGemvRows];
 #pragma unroll
   for (int m = 0; m < kGemvRows; ++m) {
     float v = acc[m];
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == 0 && m < M) epi(m, n, v);
+    if (lane == 0) sums[threadIdx.x / 32][m] = v;
+  }
+  __syncthreads();
+  // Lane m of each output's first warp finishes row m.
+  if (part == 0 && n < N && lane < M) {
+    const int first = threadIdx.x / 32;
+    float v = sums[first][lane];
+#pragma unroll
+    for (int q = 1; q < kGemvSplit; ++q) v += sums[first + q][lane];
+    epi(lane, n, v);
   }
 }
 
@@ -739,8 +751,8 @@ void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, 
 void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,
                     float* Y, GemmScratch scratch, cudaStream_t stream) {
   if (use_gemv(M, N)) {
-    launch_kernel(gemv_forward_kernel<DenseSrc<true>>, dim3(ceil_div(N, kThreads / 32)), dim3(kThreads), stream, M, N,
-                  K, DenseSrc<true>{X, K}, W, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0);
+    launch_kernel(gemv_forward_kernel<DenseSrc<true>>, dim3(ceil_div(N, kThreads / 32 / kGemvSplit)), dim3(kThreads),
+                  stream, M, N, K, DenseSrc<true>{X, K}, W, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0);
     return;
   }
   const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
@@ -752,7 +764,8 @@ void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, floa
                            float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
                            GemmScratch scratch, cudaStream_t stream) {
   if (use_gemv(M, N)) {
-    launch_kernel(gemv_forward_kernel<GatherSrc>, dim3(ceil_div(N, kThreads / 32)), dim3(kThreads), stream, M, N, K,
+    launch_kernel(gemv_forward_kernel<GatherSrc>, dim3(ceil_div(N, kThreads / 32 / kGemvSplit)), dim3(kThreads),
+                  stream, M, N, K,
                   GatherSrc{pixels, scale, rows, K}, W, ForwardEpi{b, sigmoid, Y, N}, X_out, K);
     return;
   }
