@@ -6,7 +6,7 @@
 // and runs every step with no host synchronisation; the loss sum and the correct count are
 // accumulated on the device and read once at the end of the epoch.
 //
-// A step is 3L+1 kernels for L Linear layers (L forward products, softmax+cross-entropy, L-1
+// A step is 3L kernels for L Linear layers (L forward products, softmax+cross-entropy, L-1
 // input-gradient products, L weight-gradient products with the SGD update fused in). The
 // batch's position in the order is a device-side step counter that the softmax kernel
 // advances, so one captured graph of `graph_steps` steps is replayed for consecutive chunks of
@@ -14,19 +14,18 @@
 // second stream (a parallel branch of the graph): only the input-gradient chain is on the
 // critical path.
 //
-// Measured (NVIDIA H200, driver 580.159.04, bench/cuda_vs_torch.py, median of epochs 2-3),
-// 784-256-256-26: batch 1 26k samples/s, 32 756k, 128 2.29M, 1024 5.35M; PyTorch 2.11 with
-// the step in a CUDA graph: 16k / 327k / 1.11M / 6.43M. So at batch 128 one step takes
-// ~56 us for 10 kernels: ~5 us per dependent launch, far above the ~1 us of FLOP time at
-// batch 128. The remaining gap is latency (graph node-to-node gaps, split-K fix-up, serial
-// global-memory round trips inside each block), which the `persistent` variant attacks: one
-// cooperative kernel per epoch (kernels/cuda/persistent_mlp.cu) with grid-wide barriers
-// between the phases of each step instead of graph nodes. It matches serial (tests/test_cuda.cpp)
-// but is not yet faster: on the same H200, 784-256-256-26, batch 1 26k samples/s (graph 26k),
-// 32 548k (756k), 128 1.52M (2.33M), 1024 3.94M (5.39M). Batch 1, with almost no arithmetic,
-// still takes ~38 us for its 6 phases, so per-phase latency inside the blocks (dependent L2
-// round trips per reduction slab and per epilogue), not only the barriers, is what to profile
-// next. So `graph` stays the default.
+// Per-step latency is the whole game (docs/results/2026-11-26-cuda-2.md, one H100): the
+// kernels of a step are dependent, and the cheapest of them costs ~1.7 us in a graph chain, so
+// the launch options below attack the gaps and the in-kernel round trips: `pdl` (programmatic
+// dependent launch; auto = batches <= 32, where it was measured to win), `gemv_rows` (warp
+// kernels for batches <= 8), `warp_softmax` (softmax over many blocks), `k_stage` (four K tiles
+// per GEMM stage), `split_blocks`; `fuse_head` (softmax + last input gradient in one kernel)
+// is correct but measured slower, so off. `kernel_timing` prints each kernel's time in a graph.
+// Measured with the defaults, 784-256-256-26: batch 1 43k samples/s (22.6 us/step, was 39.9),
+// 128 2.21M (unchanged; 2.41M with pdl=on), 1024 6.36M (was 5.40M); PyTorch with the step in a
+// CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent` variant (one cooperative
+// kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial but was slower than the
+// graph at every shape in round 1, so `graph` stays the default.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
