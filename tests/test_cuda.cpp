@@ -138,6 +138,7 @@ TEST(CudaKernels, ForwardMatchesCpu) {
 
 TEST(CudaKernels, ForwardGatherMatchesCpu) {
   REQUIRE_GPU();
+  for (const int batch : {129, 5, 1}) {
   Dataset data;
   data.count = 300;
   data.pixels.resize(data.count * 784);
@@ -145,7 +146,7 @@ TEST(CudaKernels, ForwardGatherMatchesCpu) {
   std::mt19937 rng(5);
   for (auto& p : data.pixels) p = std::uint8_t(rng() & 0xFF);
   for (auto& l : data.labels) l = std::int32_t(rng() % 26);
-  const int batch = 129, step = 1, N = 257;
+  const int step = 1, N = 257;
   const auto order = epoch_order(data.count, 7, 0, true);
   std::vector<float> x(std::size_t(batch) * 784);
   std::vector<std::int32_t> y(batch);
@@ -164,11 +165,12 @@ TEST(CudaKernels, ForwardGatherMatchesCpu) {
   const gpu::RowIndex index{dorder.p, dstep.p, batch};
   gpu::linear_forward_gather(batch, N, 784, pixels.p, data.pixel_scale, index, dx.p, dW.p, db.p, true, dY.p,
                              scratch.get(), nullptr);
-  EXPECT_LE(rel_error(dY.get(), ref), bound(784));
-  EXPECT_EQ(dx.get(), x) << "the gathered copy of the input";
+  EXPECT_LE(rel_error(dY.get(), ref), bound(784)) << "batch " << batch;
+  EXPECT_EQ(dx.get(), x) << "the gathered copy of the input, batch " << batch;
   gpu::gather_batch(batch, 784, pixels.p, labels.p, index, data.pixel_scale, dx2.p, dy.p, nullptr);
   EXPECT_EQ(dx2.get(), x);
   EXPECT_EQ(dy.get(), y);
+  }
 }
 
 TEST(CudaKernels, WeightGradMatchesCpu) {
@@ -236,8 +238,13 @@ TEST(CudaKernels, InputGradMatchesCpu) {
 
 TEST(CudaKernels, SoftmaxCrossEntropyMatchesCpu) {
   REQUIRE_GPU();
-  const std::pair<int, int> shapes[] = {{1, 1}, {7, 5}, {128, 26}, {129, 26}, {1500, 26}, {3, 300}};
+  const std::pair<int, int> shapes[] = {{1, 1}, {7, 5}, {128, 26}, {129, 26}, {1500, 26}, {3, 300}, {33, 32}};
+  const gpu::KernelOptions defaults = gpu::kernel_options();
+  for (bool warp : {true, false})
   for (auto [rows, classes] : shapes) {
+    gpu::KernelOptions o = defaults;
+    o.warp_softmax = warp;
+    gpu::set_kernel_options(o);
     const auto logits = random_vector(std::size_t(rows) * classes, 41, -8.0f, 8.0f);
     std::vector<std::int32_t> labels(rows);
     std::mt19937 rng(42);
@@ -256,9 +263,134 @@ TEST(CudaKernels, SoftmaxCrossEntropyMatchesCpu) {
                       g_correct.p, false, nullptr);
     EXPECT_NEAR(g_loss.get()[0] - 0.5, loss, 1e-5 * std::max(1.0, loss)) << rows << "x" << classes;
     EXPECT_EQ(g_correct.get()[0] - 3, unsigned(correct)) << rows << "x" << classes;
+    // The multi-block form, twice (its ticket must reset itself), advancing a step counter.
+    Dev<double> scratch(std::max<std::size_t>(1, gpu::softmax_xent_scratch(rows, classes)));
+    Dev<int> step(std::vector<int>{0});
+    Dev<double> loss2(std::vector<double>{0.0});
+    Dev<unsigned long long> correct2(std::vector<unsigned long long>{0});
+    for (int rep = 0; rep < 2; ++rep) {
+      gpu::softmax_xent(rows, classes, g_logits.p, g_labels.p, gpu::RowIndex{nullptr, step.p, rows}, scale, g_probs.p,
+                        g_grad.p, loss2.p, correct2.p, true, nullptr, scratch.p);
+    }
+    EXPECT_NEAR(loss2.get()[0], 2 * loss, 2e-5 * std::max(1.0, loss)) << rows << "x" << classes << " multi-block";
+    EXPECT_EQ(correct2.get()[0], 2 * unsigned(correct)) << rows << "x" << classes << " multi-block";
+    EXPECT_EQ(step.get()[0], 2) << rows << "x" << classes << " multi-block";
     EXPECT_LE(rel_error(g_probs.get(), probs), 1e-6) << rows << "x" << classes;
     EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << rows << "x" << classes;
   }
+  gpu::set_kernel_options(defaults);
+}
+
+// The GEMV-style kernels for batches of <= 8 rows against the CPU, with and without PDL
+// launches (on a stream, so consecutive kernels really overlap), on odd shapes; and the same
+// shapes through the tiled path (gemv_max_rows 0) for comparison.
+TEST(CudaKernels, SkinnyProductsMatchCpuWithAndWithoutGemvAndPdl) {
+  REQUIRE_GPU();
+  const gpu::KernelOptions defaults = gpu::kernel_options();
+  const Shape shapes[] = {{1, 1, 1}, {1, 256, 784}, {2, 257, 785}, {3, 1000, 1023}, {5, 26, 256}, {8, 33, 31},
+                          {8, 1024, 1024}, {9, 31, 33}};
+  cudaStream_t stream = nullptr;
+  gpu::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  for (int gemv : {8, 0})
+    for (bool pdl : {true, false})
+      for (const Shape& s : shapes) {
+        gpu::KernelOptions o = defaults;
+        o.gemv_max_rows = gemv;
+        o.pdl = pdl;
+        gpu::set_kernel_options(o);
+        const std::string what = name(s) + " gemv " + std::to_string(gemv) + " pdl " + std::to_string(pdl);
+        const auto X = random_vector(std::size_t(s.M) * s.K, 51), W = random_vector(std::size_t(s.N) * s.K, 52),
+                   b = random_vector(s.N, 53), dYh = random_vector(std::size_t(s.M) * s.N, 54),
+                   H = random_vector(std::size_t(s.M) * s.K, 55, 0.0f, 1.0f);
+        std::vector<float> fwd(std::size_t(s.M) * s.N), dX(std::size_t(s.M) * s.K);
+        kernels::gemm_nt(s.M, s.N, s.K, 1.0f, X.data(), s.K, W.data(), s.K, 0.0f, fwd.data(), s.N);
+        kernels::bias_sigmoid_rows(s.M, s.N, b.data(), fwd.data());
+        kernels::gemm_nn(s.M, s.K, s.N, 1.0f, dYh.data(), s.N, W.data(), s.K, 0.0f, dX.data(), s.K);
+        kernels::sigmoid_backward(dX.size(), H.data(), dX.data(), dX.data());
+        Dev<float> gX(X), gW(W), gb(b), gdY(dYh), gH(H), gY(std::vector<float>(fwd.size(), NAN)),
+            gdX(std::vector<float>(dX.size(), NAN));
+        Scratch fs(gpu::GemmForm::forward, s.M, s.N, s.K), is(gpu::GemmForm::input_grad, s.M, s.N, s.K);
+        for (int rep = 0; rep < 3; ++rep) {  // back to back on one stream: PDL overlaps them
+          gpu::linear_forward(s.M, s.N, s.K, gX.p, gW.p, gb.p, true, gY.p, fs.get(), stream);
+          gpu::linear_input_grad(s.M, s.N, s.K, gdY.p, gW.p, gH.p, gdX.p, is.get(), stream);
+        }
+        gpu::check(cudaStreamSynchronize(stream), "sync");
+        EXPECT_LE(rel_error(gY.get(), fwd), bound(s.K)) << what;
+        EXPECT_LE(rel_error(gdX.get(), dX), bound(s.N)) << what;
+      }
+  gpu::set_kernel_options(defaults);
+  cudaStreamDestroy(stream);
+}
+
+// Other split-K targets (more or fewer, deeper slices) and one K tile per stage give the same
+// products; the scratch is sized after the option is set, as the strategy does.
+TEST(CudaKernels, SplitBlocksOptionMatchesCpu) {
+  REQUIRE_GPU();
+  const gpu::KernelOptions defaults = gpu::kernel_options();
+  const Shape shapes[] = {{129, 257, 785}, {128, 26, 256}, {32, 1024, 1024}, {128, 256, 784}};
+  for (int stage : {1, 4})
+  for (int target : {0, 264, 33, 1000})
+    for (const Shape& s : shapes) {
+      gpu::KernelOptions o = defaults;
+      o.split_blocks = target;
+      o.k_stage = stage;
+      gpu::set_kernel_options(o);
+      const std::string what = name(s) + " split_blocks " + std::to_string(target) + " k_stage " + std::to_string(stage);
+      const auto X = random_vector(std::size_t(s.M) * s.K, 61), W = random_vector(std::size_t(s.N) * s.K, 62),
+                 b = random_vector(s.N, 63), dYh = random_vector(std::size_t(s.M) * s.N, 64);
+      std::vector<float> fwd(std::size_t(s.M) * s.N), dX(std::size_t(s.M) * s.K);
+      kernels::gemm_nt(s.M, s.N, s.K, 1.0f, X.data(), s.K, W.data(), s.K, 0.0f, fwd.data(), s.N);
+      kernels::add_bias_rows(s.M, s.N, b.data(), fwd.data());
+      kernels::gemm_nn(s.M, s.K, s.N, 1.0f, dYh.data(), s.N, W.data(), s.K, 0.0f, dX.data(), s.K);
+      Dev<float> gX(X), gW(W), gb(b), gdY(dYh), gY(std::vector<float>(fwd.size(), NAN)),
+          gdX(std::vector<float>(dX.size(), NAN));
+      Scratch fs(gpu::GemmForm::forward, s.M, s.N, s.K), is(gpu::GemmForm::input_grad, s.M, s.N, s.K);
+      for (int rep = 0; rep < 2; ++rep) {
+        gpu::linear_forward(s.M, s.N, s.K, gX.p, gW.p, gb.p, false, gY.p, fs.get(), nullptr);
+        gpu::linear_input_grad(s.M, s.N, s.K, gdY.p, gW.p, nullptr, gdX.p, is.get(), nullptr);
+        EXPECT_LE(rel_error(gY.get(), fwd), bound(s.K)) << what;
+        EXPECT_LE(rel_error(gdX.get(), dX), bound(s.N)) << what;
+      }
+    }
+  gpu::set_kernel_options(defaults);
+}
+
+TEST(CudaKernels, SoftmaxWithInputGradMatchesCpu) {
+  REQUIRE_GPU();
+  const int shapes[][3] = {{1, 26, 256}, {7, 5, 33}, {128, 26, 256}, {129, 26, 1000}, {1500, 32, 300}, {9, 1, 257}};
+  for (const auto& sh : shapes) {
+    const int rows = sh[0], classes = sh[1], K = sh[2];
+    const std::string what = std::to_string(rows) + "x" + std::to_string(classes) + "x" + std::to_string(K);
+    const auto logits = random_vector(std::size_t(rows) * classes, 71, -8.0f, 8.0f);
+    const auto W = random_vector(std::size_t(classes) * K, 72), H = random_vector(std::size_t(rows) * K, 73, 0.0f, 1.0f);
+    std::vector<std::int32_t> labels(rows);
+    std::mt19937 rng(74);
+    for (auto& l : labels) l = std::int32_t(rng() % classes);
+    std::vector<float> probs(logits.size()), grad(logits.size()), dX(std::size_t(rows) * K);
+    const double loss = kernels::softmax_xent_forward(rows, classes, logits.data(), labels.data(), probs.data());
+    const int correct = kernels::count_correct(rows, classes, probs.data(), labels.data());
+    const float scale = 1.0f / rows;
+    kernels::softmax_xent_backward(rows, classes, probs.data(), labels.data(), scale, grad.data());
+    kernels::gemm_nn(rows, K, classes, 1.0f, grad.data(), classes, W.data(), K, 0.0f, dX.data(), K);
+    kernels::sigmoid_backward(dX.size(), H.data(), dX.data(), dX.data());
+    Dev<float> g_logits(logits), g_W(W), g_H(H), g_grad(std::vector<float>(grad.size(), NAN)),
+        g_dX(std::vector<float>(dX.size(), NAN));
+    Dev<std::int32_t> g_labels(labels);
+    Dev<double> scratch(std::max<std::size_t>(1, gpu::softmax_xent_scratch(rows, classes)));
+    Dev<double> g_loss(std::vector<double>{0.0});
+    Dev<unsigned long long> g_correct(std::vector<unsigned long long>{0});
+    for (int rep = 0; rep < 2; ++rep) {
+      ASSERT_TRUE(gpu::softmax_xent_input_grad(rows, classes, g_logits.p, g_labels.p, gpu::RowIndex{}, scale, g_grad.p,
+                                               g_loss.p, g_correct.p, false, K, g_W.p, g_H.p, g_dX.p, nullptr,
+                                               scratch.p)) << what;
+    }
+    EXPECT_NEAR(g_loss.get()[0], 2 * loss, 2e-5 * std::max(1.0, loss)) << what;
+    EXPECT_EQ(g_correct.get()[0], 2 * unsigned(correct)) << what;
+    EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << what;
+    EXPECT_LE(rel_error(g_dX.get(), dX), bound(classes)) << what;
+  }
+  EXPECT_FALSE(gpu::softmax_xent_input_grad(3, 33, nullptr, nullptr, gpu::RowIndex{}, 1.0f, nullptr, nullptr, nullptr,
+                                            false, 8, nullptr, nullptr, nullptr, nullptr, nullptr));
 }
 
 TEST(CudaKernels, SgdUpdateMatchesCpu) {
@@ -400,6 +532,20 @@ StrategyEntry cuda_entry(bool graph, int graph_steps = 128) {
   return e;
 }
 
+// The graph variant as it was before PDL, the GEMV kernels, the warp softmax and K stages.
+StrategyEntry cuda_old_kernels_entry() {
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda (no pdl/gemv/warp softmax/k stages)";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("pdl", "off");
+  t->insert("gemv_rows", 0);
+  t->insert("warp_softmax", false);
+  t->insert("k_stage", 1);
+  e.table = t;
+  return e;
+}
+
 // The persistent variant; blocks 0 = one per SM.
 StrategyEntry persistent_entry(int blocks = 0) {
   StrategyEntry e = entry("cuda");
@@ -439,6 +585,69 @@ TEST_F(CudaTraining, BatchOneMatchesSerial) {
   config.train.batch_size = 1;
   config.train.sgd.lr = 0.05f;
   expect_parity(config, cuda_entry(true));
+}
+
+TEST_F(CudaTraining, BatchOneWithoutPdlGemvOrWarpSoftmaxMatchesSerial) {
+  RunConfig config = small_config();
+  config.data.options.limit = 500;
+  config.train.epochs = 1;
+  config.train.batch_size = 1;
+  config.train.sgd.lr = 0.05f;
+  expect_parity(config, cuda_old_kernels_entry());
+}
+
+// PDL forced on at batch 128 (auto leaves it off there) with another split-K target, momentum.
+TEST_F(CudaTraining, PdlOnBatch128WithOtherSplitMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda (pdl on, split_blocks 264)";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("pdl", "on");
+  t->insert("split_blocks", 264);
+  t->insert("graph_steps", 16);
+  e.table = t;
+  expect_parity(config, e);
+}
+
+// fuse_head at batch 128 (multi-block, momentum), batch 32 with a partial batch of 16 (6000 =
+// 187 x 32 + 16) and batch 1 (one block).
+StrategyEntry fused_head_entry() {
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda (fuse_head)";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("fuse_head", true);
+  e.table = t;
+  return e;
+}
+TEST_F(CudaTraining, FusedHeadMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  expect_parity(config, fused_head_entry());
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, fused_head_entry());
+  config.model.layer_sizes = {784, 300, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 1;
+  config.train.sgd = {0.05f, 0.0f, 0.0f};
+  expect_parity(config, fused_head_entry());
+}
+
+// Batch 7 (GEMV kernels) with a partial last batch of 1 (6000 = 857 x 7 + 1), odd widths,
+// momentum, plain launches with PDL.
+TEST_F(CudaTraining, SmallBatchPlainLaunchesMatchSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 100, 37, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 7;
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, cuda_entry(false));
 }
 
 // ---------------------------------------------------------------------------------------------

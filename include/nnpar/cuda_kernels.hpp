@@ -22,6 +22,29 @@ namespace nnpar::cuda {
 // Throws std::runtime_error("WHAT: cuda error string") when status is not cudaSuccess.
 void check(cudaError_t status, const char* what);
 
+// Process-wide launch choices of the functions below (each plugin links its own copy). They
+// are read when a kernel is launched, so a captured graph keeps the choice made at capture.
+struct KernelOptions {
+  // Programmatic dependent launch (sm_90+): each kernel may be launched while its predecessor
+  // on the stream still runs and waits on the device for it (griddepcontrol), so consecutive
+  // kernels overlap their launch latency. Stream capture keeps these programmatic edges.
+  bool pdl = false;
+  // Forward and input-gradient products with at most this many rows use warp-per-output
+  // (GEMV-style) kernels instead of split-K tiles: no partial tiles, no fix-up pass. 0: never.
+  int gemv_max_rows = 8;
+  // softmax_xent with <= 32 classes: a warp per row, a lane per class, over many blocks when
+  // the caller gives scratch (else a thread per row in one block, beyond 32 rows).
+  bool warp_softmax = true;
+  // Split-K products are cut into about this many blocks (0: 132, an H100's SM count). Scratch
+  // sizes (gemm_scratch_size) depend on it: size scratch after setting it.
+  int split_blocks = 0;
+  // GEMM blocks load this many K tiles at once (1 or 4; > 1 means 4): fewer dependent global
+  // round trips per block, same sums in the same order.
+  int k_stage = 4;
+};
+void set_kernel_options(const KernelOptions& options);
+KernelOptions kernel_options();
+
 // Which sample row r of the current batch is: order[*step * batch + r], or r itself when
 // order is null. `step` is a device counter, so a captured graph can be replayed for
 // consecutive batches without changing its parameters; softmax_xent advances it.
@@ -31,7 +54,7 @@ struct RowIndex {
   int batch = 0;
 };
 
-// Scratch for split-K GEMMs. Products running concurrently need separate scratch; the
+// Scratch for split-K GEMMs (products planned with the GEMV kernels never use it). Products running concurrently need separate scratch; the
 // counters must be zero before first use (they are left zero after each call).
 struct GemmScratch {
   float* partials = nullptr;     // null: never split over K
@@ -101,6 +124,23 @@ void linear_input_grad(int M, int N, int K, const float* dY, const float* W, con
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
                   float scale, float* probs, float* dlogits, double* loss_sum,
                   unsigned long long* correct, bool advance_step, cudaStream_t stream);
+// The same spread over many blocks (a warp per row; classes <= 32 and warp_softmax), which
+// needs softmax_xent_scratch(rows, classes) doubles of scratch, zeroed before first use and
+// left so (0: this shape runs in one block and scratch may be null). Concurrent calls need
+// separate scratch. With null scratch, the one-block kernels above.
+std::size_t softmax_xent_scratch(int rows, int classes);
+// softmax_xent (a warp per row, any warp_softmax setting) fused with the last Linear's input
+// gradient: also dX[r,k] = (sum_c dlogits[r,c] W[c,k]) * H[r,k](1 - H[r,k]) for k < K, W the
+// last layer's [classes, K] weights, H its input (the sigmoid output; null: no derivative).
+// One kernel instead of two. Returns false, launching nothing, where it does not apply
+// (classes > 32, or a multi-block row count without scratch).
+bool softmax_xent_input_grad(int rows, int classes, const float* logits, const std::int32_t* labels,
+                             RowIndex index, float scale, float* dlogits, double* loss_sum,
+                             unsigned long long* correct, bool advance_step, int K, const float* W, const float* H,
+                             float* dX, cudaStream_t stream, double* scratch);
+void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
+                  float scale, float* probs, float* dlogits, double* loss_sum,
+                  unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);
 
 // x[r,:] = pixels[row(r),:] * scale, y[r] = labels[row(r)] (y may be null).
 void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <utility>
 #include <stdexcept>
 #include <string>
 
@@ -31,6 +32,54 @@ constexpr int kThreads = 256;  // every GEMM block: a 16x16 grid of threads
 // the device's, so that the split-K factor, hence the summation order and the result,
 // depend on the shape alone.
 constexpr int kTargetBlocks = 132;
+// K tiles per stage of a GEMM block when KernelOptions::k_stage > 1.
+constexpr int kStage = 4;
+
+// Set by set_kernel_options; read at launch time (capture bakes the choice into a graph).
+KernelOptions g_options;
+
+// Programmatic dependent launch (Hopper): a kernel launched with programmatic stream
+// serialization may start while its predecessor still runs. Every kernel therefore calls
+// pdl_wait() before its first global read or write (the predecessor's outputs, and buffers the
+// predecessor may still read), unconditionally in every block: the wait returns once all
+// prerequisite grids have completed and flushed, and a grid that waited completes only after
+// its own prerequisites, which keeps the chain transitive. pdl_trigger() lets the next kernel
+// be launched (its blocks then park in their own wait on free SM slots) once every block of
+// this one has called it. The products call it after their main loop, so only their epilogue
+// overlaps the next launch: triggering right after the wait made 256-block products at batch
+// 1024 ~30% slower on an H100 (the parked blocks of the next kernel share the SMs for the whole
+// body), while tiny kernels trigger at once. Both are no-ops without PDL.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait();
+  pdl_trigger();
+}
+
+// Launches kernel<<<grid, block, 0, stream>>>(args...), with the programmatic-serialization
+// attribute when PDL is on.
+template <class... Params, class... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = g_options.pdl ? 1 : 0;
+  check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx");
+}
 
 __device__ __forceinline__ int batch_row(const RowIndex& index, int r) {
   if (index.order == nullptr) return r;
@@ -139,7 +188,7 @@ struct WeightGradEpi {
 // every slice writes its partial tile to scratch, and the last slice to arrive (ticket from
 // an atomic counter) sums all of them in slice order and runs the epilogue.
 
-template <int BI, int BJ, int BK, class ASrc, class BSrc, class Epi>
+template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
 __global__ void __launch_bounds__(kThreads)
 gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
             float* partials, unsigned* counters) {
@@ -148,12 +197,15 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
   static_assert(APer * kThreads == BI * BK && BPer * kThreads == BJ * BK, "tile/threads mismatch");
   // +1 column: the loader writes a column of As/Bs per warp when the source is K-contiguous;
   // an odd row stride spreads those writes over all 32 banks.
-  __shared__ float As[BK][BI + 1];
-  __shared__ float Bs[BK][BJ + 1];
+  // T K tiles per stage: their loads are all in flight together, so a slice of up to T tiles
+  // costs one global round trip instead of T dependent ones (the order of the sums is unchanged).
+  __shared__ float As[T][BK][BI + 1];
+  __shared__ float Bs[T][BK][BJ + 1];
 
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int i0 = blockIdx.y * BI, j0 = blockIdx.x * BJ;
   const int kbeg = blockIdx.z * k_slice, kend = min(K, kbeg + k_slice);
+  pdl_wait();  // before the row lookups: they read the step counter
 
   // Fixed per-thread load coordinates (256 is a multiple of BK and of BI/BJ).
   int a_i[APer], a_k[APer], b_j[BPer], b_k[BPer];
@@ -174,17 +226,20 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
     b_row[e] = j0 + b_j[e] < J ? B.row(j0 + b_j[e]) : nullptr;
   }
 
-  float ra[APer], rb[BPer];
-  auto fetch = [&](int k0) {
+  float ra[T][APer], rb[T][BPer];
+  auto fetch = [&](int c0) {
 #pragma unroll
-    for (int e = 0; e < APer; ++e) {
-      const int k = k0 + a_k[e];
-      ra[e] = (a_row[e] != nullptr && k < kend) ? A.at(a_row[e], k) : 0.0f;
-    }
+    for (int t = 0; t < T; ++t) {
 #pragma unroll
-    for (int e = 0; e < BPer; ++e) {
-      const int k = k0 + b_k[e];
-      rb[e] = (b_row[e] != nullptr && k < kend) ? B.at(b_row[e], k) : 0.0f;
+      for (int e = 0; e < APer; ++e) {
+        const int k = c0 + t * BK + a_k[e];
+        ra[t][e] = (a_row[e] != nullptr && k < kend) ? A.at(a_row[e], k) : 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < BPer; ++e) {
+        const int k = c0 + t * BK + b_k[e];
+        rb[t][e] = (b_row[e] != nullptr && k < kend) ? B.at(b_row[e], k) : 0.0f;
+      }
     }
   };
 
@@ -194,39 +249,47 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
   const bool sum_rows = Epi::kRowSums && blockIdx.x == 0 && tid < BI;
 
   if (kbeg < kend) fetch(kbeg);
-  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+  for (int c0 = kbeg; c0 < kend; c0 += T * BK) {
 #pragma unroll
-    for (int e = 0; e < APer; ++e) As[a_k[e]][a_i[e]] = ra[e];
+    for (int t = 0; t < T; ++t) {
 #pragma unroll
-    for (int e = 0; e < BPer; ++e) Bs[b_k[e]][b_j[e]] = rb[e];
-    if (copy_a) {
+      for (int e = 0; e < APer; ++e) As[t][a_k[e]][a_i[e]] = ra[t][e];
 #pragma unroll
-      for (int e = 0; e < APer; ++e) {
-        const int k = k0 + a_k[e];
-        if (a_row[e] != nullptr && k < kend) a_copy[std::size_t(i0 + a_i[e]) * a_copy_ld + k] = ra[e];
+      for (int e = 0; e < BPer; ++e) Bs[t][b_k[e]][b_j[e]] = rb[t][e];
+      if (copy_a) {
+#pragma unroll
+        for (int e = 0; e < APer; ++e) {
+          const int k = c0 + t * BK + a_k[e];
+          if (a_row[e] != nullptr && k < kend) a_copy[std::size_t(i0 + a_i[e]) * a_copy_ld + k] = ra[t][e];
+        }
       }
     }
     __syncthreads();
-    if (k0 + BK < kend) fetch(k0 + BK);  // the next tile's loads fly while this one is multiplied
-    if (sum_rows) {
+    if (c0 + T * BK < kend) fetch(c0 + T * BK);  // the next stage's loads fly while this one is multiplied
 #pragma unroll
-      for (int kk = 0; kk < BK; ++kk) row_sum += As[kk][tid];
-    }
+    for (int t = 0; t < T; ++t) {
+      if (c0 + t * BK >= kend) break;  // the same for the whole block
+      if (sum_rows) {
 #pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      float a[TI], b[TJ];
+        for (int kk = 0; kk < BK; ++kk) row_sum += As[t][kk][tid];
+      }
 #pragma unroll
-      for (int i = 0; i < TI; ++i) a[i] = As[kk][ty + i * 16];
+      for (int kk = 0; kk < BK; ++kk) {
+        float a[TI], b[TJ];
 #pragma unroll
-      for (int j = 0; j < TJ; ++j) b[j] = Bs[kk][tx + j * 16];
+        for (int i = 0; i < TI; ++i) a[i] = As[t][kk][ty + i * 16];
 #pragma unroll
-      for (int i = 0; i < TI; ++i)
+        for (int j = 0; j < TJ; ++j) b[j] = Bs[t][kk][tx + j * 16];
 #pragma unroll
-        for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        for (int i = 0; i < TI; ++i)
+#pragma unroll
+          for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+      }
     }
     __syncthreads();
   }
 
+  pdl_trigger();
   if (sum_rows && i0 + tid < I) epi.row_sum(i0 + tid, row_sum);  // only with gridDim.z == 1
 
   const int slices = gridDim.z;
@@ -293,10 +356,11 @@ Plan make_plan(int I, int J, int K, bool allow_split) {
   const int tiles = p.tiles_i * p.tiles_j;
   const int k_tiles = std::max(1, ceil_div(K, p.bk));
   int slices = 1;
-  if (allow_split && tiles < kTargetBlocks) {
+  const int split_target = g_options.split_blocks > 0 ? g_options.split_blocks : kTargetBlocks;
+  if (allow_split && tiles < split_target) {
     // Enough slices to fill the chip, but each at least two K tiles deep (shorter slices
     // spend more on the fix-up than they save).
-    slices = std::min(ceil_div(kTargetBlocks, tiles), std::max(1, k_tiles / 2));
+    slices = std::min(ceil_div(split_target, tiles), std::max(1, k_tiles / 2));
   }
   p.k_slice = ceil_div(k_tiles, slices) * p.bk;
   p.slices = std::max(1, ceil_div(K, p.k_slice));
@@ -310,12 +374,15 @@ void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, fl
                  GemmScratch scratch, cudaStream_t stream, const char* what) {
   if (I <= 0 || J <= 0) return;
   const dim3 grid(p.tiles_j, p.tiles_i, p.slices);
+  auto go = [&](auto kernel) {
+    launch_kernel(kernel, grid, dim3(kThreads), stream, I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
+                  scratch.partials, scratch.counters);
+  };
+  const bool staged = g_options.k_stage > 1;
   if (p.big) {
-    gemm_kernel<64, 64, 16><<<grid, kThreads, 0, stream>>>(I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
-                                                           scratch.partials, scratch.counters);
+    staged ? go(gemm_kernel<64, 64, 16, kStage, ASrc, BSrc, Epi>) : go(gemm_kernel<64, 64, 16, 1, ASrc, BSrc, Epi>);
   } else {
-    gemm_kernel<32, 32, 32><<<grid, kThreads, 0, stream>>>(I, J, K, p.k_slice, A, B, epi, a_copy, a_copy_ld,
-                                                           scratch.partials, scratch.counters);
+    staged ? go(gemm_kernel<32, 32, 32, kStage, ASrc, BSrc, Epi>) : go(gemm_kernel<32, 32, 32, 1, ASrc, BSrc, Epi>);
   }
   check_launch(what);
 }
@@ -348,6 +415,7 @@ __device__ __forceinline__ unsigned warp_sum(unsigned v) {
 __global__ void softmax_xent_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
                                     RowIndex index, float scale, float* probs, float* dlogits,
                                     double* loss_sum, unsigned long long* correct, bool advance_step) {
+  pdl_enter();
   double my_loss = 0.0;
   unsigned my_correct = 0;
   for (int r = threadIdx.x; r < rows; r += blockDim.x) {
@@ -401,6 +469,7 @@ __global__ void softmax_xent_kernel(int rows, int classes, const float* logits, 
 
 __global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,
                               RowIndex index, float scale, float* x, std::int32_t* y) {
+  pdl_enter();
   const int r = blockIdx.y;
   const int src = batch_row(index, r);
   for (int f = blockIdx.x * blockDim.x + threadIdx.x; f < features; f += gridDim.x * blockDim.x) {
@@ -410,6 +479,7 @@ __global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels
 }
 
 __global__ void scale_kernel(std::size_t n, float factor, float* x) {
+  pdl_enter();
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x)
     x[i] *= factor;
@@ -417,6 +487,7 @@ __global__ void scale_kernel(std::size_t n, float factor, float* x) {
 
 __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight_decay, float* params,
                            const float* grads, float* velocity) {
+  pdl_enter();
   FusedSgd s;
   s.lr = lr;
   s.momentum = momentum;
@@ -427,10 +498,239 @@ __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Skinny products (M <= kGemvRows rows, batch 1..8): a 32x32 tile would be almost all padding
+// and the split-K fix-up (partial tiles, fence, ticket, second pass) is a chain of global
+// round trips longer than the arithmetic. These kernels give each output its own warp or
+// thread group and reduce in a fixed order (shape-only, so runs repeat bit for bit).
+constexpr int kGemvRows = 8;
+constexpr int kGemvSplit = 4;
+
+// Forward: kGemvSplit warps compute Y[:, n] for all M rows: lanes stride over K (coalesced
+// reads of W's row), then butterfly sums and the warps' parts in order. Block 0 also writes
+// the gathered input copy.
+template <class ASrc>
+__global__ void __launch_bounds__(kThreads)
+gemv_forward_kernel(int M, int N, int K, ASrc A, const float* W, ForwardEpi epi, float* a_copy, int a_copy_ld) {
+  // kGemvSplit warps per output, each over every kGemvSplit-th 32-column chunk of K: a quarter
+  // of the dependent load rounds of one warp per output; the parts are added in warp order.
+  const int lane = threadIdx.x % 32, part = (threadIdx.x / 32) % kGemvSplit;
+  const int n = blockIdx.x * (kThreads / 32 / kGemvSplit) + threadIdx.x / 32 / kGemvSplit;
+  pdl_wait();  // before the row lookups: they read the step counter
+  typename ASrc::Row rows[kGemvRows];
+#pragma unroll
+  for (int m = 0; m < kGemvRows; ++m) rows[m] = m < M ? A.row(m) : typename ASrc::Row{};
+  if (a_copy != nullptr && blockIdx.x == 0) {
+    // All of a pass's loads before its stores: a uint8 source may alias the float copy, so
+    // interleaved load/store pairs would each wait for the previous store.
+    constexpr int Per = 4;
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m)
+      for (int k0 = threadIdx.x; m < M && k0 < K; k0 += Per * kThreads) {
+        float v[Per];
+#pragma unroll
+        for (int e = 0; e < Per; ++e) v[e] = k0 + e * kThreads < K ? A.at(rows[m], k0 + e * kThreads) : 0.0f;
+#pragma unroll
+        for (int e = 0; e < Per; ++e)
+          if (k0 + e * kThreads < K) a_copy[std::size_t(m) * a_copy_ld + k0 + e * kThreads] = v[e];
+      }
+  }
+  const float* w = W + std::size_t(n < N ? n : 0) * K;
+  float acc[kGemvRows] = {};
+  if (n < N) {
+#pragma unroll 8
+    for (int k = part * 32 + lane; k < K; k += 32 * kGemvSplit) {
+      const float wv = w[k];
+#pragma unroll
+      for (int m = 0; m < kGemvRows; ++m)
+        if (m < M) acc[m] = fmaf(A.at(rows[m], k), wv, acc[m]);
+    }
+  }
+  pdl_trigger();
+  __shared__ float sums[kThreads / 32][kGemvRows];
+#pragma unroll
+  for (int m = 0; m < kGemvRows; ++m) {
+    float v = acc[m];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) sums[threadIdx.x / 32][m] = v;
+  }
+  __syncthreads();
+  // Lane m of each output's first warp finishes row m.
+  if (part == 0 && n < N && lane < M) {
+    const int first = threadIdx.x / 32;
+    float v = sums[first][lane];
+#pragma unroll
+    for (int q = 1; q < kGemvSplit; ++q) v += sums[first + q][lane];
+    epi(lane, n, v);
+  }
+}
+
+// Input gradient: dX[m,k] = sum_n dY[m,n] W[n,k]. A block owns 32 columns k (one per lane,
+// coalesced reads of W's rows); its 8 warps take every 8th n and their partial sums are added
+// in warp order through shared memory.
+__global__ void __launch_bounds__(kThreads)
+gemv_input_grad_kernel(int M, int N, int K, const float* dY, const float* W, InputGradEpi epi) {
+  constexpr int Groups = kThreads / 32;
+  const int lane = threadIdx.x % 32, group = threadIdx.x / 32;
+  const int k = blockIdx.x * 32 + lane;
+  pdl_wait();
+  float acc[kGemvRows] = {};
+  if (k < K) {
+#pragma unroll 4
+    for (int n = group; n < N; n += Groups) {
+      const float wv = W[std::size_t(n) * K + k];
+#pragma unroll
+      for (int m = 0; m < kGemvRows; ++m)
+        if (m < M) acc[m] = fmaf(dY[std::size_t(m) * N + n], wv, acc[m]);
+    }
+  }
+  pdl_trigger();
+  __shared__ float part[Groups][kGemvRows][32];
+#pragma unroll
+  for (int m = 0; m < kGemvRows; ++m) part[group][m][lane] = acc[m];
+  __syncthreads();
+  // Thread (m, lane) of the first kGemvRows warps finishes row m.
+  const int m = group;
+  if (m < M && k < K) {
+    float v = part[0][m][lane];
+#pragma unroll
+    for (int g = 1; g < Groups; ++g) v += part[g][m][lane];
+    epi(m, k, v);
+  }
+}
+static_assert(kThreads / 32 >= kGemvRows, "one warp per row finishes gemv_input_grad");
+
+// softmax_xent for classes <= 32: a warp per row, a lane per class; warp w of block b takes rows
+// b*warps + w, then + gridDim.x*warps, ... Same formulas as softmax_xent_kernel (and the CPU
+// kernel): p_c = expf(z_c - max) * float(1/sum) with the sum in double, the first arg-max of p
+// wins. With several blocks each writes its loss and correct count to part[] and the last to
+// take a ticket adds them up in block order (so the sum is shape-deterministic), adds them to
+// the totals and advances the step counter: every block read the counter before its ticket.
+__global__ void softmax_xent_warp_kernel(int rows, int classes, const float* logits, const std::int32_t* labels,
+                                         RowIndex index, float scale, float* probs, float* dlogits,
+                                         double* loss_sum, unsigned long long* correct, bool advance_step,
+                                         double* part, int K, const float* W, const float* H, float* dX) {
+  pdl_wait();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const bool live = lane < classes;
+  double my_loss = 0.0;  // lane 0's, in row order
+  unsigned my_correct = 0;
+  for (int r = blockIdx.x * warps + warp; r < rows; r += gridDim.x * warps) {
+    const int y = labels[batch_row(index, r)];
+    const float z = live ? logits[std::size_t(r) * classes + lane] : -INFINITY;
+    float zmax = z;
+    for (int o = 16; o > 0; o >>= 1) zmax = fmaxf(zmax, __shfl_xor_sync(0xffffffffu, zmax, o));
+    const float e = live ? expf(z - zmax) : 0.0f;
+    double sum = e;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float inv = float(1.0 / sum);
+    const float p = e * inv;
+    float best = live ? p : -1.0f;
+    int best_c = lane;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oc = __shfl_xor_sync(0xffffffffu, best_c, o);
+      if (ob > best || (ob == best && oc < best_c)) {
+        best = ob;
+        best_c = oc;
+      }
+    }
+    const float zy = __shfl_sync(0xffffffffu, z, y);
+    if (live) {
+      if (probs != nullptr) probs[std::size_t(r) * classes + lane] = p;
+      dlogits[std::size_t(r) * classes + lane] = scale * (lane == y ? p - 1.0f : p);
+    }
+    if (dX != nullptr) {
+      // The previous layer's input gradient for this row: lane k of each 32-column chunk sums
+      // the classes in order, as the CPU's gemm_nn, then the sigmoid derivative.
+      const float g = live ? scale * (lane == y ? p - 1.0f : p) : 0.0f;
+      constexpr int Chunks = 8;
+      for (int k0 = 0; k0 < K; k0 += 32 * Chunks) {
+        float v[Chunks] = {};
+        for (int c = 0; c < classes; ++c) {
+          const float gc = __shfl_sync(0xffffffffu, g, c);
+          const float* w = W + std::size_t(c) * K + k0 + lane;
+#pragma unroll
+          for (int j = 0; j < Chunks; ++j)
+            if (k0 + 32 * j + lane < K) v[j] = fmaf(gc, w[32 * j], v[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < Chunks; ++j) {
+          const int k = k0 + 32 * j + lane;
+          if (k >= K) continue;
+          const std::size_t at = std::size_t(r) * K + k;
+          float x = v[j];
+          if (H != nullptr) {
+            const float h = H[at];
+            x = x * h * (1.0f - h);
+          }
+          dX[at] = x;
+        }
+      }
+    }
+    if (lane == 0) {
+      double l = log(sum) - (double(zy) - zmax);
+      if (!(l < 1e30)) l = 1e30;
+      my_loss += fmax(l, 0.0);
+      my_correct += (best_c == y);
+    }
+  }
+  pdl_trigger();
+  __shared__ double loss_part[32];
+  __shared__ unsigned correct_part[32];
+  if (lane == 0) {
+    loss_part[warp] = my_loss;
+    correct_part[warp] = my_correct;
+  }
+  __syncthreads();  // also: every thread has read *index.step
+  if (threadIdx.x != 0) return;
+  double l = 0.0;
+  unsigned c = 0;
+  for (int w = 0; w < warps; ++w) {
+    l += loss_part[w];
+    c += correct_part[w];
+  }
+  if (gridDim.x > 1) {  // part[0] holds the ticket (its place is the same for every row count)
+    unsigned* ticket = reinterpret_cast<unsigned*>(part);
+    part += 1;
+    part[blockIdx.x] = l;
+    part[gridDim.x + blockIdx.x] = double(c);
+    __threadfence();
+    if (atomicAdd(ticket, 1u) != gridDim.x - 1) return;
+    __threadfence();
+    l = 0.0;
+    double cd = 0.0;
+    for (int b = 0; b < int(gridDim.x); ++b) {
+      l += __ldcg(part + b);
+      cd += __ldcg(part + gridDim.x + b);
+    }
+    c = unsigned(cd);
+    *ticket = 0;  // ready for the next call (or graph replay)
+  }
+  if (loss_sum != nullptr) *loss_sum += l;
+  if (correct != nullptr) *correct += c;
+  if (advance_step && index.step != nullptr) *const_cast<int*>(index.step) += 1;
+}
+
+// Rows per block of the multi-block softmax (one per warp) and its largest grid.
+constexpr int kSoftmaxWarps = 8;
+constexpr int kSoftmaxMaxBlocks = 256;
+int softmax_blocks(int rows) { return std::max(1, std::min(kSoftmaxMaxBlocks, (rows + kSoftmaxWarps - 1) / kSoftmaxWarps)); }
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Host API
+
+void set_kernel_options(const KernelOptions& options) { g_options = options; }
+
+namespace {
+// The skinny kernels for M <= min(option, kGemvRows) rows and a non-empty output.
+bool use_gemv(int M, int cols) {
+  return M > 0 && cols > 0 && M <= std::min(g_options.gemv_max_rows, kGemvRows);
+}
+}  // namespace
+KernelOptions kernel_options() { return g_options; }
 
 // The plan for this shape with the scratch given: split over K only where it fits.
 Plan plan_for(GemmForm form, int M, int N, int K, const GemmScratch& scratch) {
@@ -450,6 +750,11 @@ void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, 
 
 void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,
                     float* Y, GemmScratch scratch, cudaStream_t stream) {
+  if (use_gemv(M, N)) {
+    launch_kernel(gemv_forward_kernel<DenseSrc<true>>, dim3(ceil_div(N, kThreads / 32 / kGemvSplit)), dim3(kThreads),
+                  stream, M, N, K, DenseSrc<true>{X, K}, W, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0);
+    return;
+  }
   const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, DenseSrc<true>{X, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0,
               scratch, stream, "linear_forward");
@@ -458,6 +763,12 @@ void linear_forward(int M, int N, int K, const float* X, const float* W, const f
 void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, float scale, RowIndex rows,
                            float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
                            GemmScratch scratch, cudaStream_t stream) {
+  if (use_gemv(M, N)) {
+    launch_kernel(gemv_forward_kernel<GatherSrc>, dim3(ceil_div(N, kThreads / 32 / kGemvSplit)), dim3(kThreads),
+                  stream, M, N, K,
+                  GatherSrc{pixels, scale, rows, K}, W, ForwardEpi{b, sigmoid, Y, N}, X_out, K);
+    return;
+  }
   const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, GatherSrc{pixels, scale, rows, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N},
               X_out, K, scratch, stream, "linear_forward_gather");
@@ -474,26 +785,72 @@ void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bo
 
 void linear_input_grad(int M, int N, int K, const float* dY, const float* W, const float* H, float* dX,
                        GemmScratch scratch, cudaStream_t stream) {
+  if (use_gemv(M, K)) {
+    launch_kernel(gemv_input_grad_kernel, dim3(ceil_div(K, 32)), dim3(kThreads), stream, M, N, K, dY, W,
+                  InputGradEpi{H, dX, K});
+    return;
+  }
   const Plan p = plan_for(GemmForm::input_grad, M, N, K, scratch);
   // C[M,K] = sum_n A(m,n) B(n,k), A = dY (n contiguous), B(n,k) = W[n*K+k] (k contiguous).
   launch_gemm(p, M, K, N, DenseSrc<true>{dY, N}, DenseSrc<false>{W, K}, InputGradEpi{H, dX, K}, nullptr, 0,
               scratch, stream, "linear_input_grad");
 }
 
+std::size_t softmax_xent_scratch(int rows, int classes) {
+  if (classes > 32 || softmax_blocks(rows) == 1) return 0;
+  return 1 + 2 * std::size_t(softmax_blocks(rows));  // the ticket, then losses and counts
+}
+
+void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
+                  float scale, float* probs, float* dlogits, double* loss_sum, unsigned long long* correct,
+                  bool advance_step, cudaStream_t stream, double* scratch) {
+  if (classes <= 32 && g_options.warp_softmax) {
+    const int blocks = softmax_blocks(rows);
+    if (scratch != nullptr && blocks > 1) {
+      launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(32 * kSoftmaxWarps), stream, rows, classes, logits,
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch, 0,
+                    static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
+                    static_cast<float*>(nullptr));
+      return;
+    }
+    if (rows <= 32) {  // one block, a row per warp; beyond that one block of warps is slower than a thread per row
+      launch_kernel(softmax_xent_warp_kernel, dim3(1), dim3(32 * std::max(1, rows)), stream, rows, classes, logits,
+                    labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, scratch, 0,
+                    static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
+                    static_cast<float*>(nullptr));
+      return;
+    }
+  }
+  const int threads = std::min(1024, std::max(32, (rows + 31) / 32 * 32));
+  launch_kernel(softmax_xent_kernel, dim3(1), dim3(threads), stream, rows, classes, logits, labels, index, scale,
+                probs, dlogits, loss_sum, correct, advance_step);
+}
+
+bool softmax_xent_input_grad(int rows, int classes, const float* logits, const std::int32_t* labels,
+                             RowIndex index, float scale, float* dlogits, double* loss_sum,
+                             unsigned long long* correct, bool advance_step, int K, const float* W, const float* H,
+                             float* dX, cudaStream_t stream, double* scratch) {
+  if (classes > 32 || rows <= 0) return false;
+  const int blocks = softmax_blocks(rows);
+  if (blocks > 1 && scratch == nullptr) return false;
+  const int threads = blocks > 1 ? 32 * kSoftmaxWarps : 32 * rows;
+  launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(threads), stream, rows, classes, logits, labels, index,
+                scale, static_cast<float*>(nullptr), dlogits, loss_sum, correct, advance_step, scratch, K, W, H, dX);
+  return true;
+}
+
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
                   float scale, float* probs, float* dlogits, double* loss_sum, unsigned long long* correct,
                   bool advance_step, cudaStream_t stream) {
-  const int threads = std::min(1024, std::max(32, (rows + 31) / 32 * 32));
-  softmax_xent_kernel<<<1, threads, 0, stream>>>(rows, classes, logits, labels, index, scale, probs, dlogits,
-                                                 loss_sum, correct, advance_step);
-  check_launch("softmax_xent");
+  softmax_xent(rows, classes, logits, labels, index, scale, probs, dlogits, loss_sum, correct, advance_step, stream,
+               nullptr);
 }
 
 void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,
                   RowIndex index, float scale, float* x, std::int32_t* y, cudaStream_t stream) {
   if (rows <= 0) return;
   const dim3 grid(std::max(1, std::min(8, (features + 255) / 256)), rows);
-  gather_kernel<<<grid, 256, 0, stream>>>(rows, features, pixels, labels, index, scale, x, y);
+  launch_kernel(gather_kernel, grid, dim3(256), stream, rows, features, pixels, labels, index, scale, x, y);
   check_launch("gather_batch");
 }
 
@@ -501,14 +858,14 @@ void sgd_update(std::size_t n, float lr, float momentum, float weight_decay, flo
                 float* velocity, cudaStream_t stream) {
   if (n == 0) return;
   const int blocks = int(std::min<std::size_t>(1024, (n + 255) / 256));
-  sgd_kernel<<<blocks, 256, 0, stream>>>(n, lr, momentum, weight_decay, params, grads, velocity);
+  launch_kernel(sgd_kernel, dim3(blocks), dim3(256), stream, n, lr, momentum, weight_decay, params, grads, velocity);
   check_launch("sgd_update");
 }
 
 void scale(std::size_t n, float factor, float* x, cudaStream_t stream) {
   if (n == 0) return;
   const int blocks = int(std::min<std::size_t>(1024, (n + 255) / 256));
-  scale_kernel<<<blocks, 256, 0, stream>>>(n, factor, x);
+  launch_kernel(scale_kernel, dim3(blocks), dim3(256), stream, n, factor, x);
   check_launch("scale");
 }
 

@@ -6,7 +6,7 @@
 // and runs every step with no host synchronisation; the loss sum and the correct count are
 // accumulated on the device and read once at the end of the epoch.
 //
-// A step is 3L+1 kernels for L Linear layers (L forward products, softmax+cross-entropy, L-1
+// A step is 3L kernels for L Linear layers (L forward products, softmax+cross-entropy, L-1
 // input-gradient products, L weight-gradient products with the SGD update fused in). The
 // batch's position in the order is a device-side step counter that the softmax kernel
 // advances, so one captured graph of `graph_steps` steps is replayed for consecutive chunks of
@@ -14,19 +14,18 @@
 // second stream (a parallel branch of the graph): only the input-gradient chain is on the
 // critical path.
 //
-// Measured (NVIDIA H200, driver 580.159.04, bench/cuda_vs_torch.py, median of epochs 2-3),
-// 784-256-256-26: batch 1 26k samples/s, 32 756k, 128 2.29M, 1024 5.35M; PyTorch 2.11 with
-// the step in a CUDA graph: 16k / 327k / 1.11M / 6.43M. So at batch 128 one step takes
-// ~56 us for 10 kernels: ~5 us per dependent launch, far above the ~1 us of FLOP time at
-// batch 128. The remaining gap is latency (graph node-to-node gaps, split-K fix-up, serial
-// global-memory round trips inside each block), which the `persistent` variant attacks: one
-// cooperative kernel per epoch (kernels/cuda/persistent_mlp.cu) with grid-wide barriers
-// between the phases of each step instead of graph nodes. It matches serial (tests/test_cuda.cpp)
-// but is not yet faster: on the same H200, 784-256-256-26, batch 1 26k samples/s (graph 26k),
-// 32 548k (756k), 128 1.52M (2.33M), 1024 3.94M (5.39M). Batch 1, with almost no arithmetic,
-// still takes ~38 us for its 6 phases, so per-phase latency inside the blocks (dependent L2
-// round trips per reduction slab and per epilogue), not only the barriers, is what to profile
-// next. So `graph` stays the default.
+// Per-step latency is the whole game (docs/results/2026-11-26-cuda-2.md, one H100): the
+// kernels of a step are dependent, and the cheapest of them costs ~1.7 us in a graph chain, so
+// the launch options below attack the gaps and the in-kernel round trips: `pdl` (programmatic
+// dependent launch; auto = batches <= 32, where it was measured to win), `gemv_rows` (warp
+// kernels for batches <= 8), `warp_softmax` (softmax over many blocks), `k_stage` (four K tiles
+// per GEMM stage), `split_blocks`; `fuse_head` (softmax + last input gradient in one kernel)
+// is correct but measured slower, so off. `kernel_timing` prints each kernel's time in a graph.
+// Measured with the defaults, 784-256-256-26: batch 1 43k samples/s (22.6 us/step, was 39.9),
+// 128 2.21M (unchanged; 2.41M with pdl=on), 1024 6.36M (was 5.40M); PyTorch with the step in a
+// CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent` variant (one cooperative
+// kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial but was slower than the
+// graph at every shape in round 1, so `graph` stays the default.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -119,6 +118,20 @@ class CudaStrategy final : public Strategy {
     device_name_ = props.name;
     use_graph_ = options.get_bool("graph");
     graph_steps_ = int(options.get_int("graph_steps"));
+    batch_ = context.train->batch_size;
+    gpu::KernelOptions kernel_options;
+    // PDL needs sm_90; on older devices the launch attribute is ignored, but be explicit.
+    // auto: on for batches of <= 32 rows, where it measured faster on an H100; with bigger
+    // products the early-launched blocks of the next kernel slowed the current one.
+    const std::string& pdl = options.get_string("pdl");
+    kernel_options.pdl = props.major >= 9 && (pdl == "on" || (pdl == "auto" && batch_ <= kAutoPdlMaxBatch));
+    kernel_options.gemv_max_rows = int(options.get_int("gemv_rows"));
+    kernel_options.warp_softmax = options.get_bool("warp_softmax");
+    kernel_options.split_blocks = int(options.get_int("split_blocks"));
+    kernel_options.k_stage = int(options.get_int("k_stage"));
+    gpu::set_kernel_options(kernel_options);
+    kernel_timing_ = options.get_bool("kernel_timing");
+    fuse_head_ = options.get_bool("fuse_head");
 
     const ModelSpec& spec = *context.model;
     const TrainSettings& train = *context.train;
@@ -176,6 +189,8 @@ class CudaStrategy final : public Strategy {
       allocate_scratch(fwd_scratch_[i], gpu::GemmForm::forward, row_counts, sizes_[i + 1], sizes_[i]);
       if (i > 0) allocate_scratch(dgrad_scratch_[i], gpu::GemmForm::input_grad, row_counts, sizes_[i + 1], sizes_[i]);
     }
+    softmax_scratch_.allocate(gpu::softmax_xent_scratch(std::min<int>(batch_, int(data.count)), sizes_.back()),
+                              "softmax scratch");
     const std::string& variant = options.get_string("variant");
     if (variant == "persistent" || (variant == "auto" && persistent_wins(props))) {
       gpu::PersistentConfig pc;
@@ -208,6 +223,7 @@ class CudaStrategy final : public Strategy {
     const Dataset& data = *context_.train_data;
     EpochReport report;
     PhaseClock clock;
+    if (kernel_timing_ && epoch == 0 && !persistent_) time_kernels();
     const std::vector<std::uint32_t> order = epoch_order(data.count, train.seed, epoch, train.shuffle);
     // The previous epoch ended with a synchronisation, so nothing still reads the order.
     check(cudaMemcpyAsync(order_.get(), order.data(), order.size() * sizeof(std::uint32_t), cudaMemcpyHostToDevice,
@@ -281,6 +297,7 @@ class CudaStrategy final : public Strategy {
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
+  static constexpr int kAutoPdlMaxBatch = 32;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -297,8 +314,19 @@ class CudaStrategy final : public Strategy {
     return {buffer.get(), reinterpret_cast<unsigned*>(buffer.get() + floats)};
   }
 
-  // One SGD step on `rows` samples of the batch the device step counter points at.
-  void enqueue_step(int rows) {
+  // One SGD step on `rows` samples of the batch the device step counter points at. With
+  // only >= 0 (kernel timing), just the only-th kernel of the step, on the main stream, with
+  // the step counter left alone.
+  void enqueue_step(int rows, int only = -1) {
+    int op = -1;
+    // Whether the next kernel of the step is enqueued; names it for the timing report.
+    auto take = [&](const char* name) {
+      ++op;
+      if (only < 0) return true;
+      if (op == only) op_name_ = name;
+      return op == only;
+    };
+    cudaStream_t side = only < 0 ? side_ : main_;
     const TrainSettings& train = *context_.train;
     const ModelSpec& spec = *context_.model;
     const Dataset& data = *context_.train_data;
@@ -312,6 +340,7 @@ class CudaStrategy final : public Strategy {
     // its weight gradient.
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
+      if (!take(i == 0 ? "forward 0 (gather)" : i + 1 < layers ? "forward (sigmoid)" : "forward (logits)")) continue;
       if (i == 0) {
         gpu::linear_forward_gather(rows, sizes_[1], sizes_[0], pixels_.get(), data.pixel_scale, index, acts_[0].get(),
                                    W(0), B(0), sigmoid, acts_[1].get(), scratch(fwd_scratch_[0]), main_);
@@ -320,8 +349,23 @@ class CudaStrategy final : public Strategy {
                             scratch(fwd_scratch_[i]), main_);
       }
     }
-    gpu::softmax_xent(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index, 1.0f / float(rows), nullptr,
-                      grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, true, main_);
+    // fuse_head: the softmax kernel also computes the last layer's input gradient.
+    const bool head_fused = fuse_head_ && layers > 1 && sizes_.back() <= 32;
+    if (head_fused) {
+      if (take("softmax_xent + input grad")) {
+        const int i = layers - 1;
+        if (!gpu::softmax_xent_input_grad(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index,
+                                          1.0f / float(rows), grad_out_[i].get(), &stats->loss_sum, &stats->correct,
+                                          only < 0, sizes_[i], W(i), acts_[i].get(), grad_out_[i - 1].get(), main_,
+                                          softmax_scratch_.get())) {
+          throw std::runtime_error("cuda: fuse_head does not apply to this shape");
+        }
+      }
+    } else if (take("softmax_xent")) {
+      gpu::softmax_xent(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index, 1.0f / float(rows), nullptr,
+                        grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, only < 0, main_,
+                        softmax_scratch_.get());
+    }
 
     // Backward: the input-gradient chain on the main stream; each layer's weight gradient
     // (+ SGD update of that layer) on the side stream once its input gradient no longer
@@ -340,22 +384,108 @@ class CudaStrategy final : public Strategy {
       float* dW = grads_.get() + parameter_offset(spec, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
       if (i > 0) {
-        gpu::linear_input_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), W(i), acts_[i].get(),
-                               grad_out_[i - 1].get(), scratch(dgrad_scratch_[i]), main_);
-        check(cudaEventRecord(dgrad_done_[i], main_), "event");
-        check(cudaStreamWaitEvent(side_, dgrad_done_[i], 0), "wait");
-        gpu::linear_weight_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), acts_[i].get(), false, dW, db, sgd,
-                                side_);
-      } else {
+        if (!(head_fused && i == layers - 1) && take("input grad")) {
+          gpu::linear_input_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), W(i), acts_[i].get(),
+                                 grad_out_[i - 1].get(), scratch(dgrad_scratch_[i]), main_);
+        }
+        if (only < 0) {
+          check(cudaEventRecord(dgrad_done_[i], main_), "event");
+          check(cudaStreamWaitEvent(side_, dgrad_done_[i], 0), "wait");
+        }
+        if (take("weight grad + sgd (side)")) {
+          gpu::linear_weight_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), acts_[i].get(), false, dW, db,
+                                  sgd, side);
+        }
+      } else if (take("weight grad + sgd")) {
         gpu::linear_weight_grad(rows, sizes_[1], sizes_[0], grad_out_[0].get(), acts_[0].get(), false, dW, db, sgd,
                                 main_);
       }
     }
-    if (layers > 1) {
+    if (layers > 1 && only < 0) {
       // Join: the next step reads the weights the side stream updated.
       check(cudaEventRecord(side_done_, side_), "event");
       check(cudaStreamWaitEvent(main_, side_done_, 0), "wait");
     }
+  }
+
+  // kernel_timing: each kernel of one full-batch step alone, as a graph of kRepeats copies of it
+  // (so each copy waits for the previous one, as in the step's dependency chain), and the whole
+  // step as a graph of kRepeats steps; microseconds per copy (per step) to stderr. The training
+  // state is saved before and restored after (the copies apply the SGD update repeatedly).
+  void time_kernels() {
+    constexpr int kRepeats = 200;
+    const std::size_t count = params_.size();
+    DeviceBuffer<float> saved;
+    saved.allocate(2 * count, "timing copy");
+    check(cudaMemcpy(saved.get(), params_.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "save");
+    if (velocity_.get() != nullptr) {
+      check(cudaMemcpy(saved.get() + count, velocity_.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "save");
+    }
+    // Each launch starts from step 0: the whole-step graph advances the counter.
+    auto time_graph = [&](cudaGraphExec_t exec, int repeats) {
+      check(cudaMemsetAsync(stats_.get(), 0, sizeof(DeviceStats), main_), "reset stats");
+      check(cudaGraphLaunch(exec, main_), "warm-up");
+      check(cudaMemsetAsync(stats_.get(), 0, sizeof(DeviceStats), main_), "reset stats");
+      check(cudaEventRecord(start_, main_), "event");
+      check(cudaGraphLaunch(exec, main_), "graph launch");
+      check(cudaEventRecord(stop_, main_), "event");
+      check(cudaStreamSynchronize(main_), "timing");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start_, stop_), "event time");
+      return 1e3 * double(ms) / repeats;
+    };
+    const gpu::KernelOptions o = gpu::kernel_options();
+    std::fprintf(stderr, "cuda kernel timing (%s, batch %d, layers", device_name_.c_str(), batch_);
+    for (int s : sizes_) std::fprintf(stderr, " %d", s);
+    std::fprintf(stderr, ", pdl %d, gemv_rows %d, warp_softmax %d), us per kernel in a graph of %d copies:\n",
+                 int(o.pdl), o.gemv_max_rows, int(o.warp_softmax), kRepeats);
+    double sum = 0;
+    for (int only = 0;; ++only) {
+      op_name_ = nullptr;
+      cudaGraphExec_t exec = capture([&] { for (int r = 0; r < kRepeats; ++r) enqueue_step(batch_, only); });
+      const bool any = op_name_ != nullptr;
+      const std::string name = any ? op_name_ : "";
+      const double us = any ? time_graph(exec, kRepeats) : 0.0;
+      cudaGraphExecDestroy(exec);
+      if (!any) break;
+      sum += us;
+      std::fprintf(stderr, "  kernel %2d %-26s %8.2f us\n", only, name.c_str(), us);
+    }
+    // As many steps as the order has full batches for (the order holds one epoch).
+    const int steps = int(std::min<std::size_t>(kRepeats, context_.train_data->count / std::size_t(batch_)));
+    if (steps > 0) {
+      cudaGraphExec_t exec = capture([&] { for (int r = 0; r < steps; ++r) enqueue_step(batch_); });
+      const double step_us = time_graph(exec, steps);
+      cudaGraphExecDestroy(exec);
+      std::fprintf(stderr, "  sum of kernels %.2f us; whole step (graph of %d steps) %.2f us = %.0f samples/s\n", sum,
+                   steps, step_us, batch_ / step_us * 1e6);
+    }
+    check(cudaMemcpy(params_.get(), saved.get(), count * sizeof(float), cudaMemcpyDeviceToDevice), "restore");
+    if (velocity_.get() != nullptr) {
+      check(cudaMemcpy(velocity_.get(), saved.get() + count, count * sizeof(float), cudaMemcpyDeviceToDevice), "restore");
+    }
+    check(cudaMemset(stats_.get(), 0, sizeof(DeviceStats)), "reset stats");
+    check(cudaDeviceSynchronize(), "timing");
+  }
+
+  template <class Enqueue>
+  cudaGraphExec_t capture(Enqueue&& enqueue) {
+    check(cudaStreamBeginCapture(main_, cudaStreamCaptureModeThreadLocal), "begin capture");
+    try {
+      enqueue();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(main_, &broken);
+      if (broken != nullptr) cudaGraphDestroy(broken);
+      throw;
+    }
+    cudaGraph_t g = nullptr;
+    check(cudaStreamEndCapture(main_, &g), "end capture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t status = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    check(status, "graph instantiate");
+    return exec;
   }
 
   cudaGraphExec_t graph(int steps, int rows) {
@@ -385,6 +515,9 @@ class CudaStrategy final : public Strategy {
   StrategyContext context_;
   std::string device_name_;
   bool use_graph_ = true;
+  bool kernel_timing_ = false;
+  bool fuse_head_ = false;
+  const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
   std::vector<int> sizes_;
   int batch_ = 0;
@@ -396,6 +529,7 @@ class CudaStrategy final : public Strategy {
   DeviceBuffer<std::uint32_t> order_;
   DeviceBuffer<float> params_, grads_, velocity_;
   DeviceBuffer<DeviceStats> stats_;
+  DeviceBuffer<double> softmax_scratch_;  // per-block partial sums of the multi-block softmax
   std::vector<DeviceBuffer<float>> acts_, grad_out_, fwd_scratch_, dgrad_scratch_;
   std::map<const float*, std::size_t> scratch_counters_;
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
@@ -422,6 +556,23 @@ StrategyInfo cuda_info() {
        -1e300, 1e300, {"graph", "persistent", "auto"}},
       {"persistent_blocks", OptionType::integer, std::int64_t{0},
        "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
+      {"pdl", OptionType::string, std::string("auto"),
+       "programmatic dependent launch (sm_90+): each kernel is launched while its predecessor finishes; auto: on "
+       "for batches of <= 32 rows", -1e300, 1e300, {"auto", "on", "off"}},
+      {"gemv_rows", OptionType::integer, std::int64_t{8},
+       "batches of at most this many rows (max 8) use warp-per-output kernels for the forward and input-gradient "
+       "products instead of split-K tiles (0: never)", 0, 8, {}},
+      {"warp_softmax", OptionType::boolean, true, "softmax+cross-entropy with a warp per row (<= 32 classes)", -1e300,
+       1e300, {}},
+      {"split_blocks", OptionType::integer, std::int64_t{0},
+       "split-K products are cut into about this many blocks (0: 132, an H100's SM count)", 0, 100000, {}},
+      {"k_stage", OptionType::integer, std::int64_t{4},
+       "K tiles a GEMM block loads at once (1 or 4): one global round trip per stage instead of per tile", 1, 4, {}},
+      {"fuse_head", OptionType::boolean, false,
+       "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
+      {"kernel_timing", OptionType::boolean, false,
+       "before the first epoch, time each kernel of one step alone in a graph and print microseconds to stderr",
+       -1e300, 1e300, {}},
   };
   return info;
 }
