@@ -1121,27 +1121,46 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     const int T = n;
     StepResult s;
     if (c.mode == "intra_op") {
-      // Every product cut in T along rows or columns (openmp.cpp split_columns), each phase
-      // ended by a barrier; element-wise work divides evenly.
-      auto split_cols = [&](int M, int N) { return T > 1 && M < N && (N + 15) / 16 >= T; };
-      auto share = [&](int x) { return (x + T - 1) / T; };
+      // Every product's output cut into a tm x tn grid of tiles over T threads (openmp.cpp
+      // tile_of: least work on the busiest thread, then least rows + columns), the operand B
+      // packed once per step by all threads together; bias/activation in the tiles' epilogues,
+      // 2L+1 barriers per step (plugin version 1.1).
+      auto busiest = [&](int M, int N) {  // {rows, columns} of the busiest thread's tile
+        constexpr int mr = 8, nr = 16;  // micro-tile rows and panel width (AVX-512 kernels)
+        const long mp = (M + mr - 1) / mr, panels = (N + nr - 1) / nr;
+        long best_work = -1, best_traffic = 0;
+        std::pair<int, int> best{M, N};
+        for (int tm = 1; tm <= T; ++tm) {
+          if (T % tm) continue;
+          const long r = (mp + tm - 1) / tm * mr, c = (panels + T / tm - 1) / (T / tm) * nr;
+          if (best_work < 0 || r * c < best_work || (r * c == best_work && r + c < best_traffic)) {
+            best_work = r * c;
+            best_traffic = r + c;
+            best = {int(std::min<long>(M, r)), int(std::min<long>(N, c))};
+          }
+        }
+        return best;
+      };
       double compute = 0;
       for (int i = 0; i < L; ++i) {
         const int in = w.layers[i], out = w.layers[i + 1];
         const bool hidden = i + 1 < L;
-        compute += split_cols(rows, out) ? e.k(Form::forward, rows, in, share(out)) : e.k(Form::forward, share(rows), in, out);
-        compute += e.s(hidden ? "bias_sigmoid" : "bias", double(rows) * out / T);
-        compute += split_cols(out, in) ? e.k(Form::weight_grad, rows, share(in), out) : e.k(Form::weight_grad, rows, in, share(out));
+        const auto [fm, fn] = busiest(rows, out);
+        compute += e.k(Form::forward, fm, in, fn);
+        compute += e.s(hidden ? "bias_sigmoid" : "bias", double(fm) * fn);
+        const auto [wm, wn] = busiest(out, in);  // dW [out x in], K = the whole batch
+        compute += e.k(Form::weight_grad, rows, wn, wm);
         compute += e.s("column_sums", double(rows) * out / T);
         if (i > 0) {
-          compute += split_cols(rows, in) ? e.k(Form::input_grad, rows, share(in), out) : e.k(Form::input_grad, share(rows), in, out);
-          compute += e.s("sigmoid_backward", double(rows) * in / T);
+          const auto [im, in_cols] = busiest(rows, in);
+          compute += e.k(Form::input_grad, im, in_cols, out);
+          compute += e.s("sigmoid_backward", double(im) * in_cols);
         }
       }
       compute += e.s("softmax_xent", double(rows) * classes / T) + e.s("gather", double(rows) * w.layers[0] / T);
       compute += e.s(w.momentum ? "sgd_momentum" : "sgd", P / T) + e.s("zero", P / T);
       s.split.compute = compute;
-      s.split.idle = (2 * L + 3) * dev.barrier_seconds(T);
+      s.split.idle = (2 * L + 1) * dev.barrier_seconds(T);
       s.memory = 4 * (P * (2 + (w.momentum ? 1 : 0)) + replica_activation_floats(w.layers, 0, L, rows, false)) +
                  dataset_bytes(w);
     } else {

@@ -408,7 +408,7 @@ class NcclDataStrategy final : public Strategy {
     // The epoch's metrics are summed over NCCL too, not MPI: the host then only ever waits in
     // the communicator's polled calls, so a stopped peer ends the run after NNPAR_COMM_TIMEOUT
     // even with the MPI heartbeat watchdog off (an MPI_Allreduce would wait for ever).
-    check(cudaMalloc(&metrics_, kMetrics * sizeof(double)), "metrics buffer");
+    check(cudaMalloc(reinterpret_cast<void**>(&metrics_), kMetrics * sizeof(double)), "metrics buffer");
     trainer_->host_reduce_ = [this](double* values, std::size_t n) {
       if (n > kMetrics) return host_comm_->allreduce(values, n);
       check(cudaMemcpyAsync(metrics_, values, n * sizeof(double), cudaMemcpyHostToDevice, stream_), "metrics");
