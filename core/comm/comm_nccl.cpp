@@ -3,8 +3,11 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -160,10 +163,32 @@ class Comm final : public NcclCommunicator {
       if (async != ncclSuccess && async != ncclInProgress) abort_with(what, ncclGetErrorString(async));
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (waited > timeout_)
-        abort_with(what, ("no progress for " + std::to_string(int(timeout_)) +
-                          " s: a peer rank is probably gone (NNPAR_COMM_TIMEOUT sets the limit)").c_str());
+        end_job_after_timeout(what, "no progress for " + std::to_string(int(timeout_)) +
+                                        " s: a peer rank is probably gone (NNPAR_COMM_TIMEOUT sets the limit)");
       if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
+  }
+  // A peer that stopped answering leaves this rank's NCCL kernels (queued in CUDA graphs too)
+  // waiting for it: on the GPU machines ncclCommAbort then did not return, and unwinding would
+  // block again in the CUDA calls of the destructors. So the message goes out first, the abort
+  // gets a few seconds in a helper thread, and the job ends here (MPI_Abort ends every rank,
+  // the stopped one included), as the error path of the harness would.
+  [[noreturn]] void end_job_after_timeout(const char* what, const std::string& why) {
+    int world = 1;
+    if (mpi::initialized()) world = mpi::world_size();
+    std::fprintf(stderr, "nnpar: [rank %d of %d] error: NCCL %s on rank %d failed: %s\n", mpi::world_rank(), world, what,
+                 rank_, why.c_str());
+    std::fflush(stderr);
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread([comm = comm_, done] {
+      ncclCommAbort(comm);
+      done->store(true);
+    }).detach();
+    for (int i = 0; i < 100 && !done->load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!done->load()) std::fprintf(stderr, "nnpar: [rank %d] ncclCommAbort did not return within 5 s; ending the job\n", rank_);
+    std::fflush(stderr);
+    mpi::abort(2);  // MPI_Abort if MPI is up, else exit(2)
+    std::_Exit(2);
   }
   [[noreturn]] void abort_with(const char* what, const char* why) {
     ncclCommAbort(comm_);

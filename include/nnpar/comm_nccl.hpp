@@ -5,8 +5,10 @@
 // already queued on the compute stream (set_compute_stream); CommRequest::wait() makes the
 // compute stream wait for the operation on the GPU without blocking the host. Blocking
 // calls (allreduce, broadcast, send, recv, barrier) return when the operation finished.
-// While the host waits, the communicator polls ncclCommGetAsyncError and a timeout: a
-// failed or vanished peer aborts the communicator and throws CommError instead of hanging.
+// While the host waits, the communicator polls ncclCommGetAsyncError and a timeout: a failed
+// peer aborts the communicator and throws CommError; a peer that stops answering for the
+// timeout (NNPAR_COMM_TIMEOUT) ends the whole job with a message naming this rank (its stuck
+// NCCL kernels would block the abort and every later CUDA call).
 #pragma once
 #include <memory>
 
