@@ -539,7 +539,7 @@ class CudaStrategy final : public Strategy {
 StrategyInfo cuda_info() {
   StrategyInfo info;
   info.name = "cuda";
-  info.version = "1.0";
+  info.version = "1.1";
   info.description = "one CUDA GPU: own fp32 kernels, the epoch replayed from CUDA graphs";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;

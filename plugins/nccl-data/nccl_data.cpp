@@ -437,7 +437,7 @@ class NcclDataStrategy final : public Strategy {
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.1";
+  info.version = "1.2";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
