@@ -366,7 +366,9 @@ TEST(PlanRanking, FittedH200ProfileRecommendsDataParallelForTheDeepModel) {
   const Result big = run("plan " + config.string() + " --profile " + kGpuProfile.string() +
                          " --workers 1024 --batch-per-worker 1024 --per-node 8 --intra-node nvlink --json");
   ASSERT_EQ(big.status, 0) << big.output;
-  for (const auto& c : nlohmann::json::parse(big.output).at("worker_counts")[0].at("candidates"))
+  // A named json: a range-for over a member of a temporary would read freed memory (ASan).
+  const nlohmann::json big_plan = nlohmann::json::parse(big.output);
+  for (const auto& c : big_plan.at("worker_counts")[0].at("candidates"))
     EXPECT_TRUE(std::isfinite(c.at("samples_per_second").get<double>()));
 }
 
@@ -387,7 +389,8 @@ TEST(PlanRanking, CompareResultsPutsPredictedBesideMeasured) {
   // A CPU-only profile cannot predict GPU runs: every row says why instead.
   const Result cpu = run("plan --profile " + kCpuProfile.string() + " --compare-results " + results.string() + " --json");
   ASSERT_EQ(cpu.status, 0) << cpu.output;
-  for (const auto& row : nlohmann::json::parse(cpu.output).at("rows"))
+  const nlohmann::json cpu_rows = nlohmann::json::parse(cpu.output);
+  for (const auto& row : cpu_rows.at("rows"))
     EXPECT_THAT(row.at("skipped").get<std::string>(), HasSubstr("no gpu section"));
 }
 
