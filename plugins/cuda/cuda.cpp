@@ -42,6 +42,7 @@
 #include "nnpar/cuda_kernels.hpp"
 #include "nnpar/cuda_persistent.hpp"
 #include "nnpar/strategy.hpp"
+#include "../common/fused_sgd.hpp"
 
 namespace {
 
@@ -371,16 +372,8 @@ class CudaStrategy final : public Strategy {
     // (+ SGD update of that layer) on the side stream once its input gradient no longer
     // needs the old weights.
     for (int i = layers - 1; i >= 0; --i) {
-      gpu::FusedSgd sgd;
-      sgd.lr = train.sgd.lr;
-      sgd.momentum = train.sgd.momentum;
-      sgd.weight_decay = train.sgd.weight_decay;
-      sgd.W = W(i);
-      sgd.b = B(i);
-      if (velocity_.get() != nullptr) {
-        sgd.vW = velocity_.get() + parameter_offset(spec, i);
-        sgd.vb = sgd.vW + std::size_t(sizes_[i + 1]) * sizes_[i];
-      }
+      const gpu::FusedSgd sgd = fused_sgd(train.sgd, W(i), sizes_[i + 1], sizes_[i],
+                                          velocity_.get() != nullptr ? velocity_.get() + parameter_offset(spec, i) : nullptr);
       float* dW = grads_.get() + parameter_offset(spec, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
       if (i > 0) {

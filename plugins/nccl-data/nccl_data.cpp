@@ -31,6 +31,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../common/data_parallel.hpp"
+#include "../common/fused_sgd.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
 #include "nnpar/cuda_kernels.hpp"
@@ -259,22 +260,13 @@ class GpuReplica final : public ReplicaEngine {
     // is the step's last reader of the sample indices, so it moves the staged step on.
     gpu::softmax_xent(rows_, sizes_.back(), acts_[layers], labels_, index, loss_scale, nullptr, grad_out_[layers - 1],
                       &stats_->loss_sum, &stats_->correct, staged_, stream_);
-    const SgdSettings& s = context_.train->sgd;
     for (int i = layers - 1; i >= 0; --i) {
       float* dW = grads_ + parameter_offset(spec_, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
-      gpu::FusedSgd sgd;
-      if (fused_update) {
-        sgd.lr = s.lr;
-        sgd.momentum = s.momentum;
-        sgd.weight_decay = s.weight_decay;
-        sgd.W = W(i);
-        sgd.b = B(i);
-        if (velocity_ != nullptr) {
-          sgd.vW = velocity_ + parameter_offset(spec_, i);
-          sgd.vb = sgd.vW + std::size_t(sizes_[i + 1]) * sizes_[i];
-        }
-      }
+      const gpu::FusedSgd sgd =
+          fused_update ? fused_sgd(context_.train->sgd, W(i), sizes_[i + 1], sizes_[i],
+                                   velocity_ != nullptr ? velocity_ + parameter_offset(spec_, i) : nullptr)
+                       : gpu::FusedSgd{};
       if (i > 0) {
         // The input gradient reads W(i), so a fused update of W(i) must start after it.
         gpu::linear_input_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], W(i), acts_[i], grad_out_[i - 1],

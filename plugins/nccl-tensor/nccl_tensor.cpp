@@ -36,6 +36,7 @@
 
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
+#include "../common/fused_sgd.hpp"
 #include "nnpar/cuda_kernels.hpp"
 #include "nnpar/strategy.hpp"
 
@@ -221,11 +222,8 @@ class NcclTensorStrategy final : public Strategy {
         }
         // Runs on the compute stream while the allreduce above runs on the communicator's.
         if (s.width() > 0) {
-          gpu::FusedSgd update{sgd.lr, sgd.momentum, sgd.weight_decay, weight(s), bias(s), nullptr, nullptr};
-          if (velocity_ != nullptr) {
-            update.vW = velocity_ + s.offset;
-            update.vb = update.vW + std::size_t(s.width()) * s.in;
-          }
+          const gpu::FusedSgd update =
+              fused_sgd(sgd, weight(s), s.width(), s.in, velocity_ != nullptr ? velocity_ + s.offset : nullptr);
           float* dW = grads_ + s.offset;
           gpu::linear_weight_grad(rows, s.width(), s.in, G, acts_[i], false, dW, dW + std::size_t(s.width()) * s.in,
                                   update, stream_);
