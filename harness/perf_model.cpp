@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "pipeline.hpp"
+#include "tile_grid.hpp"
 
 namespace nnpar::perf {
 
@@ -1126,20 +1127,9 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       // packed once per step by all threads together; bias/activation in the tiles' epilogues,
       // 2L+1 barriers per step (plugin version 1.1).
       auto busiest = [&](int M, int N) {  // {rows, columns} of the busiest thread's tile
-        constexpr int mr = 8, nr = 16;  // micro-tile rows and panel width (AVX-512 kernels)
-        const long mp = (M + mr - 1) / mr, panels = (N + nr - 1) / nr;
-        long best_work = -1, best_traffic = 0;
-        std::pair<int, int> best{M, N};
-        for (int tm = 1; tm <= T; ++tm) {
-          if (T % tm) continue;
-          const long r = (mp + tm - 1) / tm * mr, c = (panels + T / tm - 1) / (T / tm) * nr;
-          if (best_work < 0 || r * c < best_work || (r * c == best_work && r + c < best_traffic)) {
-            best_work = r * c;
-            best_traffic = r + c;
-            best = {int(std::min<long>(M, r)), int(std::min<long>(N, c))};
-          }
-        }
-        return best;
+        constexpr int mr = 8, nr = 16;       // micro-tile rows and panel width of the AVX-512 kernels
+        const TileGrid g = tile_grid(M, N, mr, nr, T);
+        return std::pair<int, int>{int(std::min<long>(M, g.rows)), int(std::min<long>(N, g.cols))};
       };
       double compute = 0;
       for (int i = 0; i < L; ++i) {

@@ -33,6 +33,7 @@
 #include "nnpar/gemm_packed.hpp"
 #include "nnpar/kernels.hpp"
 #include "nnpar/strategy.hpp"
+#include "../common/tile_grid.hpp"
 
 namespace {
 
@@ -69,26 +70,10 @@ struct Tile {
   bool empty() const { return m0 >= m1 || p0 >= p1; }
 };
 
-// tm x tn = T with tm a divisor of T: least work on the busiest thread first (whole
-// micro-tiles), then least operand traffic per thread (its rows of A plus its columns of B,
-// each read once per K), then fewer column groups (a 1-wide grid keeps whole rows together).
+// The grid is plugins/common/tile_grid.hpp's choice (nnpar plan models the same one).
 Tile tile_of(int M, const kn::PackedB& l, int t, int T) {
   const long mp = (M + l.mr - 1) / l.mr;  // micro-tile rows
-  long best_work = -1, best_traffic = 0;
-  int best_tm = T;
-  for (int tm = 1; tm <= T; ++tm) {
-    if (T % tm) continue;
-    const int tn = T / tm;
-    const long rows = (mp + tm - 1) / tm * l.mr;
-    const long cols = (l.panels + tn - 1) / tn * long(l.nr);
-    const long work = rows * cols, traffic = rows + cols;
-    if (best_work < 0 || work < best_work || (work == best_work && traffic < best_traffic) ||
-        (work == best_work && traffic == best_traffic && tn < T / best_tm)) {
-      best_work = work;
-      best_traffic = traffic;
-      best_tm = tm;
-    }
-  }
+  const int best_tm = tile_grid(M, l.panels * l.nr, l.mr, l.nr, T).tm;
   const int tn = T / best_tm;
   const Range r = shard_range(std::size_t(mp), t / tn, best_tm);
   const Range p = shard_range(std::size_t(l.panels), t % tn, tn);

@@ -1,0 +1,36 @@
+// How OpenMP intra_op cuts one product's output C [M x N] over T threads: a tm x tn grid
+// (tm * tn = T) of micro-tile rows (mr rows each) and B panels (nr columns each). Shared by
+// plugins/openmp and by nnpar plan's model of it, so the two cannot drift apart.
+#pragma once
+
+namespace nnpar {
+
+struct TileGrid {
+  int tm = 1, tn = 1;             // threads along rows and along columns
+  long rows = 0, cols = 0;        // the busiest thread's rows and columns (whole micro-tiles)
+};
+
+// tm a divisor of T: least work on the busiest thread first (whole micro-tiles), then least
+// operand traffic per thread (its rows of A plus its columns of B, each read once per K), then
+// fewer column groups (a 1-wide grid keeps whole rows together).
+inline TileGrid tile_grid(int M, int N, int mr, int nr, int T) {
+  const long micro_rows = (M + mr - 1) / mr, panels = (N + nr - 1) / nr;
+  TileGrid best;
+  long best_work = -1, best_traffic = 0;
+  for (int tm = 1; tm <= T; ++tm) {
+    if (T % tm) continue;
+    const int tn = T / tm;
+    const long rows = (micro_rows + tm - 1) / tm * mr;
+    const long cols = (panels + tn - 1) / tn * long(nr);
+    const long work = rows * cols, traffic = rows + cols;
+    if (best_work < 0 || work < best_work || (work == best_work && traffic < best_traffic) ||
+        (work == best_work && traffic == best_traffic && tn < best.tn)) {
+      best_work = work;
+      best_traffic = traffic;
+      best = {tm, tn, rows, cols};
+    }
+  }
+  return best;
+}
+
+}  // namespace nnpar
