@@ -180,6 +180,28 @@ NNPAR_INLINE void micro_kernel(int kc, const float* __restrict Ap, const float* 
     }
 }
 
+// One MR x NR tile of C (m x n of it real) from packed A and B panels: the micro-kernel for
+// the tile's row count (MR, or 4/2/1 for a short last panel: small batches), edge tiles going
+// through `tmp`. Each element gets the same operation sequence whichever kernel (and whether
+// or not the scratch tile) is used: results never depend on tile position.
+template <int MR, int NV, class V>
+NNPAR_INLINE void compute_tile(int m, int n, int kc, const float* ap, const float* bp, float* c, long ldc,
+                               float alpha, float bet, float* tmp) {
+  constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
+  const int mk = m == MR ? MR : m == 1 ? 1 : m == 2 ? 2 : m <= 4 ? 4 : MR;
+  const bool full = m == mk && n == NR;
+  float* cd = full ? c : tmp;
+  const long ldd = full ? ldc : NR;
+  if (!full && bet != 0.0f)
+    for (int i = 0; i < m; ++i) std::memcpy(tmp + i * NR, c + i * ldc, n * sizeof(float));
+  if (mk == MR) micro_kernel<MR, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+  else if (mk == 1) micro_kernel<1, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+  else if (mk == 2) micro_kernel<2, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+  else if constexpr (MR > 4) micro_kernel<4, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+  if (!full)
+    for (int i = 0; i < m; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
+}
+
 // ------------------------------------------------------------------ driver
 template <int MR, int NV, class V, int KC, int MC, int NC>
 NNPAR_INLINE void gemm_blocked(int M, int N, int K, float alpha, View a, View b, float beta,
@@ -209,26 +231,9 @@ NNPAR_INLINE void gemm_blocked(int M, int N, int K, float alpha, View a, View b,
         for (int jr = 0; jr < nc; jr += NR) {
           const int n = std::min(NR, nc - jr);
           const float* bp = Bp + static_cast<std::size_t>(jr) * kc;
-          for (int ir = 0; ir < mc; ir += MR) {
-            const int m = std::min(MR, mc - ir);
-            // Rows the kernel computes: MR, or 4/2/1 for a short last panel (small batches).
-            const int mk = m == MR ? MR : m == 1 ? 1 : m == 2 ? 2 : m <= 4 ? 4 : MR;
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            const bool full = m == mk && n == NR;
-            float* cd = full ? c : tmp;
-            const long ldd = full ? ldc : NR;
-            if (!full && bet != 0.0f)
-              for (int i = 0; i < m; ++i) std::memcpy(tmp + i * NR, c + i * ldc, n * sizeof(float));
-            // Each element gets the same operation sequence whichever kernel (and whether
-            // or not the scratch tile) is used: results never depend on tile position.
-            const float* ap = Ap + static_cast<std::size_t>(ir) * kc;
-            if (mk == MR) micro_kernel<MR, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            else if (mk == 1) micro_kernel<1, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            else if (mk == 2) micro_kernel<2, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            else if constexpr (MR > 4) micro_kernel<4, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            if (!full)
-              for (int i = 0; i < m; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
-          }
+          for (int ir = 0; ir < mc; ir += MR)
+            compute_tile<MR, NV, V>(std::min(MR, mc - ir), n, kc, Ap + static_cast<std::size_t>(ir) * kc, bp,
+                                    C + (ic + ir) * ldc + jc + jr, ldc, alpha, bet, tmp);
         }
       }
     }
@@ -242,6 +247,7 @@ NNPAR_INLINE void gemm_blocked(int M, int N, int K, float alpha, View a, View b,
 template <int MR, int NV, class V, int KC, int MC>
 struct PackedPath {
   static constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
+  static constexpr int kMR = MR, kMC = MC;
 
   static NNPAR_INLINE void pack(int K, int N, View b, int p0, int p1, float* Bp) {
     const int nkb = (K + KC - 1) / KC;
@@ -279,23 +285,9 @@ struct PackedPath {
           const int n0 = j * NR;
           const int n = std::min(NR, N - n0);
           const float* bp = Bp + static_cast<std::size_t>(j) * K * NR + static_cast<std::size_t>(pc) * NR;
-          for (int ir = 0; ir < mc; ir += MR) {
-            const int m = std::min(MR, mc - ir);
-            const int mk = m == MR ? MR : m == 1 ? 1 : m == 2 ? 2 : m <= 4 ? 4 : MR;
-            float* c = C + (ic + ir) * ldc + n0;
-            const bool full = m == mk && n == NR;
-            float* cd = full ? c : tmp;
-            const long ldd = full ? ldc : NR;
-            if (!full && bet != 0.0f)
-              for (int i = 0; i < m; ++i) std::memcpy(tmp + i * NR, c + i * ldc, n * sizeof(float));
-            const float* ap = Ap + static_cast<std::size_t>(ir) * kc;
-            if (mk == MR) micro_kernel<MR, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            else if (mk == 1) micro_kernel<1, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            else if (mk == 2) micro_kernel<2, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            else if constexpr (MR > 4) micro_kernel<4, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
-            if (!full)
-              for (int i = 0; i < m; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
-          }
+          for (int ir = 0; ir < mc; ir += MR)
+            compute_tile<MR, NV, V>(std::min(MR, mc - ir), n, kc, Ap + static_cast<std::size_t>(ir) * kc, bp,
+                                    C + (ic + ir) * ldc + n0, ldc, alpha, bet, tmp);
         }
       }
     }
@@ -440,10 +432,10 @@ PackedB packed_b_layout(int K, int N) {
   l.isa = active_isa();
   switch (l.isa) {
 #if defined(__x86_64__) || defined(__i386__)
-    case kAvx512: l.nr = PackedAvx512::NR; l.mr = 8; l.mc = 128; break;
-    case kAvx2: l.nr = PackedAvx2::NR; l.mr = 6; l.mc = 144; break;
+    case kAvx512: l.nr = PackedAvx512::NR; l.mr = PackedAvx512::kMR; l.mc = PackedAvx512::kMC; break;
+    case kAvx2: l.nr = PackedAvx2::NR; l.mr = PackedAvx2::kMR; l.mc = PackedAvx2::kMC; break;
 #endif
-    default: l.nr = PackedGeneric::NR; l.mr = 4; l.mc = 128; break;
+    default: l.nr = PackedGeneric::NR; l.mr = PackedGeneric::kMR; l.mc = PackedGeneric::kMC; break;
   }
   l.panels = (l.N + l.nr - 1) / l.nr;
   return l;
