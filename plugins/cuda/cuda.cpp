@@ -484,21 +484,9 @@ class CudaStrategy final : public Strategy {
   cudaGraphExec_t graph(int steps, int rows) {
     const auto key = std::make_pair(steps, rows);
     if (auto it = graphs_.find(key); it != graphs_.end()) return it->second;
-    check(cudaStreamBeginCapture(main_, cudaStreamCaptureModeThreadLocal), "begin capture");
-    try {
+    cudaGraphExec_t exec = capture([&] {
       for (int s = 0; s < steps; ++s) enqueue_step(rows);
-    } catch (...) {
-      cudaGraph_t broken = nullptr;
-      cudaStreamEndCapture(main_, &broken);
-      if (broken != nullptr) cudaGraphDestroy(broken);
-      throw;
-    }
-    cudaGraph_t g = nullptr;
-    check(cudaStreamEndCapture(main_, &g), "end capture");
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t status = cudaGraphInstantiate(&exec, g, 0);
-    cudaGraphDestroy(g);
-    check(status, "graph instantiate");
+    });
     graphs_[key] = exec;
     return exec;
   }
