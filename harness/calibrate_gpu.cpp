@@ -57,41 +57,10 @@ void fill_random(float* device, std::size_t n, unsigned seed) {
   check(cudaMemcpy(device, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), "upload");
 }
 
-// Seconds per enqueue() call when `chain` calls in a row are captured into one graph and the
-// graph is replayed: the time of a kernel in a replayed step, node-to-node latency included.
-double graph_seconds(cudaStream_t stream, const std::function<void()>& enqueue, int chain, int replays) {
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
-  for (int i = 0; i < chain; ++i) enqueue();
-  check(cudaStreamEndCapture(stream, &graph), "end capture");
-  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-  check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up
-  check(cudaStreamSynchronize(stream), "warm-up");
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "event");
-  check(cudaEventCreate(&stop), "event");
-  std::vector<double> samples;
-  for (int s = 0; s < 3; ++s) {
-    check(cudaEventRecord(start, stream), "record");
-    for (int r = 0; r < replays; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
-    check(cudaEventRecord(stop, stream), "record");
-    check(cudaEventSynchronize(stop), "sync");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-    samples.push_back(ms * 1e-3 / (double(chain) * replays));
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::sort(samples.begin(), samples.end());
-  return samples[1];
-}
-
-// The same with `copies` chains at once, chain k on streams[k] (forked from and joined to
-// streams[0] inside the graph): seconds per enqueue of one chain. Against graph_seconds it
-// shows how much of the GPU one kernel takes (see kernels_mode: "share").
+// `copies` chains at once, chain k on streams[k] (forked from and joined to streams[0] inside
+// the graph), captured once and replayed: seconds per enqueue of one chain (the median of 3
+// timings after a warm-up). With 4 streams against 1 it shows how much of the GPU one kernel
+// takes (see kernels_mode: "share").
 double concurrent_graph_seconds(const std::vector<cudaStream_t>& streams,
                                 const std::function<void(int, cudaStream_t)>& enqueue, int chain, int replays) {
   const int copies = int(streams.size());
@@ -133,6 +102,12 @@ double concurrent_graph_seconds(const std::vector<cudaStream_t>& streams,
   cudaGraphDestroy(graph);
   std::sort(samples.begin(), samples.end());
   return samples[1];
+}
+
+// Seconds per enqueue() call when `chain` calls in a row are captured into one graph and the
+// graph is replayed: the time of a kernel in a replayed step, node-to-node latency included.
+double graph_seconds(cudaStream_t stream, const std::function<void()>& enqueue, int chain, int replays) {
+  return concurrent_graph_seconds({stream}, [&](int, cudaStream_t) { enqueue(); }, chain, replays);
 }
 
 std::string arg_value(int argc, char** argv, const char* name) {
