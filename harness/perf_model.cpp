@@ -666,11 +666,6 @@ struct Engine {
   const DeviceProfile& dev;
   bool plain = false;      // GPU: plain launches (each kernel pays plain instead of graph latency)
   double slowdown = 1;     // CPU: several workers computing at once on one node
-  // GPU backward's streams: false as the cuda plugin (input-gradient chain on the main stream,
-  // each weight gradient i > 0 on the side stream after input gradient i); true as nccl-data
-  // (the chain on the side stream, weight gradient i on the compute stream after input
-  // gradient i + 1).
-  bool data_layout = false;
   // GPU kernels calibrated with their throughput shares: the backward's streams are simulated.
   bool shares() const {
     return dev.gpu && dev.kernels.at(Form::weight_grad).has_shares() && dev.kernels.at(Form::input_grad).has_shares();
@@ -759,18 +754,14 @@ Backward replica_backward(const Engine& e, const std::vector<LayerWork>& work) {
       tasks.push_back({seconds, share, stream, std::move(after)});
       return int(tasks.size()) - 1;
     };
-    if (e.data_layout) {
-      for (int i = L - 1; i >= 0; --i) {
-        if (i > 0) ig[i] = add(work[i].input_grad, work[i].share_input_grad, 1, {});
-        wg[i] = add(work[i].weight_grad, work[i].share_weight_grad, 0, i + 1 < L ? std::vector<int>{ig[i + 1]} : std::vector<int>{});
-      }
-    } else {
-      for (int i = L - 1; i >= 1; --i) {
-        ig[i] = add(work[i].input_grad, work[i].share_input_grad, 0, {});
-        wg[i] = add(work[i].weight_grad, work[i].share_weight_grad, 1, {ig[i]});
-      }
-      wg[0] = add(work[0].weight_grad, work[0].share_weight_grad, 0, {});
+    // The schedule of the cuda and nccl-data plugins: the input-gradient chain and layer 0's
+    // weight gradient on the main stream, each weight gradient i > 0 on the side stream after
+    // input gradient i.
+    for (int i = L - 1; i >= 1; --i) {
+      ig[i] = add(work[i].input_grad, work[i].share_input_grad, 0, {});
+      wg[i] = add(work[i].weight_grad, work[i].share_weight_grad, 1, {ig[i]});
     }
+    wg[0] = add(work[0].weight_grad, work[0].share_weight_grad, 0, {});
     const std::vector<double> done = simulate_streams(tasks);
     for (int i = 0; i < L; ++i) b.layer_done[i] = done[wg[i]];
     b.end = *std::max_element(done.begin(), done.end());
@@ -1175,7 +1166,6 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
   if (c.plugin == "mpi-data" || c.plugin == "nccl-data") {
     const int shard = (rows + n - 1) / n;
     e.plain = gpu && !c.graph;
-    e.data_layout = true;
     comm.device_side = gpu && c.graph;
     const ReplicaStep r = replica_step(e, w, shard, false);
     StepResult s;
