@@ -81,6 +81,22 @@ Tile tile_of(int M, const kn::PackedB& l, int t, int T) {
           int(p.begin), int(p.end), tn};
 }
 
+// Thread t's tile of C = alpha * op(A) * B (B packed as `L` in Bp) + beta * C, computed one
+// MC row block at a time; epilogue(r0, r1, c0, c1) runs on each finished block while it is
+// still in cache. Returns the tile.
+template <class Epilogue>
+Tile tiled_product(const kn::PackedB& L, int M, int t, int T, const float* A, int lda, bool transA,
+                   const float* Bp, float beta, float* C, int ldc, Epilogue&& epilogue) {
+  const Tile tile = tile_of(M, L, t, T);
+  const int c0 = L.panel_begin_col(tile.p0), c1 = L.panel_begin_col(tile.p1);
+  for (int r = tile.m0; !tile.empty() && r < tile.m1; r += L.mc) {
+    const int r1 = std::min(r + L.mc, tile.m1);
+    kn::gemm_packed_rows(L, r, r1, tile.p0, tile.p1, 1.0f, A, lda, transA, Bp, beta, C, ldc);
+    epilogue(r, r1, c0, c1);
+  }
+  return tile;
+}
+
 // Thread t's share of the panels of one packed operand. `turn` rotates which threads get the
 // remainder panels, so many small operands packed in one phase do not all land on thread 0.
 Range panel_share(int panels, int t, int T, int& turn) {
@@ -295,17 +311,14 @@ class OpenMpStrategy final : public Strategy {
       const float* A = act_[i].get();
       float* Y = act_[i + 1].get();
       const bool hidden = i + 1 < n;
-      const Tile tl = tile_of(rows, L, t, T);
-      const int c0 = L.panel_begin_col(tl.p0), c1 = L.panel_begin_col(tl.p1);
-      for (int r = tl.m0; !tl.empty() && r < tl.m1; r += L.mc) {
-        const int r1 = std::min(r + L.mc, tl.m1);
-        kn::gemm_packed_rows(L, r, r1, tl.p0, tl.p1, 1.0f, A, in, false, wf_data_[i].get(), 0.0f, Y, out);
-        for (int q = r; q < r1; ++q) {
-          float* y = Y + std::size_t(q) * out + c0;
-          if (hidden) kn::bias_sigmoid_rows(1, c1 - c0, bias + c0, y);
-          else kn::add_bias_rows(1, c1 - c0, bias + c0, y);
-        }
-      }
+      const Tile tl = tiled_product(L, rows, t, T, A, in, false, wf_data_[i].get(), 0.0f, Y, out,
+                                    [&](int r0, int r1, int c0, int c1) {
+                                      for (int q = r0; q < r1; ++q) {
+                                        float* y = Y + std::size_t(q) * out + c0;
+                                        if (hidden) kn::bias_sigmoid_rows(1, c1 - c0, bias + c0, y);
+                                        else kn::add_bias_rows(1, c1 - c0, bias + c0, y);
+                                      }
+                                    });
       if (!hidden) {
         // Every activation is final now: pack them as op(B) of the weight-gradient GEMMs.
         for (int j = 0; j < n; ++j) {
@@ -333,14 +346,10 @@ class OpenMpStrategy final : public Strategy {
       const float* G = grad_act_[i + 1].get();  // [rows, out]
       // dW[out, in] += G^T * act[i]: split over output tiles, K = rows stays whole, so every
       // element sums in serial's order. Each finished block is applied and re-zeroed at once.
-      const kn::PackedB la = kn::packed_b_layout(rows, in);
-      const Tile tw = tile_of(out, la, t, T);
-      const int c0 = la.panel_begin_col(tw.p0), c1 = la.panel_begin_col(tw.p1);
-      for (int r = tw.m0; !tw.empty() && r < tw.m1; r += la.mc) {
-        const int r1 = std::min(r + la.mc, tw.m1);
-        kn::gemm_packed_rows(la, r, r1, tw.p0, tw.p1, 1.0f, G, out, true, ab_data_[i].get(), 1.0f, dW, in);
-        for (int q = r; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
-      }
+      tiled_product(kn::packed_b_layout(rows, in), out, t, T, G, out, true, ab_data_[i].get(), 1.0f, dW, in,
+                    [&](int r0, int r1, int c0, int c1) {
+                      for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
+                    });
       // db += column sums of G over a slice of columns. column_sums reads a dense matrix, so a
       // slice is copied out first (cheap: rows x slice floats); its per-column order is unchanged.
       const Range c = line_share(out, t, T);
@@ -355,19 +364,15 @@ class OpenMpStrategy final : public Strategy {
       }
       update_and_clear(boff + c.begin, c.size());
       if (i > 0) {  // grad_act[i] = (G * W) .* act[i] .* (1 - act[i])
-        const kn::PackedB& L = wb_[i];
         float* GA = grad_act_[i].get();
         const float* H = act_[i].get();
-        const Tile tx = tile_of(rows, L, t, T);
-        const int d0 = L.panel_begin_col(tx.p0), d1 = L.panel_begin_col(tx.p1);
-        for (int r = tx.m0; !tx.empty() && r < tx.m1; r += L.mc) {
-          const int r1 = std::min(r + L.mc, tx.m1);
-          kn::gemm_packed_rows(L, r, r1, tx.p0, tx.p1, 1.0f, G, out, false, wb_data_[i].get(), 0.0f, GA, in);
-          for (int q = r; q < r1; ++q) {
-            const std::size_t at = std::size_t(q) * in + d0;
-            kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
-          }
-        }
+        tiled_product(wb_[i], rows, t, T, G, out, false, wb_data_[i].get(), 0.0f, GA, in,
+                      [&](int r0, int r1, int d0, int d1) {
+                        for (int q = r0; q < r1; ++q) {
+                          const std::size_t at = std::size_t(q) * in + d0;
+                          kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
+                        }
+                      });
       }
       tm.barrier(&PhaseTimes::backward);
     }
