@@ -11,15 +11,13 @@ warm-up and samples/s is taken from the later ones (nnpar's JSON per epoch). Wri
 --out DIR/<batch>-<width>/ (nnpar's results) and prints one Markdown table per shape.
 """
 import argparse
-import csv
-import glob
-import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
+
+from compare_results import compare_results, median_rate  # bench/, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,13 +83,9 @@ def main():
                 continue
             if run.returncode == 1:
                 status = 1
-            csvs = sorted(glob.glob(os.path.join(out, "*-compare.csv")))
-            rows = list(csv.DictReader(open(csvs[-1])))
-            rates = {}
-            for r in rows:
-                j = json.load(open(os.path.join(out, r["results_file"])))
-                per_epoch = [e["samples_per_second"] for e in j["epochs"]]
-                rates[r["label"]] = statistics.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch)
+            runs = compare_results(out)
+            rows = [r for r, _ in runs]
+            rates = {r["label"]: median_rate(j) for r, j in runs}
             base = rates["serial"]
             print("| strategy | workers | samples/s | speedup vs serial | efficiency | test acc | parity |")
             print("|---|---|---|---|---|---|---|")

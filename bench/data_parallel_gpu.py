@@ -11,13 +11,12 @@ first; time to accuracy is the training wall time until the test accuracy first 
 --target (evaluated after every epoch, outside the timed region).
 """
 import argparse
-import csv
-import glob
 import json
 import os
-import statistics
 import subprocess
 import time
+
+from compare_results import compare_results, median_rate  # bench/, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,14 +34,11 @@ def run_compare(args, out, batch, strategies):
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    rows = list(csv.DictReader(open(sorted(glob.glob(os.path.join(out, "*-compare.csv")))[-1])))
     result = {}
-    for r in rows:
-        j = json.load(open(os.path.join(out, r["results_file"])))
-        rates = [e["samples_per_second"] for e in j["epochs"]]
+    for r, j in compare_results(out):
         tta = next((e["elapsed_seconds"] for e in j["epochs"]
                     if e["test_accuracy"] is not None and e["test_accuracy"] >= args.target), None)
-        result[r["label"]] = {"rate": statistics.median(rates[1:] or rates), "acc": float(r["test_accuracy"]),
+        result[r["label"]] = {"rate": median_rate(j), "acc": float(r["test_accuracy"]),
                               "verdict": r["verdict"], "tta": tta,
                               "phases": j["totals"]["phases"], "epochs": j["epochs"]}
     return result, run.stdout

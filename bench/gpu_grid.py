@@ -15,14 +15,12 @@ and the per-rank compute / communication / idle / data split.
     python3 bench/gpu_grid.py --gpus 2,4 --batch 128,1024 --models small,deep
 """
 import argparse
-import csv
-import glob
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+
+from compare_results import compare_results, median_rate  # bench/, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {
@@ -104,12 +102,9 @@ def main():
                     status = 1
                     continue
                 status |= run.returncode
-                rows = list(csv.DictReader(open(sorted(glob.glob(os.path.join(out, "*-compare.csv")))[-1])))
                 table = []
-                for r in rows:
-                    j = json.load(open(os.path.join(out, r["results_file"])))
-                    rates = [x["samples_per_second"] for x in j["epochs"]]
-                    rate = statistics.median(rates[1:] if len(rates) > 1 else rates)
+                for r, j in compare_results(out):
+                    rate = median_rate(j)
                     reached = next((x["elapsed_seconds"] for x in j["epochs"]
                                     if x["test_accuracy"] is not None and x["test_accuracy"] >= args.target), None)
                     ranks = j["totals"].get("rank_phases") or [j["totals"]["phases"]]

@@ -8,13 +8,11 @@ threads, against serial; reports which wins for each model and batch.
 --depth is the number of Linear layers (the pipeline needs at least one per stage).
 """
 import argparse
-import csv
-import glob
-import json
 import os
-import statistics
 import subprocess
 import time
+
+from compare_results import compare_results, median_rate  # bench/, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,12 +65,7 @@ def main():
             if run.returncode not in (0, 1):
                 print(f"```\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}\n```")
                 continue
-            rows = list(csv.DictReader(open(sorted(glob.glob(os.path.join(out, "*-compare.csv")))[-1])))
-            rates = {}
-            for r in rows:
-                j = json.load(open(os.path.join(out, r["results_file"])))
-                eps = [e["samples_per_second"] for e in j["epochs"]]
-                rates[r["label"]] = (statistics.median(eps[1:] or eps), j["totals"]["phases"], r["verdict"])
+            rates = {r["label"]: (median_rate(j), j["totals"]["phases"], r["verdict"]) for r, j in compare_results(out)}
             base = rates["serial"][0]
             print(f"## batch {batch}, model {layers}\n")
             print("| strategy | samples/s | speedup vs serial | rank-0 compute / comm / idle | parity |")

@@ -9,15 +9,13 @@ after the first is the measured bubble; the GPipe formula (S-1)/(M+S-1) assumes 
 and every pass takes the same time. Speedup is against serial in the same compare run.
 """
 import argparse
-import csv
-import glob
-import json
 import os
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import subprocess
 
+from compare_results import compare_results  # bench/, beside this script
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,10 +47,8 @@ def main():
         open(config, "w").write(text)
         subprocess.run([os.path.join(args.build, "bin", "nnpar"), "compare", config, "--quiet"],
                        capture_output=True, text=True)
-        rows = list(csv.DictReader(open(sorted(glob.glob(os.path.join(out, "*-compare.csv")))[-1])))
         base = None
-        for r in rows:
-            j = json.load(open(os.path.join(out, r["results_file"])))
+        for r, j in compare_results(out):
             later = j["epochs"][1:] or j["epochs"]
             rate = sorted(e["samples_per_second"] for e in later)[len(later) // 2]
             if r["label"] == "serial":

@@ -9,13 +9,11 @@ samples/s is the median over the epochs after the first. The ideal 2-stage pipel
 over one GPU is 2 x (1 - bubble), bubble = (S-1)/(M+S-1), for equal stages and free messages.
 """
 import argparse
-import csv
-import glob
-import json
 import os
-import statistics
 import subprocess
 import time
+
+from compare_results import compare_results, median_rate  # bench/, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,12 +48,7 @@ def main():
         if r.returncode not in (0, 1):
             print("```\n" + r.stdout[-3000:] + r.stderr[-3000:] + "\n```\n")
             continue
-        rows = list(csv.DictReader(open(sorted(glob.glob(os.path.join(out, "*-compare.csv")))[-1])))
-        rate = {}
-        for row in rows:
-            j = json.load(open(os.path.join(out, row["results_file"])))
-            e = [x["samples_per_second"] for x in j["epochs"]]
-            rate[row["label"]] = (statistics.median(e[1:] if len(e) > 1 else e), row["verdict"])
+        rate = {row["label"]: (median_rate(j), row["verdict"]) for row, j in compare_results(out)}
         print("| run | samples/s | vs 1 GPU | vs data-2 | ideal 2-stage (2(1-bubble)) | parity |\n|---|---|---|---|---|---|")
         for label, (s, verdict) in rate.items():
             ideal = "-"

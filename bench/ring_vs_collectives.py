@@ -16,9 +16,6 @@ includes GPU compute, so set it against the CPU rows as an end-to-end figure, no
 figure.
 """
 import argparse
-import csv
-import glob
-import json
 import os
 import platform
 import shlex
@@ -27,6 +24,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from compare_results import compare_results  # bench/, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (label prefix, plugin, extra options, what the table calls it)
@@ -72,10 +71,8 @@ def run_compare(args, out, batch, entries, commands):
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode not in (0, 1):  # 1: a parity check failed, which the table shows
         raise SystemExit(f"{shlex.join(cmd)} failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    table = sorted(glob.glob(os.path.join(out, "*-compare.csv")))[-1]
     result = {}
-    for row in csv.DictReader(open(table)):
-        j = json.load(open(os.path.join(out, row["results_file"])))
+    for row, j in compare_results(out):
         epochs = j["epochs"]
         timed = epochs[1:] or epochs  # the first epoch pays for warm-up (NCCL set-up, page faults)
         steps = sum(e["steps"] for e in timed)
