@@ -6,7 +6,8 @@
 #   scripts/gpu_sanitize.sh sanitize   compute-sanitizer memcheck/racecheck/synccheck/initcheck
 #   scripts/gpu_sanitize.sh faults     GPU resource errors and a lost NCCL rank
 # Environment: SANITIZE_TOOLS (default "memcheck racecheck synccheck initcheck"),
-# SANITIZE_TIMEOUT (s per sanitizer run, default 240), RACECHECK_FILTER (gtest filter).
+# SANITIZE_TIMEOUT (s per sanitizer run, default 240), RACECHECK_FILTER (gtest filter),
+# SANITIZE_LOGS (a folder to keep every sanitizer log in).
 #
 # Each check prints PASS or FAIL with what it expected; the exit status is the number of
 # FAILs. Results go into docs/reliability.md ("GPU checks").
@@ -49,41 +50,65 @@ label = "nccl2"
 ranks = 2
 TOML
 
+# run_checked NAME LOG COMMAND...: the command under its time limit, output in LOG, then a
+# PASS/FAIL line (a run that hits the limit is a FAIL, not a pass).
+run_checked() {
+  local name=$1 log=$2
+  shift 2
+  timeout "${SANITIZE_TIMEOUT:-240}" "$@" > "$log" 2>&1
+  local status=$?
+  [ $status -eq 124 ] && echo "timed out after ${SANITIZE_TIMEOUT:-240}s" >> "$log"
+  echo "$status" > "$log.status"
+}
+
 sanitize() {
   [ -x "$CS" ] || { report "compute-sanitizer found" 1 "not at $CS (set COMPUTE_SANITIZER)"; return; }
   # One GPU test binary under every tool. racecheck instruments every shared-memory access and
   # runs the training tests for hours, so it covers the kernel tests ($RACECHECK_FILTER; even
   # those with the two training tests did not finish in 120 s on an H100); each tool run has its own time
   # limit ($SANITIZE_TIMEOUT s), and a run that hits it is a FAIL, not a pass.
-  local limit=${SANITIZE_TIMEOUT:-240}
+  # The runs are independent, so on a host with several GPUs they run at once, one GPU each
+  # (round robin; the NCCL run gets two): the wall time is the slowest run, not the sum.
   local race_filter=${RACECHECK_FILTER:-'CudaKernels.*'}
+  local gpus names=() logs=()
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+  [ "$gpus" -ge 1 ] || gpus=1
+  local slot=0
+  start_run() {  # start_run NAME LOG COMMAND...
+    names+=("$1"); logs+=("$2")
+    local gpu=$((slot % gpus)); slot=$((slot + 1))
+    CUDA_VISIBLE_DEVICES=$gpu run_checked "$@" &
+  }
   for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
     extra=()
     [ "$tool" = memcheck ] && extra=(--leak-check full)
     filter=()
     [ "$tool" = racecheck ] && filter=(--gtest_filter="$race_filter")
-    timeout "$limit" "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 99 "$BIN/test_cuda" --gtest_brief=1 "${filter[@]}" \
-      > "$WORK/test_cuda-$tool.log" 2>&1
-    status=$?
-    [ $status -eq 124 ] && echo "timed out after ${limit}s" >> "$WORK/test_cuda-$tool.log"
-    report "test_cuda under compute-sanitizer --tool $tool${filter:+ (${filter[*]})}" $status "$(tail -n 20 "$WORK/test_cuda-$tool.log")"
-    grep -E "ERROR SUMMARY|tests? (ran|passed)|PASSED|FAILED" "$WORK/test_cuda-$tool.log" | tail -n 3 | sed 's/^/      /'
+    start_run "test_cuda under compute-sanitizer --tool $tool${filter:+ (${filter[*]})}" "$WORK/test_cuda-$tool.log" \
+      "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 99 "$BIN/test_cuda" --gtest_brief=1 "${filter[@]}"
   done
   # The strategies end to end through nnpar (the cuda plugin's CUDA graphs included).
   for tool in memcheck racecheck; do
-    timeout "$limit" "$CS" --tool "$tool" --error-exitcode 99 "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q \
-      > "$WORK/cuda-$tool.log" 2>&1
-    report "nnpar train --strategy cuda under $tool" $? "$(tail -n 20 "$WORK/cuda-$tool.log")"
+    start_run "nnpar train --strategy cuda under $tool" "$WORK/cuda-$tool.log" \
+      "$CS" --tool "$tool" --error-exitcode 99 "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q
   done
   # NCCL: every rank under memcheck (NCCL's own kernels included; racecheck is not
   # meaningful across processes). API errors are not reported: NCCL's initialisation probes
   # its kernels with cudaFuncGetAttributes and gets (and handles) 12
   # cudaErrorNoKernelImageForDevice per rank, which memcheck would count as errors.
-  if [ -x "$BIN/test_nccl_data" ]; then
-    timeout "$limit" mpirun --oversubscribe -np 2 "$CS" --tool memcheck --report-api-errors no --error-exitcode 99 "$BIN/test_nccl_data" \
-      > "$WORK/nccl-memcheck.log" 2>&1
-    report "test_nccl_data (2 ranks) under memcheck" $? "$(tail -n 20 "$WORK/nccl-memcheck.log")"
+  if [ -x "$BIN/test_nccl_data" ] && [ "$gpus" -ge 2 ]; then
+    names+=("test_nccl_data (2 ranks) under memcheck"); logs+=("$WORK/nccl-memcheck.log")
+    CUDA_VISIBLE_DEVICES=$(( (gpus - 2) % gpus )),$(( gpus - 1 )) run_checked x "$WORK/nccl-memcheck.log" \
+      mpirun --oversubscribe -np 2 "$CS" --tool memcheck --report-api-errors no --error-exitcode 99 "$BIN/test_nccl_data" &
   fi
+  wait
+  local i
+  for i in "${!names[@]}"; do
+    report "${names[$i]}" "$(cat "${logs[$i]}.status")" "$(tail -n 20 "${logs[$i]}")"
+    grep -E "ERROR SUMMARY|tests? (ran|passed)|PASSED|FAILED|timed out" "${logs[$i]}" | tail -n 3 | sed 's/^/      /'
+  done
+  [ -n "${SANITIZE_LOGS:-}" ] && mkdir -p "$SANITIZE_LOGS" && cp "$WORK"/*.log "$SANITIZE_LOGS"/ 2>/dev/null
+  return 0
 }
 
 expect_failure() {  # expect_failure NAME PATTERN COMMAND...: exit status 2 and PATTERN in the output, within 120 s
