@@ -412,7 +412,7 @@ int run_calibrate(const CalibrateOptions& o) {
         if (nccl["p2p"].empty()) nccl["p2p"] = j.at("p2p");
         // Measured between ranks 0 and 1, as p2p: the first rank count's.
         if (j.contains("stream_p2p") && !nccl.contains("stream_p2p")) nccl["stream_p2p"] = j.at("stream_p2p");
-        for (const char* k : {"pending_slowdown", "overlap_share", "overlap_probe"})
+        for (const char* k : {"pending_slowdown", "pending_slowdown_by_bytes", "overlap_share", "overlap_probe"})
           if (j.contains(k) && !nccl.contains(k)) nccl[k] = j.at(k);
         nccl["host_call_s"] = j.at("host_call_s");
       }

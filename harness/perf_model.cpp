@@ -423,6 +423,11 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
     c.pending_slowdown = r.positive(j.at("pending_slowdown"), key + ".pending_slowdown");
     if (c.pending_slowdown < 1) c.pending_slowdown = 1;  // measurement noise: never a speed-up
   }
+  if (j.contains("pending_slowdown_by_bytes")) {
+    c.pending_slowdown_by_bytes =
+        read_pairs(r, j.at("pending_slowdown_by_bytes"), key + ".pending_slowdown_by_bytes", "bytes", "slowdown");
+    for (auto& [bytes, slowdown] : c.pending_slowdown_by_bytes) slowdown = std::max(1.0, slowdown);
+  }
 
   // Per rank count: t = a_p + b_p * bytes on relative error. Ring: b_p = 2(p-1)/p / B.
   std::vector<std::pair<int, double>> intercepts;
@@ -479,6 +484,17 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
 }
 
 }  // namespace
+
+double CommProfile::pending_slowdown_at(double bytes) const {
+  const auto& t = pending_slowdown_by_bytes;
+  if (t.empty()) return pending_slowdown;
+  if (bytes <= t.front().first) return t.front().second;
+  if (bytes >= t.back().first) return t.back().second;
+  std::size_t i = 1;
+  while (t[i].first < bytes) ++i;
+  const double x = (std::log(bytes) - std::log(t[i - 1].first)) / (std::log(t[i].first) - std::log(t[i - 1].first));
+  return t[i - 1].second + x * (t[i].second - t[i - 1].second);
+}
 
 double CommProfile::hop_alpha(bool nccl) const {
   if (link.alpha_s > 0) return link.alpha_s;
@@ -1229,7 +1245,14 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     // cost what they cost on the device; receives posted ahead hold SMs (pending_slowdown).
     comm.device_side = gpu;
     comm.device_extra_s = e.extra();
-    if (gpu) e.slowdown = cp.pending_slowdown;
+    if (gpu) {
+      // The receives a stage posts ahead carry one micro-batch's activations or gradients at
+      // a stage boundary; the largest one sets how many NCCL blocks wait beside the compute.
+      double message = 0;
+      for (int s = 0, first = 0; s + 1 < S; first += partition[s], ++s)
+        message = std::max(message, 4.0 * mrows * w.layers[first + partition[s]]);
+      e.slowdown = cp.pending_slowdown_at(message);
+    }
     std::vector<double> fwd(S), bwd(S), to_next(S, 0), to_prev(S, 0), update(S), stage_params(S), act(S);
     std::vector<int> kernels(S);
     const bool gpipe = c.schedule == "gpipe";

@@ -119,6 +119,12 @@ struct CommProfile {
   // Compute time of a GPU with NCCL kernels resident beside it (a posted receive spinning on
   // its SMs), over the time alone (nnpar-calibrate-gpu's "pending_slowdown"; 1 when absent).
   double pending_slowdown = 1;
+  // The same per size of the posted receive ("pending_slowdown_by_bytes"; empty in older
+  // profiles): NCCL spreads a larger message over more channels, so more of its blocks spin.
+  std::vector<std::pair<double, double>> pending_slowdown_by_bytes;
+  // The slowdown beside a posted receive of `bytes`: log-linear between the measured sizes,
+  // the nearest one outside them; `pending_slowdown` when no sizes were measured.
+  double pending_slowdown_at(double bytes) const;
   // How much of a collective that runs beside compute still costs the compute: 0 = hidden
   // completely, 1 = not at all (nnpar-calibrate-gpu's "overlap_share": products each followed
   // by an allreduce on the communicator's stream, in a graph; 0 when absent).

@@ -542,6 +542,14 @@ TEST(PlanComm, PendingSlowdownScalesPipelineComputeAndTensorPaysItsEnqueues) {
   nccl["pending_slowdown"] = 2.0;
   const Prediction slow = predict(profile_from_json(synthetic_gpu_profile(nccl), "s"), Network{}, w, pipe);
   EXPECT_NEAR(slow.compute_s, 2 * plain.compute_s, 1e-15);
+  // Measured per receive size, the stage boundary's message picks the factor: 2 micro-batches
+  // of 20 rows x 10 floats = 800 bytes, halfway (in log bytes) between 80 B (1.2x) and 8 KB (1.6x).
+  nccl["pending_slowdown_by_bytes"] = {{{"bytes", 80}, {"slowdown", 1.2}}, {{"bytes", 8000}, {"slowdown", 1.6}}};
+  const Profile sized = profile_from_json(synthetic_gpu_profile(nccl), "s");
+  EXPECT_NEAR(sized.nccl->pending_slowdown_at(800), 1.4, 1e-12);
+  EXPECT_DOUBLE_EQ(sized.nccl->pending_slowdown_at(1), 1.2);
+  EXPECT_DOUBLE_EQ(sized.nccl->pending_slowdown_at(1e9), 1.6);
+  EXPECT_NEAR(predict(sized, Network{}, w, pipe).compute_s, 1.4 * plain.compute_s, 1e-15);
 
   // nccl-tensor on 2 GPUs, host-bound: per layer in the forward 3 launches and 1 allreduce,
   // the loss 1 launch, in the backward per layer a copy and the weight gradient, and for layer
@@ -585,6 +593,9 @@ TEST(PlanProfile, NewCalibrationFieldsAreReadAndChecked) {
   bad = synthetic_gpu_profile(two_rank_nccl());
   bad["comm"]["nccl"]["stream_p2p"] = {{{"bytes", 4}, {"seconds", -1.0}}};
   fails(bad, "comm.nccl.stream_p2p[0].seconds");
+  bad = synthetic_gpu_profile(two_rank_nccl());
+  bad["comm"]["nccl"]["pending_slowdown_by_bytes"] = {{{"bytes", 4}, {"seconds", 1.0}}};
+  fails(bad, "comm.nccl.pending_slowdown_by_bytes[0].slowdown");
   bad = synthetic_gpu_profile(two_rank_nccl());
   bad["gpu"]["kernels"]["forward"] = {
       {"points", {{{"rows", 1}, {"in", 2}, {"out", 3}, {"seconds", 1e-6}, {"share", 2.0}}}}};

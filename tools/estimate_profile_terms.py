@@ -92,6 +92,9 @@ def main():
         "note": "the terms below are NOT measured: each is the grid value with the smallest worst |error| over "
                 "the 2-GPU runs listed (overlap_share first); nnpar calibrate --gpu measures them",
     }
+    if "pending_slowdown" in todo and "pending_slowdown_by_bytes" in nccl:
+        # The model prefers the per-size table to the single number: the estimate replaces both.
+        measured["pending_slowdown_by_bytes"] = nccl.pop("pending_slowdown_by_bytes")
     found = []
     for key in todo:  # overlap_share first: the pipeline runs do not depend on it, the sync runs do
         grid, label = grids[key]
@@ -100,6 +103,8 @@ def main():
         entry = {"value": value, "worst_abs_error": worst, "runs": sorted(errs)}
         if key in measured:
             entry["measured"] = measured[key]
+        if key == "pending_slowdown" and "pending_slowdown_by_bytes" in measured:
+            entry["measured_by_bytes"] = measured["pending_slowdown_by_bytes"]
         base["estimated"]["comm.nccl." + key] = entry
         found.append(f"{key} {value} (worst |error| {100 * worst:.0f}% on {len(errs)} runs"
                      + (f"; measured {measured[key]:.3g}" if key in measured else "") + ")")
