@@ -95,6 +95,13 @@ class GpuReplica final : public ReplicaEngine {
       check(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming), "event");
     }
     stats_ = device_alloc<Stats>(1, "stats");
+    // The loss over many blocks, a warp per row, as the cuda strategy runs it: without scratch
+    // softmax_xent falls back to one block, a thread per row, the largest part of the gap to
+    // the cuda strategy at 1024 rows (docs/results/2026-11-26-data-parallel-3.md).
+    if (const std::size_t n = gpu::softmax_xent_scratch(max_rows_, sizes_.back()); n > 0) {
+      softmax_scratch_ = device_alloc<double>(n, "softmax scratch");
+      allocations_.push_back(softmax_scratch_);
+    }
     check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "stream");
     check(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "event");
     check(cudaEventCreateWithFlags(&updated_, cudaEventDisableTiming), "event");
@@ -324,7 +331,7 @@ class GpuReplica final : public ReplicaEngine {
     // The loss's forward and backward are one kernel; its metrics are read once per epoch. It
     // is the step's last reader of the sample indices, so it moves the staged step on.
     gpu::softmax_xent(rows_, sizes_.back(), acts_[layers], labels_, index, loss_scale, nullptr, grad_out_[layers - 1],
-                      &stats_->loss_sum, &stats_->correct, staged_, stream_);
+                      &stats_->loss_sum, &stats_->correct, staged_, stream_, softmax_scratch_);
     for (int i = layers - 1; i >= 0; --i) {
       float* dW = grads_ + parameter_offset(spec_, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
@@ -429,6 +436,7 @@ class GpuReplica final : public ReplicaEngine {
   int slot_ = 0, max_rows_ = 1;
   std::uint32_t* indices_ = nullptr;
   Stats* stats_ = nullptr;
+  double* softmax_scratch_ = nullptr;  // the multi-block softmax's ticket and partial sums
   std::vector<float*> acts_, grad_out_;
   std::vector<gpu::GemmScratch> fwd_, dgrad_;
   std::vector<void*> allocations_;
@@ -530,14 +538,14 @@ StrategyInfo nccl_data_info() {
                           "(false: plain launches every step)", -1e300, 1e300, {}});
   info.options.push_back({"graph_steps", OptionType::integer, std::int64_t{128},
                           "most steps captured in one graph (the epoch replays it)", 1, 100000, {}});
-  info.options.push_back({"symmetric", OptionType::boolean, true,
+  info.options.push_back({"symmetric", OptionType::boolean, false,
                           "sync: gradients in an NCCL symmetric-memory window (ncclCommWindowRegister), so the "
                           "allreduces can use NCCL's low-latency symmetric kernels; plain memory where it fails",
                           -1e300, 1e300, {}});
   info.options.push_back({"layer0_chunks", OptionType::integer, std::int64_t{1},
                           "sync with overlap: layer 0's weight gradient in this many row blocks, each block's "
                           "allreduce overlapping the next block's product", 1, 64, {}});
-  info.options.push_back({"bucket_update", OptionType::boolean, true,
+  info.options.push_back({"bucket_update", OptionType::boolean, false,
                           "sync with overlap: each bucket's SGD update queued right behind its allreduce instead "
                           "of one update after all of them", -1e300, 1e300, {}});
   return info;
