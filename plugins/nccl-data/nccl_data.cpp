@@ -22,12 +22,14 @@
 // launches, so the results are the same.
 //
 // The end of a sync step (what bounds it at 1024 rows per GPU): layer 0's weight gradient is
-// the last product and its allreduce the last one, which nothing can hide. Three options
-// shorten that tail (docs/results/2026-11-26-data-parallel-3.md measures them): `symmetric`
-// puts the gradients in an NCCL symmetric window (lower-latency allreduce kernels),
-// `layer0_chunks` splits layer 0's product into row blocks whose allreduces pipeline with the
-// remaining blocks, and `bucket_update` queues each bucket's SGD update right behind its own
-// allreduce, so only the last bucket's update follows the last allreduce.
+// the last product and its allreduce the last one, which nothing can hide. Three options aim
+// at that tail: `symmetric` puts the gradients in an NCCL symmetric window (NCCL's
+// symmetric-memory allreduce kernels), `layer0_chunks` splits layer 0's product into row
+// blocks whose allreduces pipeline with the remaining blocks, and `bucket_update` queues each
+// bucket's SGD update right behind its own allreduce. All are exact and off by default: on 2
+// H100s none shortened the step, because every NCCL allreduce up to ~1 MB costs the same
+// ~12 us floor and row blocks of this product are not cheaper than the whole
+// (docs/results/2026-11-26-data-parallel-3.md).
 #include <algorithm>
 #include <cstdint>
 #include <map>
