@@ -9,6 +9,10 @@ at global batch N*B with `cuda` as the parity reference (same global batch, so `
 match it) and every nccl-data variant. samples/s is the median of the epochs after the
 first; time to accuracy is the training wall time until the test accuracy first reaches
 --target (evaluated after every epoch, outside the timed region).
+
+--sync-variants adds sync runs with other nccl-data options to the same compares, so old and
+new engines are measured against the same baseline, e.g.
+    --sync-variants "old:symmetric=false,layer0_chunks=1,bucket_update=false;c2:layer0_chunks=2"
 """
 import argparse
 import json
@@ -57,6 +61,8 @@ def main():
     p.add_argument("--test-limit", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "results", "dp-gpu"))
     p.add_argument("--json")
+    p.add_argument("--sync-variants", default="",
+                   help="LABEL:OPT=VALUE,...;... extra sync runs of nccl-data (values as TOML)")
     args = p.parse_args()
     n = args.gpus
     everything = {}
@@ -68,22 +74,29 @@ def main():
         strategies = [("cuda", 'name = "cuda"'),
                       ("sync", f'name = "nccl-data"\nranks = {n}\nmode = "sync"'),
                       ("sync-no-overlap", f'name = "nccl-data"\nranks = {n}\nmode = "sync"\noverlap = false')]
+        for variant in filter(None, args.sync_variants.split(";")):
+            label, _, opts = variant.partition(":")
+            body = f'name = "nccl-data"\nranks = {n}\nmode = "sync"'
+            for kv in filter(None, opts.split(",")):
+                body += "\n" + kv.replace("=", " = ", 1)
+            strategies.append((f"sync-{label}", body))
         for period in [int(x) for x in args.periods.split(",")]:
             strategies.append((f"local-sgd-{period}", f'name = "nccl-data"\nranks = {n}\nmode = "local_sgd"\nperiod = {period}'))
         multi, _ = run_compare(args, os.path.join(args.out, f"b{b}-x{n}"), n * b, strategies)
         base = single["cuda"]["rate"]
         everything[b] = {"single": single, "multi": multi}
         print(f"## per-GPU batch {b} (global {n * b} on {n} GPUs)\n")
-        print("| strategy | GPUs | global batch | samples/s | vs 1 GPU | final test acc | time to target | parity |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| strategy | GPUs | global batch | samples/s | vs 1 GPU | us/step | final test acc | time to target | parity |")
+        print("|---|---|---|---|---|---|---|---|---|")
         def tta(r):
             return f"{r['tta']:.2f} s" if r["tta"] is not None else "not reached"
         s = single["cuda"]
-        print(f"| cuda | 1 | {b} | {s['rate']:,.0f} | 1.00x | {100 * s['acc']:.2f}% | {tta(s)} | - |")
+        print(f"| cuda | 1 | {b} | {s['rate']:,.0f} | 1.00x | {1e6 * b / s['rate']:.1f} | {100 * s['acc']:.2f}% | "
+              f"{tta(s)} | - |")
         for label, r in multi.items():
             gpus = 1 if label == "cuda" else n
-            print(f"| {label} | {gpus} | {n * b} | {r['rate']:,.0f} | {r['rate'] / base:.2f}x | {100 * r['acc']:.2f}% | "
-                  f"{tta(r)} | {r['verdict']} |")
+            print(f"| {label} | {gpus} | {n * b} | {r['rate']:,.0f} | {r['rate'] / base:.2f}x | "
+                  f"{1e6 * n * b / r['rate']:.1f} | {100 * r['acc']:.2f}% | {tta(r)} | {r['verdict']} |")
         print(flush=True)
     if args.json:
         json.dump(everything, open(args.json, "w"), indent=1)

@@ -91,3 +91,56 @@ TEST_F(NcclData, LocalSgdReachesTheAccuracyMargin) {
               100 * serial.final_test.accuracy);
   EXPECT_TRUE(p.pass) << p.reason;
 }
+
+namespace {
+
+// nccl-data in sync mode with the given end-of-step options (symmetric window, layer 0 in
+// row blocks, per-bucket updates), on the config's data.
+RunResult run_sync(RunConfig config, bool symmetric, int chunks, bool bucket_update) {
+  StrategyEntry entry = test_support::strategy_entry("nccl-data");
+  auto& options = test_support::options_of(entry);
+  options.insert("mode", "sync");
+  options.insert("symmetric", symmetric);
+  options.insert("layer0_chunks", chunks);
+  options.insert("bucket_update", bucket_update);
+  config.strategies = {entry};
+  PluginRegistry plugins({NNPAR_PLUGIN_DIR});
+  const Datasets data = load_datasets(config.data);
+  const auto initial = initial_parameters(config);
+  return run_strategy(config, entry, plugins, data, initial, {}, WorldInfo{mpi::world_rank(), mpi::world_size()});
+}
+
+}  // namespace
+
+TEST_F(NcclData, LayerZeroInRowBlocksGivesTheSameWeights) {
+  // The row blocks are the same sums in the same order, and the per-bucket update the same
+  // element-wise step: bit-identical to the one-product, one-update step. 3 blocks: uneven
+  // (256 rows = 85 + 85 + 86), and the last bucket carries the bias.
+  RunConfig config = config_for("sync", 128);
+  config.train.epochs = 1;
+  const RunResult plain = run_sync(config, false, 1, false);
+  const RunResult blocks = run_sync(config, false, 3, true);
+  if (mpi::world_rank() != 0) return;
+  const ParityReport p = check_parity(blocks, plain, ParityConfig{});
+  std::printf("[nccl-data sync, layer 0 in 3 blocks + per-bucket update] max abs diff %.3e\n", p.max_abs_diff);
+  EXPECT_TRUE(p.weights_checked);
+  EXPECT_EQ(p.max_abs_diff, 0.0);
+  EXPECT_EQ(blocks.final_test.accuracy, plain.final_test.accuracy);
+}
+
+TEST_F(NcclData, SymmetricWindowWithRowBlocksMatchesSerial) {
+  // Every end-of-step option at once (the window falls back to plain memory where NCCL
+  // cannot register it; the run says which in its device description).
+  RunConfig config = config_for("sync", 128);
+  const RunResult parallel = run_sync(config, true, 4, true);
+  if (mpi::world_rank() != 0) return;
+  PluginRegistry plugins({NNPAR_PLUGIN_DIR});
+  const Datasets data = load_datasets(config.data);
+  const RunResult serial = run_strategy(config, test_support::strategy_entry("serial"), plugins, data,
+                                        initial_parameters(config));
+  const ParityReport p = check_parity(parallel, serial, ParityConfig{});
+  std::printf("[%s, layer 0 in 4 blocks] vs serial: max abs diff %.3e, acc %.2f%% vs %.2f%%\n",
+              parallel.device.c_str(), p.max_abs_diff, 100 * parallel.final_test.accuracy,
+              100 * serial.final_test.accuracy);
+  EXPECT_TRUE(p.pass) << p.reason;
+}

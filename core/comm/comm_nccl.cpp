@@ -3,6 +3,7 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +11,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "nnpar/comm_mpi.hpp"
 
@@ -65,8 +68,13 @@ class Comm final : public NcclCommunicator {
   ~Comm() override {
     if (comm_ != nullptr) {
       cudaStreamSynchronize(stream_);
+      for (auto [window, buffer] : windows_) {
+        ncclCommWindowDeregister(comm_, window);
+        ncclMemFree(buffer);
+      }
       ncclCommDestroy(comm_);
     }
+    cudaFree(flag_);
     cudaEventDestroy(ready_);
     cudaStreamDestroy(stream_);
   }
@@ -120,6 +128,29 @@ class Comm final : public NcclCommunicator {
     if (barrier_buffer_ == nullptr) check_cuda(cudaMalloc(&barrier_buffer_, sizeof(float)), "cudaMalloc");
     allreduce(barrier_buffer_, 1, DataType::f32, ReduceOp::sum);
   }
+  void* allocate_symmetric(std::size_t bytes) override {
+    // Every rank must take the same path (registration is collective), so each step's
+    // success is agreed on (a min over ranks) before the next.
+    void* buffer = nullptr;
+    bytes = (std::max<std::size_t>(bytes, 1) + NCCL_WIN_REQUIRED_ALIGNMENT - 1) / NCCL_WIN_REQUIRED_ALIGNMENT *
+            NCCL_WIN_REQUIRED_ALIGNMENT;
+    const bool allocated = ncclMemAlloc(&buffer, bytes) == ncclSuccess && buffer != nullptr;
+    if (!all_ranks(allocated)) {
+      if (allocated) ncclMemFree(buffer);
+      return nullptr;
+    }
+    ncclWindow_t window = nullptr;
+    const bool registered =
+        ncclCommWindowRegister(comm_, buffer, bytes, &window, NCCL_WIN_COLL_SYMMETRIC) == ncclSuccess && window != nullptr;
+    if (!all_ranks(registered)) {
+      if (registered) ncclCommWindowDeregister(comm_, window);
+      ncclMemFree(buffer);
+      return nullptr;
+    }
+    check_cuda(cudaMemset(buffer, 0, bytes), "clear symmetric buffer");
+    windows_.emplace_back(window, buffer);
+    return buffer;
+  }
   std::unique_ptr<Communicator> split(int color, int key) override {
     ncclComm_t child = nullptr;
     check(ncclCommSplit(comm_, color, key, &child, nullptr), "split");
@@ -150,6 +181,18 @@ class Comm final : public NcclCommunicator {
     return std::make_unique<NcclRequest>(done, compute_ != nullptr ? compute_ : stream_);
   }
   void wait_for_stream(const char* what) { wait_for(stream_, what); }
+  // True on every rank iff `ok` on every rank (a min over an NCCL allreduce, so it works on
+  // split communicators too).
+  bool all_ranks(bool ok) {
+    if (flag_ == nullptr) check_cuda(cudaMalloc(&flag_, sizeof(int)), "cudaMalloc");
+    int value = ok ? 1 : 0;
+    check_cuda(cudaMemcpy(flag_, &value, sizeof value, cudaMemcpyHostToDevice), "flag");
+    ncclResult_t result = ncclAllReduce(flag_, flag_, 1, ncclInt32, ncclMin, comm_, stream_);
+    check(result, "agree");
+    wait_for_stream("agree");
+    check_cuda(cudaMemcpy(&value, flag_, sizeof value, cudaMemcpyDeviceToHost), "flag");
+    return value == 1;
+  }
   // Polls instead of cudaStreamSynchronize so that a dead peer is noticed and reported.
   void wait_for(cudaStream_t stream, const char* what) {
     if (comm_ == nullptr) throw CommError(std::string("NCCL ") + what + ": the communicator was aborted earlier");
@@ -207,6 +250,8 @@ class Comm final : public NcclCommunicator {
   cudaStream_t compute_ = nullptr;
   cudaEvent_t ready_ = nullptr;
   float* barrier_buffer_ = nullptr;
+  int* flag_ = nullptr;
+  std::vector<std::pair<ncclWindow_t, void*>> windows_;  // symmetric buffers, freed with the communicator
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 // timeout (NNPAR_COMM_TIMEOUT) ends the whole job with a message naming this rank (its stuck
 // NCCL kernels would block the abort and every later CUDA call).
 #pragma once
+#include <cstddef>
 #include <memory>
 
 #include <cuda_runtime_api.h>
@@ -26,6 +27,14 @@ class NcclCommunicator : public Communicator {
   // idle, polling like the blocking calls: a failed or vanished peer aborts the communicator
   // and throws CommError after the timeout instead of hanging in cudaStreamSynchronize.
   virtual void synchronize(cudaStream_t stream, const char* what) = 0;
+  // Collective: `bytes` of device memory from ncclMemAlloc, registered on every rank as a
+  // symmetric NCCL window (NCCL_WIN_COLL_SYMMETRIC). Allreduces of f32 sums on it, at the
+  // same offset on every rank, can then use NCCL's symmetric-memory kernels, which read the
+  // peers' buffers directly and cost less latency for small and medium messages over NVLink.
+  // Returns null (on every rank) where any rank cannot (no CUDA VMM, no P2P, an older NCCL);
+  // the caller then allocates plain memory. The communicator owns the buffer: it is
+  // deregistered and freed with the communicator.
+  virtual void* allocate_symmetric(std::size_t bytes) = 0;
 };
 
 // All ranks of MPI_COMM_WORLD, on GPU `device` (commonly the local rank). timeout_seconds

@@ -110,6 +110,12 @@ struct FusedSgd {
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate,
                         float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
 
+// Rows [n0, n1) of the same weight gradient (dW, db and sgd still point at row 0): the same
+// sums in the same order, so a product split into row blocks gives the same values. nccl-data
+// splits layer 0's product so each block's allreduce starts while the next is computed.
+void linear_weight_grad_rows(int M, int N, int K, int n0, int n1, const float* dY, const float* X,
+                             bool accumulate, float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
+
 // Input gradient: dX[M,K] = (dY[M,N] W[N,K]) * H*(1-H) elementwise when H (the previous
 // sigmoid's output, [M,K]) is not null, else the plain product.
 void linear_input_grad(int M, int N, int K, const float* dY, const float* W, const float* H, float* dX,

@@ -783,6 +783,24 @@ void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bo
               WeightGradEpi{accumulate, dW, db, K, sgd}, nullptr, 0, GemmScratch{}, stream, "linear_weight_grad");
 }
 
+void linear_weight_grad_rows(int M, int N, int K, int n0, int n1, const float* dY, const float* X,
+                             bool accumulate, float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream) {
+  if (n0 < 0 || n1 > N || n0 >= n1) throw std::invalid_argument("linear_weight_grad_rows: bad row range");
+  const int rows = n1 - n0;
+  const Plan p = plan_for(GemmForm::weight_grad, M, rows, K, false);
+  if (M == 0) return;
+  // The block's A rows are dY's columns n0.. (stride N); the epilogue indexes from row n0.
+  const std::size_t at = std::size_t(n0) * K;
+  FusedSgd s = sgd;
+  if (s.W != nullptr) s.W += at;
+  if (s.b != nullptr) s.b += n0;
+  if (s.vW != nullptr) s.vW += at;
+  if (s.vb != nullptr) s.vb += n0;
+  launch_gemm(p, rows, K, M, DenseSrc<false>{dY + n0, N}, DenseSrc<false>{X, K},
+              WeightGradEpi{accumulate, dW + at, db != nullptr ? db + n0 : nullptr, K, s}, nullptr, 0, GemmScratch{},
+              stream, "linear_weight_grad_rows");
+}
+
 void linear_input_grad(int M, int N, int K, const float* dY, const float* W, const float* H, float* dX,
                        GemmScratch scratch, cudaStream_t stream) {
   if (use_gemv(M, K)) {

@@ -25,6 +25,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nnpar/communicator.hpp"
@@ -47,6 +48,18 @@ class ReplicaEngine {
   // Linear i's gradients are complete and visible to the communicator.
   virtual void backward(float loss_scale, const std::function<void(int)>& after_layer) = 0;
   virtual void sgd_step() = 0;
+  // Optional: the gradient buckets backward() reports through after_layer(index), as
+  // [begin, end) ranges of the flat buffer that together cover it (e.g. a large layer split
+  // so its first part's allreduce overlaps the rest of its product). Empty, the default: one
+  // bucket per Linear, index = the layer.
+  virtual std::vector<std::pair<std::size_t, std::size_t>> gradient_buckets() const { return {}; }
+  // Optional (sync with overlap): when true, the trainer calls update_after_reduce(begin,
+  // end) right after queueing each bucket's allreduce, so the engine queues that bucket's SGD
+  // update behind its own collective, and join_updates() instead of sgd_step() at the end of
+  // the step. The same element-wise update, so the same weights.
+  virtual bool updates_after_reduce() const { return false; }
+  virtual void update_after_reduce(std::size_t begin, std::size_t end) { (void)begin, (void)end; }
+  virtual void join_updates() {}
   // Optional: backward and sgd_step as one, for local SGD steps where nothing has to happen
   // between the two, so an engine can fuse the update into the gradient products (the same
   // values). Returns false if the engine does not, and the trainer calls the two itself.
@@ -110,11 +123,13 @@ class DataParallelTrainer {
       const std::size_t end = i + 1 < spec.linear_count() ? parameter_offset(spec, i + 1) : parameter_count(spec);
       layer_slices_.push_back({begin, end});
     }
+    buckets_ = engine_->gradient_buckets();
+    if (buckets_.empty()) buckets_ = layer_slices_;
     // Warm-up outside the timed epochs: NCCL sets up its connections on the first collective
     // (about a second on 2 H200s), which would otherwise land in epoch 1 and in every
     // time-to-accuracy figure. The gradients are zero here, so the sum changes nothing.
     comm_->allreduce(engine_->gradients(), engine_->parameter_count(), DataType::f32, ReduceOp::sum);
-    for (auto [b, e] : layer_slices_)
+    for (auto [b, e] : buckets_)
       comm_->allreduce_async(engine_->gradients() + b, e - b, DataType::f32, ReduceOp::sum)->wait();
     engine_->synchronize();
   }
@@ -191,10 +206,12 @@ class DataParallelTrainer {
   void sync_step(std::size_t rows, bool recording, PhaseTimes& phases, PhaseClock& clock) {
     std::vector<std::unique_ptr<CommRequest>> pending;
     const float scale = 1.0f / float(rows);
-    engine_->backward(scale, [&](int layer) {
+    const bool per_bucket = overlap_ && engine_->updates_after_reduce();
+    engine_->backward(scale, [&](int bucket) {
       if (!overlap_) return;
-      const auto [b, e] = layer_slices_[layer];
+      const auto [b, e] = buckets_[bucket];
       pending.push_back(comm_->allreduce_async(engine_->gradients() + b, e - b, DataType::f32, ReduceOp::sum));
+      if (per_bucket) engine_->update_after_reduce(b, e);
     });
     clock.lap(phases.backward);
     if (overlap_) {
@@ -205,7 +222,10 @@ class DataParallelTrainer {
       comm_->allreduce(engine_->gradients(), engine_->parameter_count(), DataType::f32, ReduceOp::sum);
     }
     clock.lap(phases.communication);
-    engine_->sgd_step();
+    if (per_bucket)
+      engine_->join_updates();
+    else
+      engine_->sgd_step();
     clock.lap(phases.update);
   }
 
@@ -374,6 +394,7 @@ class DataParallelTrainer {
   bool local_sgd_ = false, overlap_ = true;
   int period_ = 1;
   std::vector<std::pair<std::size_t, std::size_t>> layer_slices_;
+  std::vector<std::pair<std::size_t, std::size_t>> buckets_;  // sync's allreduces: layer_slices_ unless the engine splits them
 };
 
 }  // namespace nnpar

@@ -20,6 +20,16 @@
 // ~13 launches per step, which bounded small steps (docs/results/2026-11-26-data-parallel.md).
 // The captured work is the same kernels and collectives in the same order as the plain
 // launches, so the results are the same.
+//
+// The end of a sync step (what bounds it at 1024 rows per GPU): layer 0's weight gradient is
+// the last product and its allreduce the last one, which nothing can hide. Three options aim
+// at that tail: `symmetric` puts the gradients in an NCCL symmetric window (NCCL's
+// symmetric-memory allreduce kernels), `layer0_chunks` splits layer 0's product into row
+// blocks whose allreduces pipeline with the remaining blocks, and `bucket_update` queues each
+// bucket's SGD update right behind its own allreduce. All are exact and off by default: on 2
+// H100s none shortened the step, because every NCCL allreduce up to ~1 MB costs the same
+// ~12 us floor and row blocks of this product are not cheaper than the whole
+// (docs/results/2026-11-26-data-parallel-3.md).
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -61,9 +71,12 @@ struct Stats {
 
 class GpuReplica final : public ReplicaEngine {
  public:
-  GpuReplica(const StrategyContext& context, cudaStream_t stream, int world, std::size_t graph_steps)
+  GpuReplica(const StrategyContext& context, cudaStream_t stream, int world, std::size_t graph_steps,
+             int layer0_chunks, bool bucket_update)
       : context_(context), spec_(*context.model), sizes_(spec_.layer_sizes), stream_(stream),
         graph_steps_(graph_steps) {
+    chunks_ = std::clamp(layer0_chunks, 1, sizes_[1]);
+    bucket_update_ = bucket_update;
     const Dataset& data = *context.train_data;
     const int batch = context.train->batch_size;
     const int layers = spec_.linear_count();
@@ -84,8 +97,16 @@ class GpuReplica final : public ReplicaEngine {
       check(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming), "event");
     }
     stats_ = device_alloc<Stats>(1, "stats");
+    // The loss over many blocks, a warp per row, as the cuda strategy runs it: without scratch
+    // softmax_xent falls back to one block, a thread per row, the largest part of the gap to
+    // the cuda strategy at 1024 rows (docs/results/2026-11-26-data-parallel-3.md).
+    if (const std::size_t n = gpu::softmax_xent_scratch(max_rows_, sizes_.back()); n > 0) {
+      softmax_scratch_ = device_alloc<double>(n, "softmax scratch");
+      allocations_.push_back(softmax_scratch_);
+    }
     check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "stream");
     check(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "event");
+    check(cudaEventCreateWithFlags(&updated_, cudaEventDisableTiming), "event");
     input_grad_done_.resize(layers, nullptr);
     for (auto& e : input_grad_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
     if (graph_steps_ > 0) staged_order_ = device_alloc<std::uint32_t>(data.count, "staged order");
@@ -108,6 +129,7 @@ class GpuReplica final : public ReplicaEngine {
     cudaStreamSynchronize(side_);
     for (cudaEvent_t e : input_grad_done_) cudaEventDestroy(e);
     cudaEventDestroy(fork_);
+    cudaEventDestroy(updated_);
     cudaStreamDestroy(side_);
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     cudaFree(staged_order_);
@@ -117,7 +139,7 @@ class GpuReplica final : public ReplicaEngine {
     cudaFree(pixels_);
     cudaFree(labels_);
     cudaFree(params_);
-    cudaFree(grads_);
+    if (!symmetric_) cudaFree(grads_);  // else the communicator's window
     cudaFree(velocity_);
     for (auto& slot : slots_) {
       cudaFree(slot.device);
@@ -186,6 +208,51 @@ class GpuReplica final : public ReplicaEngine {
     const SgdSettings& s = context_.train->sgd;
     gpu::sgd_update(count_, s.lr, s.momentum, s.weight_decay, params_, grads_, velocity_, stream_);
   }
+  // Layer 0's weight gradient, the step's last product and largest bucket, in chunks_ row
+  // blocks: each block's allreduce starts while the next block is computed, so only the last
+  // block's allreduce stays exposed. Its bucket runs on to the end of the layer, taking the
+  // bias gradient along (every block has written its part of it by then: same stream).
+  std::vector<std::pair<std::size_t, std::size_t>> gradient_buckets() const override {
+    if (chunks_ <= 1) return {};
+    std::vector<std::pair<std::size_t, std::size_t>> buckets;
+    const std::size_t in = std::size_t(sizes_[0]);
+    for (int c = 0; c < chunks_; ++c) {
+      const std::size_t begin = std::size_t(chunk_row(c)) * in;
+      const std::size_t end = c + 1 < chunks_ ? std::size_t(chunk_row(c + 1)) * in : parameter_offset(spec_, 1);
+      buckets.push_back({begin, end});
+    }
+    for (int i = 1; i < spec_.linear_count(); ++i) {
+      const std::size_t end = i + 1 < spec_.linear_count() ? parameter_offset(spec_, i + 1) : count_;
+      buckets.push_back({parameter_offset(spec_, i), end});
+    }
+    return buckets;
+  }
+  // Each bucket's update on the communicator's stream right behind its allreduce: the
+  // layers > 0 are updated while layer 0 is still being differentiated and reduced, and
+  // after the last allreduce only its own bucket's update remains. Their input gradients
+  // (the only other readers of W) were queued before their weight gradients, which their
+  // allreduces wait for.
+  bool updates_after_reduce() const override { return bucket_update_; }
+  void update_after_reduce(std::size_t begin, std::size_t end) override {
+    const SgdSettings& s = context_.train->sgd;
+    gpu::sgd_update(end - begin, s.lr, s.momentum, s.weight_decay, params_ + begin, grads_ + begin,
+                    velocity_ != nullptr ? velocity_ + begin : nullptr, comm_->stream());
+  }
+  void join_updates() override {
+    join_side_stream();
+    check(cudaEventRecord(updated_, comm_->stream()), "event");
+    check(cudaStreamWaitEvent(stream_, updated_, 0), "wait");
+  }
+  // Gradients in an NCCL symmetric window (see NcclCommunicator::allocate_symmetric); false
+  // where NCCL or the machine cannot, and the plain buffer stays.
+  bool use_symmetric_gradients() {
+    void* window = comm_->allocate_symmetric(count_ * sizeof(float));
+    if (window == nullptr) return false;
+    cudaFree(grads_);
+    grads_ = static_cast<float*>(window);
+    symmetric_ = true;
+    return true;
+  }
   void scale_parameters(float factor) override { gpu::scale(count_, factor, params_, stream_); }
   std::pair<double, double> take_metrics() override {
     Stats stats{};
@@ -251,15 +318,22 @@ class GpuReplica final : public ReplicaEngine {
     if (rows_ == 0) {
       // No samples: zero gradients still take part in every allreduce.
       check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
-      for (int i = layers - 1; i >= 0; --i)
-        if (after_layer) after_layer(i);
+      if (after_layer) {
+        for (int i = layers - 1; i >= 0; --i) {
+          if (i > 0 || chunks_ <= 1) {
+            after_layer(bucket_of_layer(i));
+          } else {
+            for (int c = 0; c < chunks_; ++c) after_layer(c);
+          }
+        }
+      }
       return;
     }
     const gpu::RowIndex index = row_index();
     // The loss's forward and backward are one kernel; its metrics are read once per epoch. It
     // is the step's last reader of the sample indices, so it moves the staged step on.
     gpu::softmax_xent(rows_, sizes_.back(), acts_[layers], labels_, index, loss_scale, nullptr, grad_out_[layers - 1],
-                      &stats_->loss_sum, &stats_->correct, staged_, stream_);
+                      &stats_->loss_sum, &stats_->correct, staged_, stream_, softmax_scratch_);
     for (int i = layers - 1; i >= 0; --i) {
       float* dW = grads_ + parameter_offset(spec_, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
@@ -276,8 +350,14 @@ class GpuReplica final : public ReplicaEngine {
         gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_);
         if (after_layer) {
           comm_->set_compute_stream(side_);
-          after_layer(i);
+          after_layer(bucket_of_layer(i));
           comm_->set_compute_stream(stream_);
+        }
+      } else if (after_layer && chunks_ > 1) {
+        for (int c = 0; c < chunks_; ++c) {
+          gpu::linear_weight_grad_rows(rows_, sizes_[1], sizes_[0], chunk_row(c), chunk_row(c + 1), grad_out_[0],
+                                       acts_[0], false, dW, db, sgd, stream_);
+          after_layer(c);
         }
       } else {
         gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_);
@@ -286,6 +366,11 @@ class GpuReplica final : public ReplicaEngine {
     }
     join_side_stream();
   }
+
+  // Rows of W0 where layer 0's chunk c begins (c = chunks_: the end).
+  int chunk_row(int c) const { return int(std::int64_t(sizes_[1]) * c / chunks_); }
+  // The bucket index of layer i's gradients (gradient_buckets' order).
+  int bucket_of_layer(int i) const { return chunks_ <= 1 ? i : i == 0 ? 0 : chunks_ - 1 + i; }
 
   void join_side_stream() {
     if (spec_.linear_count() < 2) return;
@@ -353,12 +438,16 @@ class GpuReplica final : public ReplicaEngine {
   int slot_ = 0, max_rows_ = 1;
   std::uint32_t* indices_ = nullptr;
   Stats* stats_ = nullptr;
+  double* softmax_scratch_ = nullptr;  // the multi-block softmax's ticket and partial sums
   std::vector<float*> acts_, grad_out_;
   std::vector<gpu::GemmScratch> fwd_, dgrad_;
   std::vector<void*> allocations_;
   int rows_ = 0;
   cudaStream_t side_ = nullptr;  // the weight gradients of layers > 0
   cudaEvent_t fork_ = nullptr;    // joins the side stream back into the compute stream
+  cudaEvent_t updated_ = nullptr;  // the per-bucket updates on the communicator's stream are done
+  int chunks_ = 1;                 // layer 0's weight gradient in this many row blocks (sync)
+  bool bucket_update_ = false, symmetric_ = false;
   nccl::NcclCommunicator* comm_ = nullptr;
   std::vector<cudaEvent_t> input_grad_done_;
   // Graphs: 0 steps = plain launches.
@@ -392,8 +481,14 @@ class NcclDataStrategy final : public Strategy {
     mode_ = context.options->get_string("mode");
     const bool graph = context.options->get_bool("graph");
     const auto graph_steps = std::size_t(context.options->get_int("graph_steps"));
-    auto engine = std::make_unique<GpuReplica>(context, stream_, ranks_, graph ? graph_steps : 0);
+    // Row blocks only pay where their allreduces overlap the rest of the product.
+    const bool overlapped_sync = mode_ == "sync" && context.options->get_bool("overlap");
+    auto engine = std::make_unique<GpuReplica>(context, stream_, ranks_, graph ? graph_steps : 0,
+                                               overlapped_sync ? int(context.options->get_int("layer0_chunks")) : 1,
+                                               context.options->get_bool("bucket_update"));
     engine->set_communicator(comm.get());
+    // Before the trainer's warm-up collectives, which already run on the gradient buffer.
+    if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
     nccl_ = comm.get();
     trainer_ = std::make_unique<DataParallelTrainer>(context, std::move(comm), std::move(engine));
     host_comm_ = mpi::world();
@@ -410,7 +505,9 @@ class NcclDataStrategy final : public Strategy {
   }
   EpochReport train_epoch(int epoch) override { return trainer_->train_epoch(epoch); }
   void get_parameters(std::span<float> out) override { trainer_->get_parameters(out); }
-  std::string device_description() const override { return device_ + " (NCCL, " + mode_ + ")"; }
+  std::string device_description() const override {
+    return device_ + " (NCCL, " + mode_ + (symmetric_ ? ", symmetric window" : "") + ")";
+  }
   std::optional<ParityClass> parity_class() const override {
     return mode_ == "sync" ? ParityClass::exact : ParityClass::approximate;
   }
@@ -423,13 +520,14 @@ class NcclDataStrategy final : public Strategy {
   nccl::NcclCommunicator* nccl_ = nullptr;  // owned by the trainer
   double* metrics_ = nullptr;
   int ranks_ = 1;
+  bool symmetric_ = false;
   std::string device_, mode_;
 };
 
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.2";
+  info.version = "1.3";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
@@ -442,6 +540,16 @@ StrategyInfo nccl_data_info() {
                           "(false: plain launches every step)", -1e300, 1e300, {}});
   info.options.push_back({"graph_steps", OptionType::integer, std::int64_t{128},
                           "most steps captured in one graph (the epoch replays it)", 1, 100000, {}});
+  info.options.push_back({"symmetric", OptionType::boolean, false,
+                          "sync: gradients in an NCCL symmetric-memory window (ncclCommWindowRegister), so the "
+                          "allreduces can use NCCL's low-latency symmetric kernels; plain memory where it fails",
+                          -1e300, 1e300, {}});
+  info.options.push_back({"layer0_chunks", OptionType::integer, std::int64_t{1},
+                          "sync with overlap: layer 0's weight gradient in this many row blocks, each block's "
+                          "allreduce overlapping the next block's product", 1, 64, {}});
+  info.options.push_back({"bucket_update", OptionType::boolean, false,
+                          "sync with overlap: each bucket's SGD update queued right behind its allreduce instead "
+                          "of one update after all of them", -1e300, 1e300, {}});
   return info;
 }
 
