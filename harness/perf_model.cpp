@@ -955,7 +955,7 @@ Candidate candidate_from_options(const std::string& plugin, int ranks, const nlo
   } else if (plugin == "mpi-data" || plugin == "nccl-data") {
     c.mode = option_string(o, "mode", "sync");
     c.period = int(option_int(o, "period", 1));
-    c.overlap = option_bool(o, "overlap", true);
+    c.overlap = option_bool(o, "overlap", plugin == "mpi-data");  // the plugins' defaults (nccl-data 1.4: off)
     c.exact = c.mode == "sync";
     c.graph = option_bool(o, "graph", true);
   } else if (plugin == "mpi-pipeline" || plugin == "nccl-pipeline" || plugin == "mpi-hybrid" ||

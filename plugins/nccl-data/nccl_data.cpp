@@ -527,7 +527,7 @@ class NcclDataStrategy final : public Strategy {
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.3";
+  info.version = "1.4";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
@@ -535,6 +535,12 @@ StrategyInfo nccl_data_info() {
   info.min_world_size = 1;
   info.max_world_size = 0;
   info.options = data_parallel_options();
+  // One allreduce after the backward beat per-layer overlap on 2 H100s and 2 H200s at 128 and
+  // 1024 rows per GPU (docs/results/2026-11-26-data-parallel-3.md): each NCCL allreduce up to
+  // ~1 MB costs the same ~12 us, so four of them cost more than they hide. mpi-data keeps
+  // the shared default (on).
+  for (OptionSpec& o : info.options)
+    if (o.name == "overlap") o.default_value = false;
   info.options.push_back({"graph", OptionType::boolean, true,
                           "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
                           "(false: plain launches every step)", -1e300, 1e300, {}});
