@@ -23,11 +23,17 @@
 // on its NUMA node.
 //
 // Phase times are the master thread's view: its own compute per phase, and the time it waits
-// at barriers as "idle" (load imbalance plus barrier cost).
+// at barriers as "idle" (load imbalance plus barrier cost). NNPAR_OMP_PROFILE=1 splits the two:
+// every thread then times its work and its wait in each phase of a step, and after each epoch
+// one line per phase goes to stderr (work mean/max over the threads, wait min/mean). The
+// thread that arrives last waits only for the barrier itself, so the least wait is the
+// barrier's cost and the rest of the mean wait is imbalance.
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <stdexcept>
@@ -83,6 +89,12 @@ int resolve_threads(std::int64_t requested) {
   return std::max(1, omp_get_max_threads());
 }
 
+using Clock = std::chrono::steady_clock;
+
+struct alignas(64) ThreadProfile {  // NNPAR_OMP_PROFILE: seconds per phase of a step
+  std::vector<double> work, wait;
+};
+
 struct alignas(64) Tally {  // one per thread, padded so threads never share its cache line
   double loss = 0;
   std::size_t correct = 0;
@@ -104,6 +116,11 @@ class OpenMpStrategy final : public Strategy {
     threads_ = resolve_threads(context.options->get_int("threads"));
     intra_ = context.options->get_string("mode") == "intra_op";
     dynamic_ = context.options->get_string("schedule") == "dynamic";
+    tasks_per_thread_ = int(context.options->get_int("tasks_per_thread"));
+    if (const char* e = std::getenv("NNPAR_OMP_PROFILE"); e && *e && std::string(e) != "0") {
+      const int phases = intra_ ? 2 * context.model->linear_count() + 1 : 2;
+      profile_.assign(threads_, ThreadProfile{std::vector<double>(phases), std::vector<double>(phases)});
+    }
     const int B = context.train->batch_size, T = threads_, n = spec_.linear_count();
     params_count_ = parameter_count(spec_);
     params_ = untouched(params_count_);
@@ -194,7 +211,9 @@ class OpenMpStrategy final : public Strategy {
 #pragma omp parallel num_threads(threads_)
     {
       Team tm{omp_get_thread_num(), &clock, &report};
+      if (!profile_.empty()) tm.profile = &profile_[std::size_t(tm.t)];
       tm.lap(&PhaseTimes::idle);  // waking the team
+      tm.since = Clock::now();
       if (tm.t == 0) team = omp_get_num_threads();
       // A smaller team than asked for (OMP_THREAD_LIMIT, OMP_DYNAMIC) would drop shards: every
       // thread sees the same team size, so all skip the work together and we throw below.
@@ -212,6 +231,7 @@ class OpenMpStrategy final : public Strategy {
       }
     }
     if (team != threads_) throw_team_error(team);
+    if (!profile_.empty()) print_profile(epoch, report.steps);
     return report;
   }
 
@@ -232,6 +252,9 @@ class OpenMpStrategy final : public Strategy {
     PhaseClock* clock;
     EpochReport* report;
     long ticket_base = 0;  // dynamic schedule: next_task_'s value when this phase began
+    ThreadProfile* profile = nullptr;  // NNPAR_OMP_PROFILE only
+    std::size_t phase = 0;             // its phase in the step
+    Clock::time_point since{};         // when that phase began for this thread
     void lap(double PhaseTimes::*phase) const {
       if (t == 0) clock->lap(report->phases.*phase);
     }
@@ -244,12 +267,53 @@ class OpenMpStrategy final : public Strategy {
         report->correct += tally[k].correct;
       }
     }
-    void barrier(double PhaseTimes::*phase) const {
-      lap(phase);
+    void barrier(double PhaseTimes::*which) {
+      lap(which);
+      Clock::time_point arrived{};
+      if (profile) {
+        arrived = Clock::now();
+        profile->work[phase] += std::chrono::duration<double>(arrived - since).count();
+      }
 #pragma omp barrier
+      if (profile) {
+        since = Clock::now();
+        profile->wait[phase] += std::chrono::duration<double>(since - arrived).count();
+        phase = (phase + 1) % profile->work.size();
+      }
       lap(&PhaseTimes::idle);
     }
   };
+
+  void print_profile(int epoch, std::size_t steps) {
+    const std::size_t phases = profile_[0].work.size();
+    const int n = spec_.linear_count();
+    std::fprintf(stderr, "openmp profile: epoch %d, %d threads, %s, %zu steps; ms per epoch, over threads:\n",
+                 epoch, threads_, intra_ ? (dynamic_ ? "intra_op dynamic" : "intra_op static") : "data_parallel",
+                 steps);
+    std::fprintf(stderr, "  phase  work_mean  work_max  wait_min  wait_mean\n");
+    double tot[4] = {0, 0, 0, 0};
+    for (std::size_t p = 0; p < phases; ++p) {
+      double wmean = 0, wmax = 0, imin = 1e300, imean = 0;
+      for (ThreadProfile& tp : profile_) {
+        wmean += tp.work[p] / threads_;
+        wmax = std::max(wmax, tp.work[p]);
+        imin = std::min(imin, tp.wait[p]);
+        imean += tp.wait[p] / threads_;
+        tp.work[p] = tp.wait[p] = 0;
+      }
+      std::string name = !intra_ ? (p == 0 ? "fwd+bwd" : "reduce+update")
+                         : p == 0 ? "P"
+                         : int(p) <= n ? "F" + std::to_string(p - 1)
+                                       : "B" + std::to_string(2 * n - int(p));
+      std::fprintf(stderr, "  %-6s %9.2f %9.2f %9.2f %9.2f\n", name.c_str(), wmean * 1e3, wmax * 1e3, imin * 1e3,
+                   imean * 1e3);
+      const double v[4] = {wmean, wmax, imin, imean};
+      for (int k = 0; k < 4; ++k) tot[k] += v[k];
+    }
+    std::fprintf(stderr, "  total  %9.2f %9.2f %9.2f %9.2f  (wait = %.0f%% of work+wait: barrier %.0f%%, imbalance %.0f%%)\n",
+                 tot[0] * 1e3, tot[1] * 1e3, tot[2] * 1e3, tot[3] * 1e3, 100 * tot[3] / (tot[0] + tot[3]),
+                 100 * tot[2] / (tot[0] + tot[3]), 100 * (tot[3] - tot[2]) / (tot[0] + tot[3]));
+  }
 
   static void touch_panels(const kn::PackedB& l, float* data, int t, int T) {
     const Range r = panel_share(l.panels, t, T);
@@ -262,7 +326,7 @@ class OpenMpStrategy final : public Strategy {
   const StepPlan& plan_for(int rows) {
     for (const StepPlan& p : plans_)
       if (p.rows == rows) return p;
-    plans_.push_back(openmp::make_step_plan(spec_.layer_sizes, rows, threads_, dynamic_, wf_, wb_));
+    plans_.push_back(openmp::make_step_plan(spec_.layer_sizes, rows, threads_, dynamic_, wf_, wb_, tasks_per_thread_));
     const StepPlan& p = plans_.back();
     if (logit_tally_.size() < std::size_t(p.logits_tasks)) logit_tally_.resize(p.logits_tasks);
     for (std::vector<float>& tmp : bias_tmp_)
@@ -480,6 +544,8 @@ class OpenMpStrategy final : public Strategy {
   int threads_ = 0;
   bool intra_ = false;
   bool dynamic_ = true;
+  int tasks_per_thread_ = openmp::kTasksPerThread;
+  std::vector<ThreadProfile> profile_;  // NNPAR_OMP_PROFILE only: one per thread
   std::size_t params_count_ = 0;
   Buffer params_, velocity_;
   std::vector<std::size_t> offset_;
@@ -532,7 +598,15 @@ StrategyInfo openmp_info() {
   schedule.choices = {"dynamic", "static"};
   schedule.description = "intra_op only: dynamic: ~4 tiles per thread, drawn largest first from a shared "
                          "counter; static: one tile per thread (the weights are the same bits)";
-  info.options = {mode, threads, schedule};
+  OptionSpec tasks;
+  tasks.name = "tasks_per_thread";
+  tasks.type = OptionType::integer;
+  tasks.default_value = std::int64_t{openmp::kTasksPerThread};
+  tasks.min = 1;
+  tasks.max = 64;
+  tasks.description = "intra_op dynamic only: tiles per thread each GEMM is cut into (more: finer balance, "
+                      "more repacking of op(A) rows)";
+  info.options = {mode, threads, schedule, tasks};
   return info;
 }
 

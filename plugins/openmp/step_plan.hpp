@@ -103,7 +103,7 @@ inline void largest_first(std::vector<Task>& tasks, std::size_t from = 0) {
 //                      F_0 also packs W_l^T and W_l of layers l >= 1, needed from F_1 / B_l on
 //   phase n+1+j   B_i (i = n-1-j): dW_i tiles + update, grad_act[i] tiles (i > 0), db_i slices
 // Static: GEMM tiles in tile_grid's order, tile t on thread t, the rest round-robin.
-// Dynamic: kTasksPerThread tiles per thread, GEMM tiles largest first, then the small tasks.
+// Dynamic: tasks_per_thread tiles per thread, GEMM tiles largest first, then the small tasks.
 struct StepPlan {
   int rows = 0;
   std::vector<std::vector<Task>> phases;
@@ -114,9 +114,10 @@ struct StepPlan {
 // wf[l] / wb[l]: the packed layouts of W_l^T and W_l (the same for every batch).
 inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, bool dynamic,
                                const std::vector<kernels::PackedB>& wf,
-                               const std::vector<kernels::PackedB>& wb) {
+                               const std::vector<kernels::PackedB>& wb,
+                               int tasks_per_thread = kTasksPerThread) {
   const int n = int(sizes.size()) - 1;
-  const int pieces = dynamic ? T * kTasksPerThread : T;
+  const int pieces = dynamic ? T * std::max(tasks_per_thread, 1) : T;
   const bool keep = !dynamic;
   StepPlan plan;
   plan.rows = rows;
