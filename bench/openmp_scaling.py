@@ -20,10 +20,16 @@ OMP_PLACES=cores); nnpar (a child process) and PyTorch (this process, both libgo
 them, and they are recorded in the JSON. Thread counts above the cores available are run but
 flagged: oversubscribed barriers measure the scheduler, not the strategy.
 """
+import os
+
+# Taken before anything loads an OpenMP runtime: with OMP_PROC_BIND set, libgomp binds this
+# process's main thread to one place when PyTorch starts it, and every nnpar child would inherit
+# that one-core mask (its whole team then shares one core). Children get this mask back.
+ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
 import argparse
 import datetime
 import json
-import os
 import platform
 import re
 import subprocess
@@ -84,7 +90,8 @@ def run_nnpar(args, config, label, batch, width, threads=None):
         cmd += ["--set", f"strategy.{label}.threads={threads}"]
         for option in args.omp_option:
             cmd += ["--set", f"strategy.{label}.{option}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    restore = (lambda: os.sched_setaffinity(0, ALL_CPUS)) if ALL_CPUS else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr or proc.stdout}")
     files = [l.split("results: ", 1)[1].strip() for l in proc.stdout.splitlines() if l.startswith("results: ")]
@@ -185,7 +192,7 @@ def main():
     bad = [o for o in args.omp_option if "=" not in o]
     if bad:
         parser.error(f"--omp-option wants KEY=VALUE, got {bad[0]!r}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = len(ALL_CPUS) if ALL_CPUS else os.cpu_count()
 
     torch_runner, torch_version = None, None
     if not args.no_torch:

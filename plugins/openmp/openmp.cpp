@@ -288,7 +288,7 @@ class OpenMpStrategy final : public Strategy {
     const std::size_t phases = profile_[0].work.size();
     const int n = spec_.linear_count();
     std::fprintf(stderr, "openmp profile: epoch %d, %d threads, %s, %zu steps; ms per epoch, over threads:\n",
-                 epoch, threads_, intra_ ? (dynamic_ ? "intra_op dynamic" : "intra_op static") : "data_parallel",
+                 epoch + 1, threads_, intra_ ? (dynamic_ ? "intra_op dynamic" : "intra_op static") : "data_parallel",
                  steps);
     std::fprintf(stderr, "  phase  work_mean  work_max  wait_min  wait_mean\n");
     double tot[4] = {0, 0, 0, 0};
@@ -596,7 +596,7 @@ StrategyInfo openmp_info() {
   schedule.type = OptionType::string;
   schedule.default_value = std::string("dynamic");
   schedule.choices = {"dynamic", "static"};
-  schedule.description = "intra_op only: dynamic: ~4 tiles per thread, drawn largest first from a shared "
+  schedule.description = "intra_op only: dynamic: tasks_per_thread tiles per thread, drawn largest first from a shared "
                          "counter; static: one tile per thread (the weights are the same bits)";
   OptionSpec tasks;
   tasks.name = "tasks_per_thread";
