@@ -57,12 +57,14 @@ StrategyEntry serial_entry() {
 }
 
 template <class Threads>
-StrategyEntry openmp_entry(const std::string& mode, Threads threads, const std::string& schedule = "") {
+StrategyEntry openmp_entry(const std::string& mode, Threads threads, const std::string& schedule = "",
+                           int min_tile_mflop = -1) {
   auto table = std::make_shared<toml::table>();
   table->insert("name", "openmp");
   table->insert("mode", mode);
   table->insert("threads", threads);
   if (!schedule.empty()) table->insert("schedule", schedule);
+  if (min_tile_mflop >= 0) table->insert("min_tile_mflop", min_tile_mflop);
   StrategyEntry e;
   e.name = "openmp";
   e.label = "omp-" + mode;
@@ -269,6 +271,8 @@ TEST_F(OpenMp, BadOptionsAreConfigErrorsNamingTheKey) {
 // Both schedules, on every GEMM path, with thread counts that divide nothing and a short last
 // batch (1500 = 5 x 277 + 115: a second step plan): the weights are serial's bits, and the
 // dynamic schedule's loss (summed per logits tile, not per thread) repeats exactly.
+// "fine" is dynamic with min_tile_mflop = 0: these GEMMs are small enough that the default
+// minimum gives one tile per thread, so this is what cuts them into 4 per thread.
 TEST_F(OpenMp, IntraOpSchedulesAreBitIdenticalOnEveryPath) {
   RunConfig config = small_config(277);
   config.model.layer_sizes = {784, 100, 70, 26};
@@ -279,21 +283,55 @@ TEST_F(OpenMp, IntraOpSchedulesAreBitIdenticalOnEveryPath) {
     nnpar::kernels::detail::gemm_force_isa(isa);
     if (std::string(nnpar::kernels::detail::gemm_isa_name()) != names[isa]) continue;  // CPU lacks it
     const RunResult ref = run(config, serial_entry());
-    for (const char* schedule : {"static", "dynamic"})
+    for (const std::string variant : {"static", "dynamic", "fine"})
       for (int threads : {2, 5}) {
-        const RunResult got = run(config, openmp_entry("intra_op", threads, schedule));
+        const bool fine = variant == "fine";
+        const std::string schedule = fine ? "dynamic" : variant;
+        const RunResult got = run(config, openmp_entry("intra_op", threads, schedule, fine ? 0 : -1));
         EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters))
-            << names[isa] << ", " << schedule << ", " << threads << " threads";
+            << names[isa] << ", " << variant << ", " << threads << " threads";
         EXPECT_EQ(got.epochs[0].steps, 6);
         EXPECT_NEAR(got.epochs[0].loss, ref.epochs[0].loss, 1e-6 * ref.epochs[0].loss);
-        if (std::string(schedule) == "dynamic" && threads == 5) {
-          const RunResult again = run(config, openmp_entry("intra_op", threads, schedule));
+        if (fine && threads == 5) {
+          const RunResult again = run(config, openmp_entry("intra_op", threads, schedule, 0));
           EXPECT_EQ(again.epochs[0].loss, got.epochs[0].loss) << names[isa];
           EXPECT_TRUE(bit_identical(again.final_parameters, got.final_parameters)) << names[isa];
         }
       }
   }
   nnpar::kernels::detail::gemm_force_isa(0);
+}
+
+// Dynamic tiles shrink to tasks_per_thread per thread only where they stay above
+// min_tile_mflop, and their count is a multiple of the thread count.
+TEST(OpenMpStepPlan, DynamicTilesKeepAMinimumSize) {
+  using namespace nnpar::openmp;
+  namespace kn = nnpar::kernels;
+  auto gemm_tiles_per_phase = [](const std::vector<int>& sizes, int rows, int T, int min_mflop) {
+    std::vector<kn::PackedB> wf, wb;
+    for (std::size_t i = 0; i + 1 < sizes.size(); ++i) {
+      wf.push_back(kn::packed_b_layout(sizes[i], sizes[i + 1]));
+      wb.push_back(kn::packed_b_layout(sizes[i + 1], sizes[i]));
+    }
+    const StepPlan plan = make_step_plan(sizes, rows, T, true, wf, wb, 4, min_mflop);
+    std::vector<int> forward;  // forward tiles of F_0, F_1
+    for (int i = 0; i < 2; ++i)
+      forward.push_back(int(std::count_if(plan.phases[std::size_t(1 + i)].begin(), plan.phases[std::size_t(1 + i)].end(),
+                                          [](const Task& t) { return t.job == Job::forward; })));
+    return forward;
+  };
+  const std::vector<int> big = {784, 1024, 1024, 26}, small = {784, 256, 256, 26};
+  // batch 1024, width 1024: 1644 MFLOP in F_0, 103 tiles of 16 MFLOP would fit: capped at 4 x 16
+  EXPECT_EQ(gemm_tiles_per_phase(big, 1024, 16, 16), (std::vector<int>{64, 64}));
+  // batch 128, width 1024: 206 MFLOP, 12 tiles of 16: one per thread
+  EXPECT_EQ(gemm_tiles_per_phase(big, 128, 16, 16), (std::vector<int>{16, 16}));
+  EXPECT_EQ(gemm_tiles_per_phase(small, 128, 16, 16), (std::vector<int>{16, 16}));
+  // batch 1024, width 256: F_0 411 MFLOP = 25.7 tiles: rounded down to a multiple of 16
+  EXPECT_EQ(gemm_tiles_per_phase(small, 1024, 16, 16), (std::vector<int>{16, 16}));
+  EXPECT_EQ(gemm_tiles_per_phase(small, 1024, 8, 16), (std::vector<int>{24, 8}));  // 411 and 134 MFLOP
+  // min_tile_mflop = 0: always tasks_per_thread tiles per thread (where the shape has them)
+  EXPECT_EQ(gemm_tiles_per_phase(small, 128, 16, 0), (std::vector<int>{64, 64}));
+  EXPECT_EQ(gemm_tiles_per_phase(big, 128, 16, 0), (std::vector<int>{64, 64}));
 }
 
 // The step plan covers every output element of every GEMM exactly once, packs every panel

@@ -117,6 +117,7 @@ class OpenMpStrategy final : public Strategy {
     intra_ = context.options->get_string("mode") == "intra_op";
     dynamic_ = context.options->get_string("schedule") == "dynamic";
     tasks_per_thread_ = int(context.options->get_int("tasks_per_thread"));
+    min_tile_mflop_ = int(context.options->get_int("min_tile_mflop"));
     if (const char* e = std::getenv("NNPAR_OMP_PROFILE"); e && *e && std::string(e) != "0") {
       const int phases = intra_ ? 2 * context.model->linear_count() + 1 : 2;
       profile_.assign(threads_, ThreadProfile{std::vector<double>(phases), std::vector<double>(phases)});
@@ -326,7 +327,8 @@ class OpenMpStrategy final : public Strategy {
   const StepPlan& plan_for(int rows) {
     for (const StepPlan& p : plans_)
       if (p.rows == rows) return p;
-    plans_.push_back(openmp::make_step_plan(spec_.layer_sizes, rows, threads_, dynamic_, wf_, wb_, tasks_per_thread_));
+    plans_.push_back(openmp::make_step_plan(spec_.layer_sizes, rows, threads_, dynamic_, wf_, wb_, tasks_per_thread_,
+                                            min_tile_mflop_));
     const StepPlan& p = plans_.back();
     if (logit_tally_.size() < std::size_t(p.logits_tasks)) logit_tally_.resize(p.logits_tasks);
     for (std::vector<float>& tmp : bias_tmp_)
@@ -545,6 +547,7 @@ class OpenMpStrategy final : public Strategy {
   bool intra_ = false;
   bool dynamic_ = true;
   int tasks_per_thread_ = openmp::kTasksPerThread;
+  int min_tile_mflop_ = openmp::kMinTileMflop;
   std::vector<ThreadProfile> profile_;  // NNPAR_OMP_PROFILE only: one per thread
   std::size_t params_count_ = 0;
   Buffer params_, velocity_;
@@ -606,7 +609,15 @@ StrategyInfo openmp_info() {
   tasks.max = 64;
   tasks.description = "intra_op dynamic only: tiles per thread each GEMM is cut into (more: finer balance, "
                       "more repacking of op(A) rows)";
-  info.options = {mode, threads, schedule, tasks};
+  OptionSpec min_tile;
+  min_tile.name = "min_tile_mflop";
+  min_tile.type = OptionType::integer;
+  min_tile.default_value = std::int64_t{openmp::kMinTileMflop};
+  min_tile.min = 0;
+  min_tile.max = 1000000;
+  min_tile.description = "intra_op dynamic only: no GEMM is cut into tiles smaller than this (MFLOP), "
+                         "down to one tile per thread; 0 = always tasks_per_thread tiles per thread";
+  info.options = {mode, threads, schedule, tasks, min_tile};
   return info;
 }
 

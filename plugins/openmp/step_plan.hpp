@@ -38,6 +38,13 @@ struct Task {
 };
 
 constexpr int kTasksPerThread = 4;
+// Dynamic tiles are not cut below this many MFLOP (2 x M x N x K / tiles): smaller tiles repack
+// the same op(A) rows for more column groups and reuse each B panel for fewer rows. On the
+// 32-core Xeon (docs/results/2026-11-26-openmp-scaling-3.md) 4 tiles per thread of 25.7 MFLOP
+// (batch 1024, width 1024) did 13% more work than one tile per thread but waited 4% instead of
+// 22% at the barriers, a net gain; 4 tiles per thread of 3.2 MFLOP (batch 128, width 1024)
+// lost to one tile per thread.
+constexpr int kMinTileMflop = 16;
 
 // Rectangles of C [M x L.N] over `pieces` tiles in the tm x tn grid of tile_grid (whole micro-
 // tile rows, whole panels). whole_rows: tn = 1, every tile spans all panels (softmax needs
@@ -103,7 +110,8 @@ inline void largest_first(std::vector<Task>& tasks, std::size_t from = 0) {
 //                      F_0 also packs W_l^T and W_l of layers l >= 1, needed from F_1 / B_l on
 //   phase n+1+j   B_i (i = n-1-j): dW_i tiles + update, grad_act[i] tiles (i > 0), db_i slices
 // Static: GEMM tiles in tile_grid's order, tile t on thread t, the rest round-robin.
-// Dynamic: tasks_per_thread tiles per thread, GEMM tiles largest first, then the small tasks.
+// Dynamic: up to tasks_per_thread tiles per thread (fewer where tiles would fall below
+// min_tile_mflop), GEMM tiles largest first, then the small tasks.
 struct StepPlan {
   int rows = 0;
   std::vector<std::vector<Task>> phases;
@@ -115,9 +123,18 @@ struct StepPlan {
 inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, bool dynamic,
                                const std::vector<kernels::PackedB>& wf,
                                const std::vector<kernels::PackedB>& wb,
-                               int tasks_per_thread = kTasksPerThread) {
+                               int tasks_per_thread = kTasksPerThread, int min_tile_mflop = kMinTileMflop) {
   const int n = int(sizes.size()) - 1;
   const int pieces = dynamic ? T * std::max(tasks_per_thread, 1) : T;
+  // Tiles of one M x N x K product: T (static), else a multiple of T up to `pieces`, none
+  // below min_tile_mflop (a multiple, so that equal tiles still spread evenly: 25 tiles on 16
+  // threads would make the phase last 2/25 of the work instead of 1/16).
+  auto tiles_for = [&](int M, int N, int K) {
+    if (!dynamic || min_tile_mflop <= 0) return pieces;
+    const double by_work = 2.0 * M * N * K / (1e6 * min_tile_mflop);
+    const int per_thread = int(std::clamp(by_work / T, 1.0, double(pieces / T)));
+    return T * per_thread;
+  };
   const bool keep = !dynamic;
   StepPlan plan;
   plan.rows = rows;
@@ -133,7 +150,7 @@ inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, b
   for (int i = 0; i < n; ++i) {
     std::vector<Task>& ph = plan.phases[std::size_t(1 + i)];
     const bool last = i + 1 == n;
-    ph = gemm_tiles(Job::forward, i, rows, wf[i], sizes[i], pieces, last, keep);
+    ph = gemm_tiles(Job::forward, i, rows, wf[i], sizes[i], tiles_for(rows, sizes[i + 1], sizes[i]), last, keep);
     if (last) plan.logits_tasks = int(ph.size());
     const std::size_t gemms = ph.size();
     pack_tasks(ph, Job::pack_act, i, kernels::packed_b_layout(rows, sizes[i]), pieces);
@@ -147,9 +164,11 @@ inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, b
   for (int i = n - 1; i >= 0; --i) {
     std::vector<Task>& ph = plan.phases[std::size_t(n + 1 + (n - 1 - i))];
     const int in = sizes[i], out = sizes[i + 1];
-    ph = gemm_tiles(Job::weight_grad, i, out, kernels::packed_b_layout(rows, in), rows, pieces, false, keep);
+    ph = gemm_tiles(Job::weight_grad, i, out, kernels::packed_b_layout(rows, in), rows, tiles_for(out, in, rows),
+                    false, keep);
     if (i > 0) {
-      const std::vector<Task> g = gemm_tiles(Job::input_grad, i, rows, wb[i], out, pieces, false, keep);
+      const std::vector<Task> g =
+          gemm_tiles(Job::input_grad, i, rows, wb[i], out, tiles_for(rows, in, out), false, keep);
       ph.insert(ph.end(), g.begin(), g.end());
     }
     const std::size_t gemms = ph.size();
