@@ -6,8 +6,9 @@
 //                          2D, each packing only its own rows of op(A). Bias+sigmoid, the
 //                          sigmoid derivative and the SGD update run in the epilogue of the
 //                          thread that produced those elements, so a step of n layers takes
-//                          2n+1 barriers. schedule = "dynamic" (default) cuts every phase into
-//                          ~4 tasks per thread handed out largest first from a shared counter;
+//                          2n+1 barriers. schedule = "dynamic" (default) cuts each large GEMM
+//                          into up to tasks_per_thread tiles per thread (none smaller than
+//                          min_tile_mflop), handed out largest first from a shared counter;
 //                          "static" gives each thread one tile (step_plan.hpp says why). The
 //                          kernels' per-element operation sequence does not depend on the tile
 //                          an element is computed in: the weights are bit-identical to serial
@@ -599,8 +600,9 @@ StrategyInfo openmp_info() {
   schedule.type = OptionType::string;
   schedule.default_value = std::string("dynamic");
   schedule.choices = {"dynamic", "static"};
-  schedule.description = "intra_op only: dynamic: tasks_per_thread tiles per thread, drawn largest first from a shared "
-                         "counter; static: one tile per thread (the weights are the same bits)";
+  schedule.description = "intra_op only: dynamic: up to tasks_per_thread tiles per thread (none below "
+                         "min_tile_mflop), drawn largest first from a shared counter; static: one tile per "
+                         "thread (the weights are the same bits)";
   OptionSpec tasks;
   tasks.name = "tasks_per_thread";
   tasks.type = OptionType::integer;

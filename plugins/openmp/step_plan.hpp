@@ -3,10 +3,11 @@
 // to its team, either one per thread (static) or from a shared counter (dynamic).
 //
 // Why dynamic: with one tile per thread, a phase lasts as long as its slowest thread, and the
-// threads of a shared VM do not run at equal speeds (SMT siblings, clocks, noise). Cutting each
-// GEMM into ~kTasksPerThread tiles per thread and handing them out largest first lets a fast
-// thread take more of them. Which thread computes a tile never changes its arithmetic (see
-// gemm_packed.hpp), so the weights stay bit-identical to serial either way.
+// threads of a shared VM do not run at equal speeds (measured: the busiest thread worked 1.33x
+// the mean with equal FLOPs each). Cutting each large GEMM into up to kTasksPerThread tiles per
+// thread and handing them out largest first lets a fast thread take more of them; small tiles
+// cost extra packing, hence kMinTileMflop. Which thread computes a tile never changes its
+// arithmetic (see gemm_packed.hpp), so the weights stay bit-identical to serial either way.
 #pragma once
 
 #include <algorithm>
