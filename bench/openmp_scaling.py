@@ -4,23 +4,32 @@ CPU, at the same thread counts, batch sizes and widths, in one run.
 
     /usr/bin/python3 bench/openmp_scaling.py [--build build] [--threads 1,2,4,8,16]
         [--batch 32,128,1024] [--width 256,1024] [--epochs 2] [--samples N] [--json FILE]
+        [--modes data_parallel,intra_op] [--omp-option KEY=VALUE ...] [--no-torch]
 
 The model is 784-W-W-26 (sigmoid hidden layers, softmax cross-entropy, plain SGD) on the letters
 training set (NNPAR_DATA or ../shared/data), visited in file order (shuffle off, as PyTorch's
 loop below does). nnpar runs as `nnpar train --quiet` and its results JSON gives samples/s per
 epoch; PyTorch runs in this process with torch.set_num_threads(t). The first epoch is a
 warm-up and is not counted when --epochs > 1 (median of the others). --samples N caps each
-epoch at the first N samples (data.limit) for a quick run.
+epoch at the first N samples (data.limit) for a quick run. --modes limits the openmp modes run
+(the others show as "-"); --omp-option sets an openmp option (e.g. schedule=static) on every
+openmp run, to compare variants of one build.
 
 Thread placement: set OMP_PROC_BIND / OMP_PLACES in the environment (e.g. OMP_PROC_BIND=close
 OMP_PLACES=cores); nnpar (a child process) and PyTorch (this process, both libgomp) honour
 them, and they are recorded in the JSON. Thread counts above the cores available are run but
 flagged: oversubscribed barriers measure the scheduler, not the strategy.
 """
+import os
+
+# Taken before anything loads an OpenMP runtime: with OMP_PROC_BIND set, libgomp binds this
+# process's main thread to one place when PyTorch starts it, and every nnpar child would inherit
+# that one-core mask (its whole team then shares one core). Children get this mask back.
+ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
 import argparse
 import datetime
 import json
-import os
 import platform
 import re
 import subprocess
@@ -79,7 +88,10 @@ def run_nnpar(args, config, label, batch, width, threads=None):
            "--set", f"train.batch_size={batch}", "--set", f"model.layers=[784,{width},{width},26]"]
     if threads is not None:
         cmd += ["--set", f"strategy.{label}.threads={threads}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+        for option in args.omp_option:
+            cmd += ["--set", f"strategy.{label}.{option}"]
+    restore = (lambda: os.sched_setaffinity(0, ALL_CPUS)) if ALL_CPUS else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr or proc.stdout}")
     files = [l.split("results: ", 1)[1].strip() for l in proc.stdout.splitlines() if l.startswith("results: ")]
@@ -167,10 +179,20 @@ def main():
     parser.add_argument("--samples", type=int, default=0, help="cap each epoch at N samples (0 = all)")
     parser.add_argument("--lr", type=float, default=0.3)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--modes", default=",".join(MODES), help="openmp modes to run")
+    parser.add_argument("--omp-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an openmp strategy option for every openmp run (repeatable)")
     parser.add_argument("--json", help="also write every number and the machine to this file")
     args = parser.parse_args()
     threads_list, batches, widths = ints(args.threads), ints(args.batch), ints(args.width)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        parser.error(f"--modes: unknown mode(s) {', '.join(unknown)} (choose from {', '.join(MODES)})")
+    bad = [o for o in args.omp_option if "=" not in o]
+    if bad:
+        parser.error(f"--omp-option wants KEY=VALUE, got {bad[0]!r}")
+    cores = len(ALL_CPUS) if ALL_CPUS else os.cpu_count()
 
     torch_runner, torch_version = None, None
     if not args.no_torch:
@@ -207,7 +229,7 @@ def main():
                 except RuntimeError as e:
                     print(f"error: {e}", file=sys.stderr)
                 for t in threads_list:
-                    for m in MODES:
+                    for m in modes:
                         try:
                             entry["openmp"][m][t] = run_nnpar(args, config, f"omp-{m}", batch, width, t)
                         except RuntimeError as e:
@@ -225,7 +247,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "epochs": args.epochs, "samples": args.samples, "lr": args.lr,
-                       "threads": threads_list, "results": results}, f, indent=2)
+                       "threads": threads_list, "modes": modes, "omp_options": args.omp_option,
+                       "results": results}, f, indent=2)
         print(f"\njson: {args.json}")
 
 

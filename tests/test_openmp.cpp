@@ -4,12 +4,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
 
+#include "../plugins/openmp/step_plan.hpp"
 #include "parity.hpp"
 #include "runner.hpp"
 
@@ -55,11 +57,14 @@ StrategyEntry serial_entry() {
 }
 
 template <class Threads>
-StrategyEntry openmp_entry(const std::string& mode, Threads threads) {
+StrategyEntry openmp_entry(const std::string& mode, Threads threads, const std::string& schedule = "",
+                           int min_tile_mflop = -1) {
   auto table = std::make_shared<toml::table>();
   table->insert("name", "openmp");
   table->insert("mode", mode);
   table->insert("threads", threads);
+  if (!schedule.empty()) table->insert("schedule", schedule);
+  if (min_tile_mflop >= 0) table->insert("min_tile_mflop", min_tile_mflop);
   StrategyEntry e;
   e.name = "openmp";
   e.label = "omp-" + mode;
@@ -258,4 +263,181 @@ TEST_F(OpenMp, BadOptionsAreConfigErrorsNamingTheKey) {
   EXPECT_THAT(bad_threads, HasSubstr("-1"));
   EXPECT_THAT(error(openmp_entry("intra_op", 1025)), HasSubstr("threads"));
   EXPECT_THAT(error(openmp_entry("intra_op", "two")), HasSubstr("threads"));
+  const std::string bad_schedule = error(openmp_entry("intra_op", 2, "guided"));
+  EXPECT_THAT(bad_schedule, HasSubstr("schedule"));
+  EXPECT_THAT(bad_schedule, HasSubstr("dynamic"));
+}
+
+// Both schedules, on every GEMM path, with thread counts that divide nothing and a short last
+// batch (1500 = 5 x 277 + 115: a second step plan): the weights are serial's bits, and the
+// dynamic schedule's loss (summed per logits tile, not per thread) repeats exactly.
+// "fine" is dynamic with min_tile_mflop = 0: these GEMMs are small enough that the default
+// minimum gives one tile per thread, so this is what cuts them into 4 per thread.
+TEST_F(OpenMp, IntraOpSchedulesAreBitIdenticalOnEveryPath) {
+  RunConfig config = small_config(277);
+  config.model.layer_sizes = {784, 100, 70, 26};
+  config.train.sgd.momentum = 0.9f;
+  config.train.sgd.lr = 0.1f;
+  const char* names[] = {"", "generic", "avx2", "avx512"};
+  for (int isa = 3; isa >= 1; --isa) {
+    nnpar::kernels::detail::gemm_force_isa(isa);
+    if (std::string(nnpar::kernels::detail::gemm_isa_name()) != names[isa]) continue;  // CPU lacks it
+    const RunResult ref = run(config, serial_entry());
+    for (const std::string variant : {"static", "dynamic", "fine"})
+      for (int threads : {2, 5}) {
+        const bool fine = variant == "fine";
+        const std::string schedule = fine ? "dynamic" : variant;
+        const RunResult got = run(config, openmp_entry("intra_op", threads, schedule, fine ? 0 : -1));
+        EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters))
+            << names[isa] << ", " << variant << ", " << threads << " threads";
+        EXPECT_EQ(got.epochs[0].steps, 6);
+        EXPECT_NEAR(got.epochs[0].loss, ref.epochs[0].loss, 1e-6 * ref.epochs[0].loss);
+        if (fine && threads == 5) {
+          const RunResult again = run(config, openmp_entry("intra_op", threads, schedule, 0));
+          EXPECT_EQ(again.epochs[0].loss, got.epochs[0].loss) << names[isa];
+          EXPECT_TRUE(bit_identical(again.final_parameters, got.final_parameters)) << names[isa];
+        }
+      }
+  }
+  nnpar::kernels::detail::gemm_force_isa(0);
+}
+
+// Dynamic tiles shrink to tasks_per_thread per thread only where they stay above
+// min_tile_mflop, and their count is a multiple of the thread count.
+TEST(OpenMpStepPlan, DynamicTilesKeepAMinimumSize) {
+  using namespace nnpar::openmp;
+  namespace kn = nnpar::kernels;
+  auto gemm_tiles_per_phase = [](const std::vector<int>& sizes, int rows, int T, int min_mflop) {
+    std::vector<kn::PackedB> wf, wb;
+    for (std::size_t i = 0; i + 1 < sizes.size(); ++i) {
+      wf.push_back(kn::packed_b_layout(sizes[i], sizes[i + 1]));
+      wb.push_back(kn::packed_b_layout(sizes[i + 1], sizes[i]));
+    }
+    const StepPlan plan = make_step_plan(sizes, rows, T, true, wf, wb, 4, min_mflop);
+    std::vector<int> forward;  // forward tiles of F_0, F_1
+    for (int i = 0; i < 2; ++i)
+      forward.push_back(int(std::count_if(plan.phases[std::size_t(1 + i)].begin(), plan.phases[std::size_t(1 + i)].end(),
+                                          [](const Task& t) { return t.job == Job::forward; })));
+    return forward;
+  };
+  const std::vector<int> big = {784, 1024, 1024, 26}, small = {784, 256, 256, 26};
+  // batch 1024, width 1024: 1644 MFLOP in F_0, 103 tiles of 16 MFLOP would fit: capped at 4 x 16
+  EXPECT_EQ(gemm_tiles_per_phase(big, 1024, 16, 16), (std::vector<int>{64, 64}));
+  // batch 128, width 1024: 206 MFLOP, 12 tiles of 16: one per thread
+  EXPECT_EQ(gemm_tiles_per_phase(big, 128, 16, 16), (std::vector<int>{16, 16}));
+  EXPECT_EQ(gemm_tiles_per_phase(small, 128, 16, 16), (std::vector<int>{16, 16}));
+  // batch 1024, width 256: F_0 411 MFLOP = 25.7 tiles: rounded down to a multiple of 16
+  EXPECT_EQ(gemm_tiles_per_phase(small, 1024, 16, 16), (std::vector<int>{16, 16}));
+  EXPECT_EQ(gemm_tiles_per_phase(small, 1024, 8, 16), (std::vector<int>{24, 8}));  // 411 and 134 MFLOP
+  // min_tile_mflop = 0: always tasks_per_thread tiles per thread (where the shape has them)
+  EXPECT_EQ(gemm_tiles_per_phase(small, 128, 16, 0), (std::vector<int>{64, 64}));
+  EXPECT_EQ(gemm_tiles_per_phase(big, 128, 16, 0), (std::vector<int>{64, 64}));
+}
+
+// The step plan covers every output element of every GEMM exactly once, packs every panel
+// exactly once, and splits each bias into disjoint line-aligned slices, for both schedules;
+// dynamic plans hand out GEMM tiles largest first, static ones give tile t to thread t.
+TEST(OpenMpStepPlan, EveryElementOnceLargestFirst) {
+  using namespace nnpar::openmp;
+  namespace kn = nnpar::kernels;
+  for (const std::vector<int>& sizes : {std::vector<int>{784, 1024, 1024, 26}, std::vector<int>{13, 7, 33, 5}}) {
+    std::vector<kn::PackedB> wf, wb;
+    for (std::size_t i = 0; i + 1 < sizes.size(); ++i) {
+      wf.push_back(kn::packed_b_layout(sizes[i], sizes[i + 1]));
+      wb.push_back(kn::packed_b_layout(sizes[i + 1], sizes[i]));
+    }
+    const int n = int(sizes.size()) - 1;
+    for (int rows : {1, 7, 128, 1024})
+      for (int T : {1, 3, 16})
+        for (bool dynamic : {false, true}) {
+          const StepPlan plan = make_step_plan(sizes, rows, T, dynamic, wf, wb);
+          const std::string where = "rows " + std::to_string(rows) + " T " + std::to_string(T) +
+                                    (dynamic ? " dynamic" : " static") + " model " + std::to_string(sizes[1]);
+          ASSERT_EQ(plan.phases.size(), std::size_t(2 * n + 1)) << where;
+          // (job, layer) -> how often each C element / panel / bias column is covered
+          std::map<std::pair<int, int>, std::vector<int>> cover;
+          auto mark = [&](Job job, int layer, std::size_t size, std::size_t from, std::size_t to, std::size_t stride,
+                          std::size_t c0, std::size_t c1) {
+            std::vector<int>& v = cover[{int(job), layer}];
+            v.resize(size);
+            for (std::size_t r = from; r < to; ++r)
+              for (std::size_t c = c0; c < c1; ++c) v[r * stride + c]++;
+          };
+          for (std::size_t ph = 0; ph < plan.phases.size(); ++ph) {
+            const std::vector<Task>& tasks = plan.phases[ph];
+            double previous_gemm = 1e300;
+            for (std::size_t k = 0; k < tasks.size(); ++k) {
+              const Task& t = tasks[k];
+              const int in = sizes[t.layer], out = sizes[t.layer + 1];
+              const bool gemm = t.job == Job::forward || t.job == Job::weight_grad || t.job == Job::input_grad;
+              if (dynamic && gemm) {
+                EXPECT_LE(t.cost, previous_gemm) << where << " phase " << ph;
+                previous_gemm = t.cost;
+                EXPECT_TRUE(t.m0 < t.m1 && t.p0 < t.p1) << where << ": no empty tiles when dynamic";
+              }
+              switch (t.job) {
+                case Job::forward: {
+                  EXPECT_EQ(ph, std::size_t(1 + t.layer)) << where;
+                  const int c0 = wf[t.layer].panel_begin_col(t.p0), c1 = wf[t.layer].panel_begin_col(t.p1);
+                  if (t.layer + 1 == n && t.m0 < t.m1) {
+                    EXPECT_EQ(c1 - c0, out) << where << ": logits tiles are whole rows";
+                  }
+                  mark(t.job, t.layer, std::size_t(rows) * out, t.m0, t.m1, out, c0, c1);
+                  break;
+                }
+                case Job::weight_grad: {
+                  const kn::PackedB L = kn::packed_b_layout(rows, in);
+                  mark(t.job, t.layer, std::size_t(out) * in, t.m0, t.m1, in, L.panel_begin_col(t.p0),
+                       L.panel_begin_col(t.p1));
+                  break;
+                }
+                case Job::input_grad:
+                  mark(t.job, t.layer, std::size_t(rows) * in, t.m0, t.m1, in, wb[t.layer].panel_begin_col(t.p0),
+                       wb[t.layer].panel_begin_col(t.p1));
+                  break;
+                case Job::bias_grad:
+                  EXPECT_TRUE(t.p0 % 16 == 0) << where;
+                  mark(t.job, t.layer, out, 0, 1, 0, t.p0, t.p1);
+                  break;
+                case Job::pack_wf:
+                  EXPECT_LE(ph, 1u) << where << ": W^T packed in P or F_0";
+                  mark(t.job, t.layer, wf[t.layer].panels, 0, 1, 0, t.p0, t.p1);
+                  break;
+                case Job::pack_wb:
+                  EXPECT_EQ(ph, 1u) << where;
+                  mark(t.job, t.layer, wb[t.layer].panels, 0, 1, 0, t.p0, t.p1);
+                  break;
+                case Job::pack_act:
+                  EXPECT_EQ(ph, std::size_t(1 + t.layer)) << where;
+                  mark(t.job, t.layer, kn::packed_b_layout(rows, in).panels, 0, 1, 0, t.p0, t.p1);
+                  break;
+              }
+            }
+            if (!dynamic && ph > 0) {  // static: thread t's GEMM tile of each product is task t (or T + t)
+              std::size_t gemms = 0;
+              for (const Task& t : tasks) gemms += t.job == Job::forward || t.job == Job::weight_grad || t.job == Job::input_grad;
+              EXPECT_EQ(gemms % std::size_t(T), 0u) << where << " phase " << ph;
+            }
+          }
+          EXPECT_EQ(plan.logits_tasks, int(plan.phases[std::size_t(n)].size() -
+                                           std::count_if(plan.phases[std::size_t(n)].begin(), plan.phases[std::size_t(n)].end(),
+                                                         [](const Task& t) { return t.job != Job::forward; })))
+              << where;
+          for (int l = 0; l < n; ++l) {
+            const std::vector<std::pair<Job, bool>> expected = {
+                {Job::forward, true}, {Job::weight_grad, true}, {Job::input_grad, l > 0}, {Job::bias_grad, true},
+                {Job::pack_wf, true}, {Job::pack_wb, l > 0}, {Job::pack_act, true}};
+            for (const auto& [job, present] : expected) {
+              const auto it = cover.find({int(job), l});
+              if (!present) {
+                EXPECT_TRUE(it == cover.end()) << where << " layer " << l << " job " << int(job);
+                continue;
+              }
+              ASSERT_TRUE(it != cover.end()) << where << " layer " << l << " job " << int(job);
+              EXPECT_TRUE(std::all_of(it->second.begin(), it->second.end(), [](int c) { return c == 1; }))
+                  << where << " layer " << l << " job " << int(job) << ": every element exactly once";
+            }
+          }
+        }
+  }
 }

@@ -6,9 +6,13 @@
 //                          2D, each packing only its own rows of op(A). Bias+sigmoid, the
 //                          sigmoid derivative and the SGD update run in the epilogue of the
 //                          thread that produced those elements, so a step of n layers takes
-//                          2n+1 barriers. The kernels' per-element operation sequence does not
-//                          depend on the tile an element is computed in: the weights are
-//                          bit-identical to serial for any T.
+//                          2n+1 barriers. schedule = "dynamic" (default) cuts each large GEMM
+//                          into up to tasks_per_thread tiles per thread (none smaller than
+//                          min_tile_mflop), handed out largest first from a shared counter;
+//                          "static" gives each thread one tile (step_plan.hpp says why). The
+//                          kernels' per-element operation sequence does not depend on the tile
+//                          an element is computed in: the weights are bit-identical to serial
+//                          for any T and either schedule.
 //  mode = "data_parallel"  T workers share one weight buffer; each runs forward/backward on its
 //                          contiguous shard of the global batch, then the T gradient buffers are
 //                          summed in a fixed pairwise tree (an order that depends on T only, never
@@ -20,10 +24,17 @@
 // on its NUMA node.
 //
 // Phase times are the master thread's view: its own compute per phase, and the time it waits
-// at barriers as "idle" (load imbalance plus barrier cost).
+// at barriers as "idle" (load imbalance plus barrier cost). NNPAR_OMP_PROFILE=1 splits the two:
+// every thread then times its work and its wait in each phase of a step, and after each epoch
+// one line per phase goes to stderr (work mean/max over the threads, wait min/mean). The
+// thread that arrives last waits only for the barrier itself, so the least wait is the
+// barrier's cost and the rest of the mean wait is imbalance.
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <stdexcept>
@@ -33,7 +44,7 @@
 #include "nnpar/gemm_packed.hpp"
 #include "nnpar/kernels.hpp"
 #include "nnpar/strategy.hpp"
-#include "../common/tile_grid.hpp"
+#include "step_plan.hpp"
 
 namespace {
 
@@ -63,47 +74,12 @@ Packed untouched_aligned(std::size_t n) {
                                                      std::align_val_t(64))));
 }
 
-// Thread t's rectangle of C [M x N] in a tm x tn grid of the micro-tile rows and B panels.
-struct Tile {
-  int m0 = 0, m1 = 0, p0 = 0, p1 = 0;
-  int tn = 1;  // threads sharing one row range
-  bool empty() const { return m0 >= m1 || p0 >= p1; }
-};
+using openmp::Job;
+using openmp::StepPlan;
+using openmp::Task;
 
-// The grid is plugins/common/tile_grid.hpp's choice (nnpar plan models the same one).
-Tile tile_of(int M, const kn::PackedB& l, int t, int T) {
-  const long mp = (M + l.mr - 1) / l.mr;  // micro-tile rows
-  const int best_tm = tile_grid(M, l.panels * l.nr, l.mr, l.nr, T).tm;
-  const int tn = T / best_tm;
-  const Range r = shard_range(std::size_t(mp), t / tn, best_tm);
-  const Range p = shard_range(std::size_t(l.panels), t % tn, tn);
-  return {int(std::min<std::size_t>(M, r.begin * l.mr)), int(std::min<std::size_t>(M, r.end * l.mr)),
-          int(p.begin), int(p.end), tn};
-}
-
-// Thread t's tile of C = alpha * op(A) * B (B packed as `L` in Bp) + beta * C, computed one
-// MC row block at a time; epilogue(r0, r1, c0, c1) runs on each finished block while it is
-// still in cache. Returns the tile.
-template <class Epilogue>
-Tile tiled_product(const kn::PackedB& L, int M, int t, int T, const float* A, int lda, bool transA,
-                   const float* Bp, float beta, float* C, int ldc, Epilogue&& epilogue) {
-  const Tile tile = tile_of(M, L, t, T);
-  const int c0 = L.panel_begin_col(tile.p0), c1 = L.panel_begin_col(tile.p1);
-  for (int r = tile.m0; !tile.empty() && r < tile.m1; r += L.mc) {
-    const int r1 = std::min(r + L.mc, tile.m1);
-    kn::gemm_packed_rows(L, r, r1, tile.p0, tile.p1, 1.0f, A, lda, transA, Bp, beta, C, ldc);
-    epilogue(r, r1, c0, c1);
-  }
-  return tile;
-}
-
-// Thread t's share of the panels of one packed operand. `turn` rotates which threads get the
-// remainder panels, so many small operands packed in one phase do not all land on thread 0.
-Range panel_share(int panels, int t, int T, int& turn) {
-  const Range r = shard_range(std::size_t(panels), (t + T - turn % T) % T, T);
-  turn += panels % T;
-  return r;
-}
+// Thread t's share of the panels of one packed operand (setup's first touch only).
+Range panel_share(int panels, int t, int T) { return shard_range(std::size_t(panels), t, T); }
 
 int resolve_threads(std::int64_t requested) {
   if (requested > 0) return int(requested);
@@ -113,6 +89,12 @@ int resolve_threads(std::int64_t requested) {
   }
   return std::max(1, omp_get_max_threads());
 }
+
+using Clock = std::chrono::steady_clock;
+
+struct alignas(64) ThreadProfile {  // NNPAR_OMP_PROFILE: seconds per phase of a step
+  std::vector<double> work, wait;
+};
 
 struct alignas(64) Tally {  // one per thread, padded so threads never share its cache line
   double loss = 0;
@@ -134,6 +116,13 @@ class OpenMpStrategy final : public Strategy {
     spec_ = *context.model;
     threads_ = resolve_threads(context.options->get_int("threads"));
     intra_ = context.options->get_string("mode") == "intra_op";
+    dynamic_ = context.options->get_string("schedule") == "dynamic";
+    tasks_per_thread_ = int(context.options->get_int("tasks_per_thread"));
+    min_tile_mflop_ = int(context.options->get_int("min_tile_mflop"));
+    if (const char* e = std::getenv("NNPAR_OMP_PROFILE"); e && *e && std::string(e) != "0") {
+      const int phases = intra_ ? 2 * context.model->linear_count() + 1 : 2;
+      profile_.assign(threads_, ThreadProfile{std::vector<double>(phases), std::vector<double>(phases)});
+    }
     const int B = context.train->batch_size, T = threads_, n = spec_.linear_count();
     params_count_ = parameter_count(spec_);
     params_ = untouched(params_count_);
@@ -158,10 +147,10 @@ class OpenMpStrategy final : public Strategy {
         wb_data_.push_back(untouched_aligned(i > 0 ? wb_[i].floats() : 0));
         ab_data_.push_back(untouched_aligned(kn::packed_b_layout(B, in).floats()));
       }
+      plan_for(B);
     } else {
       workers_.resize(T);
     }
-    const int widest = *std::max_element(spec_.layer_sizes.begin() + 1, spec_.layer_sizes.end());
     int team = 0;
 #pragma omp parallel num_threads(T)
     {
@@ -182,15 +171,15 @@ class OpenMpStrategy final : public Strategy {
         }
         const std::size_t c = spec_.layer_sizes[n];
         std::fill(probs_.get() + r.begin * c, probs_.get() + r.end * c, 0.0f);
-        bias_tmp_[t].assign(std::size_t(B) * line_share(widest, 0, T).size(), 0.0f);
-        // Packed operands: first touched by the thread that packs those panels every step.
-        int turn = 0;
+        bias_tmp_[t].assign(std::size_t(B) * plans_.front().max_bias_cols, 0.0f);
+        // Packed operands: first touched in equal panel shares. With the static schedule these
+        // are roughly the panels a thread packs every step; with the dynamic one no thread
+        // owns any, and a one-node machine does not care who touched a page first.
         for (int i = 0; i < n; ++i) {
-          touch_panels(wf_[i], wf_data_[i].get(), t, T, turn);
-          if (i > 0) touch_panels(wb_[i], wb_data_[i].get(), t, T, turn);
+          touch_panels(wf_[i], wf_data_[i].get(), t, T);
+          if (i > 0) touch_panels(wb_[i], wb_data_[i].get(), t, T);
+          touch_panels(kn::packed_b_layout(B, spec_.layer_sizes[i]), ab_data_[i].get(), t, T);
         }
-        for (int i = 0; i < n; ++i)
-          touch_panels(kn::packed_b_layout(B, spec_.layer_sizes[i]), ab_data_[i].get(), t, T, turn);
       } else {
         // Shard 0 is the largest; a thread whose shard is empty still needs a (1-row) model.
         const int rows = std::max<int>(1, int(shard_range(B, 0, T).size()));
@@ -210,10 +199,23 @@ class OpenMpStrategy final : public Strategy {
     EpochReport report;
     PhaseClock clock;
     int team = 0;
+    const StepPlan* full = nullptr;
+    const StepPlan* last = nullptr;
+    if (intra_ && batches > 0) {  // plans are built here, outside the team, once per shape
+      const int full_rows = int(std::min(B, order.size()));
+      const int last_rows = int(std::min(B, order.size() - (batches - 1) * B));
+      plan_for(full_rows);
+      plan_for(last_rows);
+      full = &plan_for(full_rows);  // both exist now: plans_ no longer grows, pointers stay valid
+      last = &plan_for(last_rows);
+    }
+    next_task_.value.store(0, std::memory_order_relaxed);
 #pragma omp parallel num_threads(threads_)
     {
       Team tm{omp_get_thread_num(), &clock, &report};
+      if (!profile_.empty()) tm.profile = &profile_[std::size_t(tm.t)];
       tm.lap(&PhaseTimes::idle);  // waking the team
+      tm.since = Clock::now();
       if (tm.t == 0) team = omp_get_num_threads();
       // A smaller team than asked for (OMP_THREAD_LIMIT, OMP_DYNAMIC) would drop shards: every
       // thread sees the same team size, so all skip the work together and we throw below.
@@ -221,7 +223,7 @@ class OpenMpStrategy final : public Strategy {
         for (std::size_t b = 0; b < batches; ++b) {
           const int rows = int(std::min(B, order.size() - b * B));
           const auto batch = std::span<const std::uint32_t>(order).subspan(b * B, rows);
-          if (intra_) intra_op_step(tm, batch, rows);
+          if (intra_) intra_op_step(tm, batch, b + 1 == batches ? *last : *full);
           else data_parallel_step(tm, batch, rows);
           if (tm.t == 0) {
             report.samples += rows;
@@ -231,6 +233,7 @@ class OpenMpStrategy final : public Strategy {
       }
     }
     if (team != threads_) throw_team_error(team);
+    if (!profile_.empty()) print_profile(epoch, report.steps);
     return report;
   }
 
@@ -250,144 +253,236 @@ class OpenMpStrategy final : public Strategy {
     int t;
     PhaseClock* clock;
     EpochReport* report;
+    long ticket_base = 0;  // dynamic schedule: next_task_'s value when this phase began
+    ThreadProfile* profile = nullptr;  // NNPAR_OMP_PROFILE only
+    std::size_t phase = 0;             // its phase in the step
+    Clock::time_point since{};         // when that phase began for this thread
     void lap(double PhaseTimes::*phase) const {
       if (t == 0) clock->lap(report->phases.*phase);
     }
     // Master only, between the barrier after every tally is written and the barrier before
-    // any is rewritten. Fixed thread order: a deterministic sum.
-    void collect(const std::vector<Tally>& tally) const {
+    // any is rewritten. Fixed order (threads, or intra_op's logits tiles): a deterministic sum.
+    void collect(const std::vector<Tally>& tally, std::size_t count) const {
       if (t != 0) return;
-      for (const Tally& s : tally) {
-        report->loss_sum += s.loss;
-        report->correct += s.correct;
+      for (std::size_t k = 0; k < count; ++k) {
+        report->loss_sum += tally[k].loss;
+        report->correct += tally[k].correct;
       }
     }
-    void barrier(double PhaseTimes::*phase) const {
-      lap(phase);
+    void barrier(double PhaseTimes::*which) {
+      lap(which);
+      Clock::time_point arrived{};
+      if (profile) {
+        arrived = Clock::now();
+        profile->work[phase] += std::chrono::duration<double>(arrived - since).count();
+      }
 #pragma omp barrier
+      if (profile) {
+        since = Clock::now();
+        profile->wait[phase] += std::chrono::duration<double>(since - arrived).count();
+        phase = (phase + 1) % profile->work.size();
+      }
       lap(&PhaseTimes::idle);
     }
   };
 
-  static void touch_panels(const kn::PackedB& l, float* data, int t, int T, int& turn) {
-    const Range r = panel_share(l.panels, t, T, turn);
+  void print_profile(int epoch, std::size_t steps) {
+    const std::size_t phases = profile_[0].work.size();
+    const int n = spec_.linear_count();
+    std::fprintf(stderr, "openmp profile: epoch %d, %d threads, %s, %zu steps; ms per epoch, over threads:\n",
+                 epoch + 1, threads_, intra_ ? (dynamic_ ? "intra_op dynamic" : "intra_op static") : "data_parallel",
+                 steps);
+    std::fprintf(stderr, "  phase  work_mean  work_max  wait_min  wait_mean\n");
+    double tot[4] = {0, 0, 0, 0};
+    for (std::size_t p = 0; p < phases; ++p) {
+      double wmean = 0, wmax = 0, imin = 1e300, imean = 0;
+      for (ThreadProfile& tp : profile_) {
+        wmean += tp.work[p] / threads_;
+        wmax = std::max(wmax, tp.work[p]);
+        imin = std::min(imin, tp.wait[p]);
+        imean += tp.wait[p] / threads_;
+        tp.work[p] = tp.wait[p] = 0;
+      }
+      std::string name = !intra_ ? (p == 0 ? "fwd+bwd" : "reduce+update")
+                         : p == 0 ? "P"
+                         : int(p) <= n ? "F" + std::to_string(p - 1)
+                                       : "B" + std::to_string(2 * n - int(p));
+      std::fprintf(stderr, "  %-6s %9.2f %9.2f %9.2f %9.2f\n", name.c_str(), wmean * 1e3, wmax * 1e3, imin * 1e3,
+                   imean * 1e3);
+      const double v[4] = {wmean, wmax, imin, imean};
+      for (int k = 0; k < 4; ++k) tot[k] += v[k];
+    }
+    std::fprintf(stderr, "  total  %9.2f %9.2f %9.2f %9.2f  (wait = %.0f%% of work+wait: barrier %.0f%%, imbalance %.0f%%)\n",
+                 tot[0] * 1e3, tot[1] * 1e3, tot[2] * 1e3, tot[3] * 1e3, 100 * tot[3] / (tot[0] + tot[3]),
+                 100 * tot[2] / (tot[0] + tot[3]), 100 * (tot[3] - tot[2]) / (tot[0] + tot[3]));
+  }
+
+  static void touch_panels(const kn::PackedB& l, float* data, int t, int T) {
+    const Range r = panel_share(l.panels, t, T);
     const std::size_t per = std::size_t(l.K) * l.nr;
     std::fill(data + r.begin * per, data + r.end * per, 0.0f);
   }
 
-  // One step in 2n+1 phases (n = layers), each ended by the only barrier it needs:
-  //   P:   gather this thread's rows of the batch; pack its share of every W (both layouts)
-  //   F_i: its tile of act[i+1] = act[i] * W_i^T, + bias, sigmoid (epilogue); the last one
-  //        also runs softmax-CE on its rows and packs every act[i] for the weight gradients
-  //   B_i: its tile of dW_i = G^T act[i] (K = batch whole) + SGD update of that tile; its
-  //        slice of db_i + update; its tile of grad_act[i] = G * W_i, * sigmoid' (epilogue)
-  // Raw W is read only by P and by the update: F and B read the packed copies, so the update
-  // can run inside B_i without a barrier of its own.
-  void intra_op_step(const Team& tm, std::span<const std::uint32_t> batch, int rows) {
-    const int T = threads_, t = tm.t, n = spec_.linear_count();
+  // The plan for batches of `rows` rows, made on first use. Called outside parallel regions
+  // only: it may grow plans_ and the per-thread scratch.
+  const StepPlan& plan_for(int rows) {
+    for (const StepPlan& p : plans_)
+      if (p.rows == rows) return p;
+    plans_.push_back(openmp::make_step_plan(spec_.layer_sizes, rows, threads_, dynamic_, wf_, wb_, tasks_per_thread_,
+                                            min_tile_mflop_));
+    const StepPlan& p = plans_.back();
+    if (logit_tally_.size() < std::size_t(p.logits_tasks)) logit_tally_.resize(p.logits_tasks);
+    for (std::vector<float>& tmp : bias_tmp_)
+      if (!tmp.empty() && tmp.size() < std::size_t(rows) * p.max_bias_cols) tmp.resize(std::size_t(rows) * p.max_bias_cols);
+    return p;
+  }
+
+  // Runs this thread's tasks of one phase (the caller's barrier ends it). Dynamic: every thread
+  // draws task numbers from next_task_ until one is past the end; each thread thus draws
+  // exactly one number too many per phase, so the phase after this one starts at
+  // base + count + T, known to every thread without resetting the counter (a reset would
+  // need a barrier of its own).
+  template <class Run>
+  void for_each_task(Team& tm, const std::vector<Task>& tasks, Run&& run) {
+    const long count = long(tasks.size());
+    if (dynamic_) {
+      for (;;) {
+        const long k = next_task_.value.fetch_add(1, std::memory_order_relaxed) - tm.ticket_base;
+        if (k >= count) break;
+        run(tasks[std::size_t(k)], int(k));
+      }
+      tm.ticket_base += count + threads_;
+    } else {
+      for (long k = tm.t; k < count; k += threads_) run(tasks[std::size_t(k)], int(k));
+    }
+  }
+
+  // One step in 2n+1 phases (n = layers), each ended by the only barrier it needs (the tasks
+  // of each phase: step_plan.hpp):
+  //   P:   gather this thread's rows of the batch; pack W_0^T
+  //   F_i: tiles of act[i+1] = act[i] * W_i^T, + bias, sigmoid (epilogue), softmax-CE on the
+  //        logits' rows; pack act[i] for dW_i; F_0 also packs W^T and W of the other layers
+  //   B_i: tiles of dW_i = G^T act[i] (K = batch whole) + SGD update of the tile; slices of
+  //        db_i + update; tiles of grad_act[i] = G * W_i, * sigmoid' (epilogue)
+  // Raw W is read only by the packing (P, F_0) and by the update: F and B read the packed
+  // copies, so the update can run inside B_i without a barrier of its own.
+  void intra_op_step(Team& tm, std::span<const std::uint32_t> batch, const StepPlan& plan) {
+    const int T = threads_, t = tm.t, n = spec_.linear_count(), rows = plan.rows;
     const std::vector<int>& size = spec_.layer_sizes;
     const Range rs = shard_range(rows, t, T);
     const int my_rows = int(rs.size());
     gather_batch(*ctx_.train_data, batch.subspan(rs.begin, my_rows),
                  act_[0].get() + rs.begin * size[0], labels_.data() + rs.begin);
     tm.lap(&PhaseTimes::data);
-    int turn = 0;
-    for (int i = 0; i < n; ++i) {
-      const float* W = params_.get() + offset_[i];
-      const Range f = panel_share(wf_[i].panels, t, T, turn);
-      kn::pack_b_panels(wf_[i], W, size[i], true, int(f.begin), int(f.end), wf_data_[i].get());
-      if (i > 0) {
-        const Range g = panel_share(wb_[i].panels, t, T, turn);
-        kn::pack_b_panels(wb_[i], W, size[i], false, int(g.begin), int(g.end), wb_data_[i].get());
-      }
-    }
+    auto run = [&](const Task& task, int k) { run_task(task, k, rows); };
+    for_each_task(tm, plan.phases[0], run);
     tm.barrier(&PhaseTimes::forward);
-
-    bool softmax_done = false;
-    for (int i = 0; i < n; ++i) {  // act[i+1] = sigmoid(act[i] * W^T + bias); no sigmoid on logits
-      const int in = size[i], out = size[i + 1];
-      const kn::PackedB& L = wf_[i];
-      const float* bias = params_.get() + offset_[i] + std::size_t(out) * in;
-      const float* A = act_[i].get();
-      float* Y = act_[i + 1].get();
-      const bool hidden = i + 1 < n;
-      const Tile tl = tiled_product(L, rows, t, T, A, in, false, wf_data_[i].get(), 0.0f, Y, out,
-                                    [&](int r0, int r1, int c0, int c1) {
-                                      for (int q = r0; q < r1; ++q) {
-                                        float* y = Y + std::size_t(q) * out + c0;
-                                        if (hidden) kn::bias_sigmoid_rows(1, c1 - c0, bias + c0, y);
-                                        else kn::add_bias_rows(1, c1 - c0, bias + c0, y);
-                                      }
-                                    });
-      if (!hidden) {
-        // Every activation is final now: pack them as op(B) of the weight-gradient GEMMs.
-        for (int j = 0; j < n; ++j) {
-          const kn::PackedB la = kn::packed_b_layout(rows, size[j]);
-          const Range g = panel_share(la.panels, t, T, turn);
-          kn::pack_b_panels(la, act_[j].get(), size[j], false, int(g.begin), int(g.end), ab_data_[j].get());
-        }
-        if (tl.tn == 1) {  // this thread holds whole rows of logits: no barrier before softmax
-          softmax_rows(tl.m0, tl.m1, rows);
-          softmax_done = true;
-        }
-      }
+    for (int i = 0; i < n; ++i) {
+      for_each_task(tm, plan.phases[std::size_t(1 + i)], run);
       tm.barrier(&PhaseTimes::forward);
     }
-    if (!softmax_done) {  // more classes than one panel: logits rows were split by columns
-      softmax_rows(int(rs.begin), int(rs.end), rows);
-      tm.barrier(&PhaseTimes::forward);
-    }
-    tm.collect(tally_);
-
-    for (int i = n - 1; i >= 0; --i) {
-      const int in = size[i], out = size[i + 1];
-      const std::size_t off = offset_[i], boff = off + std::size_t(out) * in;
-      float* dW = grads_.get() + off;
-      const float* G = grad_act_[i + 1].get();  // [rows, out]
-      // dW[out, in] += G^T * act[i]: split over output tiles, K = rows stays whole, so every
-      // element sums in serial's order. Each finished block is applied and re-zeroed at once.
-      tiled_product(kn::packed_b_layout(rows, in), out, t, T, G, out, true, ab_data_[i].get(), 1.0f, dW, in,
-                    [&](int r0, int r1, int c0, int c1) {
-                      for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
-                    });
-      // db += column sums of G over a slice of columns. column_sums reads a dense matrix, so a
-      // slice is copied out first (cheap: rows x slice floats); its per-column order is unchanged.
-      const Range c = line_share(out, t, T);
-      float* db = grads_.get() + boff;
-      if (c.size() == std::size_t(out)) {
-        kn::column_sums(rows, out, 1.0f, G, 1.0f, db);
-      } else if (c.size() > 0) {
-        float* tmp = bias_tmp_[t].data();
-        for (int r = 0; r < rows; ++r)
-          std::copy_n(G + std::size_t(r) * out + c.begin, c.size(), tmp + std::size_t(r) * c.size());
-        kn::column_sums(rows, int(c.size()), 1.0f, tmp, 1.0f, db + c.begin);
-      }
-      update_and_clear(boff + c.begin, c.size());
-      if (i > 0) {  // grad_act[i] = (G * W) .* act[i] .* (1 - act[i])
-        float* GA = grad_act_[i].get();
-        const float* H = act_[i].get();
-        tiled_product(wb_[i], rows, t, T, G, out, false, wb_data_[i].get(), 0.0f, GA, in,
-                      [&](int r0, int r1, int d0, int d1) {
-                        for (int q = r0; q < r1; ++q) {
-                          const std::size_t at = std::size_t(q) * in + d0;
-                          kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
-                        }
-                      });
-      }
+    tm.collect(logit_tally_, std::size_t(plan.logits_tasks));
+    for (int j = 0; j < n; ++j) {
+      for_each_task(tm, plan.phases[std::size_t(n + 1 + j)], run);
       tm.barrier(&PhaseTimes::backward);
     }
   }
 
-  // Softmax, loss and its gradient for logits rows [r0, r1).
-  void softmax_rows(int r0, int r1, int rows) {
+  // One task of a step (k: its index in the phase, which names its softmax tally).
+  void run_task(const Task& task, int k, int rows) {
+    const std::vector<int>& size = spec_.layer_sizes;
+    const int n = spec_.linear_count(), i = task.layer, in = size[i], out = size[i + 1];
+    const std::size_t off = offset_[i], boff = off + std::size_t(out) * in;
+    const float* W = params_.get() + off;
+    switch (task.job) {
+      case Job::pack_wf:
+        kn::pack_b_panels(wf_[i], W, in, true, task.p0, task.p1, wf_data_[i].get());
+        return;
+      case Job::pack_wb:
+        kn::pack_b_panels(wb_[i], W, in, false, task.p0, task.p1, wb_data_[i].get());
+        return;
+      case Job::pack_act:
+        kn::pack_b_panels(kn::packed_b_layout(rows, in), act_[i].get(), in, false, task.p0, task.p1,
+                          ab_data_[i].get());
+        return;
+      case Job::forward: {  // act[i+1] = sigmoid(act[i] * W^T + bias); no sigmoid on logits
+        const float* bias = params_.get() + boff;
+        float* Y = act_[i + 1].get();
+        const bool hidden = i + 1 < n;
+        if (!hidden) logit_tally_[std::size_t(k)] = Tally{};
+        tiled(wf_[i], task, act_[i].get(), in, false, wf_data_[i].get(), 0.0f, Y, out,
+              [&](int r0, int r1, int c0, int c1) {
+                for (int q = r0; q < r1; ++q) {
+                  float* y = Y + std::size_t(q) * out + c0;
+                  if (hidden) kn::bias_sigmoid_rows(1, c1 - c0, bias + c0, y);
+                  else kn::add_bias_rows(1, c1 - c0, bias + c0, y);
+                }
+                if (!hidden) softmax_rows(r0, r1, rows, logit_tally_[std::size_t(k)]);  // whole rows
+              });
+        return;
+      }
+      case Job::weight_grad: {
+        // dW[out, in] += G^T * act[i], K = rows whole, so every element sums in serial's order.
+        // Each finished block is applied and re-zeroed at once.
+        tiled(kn::packed_b_layout(rows, in), task, grad_act_[i + 1].get(), out, true, ab_data_[i].get(), 1.0f,
+              grads_.get() + off, in, [&](int r0, int r1, int c0, int c1) {
+                for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
+              });
+        return;
+      }
+      case Job::input_grad: {  // grad_act[i] = (G * W) .* act[i] .* (1 - act[i])
+        float* GA = grad_act_[i].get();
+        const float* H = act_[i].get();
+        tiled(wb_[i], task, grad_act_[i + 1].get(), out, false, wb_data_[i].get(), 0.0f, GA, in,
+              [&](int r0, int r1, int d0, int d1) {
+                for (int q = r0; q < r1; ++q) {
+                  const std::size_t at = std::size_t(q) * in + d0;
+                  kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
+                }
+              });
+        return;
+      }
+      case Job::bias_grad: {
+        // db += column sums of G over columns [p0, p1). column_sums reads a dense matrix, so a
+        // slice is copied out first (cheap: rows x slice floats); its per-column order is unchanged.
+        const float* G = grad_act_[i + 1].get();
+        float* db = grads_.get() + boff;
+        const int c0 = task.p0, w = task.p1 - task.p0;
+        if (w == out) {
+          kn::column_sums(rows, out, 1.0f, G, 1.0f, db);
+        } else {
+          float* tmp = bias_tmp_[omp_get_thread_num()].data();
+          for (int r = 0; r < rows; ++r) std::copy_n(G + std::size_t(r) * out + c0, w, tmp + std::size_t(r) * w);
+          kn::column_sums(rows, w, 1.0f, tmp, 1.0f, db + c0);
+        }
+        update_and_clear(boff + c0, std::size_t(w));
+        return;
+      }
+    }
+  }
+
+  // C tile of one task = op(A) * B (packed as L in Bp) + beta * C, one MC row block at a time;
+  // epilogue(r0, r1, c0, c1) runs on each finished block while it is still in cache.
+  template <class Epilogue>
+  static void tiled(const kn::PackedB& L, const Task& task, const float* A, int lda, bool transA,
+                    const float* Bp, float beta, float* C, int ldc, Epilogue&& epilogue) {
+    if (task.m0 >= task.m1 || task.p0 >= task.p1) return;
+    const int c0 = L.panel_begin_col(task.p0), c1 = L.panel_begin_col(task.p1);
+    for (int r = task.m0; r < task.m1; r += L.mc) {
+      const int r1 = std::min(r + L.mc, task.m1);
+      kn::gemm_packed_rows(L, r, r1, task.p0, task.p1, 1.0f, A, lda, transA, Bp, beta, C, ldc);
+      epilogue(r, r1, c0, c1);
+    }
+  }
+
+  // Softmax, loss and its gradient for logits rows [r0, r1), added to `tally`.
+  void softmax_rows(int r0, int r1, int rows, Tally& tally) {
     const int n = spec_.linear_count(), C = spec_.layer_sizes[n];
-    Tally& tally = tally_[omp_get_thread_num()];
-    tally = Tally{};
     if (r0 >= r1) return;
     const std::size_t at = std::size_t(r0) * C;
     const std::int32_t* labels = labels_.data() + r0;
-    tally.loss = kn::softmax_xent_forward(r1 - r0, C, act_[n].get() + at, labels, probs_.get() + at);
-    tally.correct = kn::count_correct(r1 - r0, C, probs_.get() + at, labels);
+    tally.loss += kn::softmax_xent_forward(r1 - r0, C, act_[n].get() + at, labels, probs_.get() + at);
+    tally.correct += kn::count_correct(r1 - r0, C, probs_.get() + at, labels);
     kn::softmax_xent_backward(r1 - r0, C, probs_.get() + at, labels, 1.0f / float(rows),
                               grad_act_[n].get() + at);
   }
@@ -400,7 +495,7 @@ class OpenMpStrategy final : public Strategy {
     std::fill(grads_.get() + at, grads_.get() + at + count, 0.0f);
   }
 
-  void data_parallel_step(const Team& tm, std::span<const std::uint32_t> batch, int rows) {
+  void data_parallel_step(Team& tm, std::span<const std::uint32_t> batch, int rows) {
     const int T = threads_, t = tm.t;
     Worker& w = *workers_[t];
     const Range rs = shard_range(rows, t, T);
@@ -417,7 +512,7 @@ class OpenMpStrategy final : public Strategy {
     w.model.zero_grad();  // an empty shard contributes zeros to the sum
     if (my_rows > 0) w.model.backward(1.0f / float(rows));  // the GLOBAL batch's mean loss
     tm.barrier(&PhaseTimes::backward);
-    tm.collect(tally_);
+    tm.collect(tally_, tally_.size());
 
     // Tree reduction into worker 0, level by level (stride 1, 2, 4, ...: worker u += u+s).
     // Thread t owns one slice of the flat buffer at every level, so it only ever reads sums it
@@ -451,16 +546,26 @@ class OpenMpStrategy final : public Strategy {
   ModelSpec spec_;
   int threads_ = 0;
   bool intra_ = false;
+  bool dynamic_ = true;
+  int tasks_per_thread_ = openmp::kTasksPerThread;
+  int min_tile_mflop_ = openmp::kMinTileMflop;
+  std::vector<ThreadProfile> profile_;  // NNPAR_OMP_PROFILE only: one per thread
   std::size_t params_count_ = 0;
   Buffer params_, velocity_;
   std::vector<std::size_t> offset_;
-  std::vector<Tally> tally_;
+  std::vector<Tally> tally_;  // data_parallel: one per thread
   // intra_op: one set of activations shared by the team. act[0] is the input batch, act[i] the
   // output of layer i (act[n] the logits); grad_act[i] the loss gradient w.r.t. act[i].
   Buffer grads_, probs_;
   std::vector<Buffer> act_, grad_act_;
   std::vector<std::int32_t> labels_;
   std::vector<std::vector<float>> bias_tmp_;  // per thread
+  std::vector<StepPlan> plans_;               // one per batch row count (the last may be short)
+  std::vector<Tally> logit_tally_;            // one per logits tile: sums in tile order
+  struct alignas(64) Counter {
+    std::atomic<long> value{0};
+  };
+  Counter next_task_;  // dynamic schedule: the team's shared task counter
   // intra_op packed GEMM operands, rewritten every step: wf = W^T (forward), wb = W (input
   // gradient, layers > 0), ab = act[i] (weight gradient; its layout depends on the batch rows).
   std::vector<kn::PackedB> wf_, wb_;
@@ -472,7 +577,8 @@ class OpenMpStrategy final : public Strategy {
 StrategyInfo openmp_info() {
   StrategyInfo info;
   info.name = "openmp";
-  info.version = "1.1";  // 1.1: intra_op on shared packed operands, 2D tiles, fused epilogues
+  // 1.1: intra_op on shared packed operands, 2D tiles, fused epilogues; 1.2: dynamic schedule
+  info.version = "1.2";
   info.description = "multicore CPU with OpenMP: intra-op split of every step, or data-parallel threads";
   info.parity = ParityClass::exact;
   OptionSpec mode;
@@ -489,7 +595,31 @@ StrategyInfo openmp_info() {
   threads.min = 0;
   threads.max = 1024;
   threads.description = "number of threads; 0 = OMP_NUM_THREADS if set, else all the runtime offers";
-  info.options = {mode, threads};
+  OptionSpec schedule;
+  schedule.name = "schedule";
+  schedule.type = OptionType::string;
+  schedule.default_value = std::string("dynamic");
+  schedule.choices = {"dynamic", "static"};
+  schedule.description = "intra_op only: dynamic: up to tasks_per_thread tiles per thread (none below "
+                         "min_tile_mflop), drawn largest first from a shared counter; static: one tile per "
+                         "thread (the weights are the same bits)";
+  OptionSpec tasks;
+  tasks.name = "tasks_per_thread";
+  tasks.type = OptionType::integer;
+  tasks.default_value = std::int64_t{openmp::kTasksPerThread};
+  tasks.min = 1;
+  tasks.max = 64;
+  tasks.description = "intra_op dynamic only: tiles per thread each GEMM is cut into (more: finer balance, "
+                      "more repacking of op(A) rows)";
+  OptionSpec min_tile;
+  min_tile.name = "min_tile_mflop";
+  min_tile.type = OptionType::integer;
+  min_tile.default_value = std::int64_t{openmp::kMinTileMflop};
+  min_tile.min = 0;
+  min_tile.max = 1000000;
+  min_tile.description = "intra_op dynamic only: no GEMM is cut into tiles smaller than this (MFLOP), "
+                         "down to one tile per thread; 0 = always tasks_per_thread tiles per thread";
+  info.options = {mode, threads, schedule, tasks, min_tile};
   return info;
 }
 

@@ -1,0 +1,184 @@
+// The work of one intra_op training step, cut into tasks and grouped into phases (one barrier
+// after each). Pure bookkeeping, no threading: plugins/openmp/openmp.cpp hands a phase's tasks
+// to its team, either one per thread (static) or from a shared counter (dynamic).
+//
+// Why dynamic: with one tile per thread, a phase lasts as long as its slowest thread, and the
+// threads of a shared VM do not run at equal speeds (measured: the busiest thread worked 1.33x
+// the mean with equal FLOPs each). Cutting each large GEMM into up to kTasksPerThread tiles per
+// thread and handing them out largest first lets a fast thread take more of them; small tiles
+// cost extra packing, hence kMinTileMflop. Which thread computes a tile never changes its
+// arithmetic (see gemm_packed.hpp), so the weights stay bit-identical to serial either way.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "nnpar/data.hpp"
+#include "nnpar/gemm_packed.hpp"
+#include "../common/tile_grid.hpp"
+
+namespace nnpar::openmp {
+
+enum class Job : std::uint8_t {
+  forward,      // act[l+1] tile = act[l] * W^T, + bias, sigmoid (softmax-CE on the logits' rows)
+  pack_act,     // panels [p0, p1) of act[l] as op(B) of dW_l = G^T act[l]
+  pack_wf,      // panels of W_l^T (forward op(B))
+  pack_wb,      // panels of W_l (input gradient op(B))
+  weight_grad,  // dW_l tile = G^T act[l], then SGD update of that tile
+  input_grad,   // grad_act[l] tile = G * W_l, * sigmoid'
+  bias_grad,    // db_l columns [p0, p1) (columns, not panels), then SGD update
+};
+
+struct Task {
+  Job job;
+  int layer;
+  int m0 = 0, m1 = 0;  // C rows (GEMMs)
+  int p0 = 0, p1 = 0;  // B panels (GEMMs, packing) or columns (bias_grad)
+  double cost = 0;     // for largest-first ordering only
+};
+
+constexpr int kTasksPerThread = 4;
+// Dynamic tiles are not cut below this many MFLOP (2 x M x N x K / tiles): smaller tiles repack
+// the same op(A) rows for more column groups and reuse each B panel for fewer rows. On the
+// 32-core Xeon (docs/results/2026-11-26-openmp-scaling-3.md) 4 tiles per thread of 25.7 MFLOP
+// (batch 1024, width 1024) did 13% more work than one tile per thread but waited 4% instead of
+// 22% at the barriers, a net gain; 4 tiles per thread of 3.2 MFLOP (batch 128, width 1024)
+// lost to one tile per thread.
+constexpr int kMinTileMflop = 16;
+
+// Rectangles of C [M x L.N] over `pieces` tiles in the tm x tn grid of tile_grid (whole micro-
+// tile rows, whole panels). whole_rows: tn = 1, every tile spans all panels (softmax needs
+// whole rows of logits). keep_empty keeps the grid's index order t = a * tn + b, empty tiles
+// included (static: tile t is thread t's, as the grid promises); otherwise empties are dropped.
+inline std::vector<Task> gemm_tiles(Job job, int layer, int M, const kernels::PackedB& L, int K,
+                                    int pieces, bool whole_rows, bool keep_empty) {
+  std::vector<Task> out;
+  if (M <= 0 || L.panels <= 0) return out;
+  const long micro_rows = (M + L.mr - 1) / L.mr;
+  int tm = whole_rows ? int(std::min<long>(pieces, micro_rows)) : tile_grid(M, L.N, L.mr, L.nr, pieces).tm;
+  int tn = whole_rows ? 1 : pieces / tm;
+  if (whole_rows && keep_empty) tm = pieces;
+  for (int a = 0; a < tm; ++a)
+    for (int b = 0; b < tn; ++b) {
+      const Range r = shard_range(std::size_t(micro_rows), a, tm);
+      const Range p = shard_range(std::size_t(L.panels), b, tn);
+      Task t{job, layer};
+      t.m0 = int(std::min<std::size_t>(M, r.begin * L.mr));
+      t.m1 = int(std::min<std::size_t>(M, r.end * L.mr));
+      t.p0 = int(p.begin);
+      t.p1 = int(p.end);
+      const double cols = L.panel_begin_col(t.p1) - L.panel_begin_col(t.p0);
+      t.cost = double(t.m1 - t.m0) * cols * (K + 8.0);  // + the epilogue's pass over the tile
+      if (keep_empty || (t.m0 < t.m1 && t.p0 < t.p1)) out.push_back(t);
+    }
+  return out;
+}
+
+// Panel groups of one packed operand: at most `pieces` tasks, at least one panel each.
+inline void pack_tasks(std::vector<Task>& out, Job job, int layer, const kernels::PackedB& L, int pieces) {
+  const int n = std::min(L.panels, std::max(pieces, 1));
+  for (int s = 0; s < n; ++s) {
+    const Range p = shard_range(std::size_t(L.panels), s, n);
+    Task t{job, layer, 0, 0, int(p.begin), int(p.end)};
+    t.cost = double(p.size()) * L.nr * L.K;
+    out.push_back(t);
+  }
+}
+
+// Column slices of a bias gradient, 16 columns (a 64-byte line) at a time so that no two
+// tasks write one cache line of db.
+inline void bias_tasks(std::vector<Task>& out, int layer, int cols, int rows, int pieces) {
+  const int lines = (cols + 15) / 16;
+  const int n = std::min(lines, std::max(pieces, 1));
+  for (int s = 0; s < n; ++s) {
+    const Range u = shard_range(std::size_t(lines), s, n);
+    Task t{Job::bias_grad, layer, 0, 0, std::min(cols, int(u.begin) * 16), std::min(cols, int(u.end) * 16)};
+    t.cost = double(t.p1 - t.p0) * rows;
+    if (t.p0 < t.p1) out.push_back(t);
+  }
+}
+
+// Largest first (longest-processing-time order), stable so that equal tasks keep grid order.
+inline void largest_first(std::vector<Task>& tasks, std::size_t from = 0) {
+  std::stable_sort(tasks.begin() + long(from), tasks.end(),
+                   [](const Task& a, const Task& b) { return a.cost > b.cost; });
+}
+
+// The phases of one step for a batch of `rows` rows, model `sizes` (n = sizes.size() - 1 layers):
+//   phase 0       P:   pack W_0^T (the batch's rows are gathered beside it, outside the plan)
+//   phase 1+i     F_i: act[i+1] tiles; pack act[i] for dW_i (final since F_{i-1});
+//                      F_0 also packs W_l^T and W_l of layers l >= 1, needed from F_1 / B_l on
+//   phase n+1+j   B_i (i = n-1-j): dW_i tiles + update, grad_act[i] tiles (i > 0), db_i slices
+// Static: GEMM tiles in tile_grid's order, tile t on thread t, the rest round-robin.
+// Dynamic: up to tasks_per_thread tiles per thread (fewer where tiles would fall below
+// min_tile_mflop), GEMM tiles largest first, then the small tasks.
+struct StepPlan {
+  int rows = 0;
+  std::vector<std::vector<Task>> phases;
+  int max_bias_cols = 0;  // widest bias_grad slice (per-thread scratch: rows x this)
+  int logits_tasks = 0;   // forward tasks of the last layer = softmax tallies
+};
+
+// wf[l] / wb[l]: the packed layouts of W_l^T and W_l (the same for every batch).
+inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, bool dynamic,
+                               const std::vector<kernels::PackedB>& wf,
+                               const std::vector<kernels::PackedB>& wb,
+                               int tasks_per_thread = kTasksPerThread, int min_tile_mflop = kMinTileMflop) {
+  const int n = int(sizes.size()) - 1;
+  const int pieces = dynamic ? T * std::max(tasks_per_thread, 1) : T;
+  // Tiles of one M x N x K product: T (static), else a multiple of T up to `pieces`, none
+  // below min_tile_mflop (a multiple, so that equal tiles still spread evenly: 25 tiles on 16
+  // threads would make the phase last 2/25 of the work instead of 1/16).
+  auto tiles_for = [&](int M, int N, int K) {
+    if (!dynamic || min_tile_mflop <= 0) return pieces;
+    const double by_work = 2.0 * M * N * K / (1e6 * min_tile_mflop);
+    const int per_thread = int(std::clamp(by_work / T, 1.0, double(pieces / T)));
+    return T * per_thread;
+  };
+  const bool keep = !dynamic;
+  StepPlan plan;
+  plan.rows = rows;
+  plan.phases.resize(std::size_t(2 * n + 1));
+  auto finish = [&](std::vector<Task>& phase, std::size_t gemms_end) {
+    if (!dynamic) return;
+    largest_first(phase, gemms_end);
+    std::stable_sort(phase.begin(), phase.begin() + long(gemms_end),
+                     [](const Task& a, const Task& b) { return a.cost > b.cost; });
+  };
+  pack_tasks(plan.phases[0], Job::pack_wf, 0, wf[0], pieces);
+  finish(plan.phases[0], 0);
+  for (int i = 0; i < n; ++i) {
+    std::vector<Task>& ph = plan.phases[std::size_t(1 + i)];
+    const bool last = i + 1 == n;
+    ph = gemm_tiles(Job::forward, i, rows, wf[i], sizes[i], tiles_for(rows, sizes[i + 1], sizes[i]), last, keep);
+    if (last) plan.logits_tasks = int(ph.size());
+    const std::size_t gemms = ph.size();
+    pack_tasks(ph, Job::pack_act, i, kernels::packed_b_layout(rows, sizes[i]), pieces);
+    if (i == 0)
+      for (int l = 1; l < n; ++l) {
+        pack_tasks(ph, Job::pack_wf, l, wf[l], pieces);
+        pack_tasks(ph, Job::pack_wb, l, wb[l], pieces);
+      }
+    finish(ph, gemms);
+  }
+  for (int i = n - 1; i >= 0; --i) {
+    std::vector<Task>& ph = plan.phases[std::size_t(n + 1 + (n - 1 - i))];
+    const int in = sizes[i], out = sizes[i + 1];
+    ph = gemm_tiles(Job::weight_grad, i, out, kernels::packed_b_layout(rows, in), rows, tiles_for(out, in, rows),
+                    false, keep);
+    if (i > 0) {
+      const std::vector<Task> g =
+          gemm_tiles(Job::input_grad, i, rows, wb[i], out, tiles_for(rows, in, out), false, keep);
+      ph.insert(ph.end(), g.begin(), g.end());
+    }
+    const std::size_t gemms = ph.size();
+    bias_tasks(ph, i, out, rows, dynamic ? pieces : T);
+    for (std::size_t k = gemms; k < ph.size(); ++k)
+      plan.max_bias_cols = std::max(plan.max_bias_cols, ph[k].p1 - ph[k].p0);
+    finish(ph, gemms);
+  }
+  return plan;
+}
+
+}  // namespace nnpar::openmp
