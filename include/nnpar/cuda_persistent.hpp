@@ -38,6 +38,11 @@ struct PersistentConfig {
   unsigned long long* correct = nullptr;
   int* step = nullptr;               // advanced by the number of steps each run() executes
   int blocks = 0;                    // grid size; 0: one block per SM
+  // deep: plan with the deep tile shapes (a few long reduction slabs per product, epilogue
+  // operands loaded ahead) and plan the products of a phase together; false: the first
+  // round's four shapes, each product planned alone.
+  bool deep = true;
+  bool prefetch = true;              // L2-prefetch the next step's input rows a step ahead
   int device = 0;
 };
 
@@ -61,6 +66,7 @@ class PersistentTrainer {
   std::string describe(int rows) const;
 
  private:
+  void print_phase_clocks(const void* args, int steps, cudaStream_t stream);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

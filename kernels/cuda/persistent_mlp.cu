@@ -17,9 +17,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "nnpar/cuda_kernels.hpp"
 
@@ -27,26 +30,45 @@ namespace nnpar::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kSmemFloats = 7168;  // the largest tile shape's operand tiles + group partials
+// The largest tile shape's operand tiles + group partials (D1x8: 1024 x (5 + 12) + 128 x 8),
+// dynamic shared memory (over the 48 KB static limit).
+constexpr int kSmemFloats = 18432;
+constexpr int kSmemBytes = kSmemFloats * int(sizeof(float));
 
 // Tile shapes: BI x BJ outputs, reduction consumed BK at a time, 4x4 outputs per thread, the
 // 256 threads split into KG groups that take BK/KG consecutive reduction indices each.
-template <int BI_, int BJ_, int BK_>
+// Deep shapes (plan "deep") take a long reduction slab per global round trip, so a product is
+// a few dependent round trips instead of tens, and load their epilogue operands (bias, weights,
+// velocity, activations) before the reduction, so those round trips overlap it.
+template <int BI_, int BJ_, int BK_, bool Deep = false>
 struct Shape {
   static constexpr int BI = BI_, BJ = BJ_, BK = BK_, TI = BI_ < 4 ? BI_ : 4, TJ = 4;
   static constexpr int G = (BI / TI) * (BJ / TJ), KG = kThreads / G, KPG = BK / KG;
   static constexpr int PA = BI * BK / kThreads, PB = BJ * BK / kThreads;
   static constexpr int LDA = BI + 4, LDB = BJ + 4;  // +4: conflict-free loader stores, 16-byte rows
+  static constexpr bool kPreload = Deep;
   static_assert(G * KG == kThreads && KPG * KG == BK && KPG >= 1, "threads/tile mismatch");
   static_assert(PA * kThreads == BI * BK && PB * kThreads == BJ * BK, "loader mismatch");
   static_assert(BK * (LDA + LDB) + (KG > 1 ? KG * BI * BJ : 0) <= kSmemFloats, "shared memory");
+  static_assert(!Deep || KG > 1, "deep shapes reduce over groups");
+  static_assert((BK * LDA) % 4 == 0, "B tile must stay 16-byte aligned");
 };
 using S64 = Shape<64, 64, 16>;  // config 0
 using S32 = Shape<32, 32, 32>;  // config 1
 using S16 = Shape<16, 32, 32>;  // config 2
 using S4 = Shape<4, 8, 128>;    // config 3: tiny outputs (batch ~1), many blocks
-constexpr int kConfigs = 4;
-constexpr int kBI[kConfigs] = {64, 32, 16, 4}, kBJ[kConfigs] = {64, 32, 32, 8}, kBK[kConfigs] = {16, 32, 32, 128};
+using D32x8 = Shape<32, 8, 256, true>;    // config 4: 128 x 256 outputs = 128 tiles, K 784 in 4 slabs
+using D64x32 = Shape<64, 32, 128, true>;  // config 5: weight gradients over a batch of <= 128, one slab
+using D1x32 = Shape<1, 32, 256, true>;    // config 6: one row of logits per tile (head at batch <= 128)
+using D4x8 = Shape<4, 8, 256, true>;      // config 7: small batches
+using D1x8 = Shape<1, 8, 1024, true>;     // config 8: batch 1, K <= 1024 in one slab
+using D32x16 = Shape<32, 16, 256, true>;  // config 9: shares a phase with another product in one round
+constexpr int kClassicConfigs = 4;
+constexpr int kConfigs = 10;
+constexpr int kBI[kConfigs] = {64, 32, 16, 4, 32, 64, 1, 4, 1, 32},
+              kBJ[kConfigs] = {64, 32, 32, 8, 8, 32, 32, 8, 8, 16},
+              kBK[kConfigs] = {16, 32, 32, 128, 256, 128, 256, 256, 1024, 256},
+              kKG[kConfigs] = {1, 4, 8, 128, 16, 2, 32, 128, 128, 8};
 
 struct Args {
   int layers;
@@ -59,6 +81,7 @@ struct Args {
   float* grad[kPersistentMaxLayers];     // gradient w.r.t. layer i's pre-activation output
   unsigned char cfg_fwd[kPersistentMaxLayers], cfg_dx[kPersistentMaxLayers], cfg_dw[kPersistentMaxLayers];
   bool fuse_softmax;
+  bool prefetch;  // L2-prefetch the next step's input rows at the start of each step
   const std::uint8_t* pixels;
   float scale;
   const std::int32_t* labels;
@@ -71,7 +94,17 @@ struct Args {
   unsigned long long* correct;
   int* step;
   unsigned* barrier;
+  // Diagnosis (NNPAR_PERSISTENT_PHASES): block 0's %globaltimer when it finishes its own work
+  // and when it leaves the barrier, per phase, for the first kClockSteps steps; else null.
+  unsigned long long* clocks;
 };
+constexpr int kClockSteps = 64, kClockPhases = 2 * kPersistentMaxLayers + 2;
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Operand sources. get(i, r): i indexes the tile dimension, r the reduction. kRContig: r is
@@ -213,25 +246,37 @@ __device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& 
   const int tid = threadIdx.x, group = tid / S::G, gt = tid % S::G;
   const int tx = gt % (S::BJ / S::TJ), ty = gt / (S::BJ / S::TJ);
 
-  int a_i[S::PA], a_r[S::PA], b_j[S::PB], b_r[S::PB];
-#pragma unroll
-  for (int e = 0; e < S::PA; ++e) load_map<S, S::BI, S::PA, SA>(tid, e, a_i[e], a_r[e]);
-#pragma unroll
-  for (int e = 0; e < S::PB; ++e) load_map<S, S::BJ, S::PB, SB>(tid, e, b_j[e], b_r[e]);
-
+  // The loader's element e of this thread: recomputed where used (cheap integer maths) rather
+  // than kept in index arrays, which made the deep shapes spill.
   float ra[S::PA], rb[S::PB];
   auto fetch = [&](int r0) {
 #pragma unroll
     for (int e = 0; e < S::PA; ++e) {
-      const int i = i0 + a_i[e], r = r0 + a_r[e];
+      int ai, ar;
+      load_map<S, S::BI, S::PA, SA>(tid, e, ai, ar);
+      const int i = i0 + ai, r = r0 + ar;
       ra[e] = (i < I && r < R) ? A.get(i, r) : 0.0f;
     }
 #pragma unroll
     for (int e = 0; e < S::PB; ++e) {
-      const int j = j0 + b_j[e], r = r0 + b_r[e];
+      int bj, br;
+      load_map<S, S::BJ, S::PB, SB>(tid, e, bj, br);
+      const int j = j0 + bj, r = r0 + br;
       rb[e] = (j < J && r < R) ? B.get(j, r) : 0.0f;
     }
   };
+
+  // Deep shapes: each thread's epilogue operands are in flight during the reduction (the
+  // group partials leave output o = tid + q * kThreads to thread tid).
+  constexpr int O = S::BI * S::BJ, kOwn = S::kPreload ? (O + kThreads - 1) / kThreads : 1;
+  typename Epi::Pre pre[kOwn] = {};
+  if constexpr (S::kPreload) {
+#pragma unroll
+    for (int q = 0; q < kOwn; ++q) {
+      const int o = tid + q * kThreads, i = i0 + o / S::BJ, j = j0 + o % S::BJ;
+      if (o < O && i < I && j < J) pre[q] = epi.load(i, j);
+    }
+  }
 
   float acc[S::TI][S::TJ] = {};
   float row_sum = 0.0f;
@@ -239,16 +284,26 @@ __device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& 
   fetch(0);
   for (int r0 = 0; r0 < R; r0 += S::BK) {
 #pragma unroll
-    for (int e = 0; e < S::PA; ++e) As[a_r[e] * S::LDA + a_i[e]] = ra[e];
+    for (int e = 0; e < S::PA; ++e) {
+      int ai, ar;
+      load_map<S, S::BI, S::PA, SA>(tid, e, ai, ar);
+      As[ar * S::LDA + ai] = ra[e];
+    }
 #pragma unroll
-    for (int e = 0; e < S::PB; ++e) Bs[b_r[e] * S::LDB + b_j[e]] = rb[e];
+    for (int e = 0; e < S::PB; ++e) {
+      int bj, br;
+      load_map<S, S::BJ, S::PB, SB>(tid, e, bj, br);
+      Bs[br * S::LDB + bj] = rb[e];
+    }
     __syncthreads();
     if (r0 + S::BK < R) fetch(r0 + S::BK);  // the next slab's loads fly during this one's FMAs
     if (sum_rows) {
 #pragma unroll 8
       for (int rr = 0; rr < S::BK; ++rr) row_sum += As[rr * S::LDA + tid];
     }
-#pragma unroll
+    // Bounded unroll: fully unrolled, the deep shapes' long group slices (up to 64) had their
+    // shared-memory loads hoisted into hundreds of registers and spilled.
+#pragma unroll 8
     for (int q = 0; q < S::KPG; ++q) {
       const int rr = group * S::KPG + q;
       float a[S::TI], bv[S::TJ];
@@ -279,7 +334,6 @@ __device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& 
         if (i < I && j < J) epi.store(i, j, acc[x][y], epi.load(i, j));
       }
   } else {
-    constexpr int O = S::BI * S::BJ;
 #pragma unroll
     for (int x = 0; x < S::TI; ++x)
 #pragma unroll
@@ -291,9 +345,17 @@ __device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& 
       for (int w = tid; w < s * O; w += kThreads) red[w] += red[w + s * O];
       __syncthreads();
     }
-    for (int o = tid; o < O; o += kThreads) {
-      const int i = i0 + o / S::BJ, j = j0 + o % S::BJ;
-      if (i < I && j < J) epi.store(i, j, red[o], epi.load(i, j));
+    if constexpr (S::kPreload) {
+#pragma unroll
+      for (int q = 0; q < kOwn; ++q) {
+        const int o = tid + q * kThreads, i = i0 + o / S::BJ, j = j0 + o % S::BJ;
+        if (o < O && i < I && j < J) epi.store(i, j, red[o], pre[q]);
+      }
+    } else {
+      for (int o = tid; o < O; o += kThreads) {
+        const int i = i0 + o / S::BJ, j = j0 + o % S::BJ;
+        if (i < I && j < J) epi.store(i, j, red[o], epi.load(i, j));
+      }
     }
   }
   __syncthreads();
@@ -306,16 +368,37 @@ __device__ void gemm_tile_cfg(int cfg, float* smem, int tile, int I, int J, int 
     case 0: gemm_tile<S64>(smem, tile, I, J, R, A, B, epi); break;
     case 1: gemm_tile<S32>(smem, tile, I, J, R, A, B, epi); break;
     case 2: gemm_tile<S16>(smem, tile, I, J, R, A, B, epi); break;
-    default: gemm_tile<S4>(smem, tile, I, J, R, A, B, epi); break;
+    case 3: gemm_tile<S4>(smem, tile, I, J, R, A, B, epi); break;
+    case 4: gemm_tile<D32x8>(smem, tile, I, J, R, A, B, epi); break;
+    case 5: gemm_tile<D64x32>(smem, tile, I, J, R, A, B, epi); break;
+    case 6: gemm_tile<D1x32>(smem, tile, I, J, R, A, B, epi); break;
+    case 7: gemm_tile<D4x8>(smem, tile, I, J, R, A, B, epi); break;
+    case 8: gemm_tile<D1x8>(smem, tile, I, J, R, A, B, epi); break;
+    default: gemm_tile<D32x16>(smem, tile, I, J, R, A, B, epi); break;
   }
 }
 
+__host__ __device__ inline int tile_rows(int cfg) {
+  switch (cfg) {
+    case 0: case 5: return 64;
+    case 1: case 4: case 9: return 32;
+    case 2: return 16;
+    case 3: case 7: return 4;
+    default: return 1;
+  }
+}
+__host__ __device__ inline int tile_cols(int cfg) {
+  switch (cfg) {
+    case 0: return 64;
+    case 1: case 2: case 5: case 6: return 32;
+    case 9: return 16;
+    default: return 8;
+  }
+}
 __host__ __device__ inline int tile_count(int cfg, int I, int J) {
-  const int bi = cfg == 0 ? 64 : cfg == 1 ? 32 : cfg == 2 ? 16 : 4;
-  const int bj = cfg == 0 ? 64 : cfg == 1 ? 32 : cfg == 2 ? 32 : 8;
+  const int bi = tile_rows(cfg), bj = tile_cols(cfg);
   return ((I + bi - 1) / bi) * ((J + bj - 1) / bj);
 }
-__device__ inline int tile_rows(int cfg) { return cfg == 0 ? 64 : cfg == 1 ? 32 : cfg == 2 ? 16 : 4; }
 
 // ---------------------------------------------------------------------------------------------
 // Softmax + cross-entropy of one row (the maths of softmax_xent_kernel in mlp_kernels.cu).
@@ -401,8 +484,30 @@ __device__ __forceinline__ void grid_sync(unsigned* counter, unsigned& target) {
   __syncthreads();
 }
 
+// The rows of step `s` of the launch, read by its first forward phase straight from the
+// dataset (HBM: ~1 us a round trip): prefetched into L2 a whole step ahead, so those reads hit.
+__device__ void prefetch_rows(const Args& a, int s, int rows) {
+  const std::uint32_t* order = a.order + std::size_t(s) * a.batch;
+  const int features = a.sizes[0], lines = features / 128 + 2;  // a row spans <= this many 128-byte lines
+  for (int w = int(blockIdx.x * blockDim.x + threadIdx.x); w < rows * lines; w += int(gridDim.x * blockDim.x)) {
+    const int r = w / lines, q = w % lines;
+    const std::uint8_t* p = a.pixels + std::size_t(__ldg(order + r)) * features + min(q * 128, features - 1);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+  }
+}
+
+__device__ __forceinline__ void phase_end(const Args& a, int s, int phase, unsigned& target) {
+  const bool clock = a.clocks != nullptr && blockIdx.x == 0 && s < kClockSteps;  // uniform in the block
+  if (clock) {
+    __syncthreads();  // the block's own work is done
+    if (threadIdx.x == 0) a.clocks[(s * kClockPhases + phase) * 2] = global_ns();
+  }
+  grid_sync(a.barrier, target);
+  if (clock && threadIdx.x == 0) a.clocks[(s * kClockPhases + phase) * 2 + 1] = global_ns();
+}
+
 __global__ void __launch_bounds__(kThreads, 1) persistent_kernel(const __grid_constant__ Args args) {
-  __shared__ __align__(16) float smem[kSmemFloats];
+  extern __shared__ __align__(16) float smem[];  // kSmemFloats
   __shared__ double loss_part[kThreads];
   __shared__ unsigned correct_part[kThreads];
   const Args& a = args;
@@ -412,15 +517,18 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_kernel(const __grid_co
 
   for (int s = 0; s < args.steps; ++s) {
     const std::uint32_t* order = args.order + std::size_t(s) * args.batch;
+    int phase = 0;
+    if (a.clocks != nullptr && block == 0 && threadIdx.x == 0 && s == 0) a.clocks[kClockSteps * kClockPhases * 2] = global_ns();
+    if (a.prefetch && s + 1 < args.steps) prefetch_rows(a, s + 1, rows);
 
     for (int l = 0; l < L; ++l) {
       const int tiles = tile_count(a.cfg_fwd[l], rows, a.sizes[l + 1]);
       for (int t = block; t < tiles; t += grid) forward_tile(a, order, smem, l, t);
-      grid_sync(a.barrier, target);
+      phase_end(a, s, phase++, target);
     }
     if (!a.fuse_softmax) {
       for (int r = block * kThreads + int(threadIdx.x); r < rows; r += grid * kThreads) softmax_row(a, order, r);
-      grid_sync(a.barrier, target);
+      phase_end(a, s, phase++, target);
     }
 
     // Backward: phase l computes layer l's input gradient and updates layer l+1 (whose
@@ -432,7 +540,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_kernel(const __grid_co
         if (t < t_dx) input_grad_tile(a, smem, l, t);
         else weight_grad_tile(a, order, smem, l + 1, t - t_dx);
       }
-      grid_sync(a.barrier, target);
+      phase_end(a, s, phase++, target);
     }
     // Last phase: layers 1 (if any) and 0 update; block 0 also folds the rows' losses into
     // the epoch totals, in row order.
@@ -466,7 +574,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_kernel(const __grid_co
         else weight_grad_tile(a, order, smem, 1, t - t0);
       }
     }
-    grid_sync(a.barrier, target);
+    phase_end(a, s, phase++, target);
   }
   if (block == 0 && threadIdx.x == 0) *a.step += args.steps;
 }
@@ -478,7 +586,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_kernel(const __grid_co
 int plan_shape(int I, int J, int R, int grid, int min_bj = 0) {
   int best = -1;
   double best_cost = 0;
-  for (int c = 0; c < kConfigs; ++c) {
+  for (int c = 0; c < kClassicConfigs; ++c) {
     if (kBJ[c] < min_bj) continue;
     const int tiles = tile_count(c, I, J);
     const int rounds = (tiles + grid - 1) / grid;
@@ -494,6 +602,55 @@ int plan_shape(int I, int J, int R, int grid, int min_bj = 0) {
   return best;
 }
 
+// The deep plan: every shape, and the products that share a phase planned together (their
+// tiles share the grid: one round of 132 tiles beats two of 100). Cost of a tile in SM clocks:
+// a dependent round trip (~800 clocks, L2 under load) per reduction slab, the larger of FMA
+// and operand traffic, the group reduction, and the epilogue's load-then-store round trips
+// (overlapped with the reduction in the deep shapes, one per output in the others).
+struct Product {
+  int I, J, R, min_bj;
+};
+
+double tile_cost(int c, int R) {
+  constexpr double kTrip = 800.0;
+  const double slabs = double((R + kBK[c] - 1) / kBK[c]);
+  const double fma = double(kBI[c]) * kBJ[c] * R / 128.0;
+  const double bytes = double(kBI[c] + kBJ[c]) * R * 4.0 / 64.0;
+  const int outputs = kBI[c] * kBJ[c];
+  double levels = 0;
+  for (int g = kKG[c]; g > 1; g /= 2) levels += 1;
+  const double reduce = levels * (40.0 + 4.0 * outputs / kThreads);
+  const double epilogue = c >= kClassicConfigs ? 1.0 : double((outputs + kThreads - 1) / kThreads);
+  return slabs * kTrip + std::max(fma, bytes) + reduce + epilogue * kTrip;
+}
+
+// Configs for each product of a phase (-1 where none fits min_bj), cheapest phase first.
+std::vector<int> plan_phase(const std::vector<Product>& ps, int grid) {
+  std::vector<int> cur(ps.size(), 0), best;
+  double best_cost = 0;
+  for (;;) {
+    bool ok = true;
+    int tiles = 0;
+    double worst = 0;
+    for (std::size_t p = 0; p < ps.size(); ++p) {
+      const int c = cur[p];
+      if (kBJ[c] < ps[p].min_bj) ok = false;
+      tiles += tile_count(c, ps[p].I, ps[p].J);
+      worst = std::max(worst, tile_cost(c, ps[p].R));
+    }
+    const double cost = double((tiles + grid - 1) / grid) * worst;
+    if (ok && (best.empty() || cost < best_cost)) {
+      best = cur;
+      best_cost = cost;
+    }
+    std::size_t p = 0;  // next combination
+    while (p < ps.size() && ++cur[p] == kConfigs) cur[p++] = 0;
+    if (p == ps.size()) break;
+  }
+  if (best.empty()) best.assign(ps.size(), -1);
+  return best;
+}
+
 }  // namespace
 
 struct PersistentTrainer::Impl {
@@ -501,6 +658,7 @@ struct PersistentTrainer::Impl {
   int layers = 0;
   int grid = 0;
   std::vector<float*> buffers;  // everything cudaMalloc'd here
+  bool clocks_printed = false;
   Args base{};
 
   ~Impl() {
@@ -520,6 +678,34 @@ struct PersistentTrainer::Impl {
     a.rows = rows;
     a.grad_scale = 1.0f / float(rows);
     const int* n = a.sizes;
+    if (config.deep) {
+      auto cfg = [](int c) { return static_cast<unsigned char>(c); };
+      for (int l = 0; l < layers; ++l) {
+        const bool last = l + 1 == layers;
+        int c = last ? plan_phase({{rows, n[l + 1], n[l], n[l + 1]}}, grid)[0] : -1;
+        if (last) a.fuse_softmax = c >= 0;
+        if (c < 0) c = plan_phase({{rows, n[l + 1], n[l], 0}}, grid)[0];
+        a.cfg_fwd[l] = cfg(c);
+      }
+      a.cfg_dx[0] = 0;
+      for (int l = layers - 1; l >= 1; --l) {  // the kernel's backward phases
+        if (l + 1 < layers) {
+          const std::vector<int> c = plan_phase({{rows, n[l], n[l + 1], 0}, {n[l + 2], n[l + 1], rows, 0}}, grid);
+          a.cfg_dx[l] = cfg(c[0]);
+          a.cfg_dw[l + 1] = cfg(c[1]);
+        } else {
+          a.cfg_dx[l] = cfg(plan_phase({{rows, n[l], n[l + 1], 0}}, grid)[0]);
+        }
+      }
+      if (layers > 1) {
+        const std::vector<int> c = plan_phase({{n[1], n[0], rows, 0}, {n[2], n[1], rows, 0}}, grid);
+        a.cfg_dw[0] = cfg(c[0]);
+        a.cfg_dw[1] = cfg(c[1]);
+      } else {
+        a.cfg_dw[0] = cfg(plan_phase({{n[1], n[0], rows, 0}}, grid)[0]);
+      }
+      return a;
+    }
     for (int l = 0; l < layers; ++l) {
       const bool last = l + 1 == layers;
       // The last layer fuses softmax when one tile column holds a whole row of logits.
@@ -552,8 +738,10 @@ PersistentTrainer::PersistentTrainer(const PersistentConfig& config) : impl_(std
   cudaDeviceProp props{};
   check(cudaGetDeviceProperties(&props, config.device), "cuda persistent: cudaGetDeviceProperties");
   if (!props.cooperativeLaunch) throw std::runtime_error("cuda persistent: the device has no cooperative launch");
+  check(cudaFuncSetAttribute(persistent_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+        "cuda persistent: shared memory size");
   int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_kernel, kThreads, 0),
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_kernel, kThreads, kSmemBytes),
         "cuda persistent: occupancy");
   const int resident = per_sm * props.multiProcessorCount;
   m.grid = config.blocks > 0 ? config.blocks : props.multiProcessorCount;
@@ -589,7 +777,11 @@ PersistentTrainer::PersistentTrainer(const PersistentConfig& config) : impl_(std
   a.loss_sum = config.loss_sum;
   a.correct = config.correct;
   a.step = config.step;
+  a.prefetch = config.prefetch;
   a.barrier = m.alloc<unsigned>(1);
+  a.clocks = std::getenv("NNPAR_PERSISTENT_PHASES") != nullptr
+                 ? m.alloc<unsigned long long>(std::size_t(kClockSteps) * kClockPhases * 2 + 1)
+                 : nullptr;
 }
 
 PersistentTrainer::~PersistentTrainer() = default;
@@ -606,15 +798,48 @@ void PersistentTrainer::run(std::size_t first_step, int steps, int rows, cudaStr
   check(cudaMemsetAsync(a.barrier, 0, sizeof(unsigned), stream), "cuda persistent: reset barrier");
   void* params[] = {&a};
   check(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&persistent_kernel), dim3(m.grid), dim3(kThreads),
-                                    params, 0, stream),
+                                    params, kSmemBytes, stream),
         "cuda persistent: cooperative launch");
+  if (a.clocks != nullptr && steps >= 8 && !m.clocks_printed) print_phase_clocks(a, std::min(steps, kClockSteps), stream);
+}
+
+// Diagnosis only (synchronises): mean over steps 1.. of each phase's work (block 0's own work,
+// from the previous barrier's exit) and barrier (its arrival to its exit), microseconds.
+void PersistentTrainer::print_phase_clocks(const void* args, int steps, cudaStream_t stream) {
+  const Args& a = *static_cast<const Args*>(args);
+  Impl& m = *impl_;
+  m.clocks_printed = true;
+  std::vector<unsigned long long> t(std::size_t(kClockSteps) * kClockPhases * 2 + 1);
+  check(cudaStreamSynchronize(stream), "cuda persistent: clocks");
+  check(cudaMemcpy(t.data(), a.clocks, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost), "cuda persistent: clocks");
+  int phases = 0;
+  while (phases < kClockPhases && t[phases * 2 + 1] != 0) ++phases;
+  std::fprintf(stderr, "cuda persistent phases (%s), us per step, mean of steps 1..%d: ", describe(a.rows).c_str(),
+               steps - 1);
+  double total = 0;
+  for (int p = 0; p < phases; ++p) {
+    double work = 0, wait = 0;
+    for (int s = 1; s < steps; ++s) {
+      const std::size_t at = std::size_t(s * kClockPhases + p) * 2;
+      const unsigned long long start = p > 0 ? t[at - 1] : t[std::size_t((s - 1) * kClockPhases + phases - 1) * 2 + 1];
+      work += double(t[at] - start);
+      wait += double(t[at + 1] - t[at]);
+    }
+    work /= 1e3 * (steps - 1);
+    wait /= 1e3 * (steps - 1);
+    total += work + wait;
+    std::fprintf(stderr, "%sphase %d work %.2f barrier %.2f", p > 0 ? "; " : "", p, work, wait);
+  }
+  std::fprintf(stderr, "; step %.2f\n", total);
 }
 
 std::string PersistentTrainer::describe(int rows) const {
   const Args a = impl_->plan(rows);
-  static const char* names[kConfigs] = {"64x64", "32x32", "16x32", "4x8"};
+  static const char* names[kConfigs] = {"64x64", "32x32", "16x32", "4x8", "deep 32x8", "deep 64x32",
+                                        "deep 1x32", "deep 4x8", "deep 1x8", "deep 32x16"};
   std::ostringstream s;
-  s << "grid " << impl_->grid << ", rows " << rows << (a.fuse_softmax ? ", softmax fused" : ", softmax phase");
+  s << "grid " << impl_->grid << ", rows " << rows << (impl_->config.deep ? ", deep plan" : ", classic plan")
+    << (a.prefetch ? ", prefetch" : "") << (a.fuse_softmax ? ", softmax fused" : ", softmax phase");
   for (int l = 0; l < a.layers; ++l) {
     s << "; L" << l << " fwd " << names[a.cfg_fwd[l]] << " dW " << names[a.cfg_dw[l]];
     if (l > 0) s << " dX " << names[a.cfg_dx[l]];

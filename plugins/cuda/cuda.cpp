@@ -210,6 +210,8 @@ class CudaStrategy final : public Strategy {
       pc.correct = &stats_.get()->correct;
       pc.step = &stats_.get()->step;
       pc.blocks = int(options.get_int("persistent_blocks"));
+      pc.deep = options.get_string("persistent_plan") == "deep";
+      pc.prefetch = options.get_bool("persistent_prefetch");
       pc.device = device;
       persistent_ = std::make_unique<gpu::PersistentTrainer>(pc);
       if (std::getenv("NNPAR_PERSISTENT_PLAN") != nullptr) {  // diagnosis only: which tile shapes run
@@ -537,6 +539,12 @@ StrategyInfo cuda_info() {
        -1e300, 1e300, {"graph", "persistent", "auto"}},
       {"persistent_blocks", OptionType::integer, std::int64_t{0},
        "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
+      {"persistent_plan", OptionType::string, std::string("deep"),
+       "tile shapes of the persistent kernel: deep (long reduction slabs, epilogue operands loaded ahead, the "
+       "products of a phase planned together); classic (the first round's shapes)", -1e300, 1e300,
+       {"deep", "classic"}},
+      {"persistent_prefetch", OptionType::boolean, true,
+       "persistent kernel: prefetch the next step's input rows into L2 during the current step", -1e300, 1e300, {}},
       {"pdl", OptionType::string, std::string("auto"),
        "programmatic dependent launch (sm_90+): each kernel is launched while its predecessor finishes; auto: on "
        "for batches of <= 32 rows", -1e300, 1e300, {"auto", "on", "off"}},
