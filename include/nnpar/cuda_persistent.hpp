@@ -43,6 +43,7 @@ struct PersistentConfig {
   // round's four shapes, each product planned alone.
   bool deep = true;
   bool prefetch = true;              // L2-prefetch the next step's input rows a step ahead
+  int spin_ns = 0;                   // grid barrier: nanoseconds of back-off between polls (0: spin)
   int device = 0;
 };
 

@@ -30,9 +30,9 @@ namespace nnpar::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// The largest tile shape's operand tiles + group partials (D1x8: 1024 x (5 + 12) + 128 x 8),
+// The largest tile shape's operand tiles + group partials (deep 32x8, 64x32, 1x8 ~ 10-11k),
 // dynamic shared memory (over the 48 KB static limit).
-constexpr int kSmemFloats = 18432;
+constexpr int kSmemFloats = 11264;
 constexpr int kSmemBytes = kSmemFloats * int(sizeof(float));
 
 // Tile shapes: BI x BJ outputs, reduction consumed BK at a time, 4x4 outputs per thread, the
@@ -57,17 +57,17 @@ using S64 = Shape<64, 64, 16>;  // config 0
 using S32 = Shape<32, 32, 32>;  // config 1
 using S16 = Shape<16, 32, 32>;  // config 2
 using S4 = Shape<4, 8, 128>;    // config 3: tiny outputs (batch ~1), many blocks
-using D32x8 = Shape<32, 8, 256, true>;    // config 4: 128 x 256 outputs = 128 tiles, K 784 in 4 slabs
-using D64x32 = Shape<64, 32, 128, true>;  // config 5: weight gradients over a batch of <= 128, one slab
-using D1x32 = Shape<1, 32, 256, true>;    // config 6: one row of logits per tile (head at batch <= 128)
+using D32x8 = Shape<32, 8, 128, true>;    // config 4: 128 x 256 outputs = 128 tiles
+using D64x32 = Shape<64, 32, 64, true>;   // config 5: weight gradients
+using D2x32 = Shape<2, 32, 128, true>;    // config 6: two rows of logits per tile (the head)
 using D4x8 = Shape<4, 8, 256, true>;      // config 7: small batches
-using D1x8 = Shape<1, 8, 1024, true>;     // config 8: batch 1, K <= 1024 in one slab
-using D32x16 = Shape<32, 16, 256, true>;  // config 9: shares a phase with another product in one round
+using D1x8 = Shape<1, 8, 512, true>;      // config 8: batch 1
+using D32x16 = Shape<32, 16, 64, true>;   // config 9: shares a phase with another product in one round
 constexpr int kClassicConfigs = 4;
 constexpr int kConfigs = 10;
-constexpr int kBI[kConfigs] = {64, 32, 16, 4, 32, 64, 1, 4, 1, 32},
+constexpr int kBI[kConfigs] = {64, 32, 16, 4, 32, 64, 2, 4, 1, 32},
               kBJ[kConfigs] = {64, 32, 32, 8, 8, 32, 32, 8, 8, 16},
-              kBK[kConfigs] = {16, 32, 32, 128, 256, 128, 256, 256, 1024, 256},
+              kBK[kConfigs] = {16, 32, 32, 128, 128, 64, 128, 256, 512, 64},
               kKG[kConfigs] = {1, 4, 8, 128, 16, 2, 32, 128, 128, 8};
 
 struct Args {
@@ -82,6 +82,7 @@ struct Args {
   unsigned char cfg_fwd[kPersistentMaxLayers], cfg_dx[kPersistentMaxLayers], cfg_dw[kPersistentMaxLayers];
   bool fuse_softmax;
   bool prefetch;  // L2-prefetch the next step's input rows at the start of each step
+  int spin_ns;    // grid barrier: back-off between polls (0: spin)
   const std::uint8_t* pixels;
   float scale;
   const std::int32_t* labels;
@@ -371,7 +372,7 @@ __device__ void gemm_tile_cfg(int cfg, float* smem, int tile, int I, int J, int 
     case 3: gemm_tile<S4>(smem, tile, I, J, R, A, B, epi); break;
     case 4: gemm_tile<D32x8>(smem, tile, I, J, R, A, B, epi); break;
     case 5: gemm_tile<D64x32>(smem, tile, I, J, R, A, B, epi); break;
-    case 6: gemm_tile<D1x32>(smem, tile, I, J, R, A, B, epi); break;
+    case 6: gemm_tile<D2x32>(smem, tile, I, J, R, A, B, epi); break;
     case 7: gemm_tile<D4x8>(smem, tile, I, J, R, A, B, epi); break;
     case 8: gemm_tile<D1x8>(smem, tile, I, J, R, A, B, epi); break;
     default: gemm_tile<D32x16>(smem, tile, I, J, R, A, B, epi); break;
@@ -384,6 +385,7 @@ __host__ __device__ inline int tile_rows(int cfg) {
     case 1: case 4: case 9: return 32;
     case 2: return 16;
     case 3: case 7: return 4;
+    case 6: return 2;
     default: return 1;
   }
 }
@@ -470,16 +472,20 @@ __device__ void weight_grad_tile(const Args& a, const std::uint32_t* order, floa
 // ---------------------------------------------------------------------------------------------
 // Grid barrier: a monotonic arrival counter (zeroed before each launch); block b waits until
 // every block has arrived `target` times in total. Release before arriving, acquire after.
-__device__ __forceinline__ void grid_sync(unsigned* counter, unsigned& target) {
+// spin_ns > 0: back off between polls, so the 132 pollers of one L2 line leave room for the
+// late blocks' arrivals.
+__device__ __forceinline__ void grid_sync(unsigned* counter, unsigned& target, int spin_ns) {
   __syncthreads();
   target += gridDim.x;
   if (threadIdx.x == 0) {
     __threadfence();
     atomicAdd(counter, 1u);
-    unsigned seen;
-    do {
+    for (;;) {
+      unsigned seen;
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
-    } while (int(seen - target) < 0);
+      if (int(seen - target) >= 0) break;
+      if (spin_ns > 0) __nanosleep(unsigned(spin_ns));
+    }
   }
   __syncthreads();
 }
@@ -502,7 +508,7 @@ __device__ __forceinline__ void phase_end(const Args& a, int s, int phase, unsig
     __syncthreads();  // the block's own work is done
     if (threadIdx.x == 0) a.clocks[(s * kClockPhases + phase) * 2] = global_ns();
   }
-  grid_sync(a.barrier, target);
+  grid_sync(a.barrier, target, a.spin_ns);
   if (clock && threadIdx.x == 0) a.clocks[(s * kClockPhases + phase) * 2 + 1] = global_ns();
 }
 
@@ -778,6 +784,7 @@ PersistentTrainer::PersistentTrainer(const PersistentConfig& config) : impl_(std
   a.correct = config.correct;
   a.step = config.step;
   a.prefetch = config.prefetch;
+  a.spin_ns = config.spin_ns;
   a.barrier = m.alloc<unsigned>(1);
   a.clocks = std::getenv("NNPAR_PERSISTENT_PHASES") != nullptr
                  ? m.alloc<unsigned long long>(std::size_t(kClockSteps) * kClockPhases * 2 + 1)
@@ -800,7 +807,7 @@ void PersistentTrainer::run(std::size_t first_step, int steps, int rows, cudaStr
   check(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&persistent_kernel), dim3(m.grid), dim3(kThreads),
                                     params, kSmemBytes, stream),
         "cuda persistent: cooperative launch");
-  if (a.clocks != nullptr && steps >= 8 && !m.clocks_printed) print_phase_clocks(a, std::min(steps, kClockSteps), stream);
+  if (a.clocks != nullptr && steps >= 8 && !m.clocks_printed) print_phase_clocks(&a, std::min(steps, kClockSteps), stream);
 }
 
 // Diagnosis only (synchronises): mean over steps 1.. of each phase's work (block 0's own work,
@@ -836,7 +843,7 @@ void PersistentTrainer::print_phase_clocks(const void* args, int steps, cudaStre
 std::string PersistentTrainer::describe(int rows) const {
   const Args a = impl_->plan(rows);
   static const char* names[kConfigs] = {"64x64", "32x32", "16x32", "4x8", "deep 32x8", "deep 64x32",
-                                        "deep 1x32", "deep 4x8", "deep 1x8", "deep 32x16"};
+                                        "deep 2x32", "deep 4x8", "deep 1x8", "deep 32x16"};
   std::ostringstream s;
   s << "grid " << impl_->grid << ", rows " << rows << (impl_->config.deep ? ", deep plan" : ", classic plan")
     << (a.prefetch ? ", prefetch" : "") << (a.fuse_softmax ? ", softmax fused" : ", softmax phase");

@@ -212,6 +212,7 @@ class CudaStrategy final : public Strategy {
       pc.blocks = int(options.get_int("persistent_blocks"));
       pc.deep = options.get_string("persistent_plan") == "deep";
       pc.prefetch = options.get_bool("persistent_prefetch");
+      pc.spin_ns = int(options.get_int("persistent_spin_ns"));
       pc.device = device;
       persistent_ = std::make_unique<gpu::PersistentTrainer>(pc);
       if (std::getenv("NNPAR_PERSISTENT_PLAN") != nullptr) {  // diagnosis only: which tile shapes run
@@ -545,6 +546,8 @@ StrategyInfo cuda_info() {
        {"deep", "classic"}},
       {"persistent_prefetch", OptionType::boolean, true,
        "persistent kernel: prefetch the next step's input rows into L2 during the current step", -1e300, 1e300, {}},
+      {"persistent_spin_ns", OptionType::integer, std::int64_t{0},
+       "persistent kernel: nanoseconds each block sleeps between polls of the grid barrier (0: spin)", 0, 100000, {}},
       {"pdl", OptionType::string, std::string("auto"),
        "programmatic dependent launch (sm_90+): each kernel is launched while its predecessor finishes; auto: on "
        "for batches of <= 32 rows", -1e300, 1e300, {"auto", "on", "off"}},
