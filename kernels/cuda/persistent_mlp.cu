@@ -30,9 +30,10 @@ namespace nnpar::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// The largest tile shape's operand tiles + group partials (deep 32x8, 64x32, 1x8 ~ 10-11k),
+// The largest tile shape's operand tiles (two stages for the deep ones) + group partials
+// (deep 1x8: 2 x 512 x (5 + 12) + 128 x 8),
 // dynamic shared memory (over the 48 KB static limit).
-constexpr int kSmemFloats = 11264;
+constexpr int kSmemFloats = 18432;
 constexpr int kSmemBytes = kSmemFloats * int(sizeof(float));
 
 // Tile shapes: BI x BJ outputs, reduction consumed BK at a time, 4x4 outputs per thread, the
@@ -49,7 +50,7 @@ struct Shape {
   static constexpr bool kPreload = Deep;
   static_assert(G * KG == kThreads && KPG * KG == BK && KPG >= 1, "threads/tile mismatch");
   static_assert(PA * kThreads == BI * BK && PB * kThreads == BJ * BK, "loader mismatch");
-  static_assert(BK * (LDA + LDB) + (KG > 1 ? KG * BI * BJ : 0) <= kSmemFloats, "shared memory");
+  static_assert((Deep ? 2 : 1) * BK * (LDA + LDB) + (KG > 1 ? KG * BI * BJ : 0) <= kSmemFloats, "shared memory");
   static_assert(!Deep || KG > 1, "deep shapes reduce over groups");
   static_assert((BK * LDA) % 4 == 0, "B tile must stay 16-byte aligned");
 };
@@ -113,18 +114,19 @@ __device__ __forceinline__ unsigned long long global_ns() {
 
 template <bool RContig>
 struct Dense {
-  static constexpr bool kRContig = RContig;
+  static constexpr bool kRContig = RContig, kDense = true;
   const float* p;
   int ld;
-  __device__ float get(int i, int r) const {
-    return __ldcg(RContig ? p + std::size_t(i) * ld + r : p + std::size_t(r) * ld + i);
+  __device__ const float* ptr(int i, int r) const {
+    return RContig ? p + std::size_t(i) * ld + r : p + std::size_t(r) * ld + i;
   }
+  __device__ float get(int i, int r) const { return __ldcg(ptr(i, r)); }
 };
 
 // The first layer's input, X[m, k] = pixels[order[m], k] * scale, never materialised.
 template <bool RContig>  // true: (i=m, r=k) for the forward; false: (i=k, r=m) for the weight grad
 struct Gather {
-  static constexpr bool kRContig = RContig;
+  static constexpr bool kRContig = RContig, kDense = false;
   const std::uint8_t* pixels;
   const std::uint32_t* order;
   int features;
@@ -236,36 +238,66 @@ __device__ __forceinline__ void load_map(int tid, int e, int& i, int& r) {
   }
 }
 
+__device__ __forceinline__ void cp_async4(float* dst, const float* src) {
+  // .ca (4-byte copies have no .cg form): lines other blocks wrote since this SM last read
+  // them are not stale, because the barrier's acquire (ld.acquire.gpu) invalidates the L1.
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// One operand's reduction slab [BK][LD] of a deep shape: dense operands by cp.async; the
+// gathered uint8 input (converted on the way) through registers, all loads before the stores.
+template <class S, int BX, int PX, int LD, class Src>
+__device__ __forceinline__ void stage_slab(float* buf, const Src& src, int x0, int X, int r0, int R) {
+  const int tid = threadIdx.x;
+  if constexpr (Src::kDense) {
+#pragma unroll
+    for (int e = 0; e < PX; ++e) {
+      int xi, xr;
+      load_map<S, BX, PX, Src>(tid, e, xi, xr);
+      const int x = x0 + xi, r = r0 + xr;
+      float* d = buf + xr * LD + xi;
+      if (x < X && r < R) {
+        cp_async4(d, src.ptr(x, r));
+      } else {
+        *d = 0.0f;
+      }
+    }
+  } else {
+    float v[PX];
+#pragma unroll
+    for (int e = 0; e < PX; ++e) {
+      int xi, xr;
+      load_map<S, BX, PX, Src>(tid, e, xi, xr);
+      const int x = x0 + xi, r = r0 + xr;
+      v[e] = (x < X && r < R) ? src.get(x, r) : 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < PX; ++e) {
+      int xi, xr;
+      load_map<S, BX, PX, Src>(tid, e, xi, xr);
+      buf[xr * LD + xi] = v[e];
+    }
+  }
+}
+
+// Not inlined: inlined, the ten shapes' tiles share the kernel's register allocation with
+// everything else live in it and spilled ~3 KB a thread (each alone does not spill).
 template <class S, class SA, class SB, class Epi>
-__device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& A, const SB& B, const Epi& epi) {
+__device__ __noinline__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& A, const SB& B, const Epi& epi) {
   static_assert(!SA::kRContig || S::BK % 8 == 0, "");
   float* As = smem;                    // [BK][LDA]
   float* Bs = As + S::BK * S::LDA;     // [BK][LDB]
-  float* red = Bs + S::BK * S::LDB;    // [KG][BI*BJ]
+  float* red = Bs + S::BK * S::LDB;    // [KG][BI*BJ] (deep shapes: after a second stage)
   const int tiles_j = (J + S::BJ - 1) / S::BJ;
   const int i0 = (tile / tiles_j) * S::BI, j0 = (tile % tiles_j) * S::BJ;
   const int tid = threadIdx.x, group = tid / S::G, gt = tid % S::G;
   const int tx = gt % (S::BJ / S::TJ), ty = gt / (S::BJ / S::TJ);
-
-  // The loader's element e of this thread: recomputed where used (cheap integer maths) rather
-  // than kept in index arrays, which made the deep shapes spill.
-  float ra[S::PA], rb[S::PB];
-  auto fetch = [&](int r0) {
-#pragma unroll
-    for (int e = 0; e < S::PA; ++e) {
-      int ai, ar;
-      load_map<S, S::BI, S::PA, SA>(tid, e, ai, ar);
-      const int i = i0 + ai, r = r0 + ar;
-      ra[e] = (i < I && r < R) ? A.get(i, r) : 0.0f;
-    }
-#pragma unroll
-    for (int e = 0; e < S::PB; ++e) {
-      int bj, br;
-      load_map<S, S::BJ, S::PB, SB>(tid, e, bj, br);
-      const int j = j0 + bj, r = r0 + br;
-      rb[e] = (j < J && r < R) ? B.get(j, r) : 0.0f;
-    }
-  };
 
   // Deep shapes: each thread's epilogue operands are in flight during the reduction (the
   // group partials leave output o = tid + q * kThreads to thread tid).
@@ -282,28 +314,12 @@ __device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& 
   float acc[S::TI][S::TJ] = {};
   float row_sum = 0.0f;
   const bool sum_rows = Epi::kRowSums && j0 == 0 && tid < S::BI;
-  fetch(0);
-  for (int r0 = 0; r0 < R; r0 += S::BK) {
-#pragma unroll
-    for (int e = 0; e < S::PA; ++e) {
-      int ai, ar;
-      load_map<S, S::BI, S::PA, SA>(tid, e, ai, ar);
-      As[ar * S::LDA + ai] = ra[e];
-    }
-#pragma unroll
-    for (int e = 0; e < S::PB; ++e) {
-      int bj, br;
-      load_map<S, S::BJ, S::PB, SB>(tid, e, bj, br);
-      Bs[br * S::LDB + bj] = rb[e];
-    }
-    __syncthreads();
-    if (r0 + S::BK < R) fetch(r0 + S::BK);  // the next slab's loads fly during this one's FMAs
+  auto compute = [&](const float* As, const float* Bs) {
     if (sum_rows) {
 #pragma unroll 8
       for (int rr = 0; rr < S::BK; ++rr) row_sum += As[rr * S::LDA + tid];
     }
-    // Bounded unroll: fully unrolled, the deep shapes' long group slices (up to 64) had their
-    // shared-memory loads hoisted into hundreds of registers and spilled.
+    // Bounded unroll: the deep shapes' group slices are up to 64 long.
 #pragma unroll 8
     for (int q = 0; q < S::KPG; ++q) {
       const int rr = group * S::KPG + q;
@@ -322,7 +338,70 @@ __device__ void gemm_tile(float* smem, int tile, int I, int J, int R, const SA& 
 #pragma unroll
         for (int y = 0; y < S::TJ; ++y) acc[x][y] = fmaf(a[x], bv[y], acc[x][y]);
     }
-    __syncthreads();
+  };
+
+  if constexpr (S::kPreload) {
+    // Deep shapes: two shared-memory stages filled by cp.async (dense operands: no registers
+    // held per element, so a slab's loads are all in flight at once; staging them in
+    // registers spilled), the next slab's copies flying during this one's FMAs.
+    float* stage_a[2] = {As, Bs + S::BK * S::LDB};
+    float* stage_b[2] = {Bs, stage_a[1] + S::BK * S::LDA};
+    red = stage_b[1] + S::BK * S::LDB;
+    auto issue = [&](int r0, int buf) {
+      stage_slab<S, S::BI, S::PA, S::LDA>(stage_a[buf], A, i0, I, r0, R);
+      stage_slab<S, S::BJ, S::PB, S::LDB>(stage_b[buf], B, j0, J, r0, R);
+      cp_async_commit();
+    };
+    const int slabs = (R + S::BK - 1) / S::BK;
+    issue(0, 0);
+    for (int t = 0; t < slabs; ++t) {
+      if (t + 1 < slabs) {
+        issue((t + 1) * S::BK, (t + 1) & 1);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      compute(stage_a[t & 1], stage_b[t & 1]);
+      __syncthreads();  // stage t & 1 is refilled by the next iteration's issue
+    }
+  } else {
+    float ra[S::PA], rb[S::PB];
+    auto fetch = [&](int r0) {
+#pragma unroll
+      for (int e = 0; e < S::PA; ++e) {
+        int ai, ar;
+        load_map<S, S::BI, S::PA, SA>(tid, e, ai, ar);
+        const int i = i0 + ai, r = r0 + ar;
+        ra[e] = (i < I && r < R) ? A.get(i, r) : 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < S::PB; ++e) {
+        int bj, br;
+        load_map<S, S::BJ, S::PB, SB>(tid, e, bj, br);
+        const int j = j0 + bj, r = r0 + br;
+        rb[e] = (j < J && r < R) ? B.get(j, r) : 0.0f;
+      }
+    };
+    fetch(0);
+    for (int r0 = 0; r0 < R; r0 += S::BK) {
+#pragma unroll
+      for (int e = 0; e < S::PA; ++e) {
+        int ai, ar;
+        load_map<S, S::BI, S::PA, SA>(tid, e, ai, ar);
+        As[ar * S::LDA + ai] = ra[e];
+      }
+#pragma unroll
+      for (int e = 0; e < S::PB; ++e) {
+        int bj, br;
+        load_map<S, S::BJ, S::PB, SB>(tid, e, bj, br);
+        Bs[br * S::LDB + bj] = rb[e];
+      }
+      __syncthreads();
+      if (r0 + S::BK < R) fetch(r0 + S::BK);  // the next slab's loads fly during this one's FMAs
+      compute(As, Bs);
+      __syncthreads();
+    }
   }
   if (sum_rows && i0 + tid < I) epi.row_sum(i0 + tid, row_sum);
 
@@ -430,6 +509,40 @@ __device__ void softmax_row(const Args& a, const std::uint32_t* order, int r) {
   a.row_correct[r] = best_c == y ? 1u : 0u;
 }
 
+// The same row with a warp, a lane per class (classes <= 32; the maths of
+// softmax_xent_warp_kernel in mlp_kernels.cu): one round trip for the logits instead of three
+// passes of one dependent load per class (measured 13-16 us of a batch-128 step).
+__device__ void softmax_row_warp(const Args& a, const std::uint32_t* order, int r) {
+  const int classes = a.sizes[a.layers], lane = int(threadIdx.x % 32);
+  const bool live = lane < classes;
+  const int y = __ldg(a.labels + __ldg(order + r));
+  const float z = live ? __ldcg(a.act[a.layers] + std::size_t(r) * classes + lane) : -INFINITY;
+  float zmax = z;
+  for (int o = 16; o > 0; o >>= 1) zmax = fmaxf(zmax, __shfl_xor_sync(0xffffffffu, zmax, o));
+  const float e = live ? expf(z - zmax) : 0.0f;
+  double sum = e;
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float p = e * float(1.0 / sum);
+  float best = live ? p : -1.0f;
+  int best_c = lane;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oc = __shfl_xor_sync(0xffffffffu, best_c, o);
+    if (ob > best || (ob == best && oc < best_c)) {
+      best = ob;
+      best_c = oc;
+    }
+  }
+  const float zy = __shfl_sync(0xffffffffu, z, y);
+  if (live) a.grad[a.layers - 1][std::size_t(r) * classes + lane] = a.grad_scale * (lane == y ? p - 1.0f : p);
+  if (lane == 0) {
+    double l = log(sum) - (double(zy) - zmax);
+    if (!(l < 1e30)) l = 1e30;
+    a.row_loss[r] = fmax(l, 0.0);
+    a.row_correct[r] = best_c == y ? 1u : 0u;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The three product kinds of a layer, one tile each.
 
@@ -445,8 +558,14 @@ __device__ void forward_tile(const Args& a, const std::uint32_t* order, float* s
   if (l + 1 == a.layers && a.fuse_softmax) {
     // The tile holds whole rows of logits (one tile column): finish those rows here.
     const int rows_per_tile = tile_rows(a.cfg_fwd[l]);
-    const int r = tile * rows_per_tile + int(threadIdx.x);
-    if (int(threadIdx.x) < rows_per_tile && r < I) softmax_row(a, order, r);
+    if (a.sizes[a.layers] <= 32) {
+      for (int w = int(threadIdx.x / 32); w < rows_per_tile; w += kThreads / 32) {
+        if (tile * rows_per_tile + w < I) softmax_row_warp(a, order, tile * rows_per_tile + w);
+      }
+    } else {
+      const int r = tile * rows_per_tile + int(threadIdx.x);
+      if (int(threadIdx.x) < rows_per_tile && r < I) softmax_row(a, order, r);
+    }
   }
 }
 
@@ -533,7 +652,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_kernel(const __grid_co
       phase_end(a, s, phase++, target);
     }
     if (!a.fuse_softmax) {
-      for (int r = block * kThreads + int(threadIdx.x); r < rows; r += grid * kThreads) softmax_row(a, order, r);
+      if (a.sizes[L] <= 32) {
+        constexpr int kWarps = kThreads / 32;
+        for (int r = block * kWarps + int(threadIdx.x / 32); r < rows; r += grid * kWarps) softmax_row_warp(a, order, r);
+      } else {
+        for (int r = block * kThreads + int(threadIdx.x); r < rows; r += grid * kThreads) softmax_row(a, order, r);
+      }
       phase_end(a, s, phase++, target);
     }
 

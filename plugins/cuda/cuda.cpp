@@ -17,7 +17,7 @@
 // Per-step latency is the whole game (docs/results/2026-11-26-cuda-2.md, one H100): the
 // kernels of a step are dependent, and the cheapest of them costs ~1.7 us in a graph chain, so
 // the launch options below attack the gaps and the in-kernel round trips: `pdl` (programmatic
-// dependent launch; auto = batches <= 32, where it was measured to win), `gemv_rows` (warp
+// dependent launch; auto = batches <= 128, where it was measured to win), `gemv_rows` (warp
 // kernels for batches <= 8), `warp_softmax` (softmax over many blocks), `k_stage` (four K tiles
 // per GEMM stage), `split_blocks`; `fuse_head` (softmax + last input gradient in one kernel)
 // is correct but measured slower, so off. `kernel_timing` prints each kernel's time in a graph.
@@ -122,8 +122,9 @@ class CudaStrategy final : public Strategy {
     batch_ = context.train->batch_size;
     gpu::KernelOptions kernel_options;
     // PDL needs sm_90; on older devices the launch attribute is ignored, but be explicit.
-    // auto: on for batches of <= 32 rows, where it measured faster on an H100; with bigger
-    // products the early-launched blocks of the next kernel slowed the current one.
+    // auto: on for batches of <= 128 rows, where it measured faster on an H100 (batch 128: +4%
+    // at width 256, +2% at 1024, docs/results/2026-11-26-cuda-3.md); larger batches are left
+    // off, where the early-launched blocks of the next kernel can slow the current one.
     const std::string& pdl = options.get_string("pdl");
     kernel_options.pdl = props.major >= 9 && (pdl == "on" || (pdl == "auto" && batch_ <= kAutoPdlMaxBatch));
     kernel_options.gemv_max_rows = int(options.get_int("gemv_rows"));
@@ -301,7 +302,7 @@ class CudaStrategy final : public Strategy {
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
-  static constexpr int kAutoPdlMaxBatch = 32;
+  static constexpr int kAutoPdlMaxBatch = 128;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -550,7 +551,7 @@ StrategyInfo cuda_info() {
        "persistent kernel: nanoseconds each block sleeps between polls of the grid barrier (0: spin)", 0, 100000, {}},
       {"pdl", OptionType::string, std::string("auto"),
        "programmatic dependent launch (sm_90+): each kernel is launched while its predecessor finishes; auto: on "
-       "for batches of <= 32 rows", -1e300, 1e300, {"auto", "on", "off"}},
+       "for batches of <= 128 rows", -1e300, 1e300, {"auto", "on", "off"}},
       {"gemv_rows", OptionType::integer, std::int64_t{8},
        "batches of at most this many rows (max 8) use warp-per-output kernels for the forward and input-gradient "
        "products instead of split-K tiles (0: never)", 0, 8, {}},
