@@ -4,13 +4,16 @@
 // b + grid, ... Each tile is computed by a whole 256-thread block over the full reduction
 // length (never split across blocks, so no partial sums cross blocks and no fix-up pass is
 // needed): the reduction is split between the block's thread groups instead, each thread
-// holding a 4x4 register micro-tile, and the groups' partial tiles are added in a fixed tree
-// order in shared memory. Which tile shape a product uses is picked on the host from the
-// shape (more, smaller tiles when the output is small, larger ones when L2 traffic would
-// dominate), so the summation order depends on the shape and the grid size only.
+// holding a register micro-tile of up to 4x4, and the groups' partial tiles are added in a
+// fixed tree order in shared memory. Which tile shape a product uses is picked on the host
+// from the shape and the plan (classic or deep, see cuda_persistent.hpp), so the summation
+// order depends on the shape, the plan and the grid size only.
 //
 // Data written inside the launch by other blocks is read with ld.global.cg (L2, not the
-// possibly stale L1); the barrier's release/acquire orders it.
+// possibly stale L1); the barrier's release/acquire orders it. The deep shapes' cp.async
+// copies exist only in the L1-caching form for 4 bytes: they rely on the PTX memory model's
+// guarantee that weak loads after the barrier's acquire (ordered for the whole block by
+// __syncthreads) see the writes released before it, which the parity tests exercise.
 #include "nnpar/cuda_persistent.hpp"
 
 #include <cuda_runtime.h>
@@ -140,9 +143,10 @@ struct Gather {
 // ---------------------------------------------------------------------------------------------
 // Epilogues (the same element-wise maths, in the same order, as mlp_kernels.cu).
 
-// Each epilogue is split in load (what it reads besides the product) and store. Hoisting all
-// of a thread's loads ahead of its stores (to overlap their L2 round trips) measured slower
-// on an H200 (more registers, spills): they are used one output at a time for now.
+// Each epilogue is split in load (what it reads besides the product) and store. The classic
+// shapes load one output at a time (hoisting all of a thread's loads ahead of its stores
+// measured slower on an H200: more registers, spills); the deep shapes, whose threads own at
+// most 8 outputs after the group reduction, load theirs before the reduction starts.
 struct ForwardEpi {
   static constexpr bool kRowSums = false;
   struct Pre {
@@ -239,8 +243,8 @@ __device__ __forceinline__ void load_map(int tid, int e, int& i, int& r) {
 }
 
 __device__ __forceinline__ void cp_async4(float* dst, const float* src) {
-  // .ca (4-byte copies have no .cg form): lines other blocks wrote since this SM last read
-  // them are not stale, because the barrier's acquire (ld.acquire.gpu) invalidates the L1.
+  // .ca (4-byte copies have no .cg form): see the top of the file for why lines other blocks
+  // wrote in an earlier phase are not read stale.
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
 }

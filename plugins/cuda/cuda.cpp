@@ -22,10 +22,11 @@
 // per GEMM stage), `split_blocks`; `fuse_head` (softmax + last input gradient in one kernel)
 // is correct but measured slower, so off. `kernel_timing` prints each kernel's time in a graph.
 // Measured with the defaults, 784-256-256-26: batch 1 43k samples/s (22.6 us/step, was 39.9),
-// 128 2.21M (unchanged; 2.41M with pdl=on), 1024 6.36M (was 5.40M); PyTorch with the step in a
-// CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent` variant (one cooperative
-// kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial but was slower than the
-// graph at every shape in round 1, so `graph` stays the default.
+// 128 2.32M (55.1 us; pdl auto on since round 3, was 2.22M), 1024 6.33M (was 5.40M); PyTorch
+// with the step in a CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent`
+// variant (one cooperative kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial
+// but is 0.49-0.80x of the graph even with round 3's deep plan (docs/results/2026-11-26-cuda-3.md:
+// its phases, not its grid barriers, are slow), so `graph` stays the default.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -295,8 +296,9 @@ class CudaStrategy final : public Strategy {
 
  private:
   // `auto`: the persistent kernel where it measured faster than the graph (bench/cuda_variants.py).
-  // On an H200 it is not yet faster anywhere (batch 1/32/128/1024, widths 256/1024: 0.55-0.9x
-  // of the graph's samples/s), so no batch qualifies; raise the bound once it wins.
+  // It is not yet faster anywhere (round 1, H200: 0.55-0.9x of the graph's samples/s; round 3,
+  // H100, deep plan: 0.49-0.80x at batch 1/32/128/1024), so no batch qualifies; raise the
+  // bound once it wins.
   bool persistent_wins(const cudaDeviceProp& props) const {
     return props.cooperativeLaunch != 0 && sizes_.size() <= std::size_t(gpu::kPersistentMaxLayers) + 1 &&
            batch_ <= kAutoPersistentMaxBatch;
