@@ -10,7 +10,9 @@ A variant is `NAME` or `NAME:key=value:key=value` (extra strategy.cuda options, 
 `persistent:persistent_blocks=66`). Model 784-W-W-26; an epoch is the training set (124,800
 samples) or --max-steps batches, whichever is smaller; the first epoch is a warm-up, the
 number reported is the median of the rest. Set NNPAR_PERSISTENT_PLAN=1 to have the strategy
-print the persistent kernel's tile plan to stderr.
+print the persistent kernel's tile plan to stderr, NNPAR_PERSISTENT_PHASES=1 for its mean time
+per phase (work and grid barrier) over the first 64 steps of a launch (the script keeps only the
+last 400 characters of stderr: run nnpar directly for the whole line).
 """
 import argparse
 import json

@@ -546,14 +546,16 @@ StrategyEntry cuda_old_kernels_entry() {
   return e;
 }
 
-// The persistent variant; blocks 0 = one per SM.
-StrategyEntry persistent_entry(int blocks = 0) {
+// The persistent variant; blocks 0 = one per SM; plan "deep" (the default) or "classic".
+StrategyEntry persistent_entry(int blocks = 0, const char* plan = "deep", bool prefetch = true) {
   StrategyEntry e = entry("cuda");
-  e.label = "cuda persistent";
+  e.label = std::string("cuda persistent ") + plan + (prefetch ? "" : " (no prefetch)");
   auto t = std::make_shared<toml::table>();
   t->insert("name", "cuda");
   t->insert("variant", "persistent");
   t->insert("persistent_blocks", blocks);
+  t->insert("persistent_plan", plan);
+  t->insert("persistent_prefetch", prefetch);
   e.table = t;
   return e;
 }
@@ -691,5 +693,58 @@ TEST_F(CudaTraining, PersistentWideBatch1024MatchesSerial) {
   config.model.layer_sizes = {784, 1024, 1024, 26};
   config.train.epochs = 1;
   config.train.batch_size = 1024;
+  expect_parity(config, persistent_entry());
+}
+
+// The deep plan's shapes (kernels/cuda/persistent_mlp.cu) at the batches they are picked for:
+// 1 (one-row tiles, K <= 1024 in one slab), 7 (4-row tiles) and 128 (32x8, 32x16 and 64x32
+// tiles, one row of logits per head tile), each with odd widths somewhere, and the classic
+// plan kept working.
+TEST_F(CudaTraining, PersistentClassicPlanWithoutPrefetchMatchesSerial) {
+  expect_parity(small_config(), persistent_entry(0, "classic", false));
+}
+
+TEST_F(CudaTraining, PersistentDeepBatch7OddWidthsMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 100, 37, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 7;  // 6000 = 857 x 7 + 1: a last launch of one row
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, persistent_entry());
+}
+
+TEST_F(CudaTraining, PersistentDeepBatch128MatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 128;  // 6000 = 46 x 128 + 112
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, persistent_entry());
+  config.train.epochs = 1;
+  expect_parity(config, persistent_entry(0, "deep", false));
+  config.model.layer_sizes = {784, 300, 129, 26};
+  expect_parity(config, persistent_entry(100));
+}
+
+TEST_F(CudaTraining, PersistentDeepOneAndTwoLayersMatchSerial) {
+  RunConfig config = small_config();
+  config.train.epochs = 1;
+  config.train.batch_size = 128;
+  config.model.layer_sizes = {784, 26};
+  expect_parity(config, persistent_entry());
+  config.model.layer_sizes = {784, 200, 26};
+  config.train.batch_size = 1;
+  config.data.options.limit = 300;
+  config.train.sgd.lr = 0.05f;
+  expect_parity(config, persistent_entry());
+}
+
+TEST_F(CudaTraining, PersistentDeepWideBatchOneMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 1024, 1024, 26};
+  config.data.options.limit = 300;
+  config.train.epochs = 1;
+  config.train.batch_size = 1;
+  config.train.sgd.lr = 0.05f;
   expect_parity(config, persistent_entry());
 }

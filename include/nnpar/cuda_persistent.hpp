@@ -1,8 +1,14 @@
 // The persistent variant of the `cuda` strategy: one cooperative kernel runs many whole
 // training steps, its blocks meeting at grid-wide barriers between the dependent phases of a
 // step, instead of one launch (or graph node) per product. At the batch sizes this project
-// trains, a step is latency-bound: a graph node costs ~5 us of dependent-launch latency, a
-// grid barrier ~1 us.
+// trains, a step is latency-bound: a dependent graph node costs >= ~1.7 us, a grid barrier
+// 0.7-2.2 us (measured, docs/results/2026-11-26-cuda-3.md). What keeps this kernel slower than
+// the graph is the phases' own work (4-25 us each at batch 128), not the barriers.
+//
+// Tile plans (PersistentConfig::deep): "classic", the first round's four tile shapes with
+// short reduction slabs, each product planned alone; "deep" (the default, 3-25% faster),
+// longer slabs copied with cp.async into two shared-memory stages, epilogue operands loaded
+// before the reduction, and the two products that share a phase planned together.
 //
 // Per step, for L Linear layers: L forward phases (the first gathers its uint8 input through
 // the epoch order, the last also does softmax + cross-entropy when the classes fit in one
@@ -38,6 +44,12 @@ struct PersistentConfig {
   unsigned long long* correct = nullptr;
   int* step = nullptr;               // advanced by the number of steps each run() executes
   int blocks = 0;                    // grid size; 0: one block per SM
+  // deep: plan with the deep tile shapes (a few long reduction slabs per product, epilogue
+  // operands loaded ahead) and plan the products of a phase together; false: the first
+  // round's four shapes, each product planned alone.
+  bool deep = true;
+  bool prefetch = true;              // L2-prefetch the next step's input rows a step ahead
+  int spin_ns = 0;                   // grid barrier: nanoseconds of back-off between polls (0: spin)
   int device = 0;
 };
 
@@ -61,6 +73,7 @@ class PersistentTrainer {
   std::string describe(int rows) const;
 
  private:
+  void print_phase_clocks(const void* args, int steps, cudaStream_t stream);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -17,15 +17,16 @@
 // Per-step latency is the whole game (docs/results/2026-11-26-cuda-2.md, one H100): the
 // kernels of a step are dependent, and the cheapest of them costs ~1.7 us in a graph chain, so
 // the launch options below attack the gaps and the in-kernel round trips: `pdl` (programmatic
-// dependent launch; auto = batches <= 32, where it was measured to win), `gemv_rows` (warp
+// dependent launch; auto = batches <= 128, where it was measured to win), `gemv_rows` (warp
 // kernels for batches <= 8), `warp_softmax` (softmax over many blocks), `k_stage` (four K tiles
 // per GEMM stage), `split_blocks`; `fuse_head` (softmax + last input gradient in one kernel)
 // is correct but measured slower, so off. `kernel_timing` prints each kernel's time in a graph.
 // Measured with the defaults, 784-256-256-26: batch 1 43k samples/s (22.6 us/step, was 39.9),
-// 128 2.21M (unchanged; 2.41M with pdl=on), 1024 6.36M (was 5.40M); PyTorch with the step in a
-// CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent` variant (one cooperative
-// kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial but was slower than the
-// graph at every shape in round 1, so `graph` stays the default.
+// 128 2.32M (55.1 us; pdl auto on since round 3, was 2.22M), 1024 6.33M (was 5.40M); PyTorch
+// with the step in a CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent`
+// variant (one cooperative kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial
+// but is 0.49-0.80x of the graph even with round 3's deep plan (docs/results/2026-11-26-cuda-3.md:
+// its phases, not its grid barriers, are slow), so `graph` stays the default.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -122,8 +123,9 @@ class CudaStrategy final : public Strategy {
     batch_ = context.train->batch_size;
     gpu::KernelOptions kernel_options;
     // PDL needs sm_90; on older devices the launch attribute is ignored, but be explicit.
-    // auto: on for batches of <= 32 rows, where it measured faster on an H100; with bigger
-    // products the early-launched blocks of the next kernel slowed the current one.
+    // auto: on for batches of <= 128 rows, where it measured faster on an H100 (batch 128: +4%
+    // at width 256, +2% at 1024, docs/results/2026-11-26-cuda-3.md); larger batches are left
+    // off, where the early-launched blocks of the next kernel can slow the current one.
     const std::string& pdl = options.get_string("pdl");
     kernel_options.pdl = props.major >= 9 && (pdl == "on" || (pdl == "auto" && batch_ <= kAutoPdlMaxBatch));
     kernel_options.gemv_max_rows = int(options.get_int("gemv_rows"));
@@ -210,6 +212,9 @@ class CudaStrategy final : public Strategy {
       pc.correct = &stats_.get()->correct;
       pc.step = &stats_.get()->step;
       pc.blocks = int(options.get_int("persistent_blocks"));
+      pc.deep = options.get_string("persistent_plan") == "deep";
+      pc.prefetch = options.get_bool("persistent_prefetch");
+      pc.spin_ns = int(options.get_int("persistent_spin_ns"));
       pc.device = device;
       persistent_ = std::make_unique<gpu::PersistentTrainer>(pc);
       if (std::getenv("NNPAR_PERSISTENT_PLAN") != nullptr) {  // diagnosis only: which tile shapes run
@@ -291,14 +296,15 @@ class CudaStrategy final : public Strategy {
 
  private:
   // `auto`: the persistent kernel where it measured faster than the graph (bench/cuda_variants.py).
-  // On an H200 it is not yet faster anywhere (batch 1/32/128/1024, widths 256/1024: 0.55-0.9x
-  // of the graph's samples/s), so no batch qualifies; raise the bound once it wins.
+  // It is not yet faster anywhere (round 1, H200: 0.55-0.9x of the graph's samples/s; round 3,
+  // H100, deep plan: 0.49-0.80x at batch 1/32/128/1024), so no batch qualifies; raise the
+  // bound once it wins.
   bool persistent_wins(const cudaDeviceProp& props) const {
     return props.cooperativeLaunch != 0 && sizes_.size() <= std::size_t(gpu::kPersistentMaxLayers) + 1 &&
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
-  static constexpr int kAutoPdlMaxBatch = 32;
+  static constexpr int kAutoPdlMaxBatch = 128;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -537,9 +543,17 @@ StrategyInfo cuda_info() {
        -1e300, 1e300, {"graph", "persistent", "auto"}},
       {"persistent_blocks", OptionType::integer, std::int64_t{0},
        "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
+      {"persistent_plan", OptionType::string, std::string("deep"),
+       "tile shapes of the persistent kernel: deep (long reduction slabs, epilogue operands loaded ahead, the "
+       "products of a phase planned together); classic (the first round's shapes)", -1e300, 1e300,
+       {"deep", "classic"}},
+      {"persistent_prefetch", OptionType::boolean, true,
+       "persistent kernel: prefetch the next step's input rows into L2 during the current step", -1e300, 1e300, {}},
+      {"persistent_spin_ns", OptionType::integer, std::int64_t{0},
+       "persistent kernel: nanoseconds each block sleeps between polls of the grid barrier (0: spin)", 0, 100000, {}},
       {"pdl", OptionType::string, std::string("auto"),
        "programmatic dependent launch (sm_90+): each kernel is launched while its predecessor finishes; auto: on "
-       "for batches of <= 32 rows", -1e300, 1e300, {"auto", "on", "off"}},
+       "for batches of <= 128 rows", -1e300, 1e300, {"auto", "on", "off"}},
       {"gemv_rows", OptionType::integer, std::int64_t{8},
        "batches of at most this many rows (max 8) use warp-per-output kernels for the forward and input-gradient "
        "products instead of split-K tiles (0: never)", 0, 8, {}},

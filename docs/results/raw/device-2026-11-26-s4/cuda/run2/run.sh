@@ -1,0 +1,35 @@
+# run 2 of the cuda-s4 session (issue 4): tests, per-phase clocks, barrier back-off, variants
+W=/work/nnpar-cuda; mkdir -p $(dirname $W) $W && rm -rf $W/build && ln -sfn $PWD/.device/cuda $W/build
+export LD_LIBRARY_PATH=$PWD/.device/cuda/lib NNPAR_DATA=$PWD/.device/data-small NNPAR_TEST_DATA=$PWD/.device/data-small NNPAR_PLUGIN_PATH=$PWD/.device/cuda/plugins
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+S=$PWD/.device/cuda/src
+{ date -u; nvidia-smi; lscpu | head -16; } > $OUT/env.txt 2>&1
+(cd $W/build && timeout 50 ./bin/test_cuda --gtest_filter='*Persistent*' > $OUT/test_cuda.txt 2>&1; echo "rc $?" >> $OUT/test_cuda.txt)
+grep -E "OK|FAIL|rc " $OUT/test_cuda.txt
+cat > /tmp/t.toml <<T
+[data]
+dir = "$NNPAR_DATA"
+limit = 20000
+test_limit = 100
+[model]
+layers = [784, 256, 256, 26]
+[train]
+epochs = 2
+batch_size = 128
+lr = 0.1
+eval_every = 0
+[output]
+dir = "/tmp/tres"
+[[strategy]]
+name = "cuda"
+T
+for bv in "128 persistent_plan=classic" "128 persistent_plan=deep" "128 persistent_plan=classic:persistent_spin_ns=100" "128 persistent_plan=deep:persistent_spin_ns=100" "128 persistent_plan=deep:persistent_prefetch=false" "1 persistent_plan=classic" "1 persistent_plan=deep" "1 persistent_plan=classic:persistent_spin_ns=100"; do
+  set -- $bv; b=$1; v=$2
+  args=""; for kv in ${v//:/ }; do args="$args --set strategy.cuda.$kv"; done
+  echo "== batch $b $v"
+  NNPAR_PERSISTENT_PHASES=1 timeout 10 $W/build/bin/nnpar train /tmp/t.toml --quiet --strategy cuda --set strategy.cuda.variant=persistent --set train.batch_size=$b $args 2>&1 | grep -v "^results:"
+done > $OUT/phases.txt 2>&1
+cat $OUT/phases.txt | cut -c1-600
+timeout 60 python3 $S/bench/cuda_variants.py --build $W/build --epochs 2 --max-steps 3000 --widths 256 --batches 1,128 --variants graph,graph:pdl=on,persistent:persistent_plan=classic,persistent,persistent:persistent_spin_ns=100 --timeout 8 --json $OUT/variants.json > $OUT/variants.txt 2>&1
+timeout 25 python3 $S/bench/cuda_variants.py --build $W/build --epochs 2 --max-steps 3000 --widths 1024 --batches 128 --variants graph,graph:pdl=on,persistent --timeout 8 --json $OUT/variants1024.json > $OUT/variants1024.txt 2>&1
+grep "^|" $OUT/variants.txt $OUT/variants1024.txt

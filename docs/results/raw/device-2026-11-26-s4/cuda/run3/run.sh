@@ -1,0 +1,34 @@
+# run 3 of the cuda-s4 session (issue 4): all of test_cuda, per-phase clocks, the final variants table
+W=/work/nnpar-cuda; mkdir -p $(dirname $W) $W && rm -rf $W/build && ln -sfn $PWD/.device/cuda $W/build
+export LD_LIBRARY_PATH=$PWD/.device/cuda/lib NNPAR_DATA=$PWD/.device/data-small NNPAR_TEST_DATA=$PWD/.device/data-small NNPAR_PLUGIN_PATH=$PWD/.device/cuda/plugins
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+S=$PWD/.device/cuda/src
+{ date -u; nvidia-smi; lscpu | head -16; } > $OUT/env.txt 2>&1
+(cd $W/build && timeout 70 ./bin/test_cuda > $OUT/test_cuda.txt 2>&1; echo "rc $?" >> $OUT/test_cuda.txt)
+grep -E "FAIL|PASSED|rc " $OUT/test_cuda.txt
+cat > /tmp/t.toml <<T
+[data]
+dir = "$NNPAR_DATA"
+limit = 20000
+test_limit = 100
+[model]
+layers = [784, 256, 256, 26]
+[train]
+epochs = 2
+batch_size = 128
+lr = 0.1
+eval_every = 0
+[output]
+dir = "/tmp/tres"
+[[strategy]]
+name = "cuda"
+T
+for bv in "128 persistent_plan=classic" "128 persistent_plan=deep" "1 persistent_plan=classic" "1 persistent_plan=deep"; do
+  set -- $bv; b=$1; v=$2
+  echo "== batch $b $v"
+  NNPAR_PERSISTENT_PHASES=1 timeout 8 $W/build/bin/nnpar train /tmp/t.toml --quiet --strategy cuda --set strategy.cuda.variant=persistent --set train.batch_size=$b --set strategy.cuda.$v 2>&1 | grep -v "^results:"
+done > $OUT/phases.txt 2>&1
+cut -c1-700 $OUT/phases.txt
+timeout 60 python3 $S/bench/cuda_variants.py --build $W/build --epochs 2 --max-steps 3000 --widths 256 --batches 1,32,128,1024 --variants graph:pdl=off,graph,persistent:persistent_plan=classic,persistent --timeout 8 --json $OUT/variants.json > $OUT/variants.txt 2>&1
+timeout 25 python3 $S/bench/cuda_variants.py --build $W/build --epochs 2 --max-steps 3000 --widths 1024 --batches 1,128 --variants graph:pdl=off,graph,persistent --timeout 8 --json $OUT/variants1024.json > $OUT/variants1024.txt 2>&1
+grep -E "^\||ERROR" $OUT/variants.txt $OUT/variants1024.txt
