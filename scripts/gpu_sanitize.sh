@@ -7,7 +7,8 @@
 #   scripts/gpu_sanitize.sh faults     GPU resource errors and a lost NCCL rank
 # Environment: SANITIZE_TOOLS (default "memcheck racecheck synccheck initcheck"),
 # SANITIZE_TIMEOUT (s per sanitizer run, default 240), RACECHECK_FILTER (gtest filter),
-# SANITIZE_LOGS (a folder to keep every sanitizer log in).
+# SANITIZE_LOGS (a folder to keep every sanitizer log in), SANITIZE_FILTER (gtest filter for
+# the other tools' test_cuda runs; default all tests).
 #
 # Each check prints PASS or FAIL with what it expected; the exit status is the number of
 # FAILs. Results go into docs/reliability.md ("GPU checks").
@@ -83,6 +84,7 @@ sanitize() {
     extra=()
     [ "$tool" = memcheck ] && extra=(--leak-check full)
     filter=()
+    [ -n "${SANITIZE_FILTER:-}" ] && filter=(--gtest_filter="$SANITIZE_FILTER")
     [ "$tool" = racecheck ] && filter=(--gtest_filter="$race_filter")
     start_run "test_cuda under compute-sanitizer --tool $tool${filter:+ (${filter[*]})}" "$WORK/test_cuda-$tool.log" \
       "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 99 "$BIN/test_cuda" --gtest_brief=1 "${filter[@]}"
