@@ -161,15 +161,15 @@ PY
   # NCCL communicator's own timeout must abort the communicator (ncclCommAbort) and end the job.
   expect_failure "stopped NCCL rank, NCCL timeout" "no progress for|NCCL" \
     env NNPAR_FAULT_RANK_SIGNAL=1:STOP:3 NNPAR_COMM_TIMEOUT=10 \
-    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=200 --set mpi.rank_timeout=0 -q
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=20000 --set mpi.rank_timeout=0 -q
   # The same with the heartbeat watchdog: it names the rank.
   expect_failure "stopped NCCL rank, heartbeat watchdog" "rank 1 is lost" \
     env NNPAR_FAULT_RANK_SIGNAL=1:STOP:3 \
-    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=200 --set mpi.rank_timeout=5 -q
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=20000 --set mpi.rank_timeout=5 -q
   # A killed NCCL rank: mpirun ends the job and names it.
   expect_failure "killed NCCL rank" "rank 1|signal 9" \
     env NNPAR_FAULT_RANK_SIGNAL=1:KILL:3 \
-    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=200 -q
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set train.epochs=20000 -q
   # Divergence on the GPU path: the weights read back after epoch 1 are NaN.
   expect_failure "divergence on the GPU" "diverged in epoch 1" \
     "$NNPAR" train "$WORK/gpu.toml" --strategy cuda --set train.lr=3e38 -q
