@@ -137,6 +137,11 @@ struct TrainFlags {
   std::string checkpoint_dir, resume;
 };
 
+// The heartbeat watchdog of a multi-rank `train` outlives cmd_train: MPI_Finalize waits for
+// every rank, so a rank stopped after training (while the others finalize) would otherwise
+// hang the job with nothing watching (seen on the device: a SIGSTOP during teardown).
+std::unique_ptr<RankWatchdog> g_rank_watchdog;
+
 int cmd_train(const CommonOptions& o, const TrainFlags& flags, Progress& progress, int argc, char** argv,
               const std::string& argv_line) {
   std::optional<SavedRun> saved;
@@ -162,12 +167,11 @@ int cmd_train(const CommonOptions& o, const TrainFlags& flags, Progress& progres
   const std::string save_to = saved && flags.save_checkpoint.empty() ? saved->save_checkpoint.string() : flags.save_checkpoint;
 
   WorldInfo world;
-  std::unique_ptr<RankWatchdog> watchdog;
   if (mpi::launched_by_mpi()) {
     mpi::initialize();
     world = {mpi::world_rank(), mpi::world_size()};
     if (world.size > 1) {
-      watchdog = std::make_unique<RankWatchdog>(world.rank, world.size, config.mpi.rank_timeout, mpi_job_key());
+      g_rank_watchdog = std::make_unique<RankWatchdog>(world.rank, world.size, config.mpi.rank_timeout, mpi_job_key());
       start_injected_rank_fault(world.rank);
     }
   } else if (entry.ranks > 1 || info.needs_mpi) {
@@ -563,7 +567,9 @@ int main(int argc, char** argv) {
     Progress progress(output_mode(common), common.progress_style, mpi::launched_by_mpi());
     if (*train) {
       const int code = cmd_train(common, train_flags, progress, argc, argv, line);
+      if (g_rank_watchdog) raise_injected_fault_before_finalize();
       mpi::finalize();
+      g_rank_watchdog.reset();
       return code;
     }
     if (*compare) return cmd_compare(common, only, progress, line);

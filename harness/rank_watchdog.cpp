@@ -152,18 +152,30 @@ void RankWatchdog::run() {
   }
 }
 
+namespace {
+int g_fault_before_finalize = 0;  // the signal to raise before MPI_Finalize; 0: none
+}
+
 void start_injected_rank_fault(int rank) {
   const char* spec = std::getenv("NNPAR_FAULT_RANK_SIGNAL");
   if (spec == nullptr) return;
   int target = -1;
-  char name[8] = {};
-  double seconds = 0;
-  if (std::sscanf(spec, "%d:%7[A-Z]:%lf", &target, name, &seconds) != 3 || target != rank) return;
+  char name[8] = {}, when[16] = {};
+  if (std::sscanf(spec, "%d:%7[A-Z]:%15s", &target, name, when) != 3 || target != rank) return;
   const int sig = std::string_view(name) == "STOP" ? SIGSTOP : SIGKILL;
+  if (std::string_view(when) == "finalize") {
+    g_fault_before_finalize = sig;
+    return;
+  }
+  const double seconds = std::atof(when);
   std::thread([sig, seconds] {
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
     std::raise(sig);
   }).detach();
+}
+
+void raise_injected_fault_before_finalize() {
+  if (g_fault_before_finalize != 0) std::raise(g_fault_before_finalize);
 }
 
 std::string mpi_job_key() {

@@ -47,8 +47,11 @@ std::string mpi_job_key();
 
 // Test hook (docs/reliability.md): NNPAR_FAULT_RANK_SIGNAL="R:SIG:SECONDS" makes rank R send
 // itself SIGKILL (SIG = KILL) or SIGSTOP (SIG = STOP) SECONDS after this call, exactly as
-// `kill -9` / `kill -STOP` from outside would. Does nothing when the variable is unset.
+// `kill -9` / `kill -STOP` from outside would. SECONDS = "finalize" instead: the signal comes
+// when training is over, right before MPI_Finalize (raise_injected_fault_before_finalize).
+// Does nothing when the variable is unset.
 void start_injected_rank_fault(int rank);
+void raise_injected_fault_before_finalize();
 
 // A launcher's exit status as words: "status 3", "status 137 (signal 9, SIGKILL)".
 std::string describe_exit_status(int status);
