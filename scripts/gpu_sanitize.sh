@@ -107,7 +107,7 @@ sanitize() {
   local i
   for i in "${!names[@]}"; do
     report "${names[$i]}" "$(cat "${logs[$i]}.status")" "$(tail -n 20 "${logs[$i]}")"
-    grep -E "ERROR SUMMARY|tests? (ran|passed)|PASSED|FAILED|timed out" "${logs[$i]}" | tail -n 3 | sed 's/^/      /'
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests? (ran|passed)|PASSED|FAILED|timed out" "${logs[$i]}" | tail -n 3 | sed 's/^/      /'
   done
   [ -n "${SANITIZE_LOGS:-}" ] && mkdir -p "$SANITIZE_LOGS" && cp "$WORK"/*.log "$SANITIZE_LOGS"/ 2>/dev/null
   return 0
