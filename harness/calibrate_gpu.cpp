@@ -442,7 +442,8 @@ int nccl_mode(const std::string& out, bool quick) {
     };
     j["pending_slowdown_by_bytes"] = nlohmann::json::array();
     double largest = 1;
-    for (std::size_t n : {std::size_t(1), std::size_t(65536), std::size_t(1048576), std::size_t(4194304)}) {
+    for (std::size_t n : {std::size_t(1), std::size_t(4096), std::size_t(16384), std::size_t(65536), std::size_t(1048576),
+                          std::size_t(4194304)}) {
       if (n > floats.back() || (quick && n > 65536)) break;
       std::vector<double> ratios;
       for (int s = 0; s < 3; ++s) {
