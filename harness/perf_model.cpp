@@ -908,7 +908,7 @@ PipelineTimes simulate_pipeline(const std::vector<double>& forward, const std::v
 
 std::string Candidate::describe() const {
   std::ostringstream s;
-  if (plugin == "openmp") s << mode << ", " << workers << " threads";
+  if (plugin == "openmp") s << mode << ", " << workers << " threads" << (mode == "intra_op" && omp_schedule == "static" ? ", static" : "");
   else if (plugin == "mpi-data" || plugin == "nccl-data") {
     s << mode;
     if (mode == "sync") s << (overlap ? ", overlap" : ", no overlap");
@@ -952,6 +952,9 @@ Candidate candidate_from_options(const std::string& plugin, int ranks, const nlo
   if (plugin == "openmp") {
     c.mode = option_string(o, "mode", "data_parallel");
     c.workers = int(option_int(o, "threads", 0));  // 0: the caller decides (cores)
+    c.omp_schedule = option_string(o, "schedule", "dynamic");
+    c.tasks_per_thread = int(option_int(o, "tasks_per_thread", 4));
+    c.min_tile_mflop = int(option_int(o, "min_tile_mflop", 16));
   } else if (plugin == "mpi-data" || plugin == "nccl-data") {
     c.mode = option_string(o, "mode", "sync");
     c.period = int(option_int(o, "period", 1));
@@ -1129,29 +1132,38 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     const int T = n;
     StepResult s;
     if (c.mode == "intra_op") {
-      // Every product's output cut into a tm x tn grid of tiles over T threads (openmp.cpp
-      // tile_of: least work on the busiest thread, then least rows + columns), the operand B
-      // packed once per step by all threads together; bias/activation in the tiles' epilogues,
-      // 2L+1 barriers per step (plugin version 1.1).
-      auto busiest = [&](int M, int N) {  // {rows, columns} of the busiest thread's tile
-        constexpr int mr = 8, nr = 16;       // micro-tile rows and panel width of the AVX-512 kernels
-        const TileGrid g = tile_grid(M, N, mr, nr, T);
-        return std::pair<int, int>{int(std::min<long>(M, g.rows)), int(std::min<long>(N, g.cols))};
+      // Every product's output cut into a tm x tn grid of tiles (tile_grid.hpp, shared with the
+      // plugin), the operand B packed once per step by all threads together; bias/activation in
+      // the tiles' epilogues, 2L+1 barriers per step. Static: one tile per thread. Dynamic
+      // (plugin 1.2's default): k tiles per thread (dynamic_tiles_per_thread), drawn largest
+      // first, so the busiest thread runs k tiles of the finer grid: smaller tiles cost more
+      // per FLOP in the calibrated tables, which is the schedule's extra repacking. What the
+      // dynamic schedule buys, evening out threads that run at different speeds, the model
+      // cannot see: it assumes equal threads.
+      const bool dynamic = c.omp_schedule != "static";
+      struct Share {
+        int tiles, rows, cols;  // the busiest thread's tile count and one tile's shape
+      };
+      auto busiest = [&](int M, int N, int K) {
+        constexpr int mr = 8, nr = 16;  // micro-tile rows and panel width of the AVX-512 kernels
+        const int k = dynamic ? dynamic_tiles_per_thread(M, N, K, T, c.tasks_per_thread, c.min_tile_mflop) : 1;
+        const TileGrid g = tile_grid(M, N, mr, nr, T * k);
+        return Share{k, int(std::min<long>(M, g.rows)), int(std::min<long>(N, g.cols))};
       };
       double compute = 0;
       for (int i = 0; i < L; ++i) {
         const int in = w.layers[i], out = w.layers[i + 1];
         const bool hidden = i + 1 < L;
-        const auto [fm, fn] = busiest(rows, out);
-        compute += e.k(Form::forward, fm, in, fn);
-        compute += e.s(hidden ? "bias_sigmoid" : "bias", double(fm) * fn);
-        const auto [wm, wn] = busiest(out, in);  // dW [out x in], K = the whole batch
-        compute += e.k(Form::weight_grad, rows, wn, wm);
+        const Share f = busiest(rows, out, in);
+        compute += f.tiles * (e.k(Form::forward, f.rows, in, f.cols) +
+                              e.s(hidden ? "bias_sigmoid" : "bias", double(f.rows) * f.cols));
+        const Share g = busiest(out, in, rows);  // dW [out x in], K = the whole batch
+        compute += g.tiles * e.k(Form::weight_grad, rows, g.cols, g.rows);
         compute += e.s("column_sums", double(rows) * out / T);
         if (i > 0) {
-          const auto [im, in_cols] = busiest(rows, in);
-          compute += e.k(Form::input_grad, im, in_cols, out);
-          compute += e.s("sigmoid_backward", double(im) * in_cols);
+          const Share d = busiest(rows, in, out);
+          compute += d.tiles * (e.k(Form::input_grad, d.rows, d.cols, out) +
+                                e.s("sigmoid_backward", double(d.rows) * d.cols));
         }
       }
       compute += e.s("softmax_xent", double(rows) * classes / T) + e.s("gather", double(rows) * w.layers[0] / T);

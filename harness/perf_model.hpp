@@ -213,6 +213,9 @@ struct Candidate {
   std::string partition = "auto";
   int data = 1;                   // hybrid replicas
   bool graph = true;              // cuda, nccl-data
+  std::string omp_schedule = "dynamic";  // openmp intra_op: dynamic | static (plugin 1.2)
+  int tasks_per_thread = 4;              // openmp intra_op, dynamic
+  int min_tile_mflop = 16;
   std::string label;              // as shown
   bool exact = true;              // parity class (local SGD: approximate)
   std::string describe() const;   // "nccl-pipeline 4 (1f1b, 8 micro-batches)"

@@ -103,6 +103,7 @@ nlohmann::json candidate_options(const Candidate& c) {
   if (c.plugin == "openmp") {
     o["mode"] = c.mode;
     o["threads"] = c.workers;
+    if (c.mode == "intra_op" && c.omp_schedule == "static") o["schedule"] = "static";
     return o;
   }
   if (c.plugin != "serial" && c.plugin != "cuda") o["ranks"] = c.workers;
@@ -361,8 +362,10 @@ int cmd_compare_results(const PlanOptions& o) {
       const std::vector<EpochRecord>& epochs = run.epochs;
       if (epochs.empty()) throw std::invalid_argument("no epochs");
       const std::string plugin = s.at("name").get<std::string>();
-      Candidate c = perf::candidate_from_options(plugin, s.value("ranks", 1), s.value("options", nlohmann::json::object()),
-                                                 s.value("label", plugin));
+      nlohmann::json options = s.value("options", nlohmann::json::object());
+      // openmp before 1.2 had one schedule, one tile per thread: what "static" is now.
+      if (plugin == "openmp" && options.is_object() && !options.contains("schedule")) options["schedule"] = "static";
+      Candidate c = perf::candidate_from_options(plugin, s.value("ranks", 1), options, s.value("label", plugin));
       if (plugin == "openmp" && c.workers == 0) c.workers = j.at("machine").value("cores", 1);
       perf::Workload w;
       w.layers = cfg.at("model").at("layers").get<std::vector<int>>();

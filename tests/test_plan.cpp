@@ -15,6 +15,7 @@
 
 #include "perf_model.hpp"
 #include "pipeline.hpp"
+#include "tile_grid.hpp"
 
 namespace fs = std::filesystem;
 using namespace nnpar;
@@ -689,4 +690,33 @@ TEST(PlanValidation, EstimateToolRefitsOnlyWhenAskedAndTheStoredH100GridStaysAt3
   EXPECT_FALSE(j.at("comm").at("nccl").contains("pending_slowdown_by_bytes"));
   const Result compared = run("plan --profile " + out.string() + " --compare-results " + grid.string());
   EXPECT_THAT(compared.output, HasSubstr("42 runs predicted: 34 within 15%"));
+}
+
+TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
+  // Synthetic kernels cost 1 us per call + 1e-11 s per FLOP, streams 1 ns per element. 256-wide
+  // layers at batch 256 on 2 threads: every product (2 forwards, 2 weight gradients, 1 input
+  // gradient) divides evenly, so 4 tiles per thread do the same FLOPs and streams as 1 tile and
+  // pay 3 more calls each: 5 x 3 us. With the 16 MFLOP minimum a 33.5 MFLOP product gets one
+  // tile per thread (2 x 16.8 MFLOP), as static does.
+  Workload w;
+  w.layers = {256, 256, 256};
+  w.batch = 256;
+  const Profile p = profile_from_json(synthetic_cpu_profile(), "synthetic");
+  Candidate c;
+  c.plugin = "openmp";
+  c.mode = "intra_op";
+  c.workers = 2;
+  c.omp_schedule = "static";
+  const double fixed = predict(p, Network{}, w, c).compute_s;
+  c.omp_schedule = "dynamic";
+  EXPECT_NEAR(predict(p, Network{}, w, c).compute_s, fixed, 1e-15);  // default minimum: 1 tile each
+  c.min_tile_mflop = 0;
+  EXPECT_NEAR(predict(p, Network{}, w, c).compute_s, fixed + 5 * 3e-6, 1e-12);
+  EXPECT_EQ(nnpar::dynamic_tiles_per_thread(256, 256, 256, 2, 4, 16), 1);
+  EXPECT_EQ(nnpar::dynamic_tiles_per_thread(1024, 1024, 1024, 16, 4, 16), 4);  // 2147 MFLOP: 134 MFLOP a thread
+  EXPECT_EQ(nnpar::dynamic_tiles_per_thread(1024, 1024, 128, 16, 4, 16), 1);   // 268 MFLOP: 16.8 a thread
+  // A run of openmp before 1.2 (no "schedule" among its options) is modelled as static.
+  const Candidate old = candidate_from_options("openmp", 1, {{"mode", "intra_op"}, {"threads", 4}, {"schedule", "static"}}, "x");
+  EXPECT_EQ(old.omp_schedule, "static");
+  EXPECT_EQ(candidate_from_options("openmp", 1, {{"mode", "intra_op"}, {"threads", 4}}, "x").omp_schedule, "dynamic");
 }

@@ -3,6 +3,8 @@
 // plugins/openmp and by nnpar plan's model of it, so the two cannot drift apart.
 #pragma once
 
+#include <algorithm>
+
 namespace nnpar {
 
 struct TileGrid {
@@ -31,6 +33,17 @@ inline TileGrid tile_grid(int M, int N, int mr, int nr, int T) {
     }
   }
   return best;
+}
+
+// The dynamic schedule's tiles per thread for one M x N x K product: up to tasks_per_thread,
+// fewer where a tile would fall below min_tile_mflop (0: no minimum), at least one. The
+// product is then cut into T times that many tiles (a multiple of T, so equal tiles still
+// spread evenly: 25 tiles on 16 threads would make the phase last 2/25 of the work, not 1/16).
+inline int dynamic_tiles_per_thread(long M, long N, long K, int T, int tasks_per_thread, int min_tile_mflop) {
+  const int most = std::max(tasks_per_thread, 1);
+  if (min_tile_mflop <= 0) return most;
+  const double by_work = 2.0 * double(M) * double(N) * double(K) / (1e6 * min_tile_mflop);
+  return int(std::clamp(by_work / T, 1.0, double(most)));
 }
 
 }  // namespace nnpar

@@ -127,14 +127,10 @@ inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, b
                                int tasks_per_thread = kTasksPerThread, int min_tile_mflop = kMinTileMflop) {
   const int n = int(sizes.size()) - 1;
   const int pieces = dynamic ? T * std::max(tasks_per_thread, 1) : T;
-  // Tiles of one M x N x K product: T (static), else a multiple of T up to `pieces`, none
-  // below min_tile_mflop (a multiple, so that equal tiles still spread evenly: 25 tiles on 16
-  // threads would make the phase last 2/25 of the work instead of 1/16).
+  // Tiles of one M x N x K product: T (static), else T x dynamic_tiles_per_thread (tile_grid.hpp,
+  // shared with nnpar plan's model of this plugin).
   auto tiles_for = [&](int M, int N, int K) {
-    if (!dynamic || min_tile_mflop <= 0) return pieces;
-    const double by_work = 2.0 * M * N * K / (1e6 * min_tile_mflop);
-    const int per_thread = int(std::clamp(by_work / T, 1.0, double(pieces / T)));
-    return T * per_thread;
+    return dynamic ? T * dynamic_tiles_per_thread(M, N, K, T, tasks_per_thread, min_tile_mflop) : T;
   };
   const bool keep = !dynamic;
   StepPlan plan;
