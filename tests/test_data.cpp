@@ -592,6 +592,13 @@ class SharedDataset : public ::testing::Test {
     if (!fs::exists(dir_ / "letters-train-images-idx3-ubyte.gz"))
       GTEST_SKIP() << "shared letters dataset not found at " << dir_
                    << " (set -DNNPAR_TEST_DATA_DIR=...)";
+    // scripts/test.sh generates a smaller stand-in where ../shared/data is missing (a fresh
+    // machine): these tests check the shared dataset's own sizes, so they do not apply to it.
+    std::ifstream readme(dir_ / "README.txt");
+    std::string first;
+    std::getline(readme, first);
+    if (first.find("(generated)") != std::string::npos)
+      GTEST_SKIP() << dir_ << " holds the stand-in of tools/make_letters.py, not the shared dataset";
   }
   fs::path dir_;
 };
