@@ -328,12 +328,14 @@ nlohmann::json calibrate_cpu(bool quick, bool verbose) {
   const int passes = quick ? 1 : 3;
   cpu["passes"] = passes;
   nlohmann::json kernels, streams, openmp;
+  std::vector<nlohmann::json> openmp_passes;
   for (int pass = 0; pass < passes; ++pass) {
     if (verbose) std::printf("cpu pass %d/%d: products of our kernels at every layer shape ", pass + 1, passes);
     nlohmann::json k = kernel_points(quick, verbose);
     if (verbose) std::printf("cpu pass %d/%d: streaming operations, OpenMP barrier and concurrent cores\n", pass + 1, passes);
     nlohmann::json s = stream_points(quick);
     nlohmann::json o = openmp_points(quick, int(std::max(1u, m.cores)));
+    openmp_passes.push_back(o);
     if (pass == 0) {
       kernels = k, streams = s, openmp = o;
       if (passes > 1) accumulate(kernels, k, 1.0 / passes - 1), accumulate(streams, s, 1.0 / passes - 1),
@@ -342,10 +344,25 @@ nlohmann::json calibrate_cpu(bool quick, bool verbose) {
       accumulate(kernels, k, 1.0 / passes), accumulate(streams, s, 1.0 / passes), accumulate(openmp, o, 1.0 / passes);
     }
   }
+  take_median_slowdowns(openmp, openmp_passes);
   cpu["kernels"] = kernels;
   cpu["streams"] = streams;
   cpu["openmp"] = openmp;
   return cpu;
+}
+
+void take_median_slowdowns(nlohmann::json& openmp, const std::vector<nlohmann::json>& passes) {
+  if (!openmp.contains("concurrency")) return;
+  auto& points = openmp["concurrency"];
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    std::vector<double> values;
+    for (const auto& pass : passes) values.push_back(pass.at("concurrency").at(i).at("slowdown").get<double>());
+    if (values.empty()) continue;
+    std::sort(values.begin(), values.end());
+    const std::size_t n = values.size();
+    points[i]["slowdown"] = n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+    points[i]["passes"] = values;
+  }
 }
 
 int run_calibrate(const CalibrateOptions& o) {

@@ -29,4 +29,10 @@ int run_calibrate(const CalibrateOptions& options);
 // The CPU section alone (kernels, streaming operations, OpenMP), for tests.
 nlohmann::json calibrate_cpu(bool quick, bool verbose);
 
+// openmp["concurrency"][i]["slowdown"] := the median over the passes' values (each pass an
+// "openmp" object of the same layout), which are kept beside it as "passes". A ratio of two
+// timings is thrown far by one disturbed pass: on the 2-core workstation one calibration's mean
+// was 1.34 where the runs behaved as ~1.05 and five quick passes gave 1.00-1.07.
+void take_median_slowdowns(nlohmann::json& openmp, const std::vector<nlohmann::json>& passes);
+
 }  // namespace nnpar

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calibrate.hpp"
 #include "perf_model.hpp"
 #include "pipeline.hpp"
 #include "tile_grid.hpp"
@@ -719,4 +720,19 @@ TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
   const Candidate old = candidate_from_options("openmp", 1, {{"mode", "intra_op"}, {"threads", 4}, {"schedule", "static"}}, "x");
   EXPECT_EQ(old.omp_schedule, "static");
   EXPECT_EQ(candidate_from_options("openmp", 1, {{"mode", "intra_op"}, {"threads", 4}}, "x").omp_schedule, "dynamic");
+}
+
+TEST(PlanCalibration, ConcurrencySlowdownIsTheMedianOfThePasses) {
+  // One disturbed pass (1.9) must not move the profile: the mean would be 1.32.
+  auto pass = [](double s2, double s4) {
+    return nlohmann::json{{"concurrency", {{{"threads", 2}, {"slowdown", s2}}, {{"threads", 4}, {"slowdown", s4}}}}};
+  };
+  nlohmann::json openmp = pass(1.32, 1.5);  // what the mean over passes left there
+  take_median_slowdowns(openmp, {pass(1.05, 1.4), pass(1.9, 1.6), pass(1.0, 1.5)});
+  EXPECT_DOUBLE_EQ(openmp["concurrency"][0]["slowdown"].get<double>(), 1.05);
+  EXPECT_DOUBLE_EQ(openmp["concurrency"][1]["slowdown"].get<double>(), 1.5);
+  EXPECT_EQ(openmp["concurrency"][0]["passes"].size(), 3u);
+  nlohmann::json two = pass(0, 0);
+  take_median_slowdowns(two, {pass(1.0, 1.2), pass(1.2, 1.6)});
+  EXPECT_DOUBLE_EQ(two["concurrency"][0]["slowdown"].get<double>(), 1.1);
 }
