@@ -24,6 +24,7 @@ CS=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo "${CUDA_HOME:-/us
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 fails=0
+GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
 
 report() {  # report NAME STATUS(0=pass) DETAIL
   if [ "$2" -eq 0 ]; then echo "PASS  $1"; else echo "FAIL  $1: $3"; fails=$((fails + 1)); fi
@@ -51,11 +52,11 @@ label = "nccl2"
 ranks = 2
 TOML
 
-# run_checked NAME LOG COMMAND...: the command under its time limit, output in LOG, then a
-# PASS/FAIL line (a run that hits the limit is a FAIL, not a pass).
+# run_checked LOG COMMAND...: the command under its time limit, output in LOG, its exit status
+# in LOG.status (a run that hits the limit gets a note in LOG and counts as a FAIL).
 run_checked() {
-  local name=$1 log=$2
-  shift 2
+  local log=$1
+  shift
   timeout "${SANITIZE_TIMEOUT:-240}" "$@" > "$log" 2>&1
   local status=$?
   [ $status -eq 124 ] && echo "timed out after ${SANITIZE_TIMEOUT:-240}s" >> "$log"
@@ -71,14 +72,12 @@ sanitize() {
   # The runs are independent, so on a host with several GPUs they run at once, one GPU each
   # (round robin; the NCCL run gets two): the wall time is the slowest run, not the sum.
   local race_filter=${RACECHECK_FILTER:-'CudaKernels.*'}
-  local gpus names=() logs=()
-  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
-  [ "$gpus" -ge 1 ] || gpus=1
-  local slot=0
-  start_run() {  # start_run NAME LOG COMMAND...
-    names+=("$1"); logs+=("$2")
-    local gpu=$((slot % gpus)); slot=$((slot + 1))
-    CUDA_VISIBLE_DEVICES=$gpu run_checked "$@" &
+  local names=() logs=() slot=0
+  start_run() {  # start_run DEVICES NAME LOG COMMAND...: in the background; DEVICES "" = the next GPU
+    local devices=${1:-$((slot++ % (GPUS > 0 ? GPUS : 1)))}
+    names+=("$2"); logs+=("$3")
+    shift 2
+    CUDA_VISIBLE_DEVICES=$devices run_checked "$@" &
   }
   for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
     extra=()
@@ -86,22 +85,21 @@ sanitize() {
     filter=()
     [ -n "${SANITIZE_FILTER:-}" ] && filter=(--gtest_filter="$SANITIZE_FILTER")
     [ "$tool" = racecheck ] && filter=(--gtest_filter="$race_filter")
-    start_run "test_cuda under compute-sanitizer --tool $tool${filter:+ (${filter[*]})}" "$WORK/test_cuda-$tool.log" \
+    start_run "" "test_cuda under compute-sanitizer --tool $tool${filter:+ (${filter[*]})}" "$WORK/test_cuda-$tool.log" \
       "$CS" --tool "$tool" "${extra[@]}" --error-exitcode 99 "$BIN/test_cuda" --gtest_brief=1 "${filter[@]}"
   done
   # The strategies end to end through nnpar (the cuda plugin's CUDA graphs included).
   for tool in memcheck racecheck; do
-    start_run "nnpar train --strategy cuda under $tool" "$WORK/cuda-$tool.log" \
+    start_run "" "nnpar train --strategy cuda under $tool" "$WORK/cuda-$tool.log" \
       "$CS" --tool "$tool" --error-exitcode 99 "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q
   done
   # NCCL: every rank under memcheck (NCCL's own kernels included; racecheck is not
   # meaningful across processes). API errors are not reported: NCCL's initialisation probes
   # its kernels with cudaFuncGetAttributes and gets (and handles) 12
   # cudaErrorNoKernelImageForDevice per rank, which memcheck would count as errors.
-  if [ -x "$BIN/test_nccl_data" ] && [ "$gpus" -ge 2 ]; then
-    names+=("test_nccl_data (2 ranks) under memcheck"); logs+=("$WORK/nccl-memcheck.log")
-    CUDA_VISIBLE_DEVICES=$(( (gpus - 2) % gpus )),$(( gpus - 1 )) run_checked x "$WORK/nccl-memcheck.log" \
-      mpirun --oversubscribe -np 2 "$CS" --tool memcheck --report-api-errors no --error-exitcode 99 "$BIN/test_nccl_data" &
+  if [ -x "$BIN/test_nccl_data" ] && [ "$GPUS" -ge 2 ]; then
+    start_run "$((GPUS - 2)),$((GPUS - 1))" "test_nccl_data (2 ranks) under memcheck" "$WORK/nccl-memcheck.log" \
+      mpirun --oversubscribe -np 2 "$CS" --tool memcheck --report-api-errors no --error-exitcode 99 "$BIN/test_nccl_data"
   fi
   wait
   local i
@@ -129,8 +127,6 @@ expect_failure() {  # expect_failure NAME PATTERN COMMAND...: exit status 2 and 
 }
 
 faults() {
-  local gpus
-  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
   # Out of GPU memory: another process (PyTorch, present on GPU machines) holds all but
   # ~64 MB of GPU 0, as a job sharing the GPU would; the 98 MB dataset upload cannot fit.
   # (Config limits keep a single nnpar model far below 80-141 GB, so nnpar cannot be made to
@@ -153,7 +149,7 @@ PY
   fi
   # Fewer GPUs than ranks: one rank more than the host has.
   expect_failure "more ranks than GPUs" "GPU|gpu" \
-    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set "strategy.nccl2.ranks=$((gpus + 1))" -q
+    "$NNPAR" train "$WORK/gpu.toml" --strategy nccl2 --set "strategy.nccl2.ranks=$((GPUS + 1))" -q
   # Missing GPU: the devices hidden from the process.
   expect_failure "no visible GPU" "needs a CUDA GPU|no CUDA|GPU" \
     env CUDA_VISIBLE_DEVICES= "$NNPAR" train "$WORK/gpu.toml" --strategy cuda -q
