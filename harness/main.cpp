@@ -567,7 +567,7 @@ int main(int argc, char** argv) {
     Progress progress(output_mode(common), common.progress_style, mpi::launched_by_mpi());
     if (*train) {
       const int code = cmd_train(common, train_flags, progress, argc, argv, line);
-      if (g_rank_watchdog) raise_injected_fault_before_finalize();
+      raise_injected_fault_before_finalize();
       mpi::finalize();
       g_rank_watchdog.reset();
       return code;
