@@ -35,8 +35,8 @@ struct Result {
   std::string output;
 };
 
-Result run(const std::string& args) {
-  const std::string command = "timeout 120 " + kNnpar.string() + " " + args + " 2>&1";
+// A shell command, stdout and stderr together.
+Result run_shell(const std::string& command) {
   Result r;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -46,6 +46,8 @@ Result run(const std::string& args) {
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return r;
 }
+
+Result run(const std::string& args) { return run_shell("timeout 120 " + kNnpar.string() + " " + args + " 2>&1"); }
 
 fs::path scratch_dir() {
   const fs::path d = fs::path(NNPAR_TEST_BINARY_DIR) / "plan" /
@@ -667,16 +669,9 @@ TEST(PlanValidation, EstimateToolRefitsOnlyWhenAskedAndTheStoredH100GridStaysAt3
   const fs::path grid = kSource / "docs" / "results" / "raw" / "gpu-grid-4xH100";
   const fs::path out = scratch_dir() / "estimated.json";
   auto tool = [&](const std::string& extra) {
-    const std::string command = "timeout 120 python3 " + (kSource / "tools" / "estimate_profile_terms.py").string() +
-                                " --nnpar " + kNnpar.string() + " --profile " + profile.string() + " --results " +
-                                grid.string() + " --out " + out.string() + extra + " 2>&1";
-    Result r;
-    FILE* pipe = popen(command.c_str(), "r");
-    char buffer[4096];
-    while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
-    const int raw = pclose(pipe);
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    return r;
+    return run_shell("timeout 120 python3 " + (kSource / "tools" / "estimate_profile_terms.py").string() +
+                     " --nnpar " + kNnpar.string() + " --profile " + profile.string() + " --results " +
+                     grid.string() + " --out " + out.string() + extra + " 2>&1");
   };
   const Result kept = tool("");
   EXPECT_NE(kept.status, 0);

@@ -255,7 +255,8 @@ TEST_F(Faults, AFullDiskGivesAClearErrorAndNoHalfWrittenFile) {
 }
 
 // A rank that dies mid-epoch: mpirun ends the job at once and names it; nnpar adds its own
-// line and exits 2. (100,000 epochs: training must still be running at 1.5 s on a fast machine.) The rank kills itself through the test hook (SIGKILL, as kill -9 does).
+// line and exits 2. The rank kills itself through the test hook (SIGKILL, as kill -9 does);
+// 100,000 epochs, so that training is still running at 1.5 s on a fast machine.
 TEST_F(Faults, AKilledRankEndsTheJobNamingIt) {
   need_data();
   const auto start = std::chrono::steady_clock::now();
@@ -272,6 +273,18 @@ TEST_F(Faults, AKilledRankEndsTheJobNamingIt) {
 
 // A rank that stops (SIGSTOP) is not noticed by mpirun; the heartbeat watchdog of its peer
 // names it after [mpi] rank_timeout seconds and ends the job.
+TEST_F(Faults, AStoppedRankIsNamedAfterTheRankTimeout) {
+  need_data();
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = run("train " + config().string() + " --strategy dp2 --set train.epochs=100000 --set mpi.rank_timeout=2",
+                       "NNPAR_FAULT_RANK_SIGNAL=1:STOP:1.5");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_LT(seconds, 30) << r.output;
+  EXPECT_THAT(r.output, testing::ContainsRegex("\\[rank 0 of 2\\] rank 1 is lost: no heartbeat from it for [0-9.]+ s \\(\\[mpi\\] rank_timeout = 2 s\\)"));
+  EXPECT_THAT(r.output, HasSubstr("nnpar: error: strategy 'dp2' on 2 ranks failed"));
+}
+
 TEST_F(Faults, ARankStoppedAfterTrainingIsNamedInsteadOfHangingMpiFinalize) {
   // Rank 1 stops itself when training is over, right before MPI_Finalize, which waits for
   // every rank: the watchdog must still be running there.
@@ -284,16 +297,4 @@ TEST_F(Faults, ARankStoppedAfterTrainingIsNamedInsteadOfHangingMpiFinalize) {
   EXPECT_LT(seconds, 30) << r.output;
   EXPECT_THAT(r.output, HasSubstr("final test accuracy"));  // training itself finished
   EXPECT_THAT(r.output, testing::ContainsRegex("\\[rank 0 of 2\\] rank 1 is lost: no heartbeat from it for [0-9.]+ s"));
-}
-
-TEST_F(Faults, AStoppedRankIsNamedAfterTheRankTimeout) {
-  need_data();
-  const auto start = std::chrono::steady_clock::now();
-  const Result r = run("train " + config().string() + " --strategy dp2 --set train.epochs=100000 --set mpi.rank_timeout=2",
-                       "NNPAR_FAULT_RANK_SIGNAL=1:STOP:1.5");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_LT(seconds, 30) << r.output;
-  EXPECT_THAT(r.output, testing::ContainsRegex("\\[rank 0 of 2\\] rank 1 is lost: no heartbeat from it for [0-9.]+ s \\(\\[mpi\\] rank_timeout = 2 s\\)"));
-  EXPECT_THAT(r.output, HasSubstr("nnpar: error: strategy 'dp2' on 2 ranks failed"));
 }
