@@ -318,14 +318,9 @@ class GpuReplica final : public ReplicaEngine {
     if (rows_ == 0) {
       // No samples: zero gradients still take part in every allreduce.
       check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
-      if (after_layer) {
-        for (int i = layers - 1; i >= 0; --i) {
-          if (i > 0 || chunks_ <= 1) {
-            after_layer(bucket_of_layer(i));
-          } else {
-            for (int c = 0; c < chunks_; ++c) after_layer(c);
-          }
-        }
+      if (after_layer) {  // in backward()'s order: layers n-1..1, then layer 0's chunks
+        for (int i = layers - 1; i > 0; --i) after_layer(bucket_of_layer(i));
+        for (int c = 0; c < chunks_; ++c) after_layer(c);
       }
       return;
     }
