@@ -78,9 +78,6 @@ using openmp::Job;
 using openmp::StepPlan;
 using openmp::Task;
 
-// Thread t's share of the panels of one packed operand (setup's first touch only).
-Range panel_share(int panels, int t, int T) { return shard_range(std::size_t(panels), t, T); }
-
 int resolve_threads(std::int64_t requested) {
   if (requested > 0) return int(requested);
   if (const char* env = std::getenv("OMP_NUM_THREADS")) {
@@ -303,12 +300,11 @@ class OpenMpStrategy final : public Strategy {
         imean += tp.wait[p] / threads_;
         tp.work[p] = tp.wait[p] = 0;
       }
-      std::string name = !intra_ ? (p == 0 ? "fwd+bwd" : "reduce+update")
-                         : p == 0 ? "P"
-                         : int(p) <= n ? "F" + std::to_string(p - 1)
-                                       : "B" + std::to_string(2 * n - int(p));
-      std::fprintf(stderr, "  %-6s %9.2f %9.2f %9.2f %9.2f\n", name.c_str(), wmean * 1e3, wmax * 1e3, imin * 1e3,
-                   imean * 1e3);
+      char name[16];
+      if (!intra_) std::snprintf(name, sizeof name, "%s", p == 0 ? "fwd+bwd" : "reduce+update");
+      else if (p == 0) std::snprintf(name, sizeof name, "P");
+      else std::snprintf(name, sizeof name, "%c%d", int(p) <= n ? 'F' : 'B', int(p) <= n ? int(p) - 1 : 2 * n - int(p));
+      std::fprintf(stderr, "  %-6s %9.2f %9.2f %9.2f %9.2f\n", name, wmean * 1e3, wmax * 1e3, imin * 1e3, imean * 1e3);
       const double v[4] = {wmean, wmax, imin, imean};
       for (int k = 0; k < 4; ++k) tot[k] += v[k];
     }
@@ -318,7 +314,7 @@ class OpenMpStrategy final : public Strategy {
   }
 
   static void touch_panels(const kn::PackedB& l, float* data, int t, int T) {
-    const Range r = panel_share(l.panels, t, T);
+    const Range r = shard_range(std::size_t(l.panels), t, T);
     const std::size_t per = std::size_t(l.K) * l.nr;
     std::fill(data + r.begin * per, data + r.end * per, 0.0f);
   }

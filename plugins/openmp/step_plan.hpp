@@ -99,9 +99,10 @@ inline void bias_tasks(std::vector<Task>& out, int layer, int cols, int rows, in
   }
 }
 
-// Largest first (longest-processing-time order), stable so that equal tasks keep grid order.
-inline void largest_first(std::vector<Task>& tasks, std::size_t from = 0) {
-  std::stable_sort(tasks.begin() + long(from), tasks.end(),
+// Tasks [from, to) largest first (longest-processing-time order), stable so that equal tasks
+// keep grid order.
+inline void largest_first(std::vector<Task>& tasks, std::size_t from, std::size_t to) {
+  std::stable_sort(tasks.begin() + long(from), tasks.begin() + long(to),
                    [](const Task& a, const Task& b) { return a.cost > b.cost; });
 }
 
@@ -138,9 +139,8 @@ inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, b
   plan.phases.resize(std::size_t(2 * n + 1));
   auto finish = [&](std::vector<Task>& phase, std::size_t gemms_end) {
     if (!dynamic) return;
-    largest_first(phase, gemms_end);
-    std::stable_sort(phase.begin(), phase.begin() + long(gemms_end),
-                     [](const Task& a, const Task& b) { return a.cost > b.cost; });
+    largest_first(phase, 0, gemms_end);
+    largest_first(phase, gemms_end, phase.size());
   };
   pack_tasks(plan.phases[0], Job::pack_wf, 0, wf[0], pieces);
   finish(plan.phases[0], 0);
@@ -169,7 +169,7 @@ inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, b
       ph.insert(ph.end(), g.begin(), g.end());
     }
     const std::size_t gemms = ph.size();
-    bias_tasks(ph, i, out, rows, dynamic ? pieces : T);
+    bias_tasks(ph, i, out, rows, pieces);
     for (std::size_t k = gemms; k < ph.size(); ++k)
       plan.max_bias_cols = std::max(plan.max_bias_cols, ph[k].p1 - ph[k].p0);
     finish(ph, gemms);
