@@ -297,21 +297,47 @@ int nccl_mode(const std::string& out, bool quick) {
   float* buffer = device_alloc<float>(floats.back());
   nlohmann::json j = {{"ranks", ranks}, {"allreduce", nlohmann::json::array()}, {"p2p", nlohmann::json::array()}};
   auto host_allreduce = mpi::world();
+  // Every rank runs `sample` three times; rank 0's three values decide: their median, shared
+  // with every rank.
+  auto rank0_median = [&](const std::function<double()>& sample) {
+    std::vector<double> samples;
+    for (int s = 0; s < 3; ++s) {
+      double v = sample();
+      host_allreduce->broadcast(&v, 1, DataType::f64, 0);
+      samples.push_back(v);
+    }
+    std::sort(samples.begin(), samples.end());
+    return samples[1];
+  };
+  // Rank 0's seconds per unit of a graph replayed `replays` times (`units` units per replay).
+  auto replayed = [&](cudaGraphExec_t exec, int replays, double units) {
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "event");
+    check(cudaEventCreate(&stop), "event");
+    const double t = rank0_median([&] {
+      host_allreduce->barrier();
+      check(cudaEventRecord(start, stream), "record");
+      for (int r = 0; r < replays; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
+      check(cudaEventRecord(stop, stream), "record");
+      check(cudaEventSynchronize(stop), "sync");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+      return ms * 1e-3 / units;
+    });
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return t;
+  };
   // Rank 0's time per call, the median of three samples, shared with every rank.
   auto timed = [&](const std::function<void()>& op, std::size_t n) {
     const int iterations = quick ? 5 : (n >= 16777216 ? 10 : n >= 1048576 ? 40 : 200);
     for (int i = 0; i < 5; ++i) op();
-    std::vector<double> samples;
-    for (int s = 0; s < 3; ++s) {
+    return rank0_median([&] {
       host_allreduce->barrier();
       const auto start = Clock::now();
       for (int i = 0; i < iterations; ++i) op();
-      double t = std::chrono::duration<double>(Clock::now() - start).count() / iterations;
-      host_allreduce->broadcast(&t, 1, DataType::f64, 0);
-      samples.push_back(t);
-    }
-    std::sort(samples.begin(), samples.end());
-    return samples[1];
+      return std::chrono::duration<double>(Clock::now() - start).count() / iterations;
+    });
   };
   for (std::size_t n : floats) {
     const double t = timed([&] { comm->allreduce(buffer, n, DataType::f32, ReduceOp::sum); }, n);
@@ -355,28 +381,10 @@ int nccl_mode(const std::string& out, bool quick) {
     check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
     check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
     check(cudaStreamSynchronize(stream), "warm-up");
-    std::vector<double> samples;
-    cudaEvent_t start, stop;
-    check(cudaEventCreate(&start), "event");
-    check(cudaEventCreate(&stop), "event");
-    for (int s = 0; s < 3; ++s) {
-      host_allreduce->barrier();
-      check(cudaEventRecord(start, stream), "record");
-      for (int r = 0; r < replays; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
-      check(cudaEventRecord(stop, stream), "record");
-      check(cudaEventSynchronize(stop), "sync");
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-      double t = ms * 1e-3 / (double(chain) * replays);
-      host_allreduce->broadcast(&t, 1, DataType::f64, 0);
-      samples.push_back(t);
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
+    const double t = replayed(exec, replays, double(chain) * replays);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
-    std::sort(samples.begin(), samples.end());
-    j["graph_allreduce"].push_back({{"ranks", ranks}, {"bytes", 4 * n}, {"seconds", samples[1]}});
+    j["graph_allreduce"].push_back({{"ranks", ranks}, {"bytes", 4 * n}, {"seconds", t}});
   }
   // Device-side send/recv, as the GPU pipelines queue them (the host never waits inside an
   // epoch): ranks 0 and 1 queue a ping-pong of `rounds` round trips behind a long product, so
@@ -397,8 +405,7 @@ int nccl_mode(const std::string& out, bool quick) {
     for (std::size_t n : floats) {
       if (n > 16777216) break;
       const int rounds = quick ? 4 : (n >= 4194304 ? 5 : 25);
-      std::vector<double> samples;
-      for (int s = 0; s < 3; ++s) {
+      const double t = rank0_median([&] {
         host_allreduce->barrier();
         for (int k = 0; k < 4; ++k) product(max_rows);  // the host gets ahead behind these
         check(cudaEventRecord(start, stream), "record");
@@ -418,12 +425,9 @@ int nccl_mode(const std::string& out, bool quick) {
         check(cudaStreamSynchronize(stream), "sync");
         float ms = 0;
         check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-        double t = ms * 1e-3 / (2.0 * rounds);
-        host_allreduce->broadcast(&t, 1, DataType::f64, 0);
-        samples.push_back(t);
-      }
-      std::sort(samples.begin(), samples.end());
-      j["stream_p2p"].push_back({{"bytes", 4 * n}, {"seconds", samples[1]}});
+        return ms * 1e-3 / (2.0 * rounds);
+      });
+      j["stream_p2p"].push_back({{"bytes", 4 * n}, {"seconds", t}});
     }
     // Products while a receive is posted and its NCCL kernel waits on the GPU (the pipelines
     // post receives ahead of their compute): time with the pending receive over time alone.
@@ -445,8 +449,7 @@ int nccl_mode(const std::string& out, bool quick) {
     for (std::size_t n : {std::size_t(1), std::size_t(4096), std::size_t(16384), std::size_t(65536), std::size_t(1048576),
                           std::size_t(4194304)}) {
       if (n > floats.back() || (quick && n > 65536)) break;
-      std::vector<double> ratios;
-      for (int s = 0; s < 3; ++s) {
+      const double slowdown = std::max(1.0, rank0_median([&] {
         host_allreduce->barrier();
         product(rows);
         check(cudaStreamSynchronize(stream), "sync");
@@ -459,12 +462,8 @@ int nccl_mode(const std::string& out, bool quick) {
         posted.reset();
         check(cudaStreamSynchronize(comm->stream()), "sync");
         check(cudaStreamSynchronize(stream), "sync");
-        double ratio = rank == 0 ? beside / alone : 0;
-        host_allreduce->broadcast(&ratio, 1, DataType::f64, 0);
-        ratios.push_back(ratio);
-      }
-      std::sort(ratios.begin(), ratios.end());
-      const double slowdown = std::max(1.0, ratios[1]);
+        return rank == 0 ? beside / alone : 0.0;
+      }));
       j["pending_slowdown_by_bytes"].push_back({{"bytes", 4 * n}, {"slowdown", slowdown}});
       largest = slowdown;
     }
@@ -493,23 +492,10 @@ int nccl_mode(const std::string& out, bool quick) {
       check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
       check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
       check(cudaStreamSynchronize(stream), "warm-up");
-      std::vector<double> samples;
-      for (int s = 0; s < 3; ++s) {
-        host_allreduce->barrier();
-        check(cudaEventRecord(start, stream), "record");
-        for (int r = 0; r < reps; ++r) check(cudaGraphLaunch(exec, stream), "graph launch");
-        check(cudaEventRecord(stop, stream), "record");
-        check(cudaEventSynchronize(stop), "sync");
-        float ms = 0;
-        check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-        double t = ms * 1e-3 / (double(steps) * reps);
-        host_allreduce->broadcast(&t, 1, DataType::f64, 0);
-        samples.push_back(t);
-      }
+      const double t = replayed(exec, reps, double(steps) * reps);
       cudaGraphExecDestroy(exec);
       cudaGraphDestroy(graph);
-      std::sort(samples.begin(), samples.end());
-      return samples[1];
+      return t;
     };
     const double compute_only = timed_graph(false, true), comm_only = timed_graph(true, false),
                  both = timed_graph(true, true);
