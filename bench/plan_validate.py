@@ -10,9 +10,15 @@ Shapes: small 784-256-256-26 at batch 128, wide 784-1024-1024-26 at 1024, deep
 784-512-512-512-26 at 256 (--shapes picks some). Results, the generated configs, the profile and
 the table (validation.md) go under --out. Run it on an otherwise idle machine: a neighbour's
 load changes kernel speed between the calibration and the runs, and the model cannot know that.
+On a shared or virtual machine, --repeat R runs every point R times (the repeats interleaved
+point by point) and keeps, per strategy, the run with the median samples/s under --out; the
+other runs go to --out's sibling folder `<out>-repeats/` so the table compares one run each.
 """
 import argparse
+import glob
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -55,6 +61,21 @@ def config_text(layers, batch, n, out, args):
     return t
 
 
+def keep_median_runs(runs_dir, out):
+    """Copies, for every strategy label, the run with the median samples/s of the repeats in
+    runs_dir/run*/ into out (for an even count, the slower of the two middle runs)."""
+    by_label = {}
+    for path in glob.glob(os.path.join(runs_dir, "run*", "*.json")):
+        with open(path) as f:
+            result = json.load(f)
+        by_label.setdefault(result["strategy"]["label"], []).append(
+            (result["totals"]["samples_per_second"], path))
+    os.makedirs(out, exist_ok=True)
+    for runs in by_label.values():
+        runs.sort()
+        shutil.copy2(runs[(len(runs) - 1) // 2][1], out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -65,7 +86,11 @@ def main():
     p.add_argument("--micro", type=int, default=4, help="micro-batches for pipeline and hybrid")
     p.add_argument("--profile", help="an existing profile (default: calibrate one into --out first)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "plan-validate"))
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per point; the median run of each strategy is compared (default 1)")
     args = p.parse_args()
+    if args.repeat < 1:
+        sys.exit("--repeat must be at least 1")
     nnpar = os.path.join(args.build, "bin", "nnpar")
     os.makedirs(args.out, exist_ok=True)
     profile = args.profile
@@ -77,15 +102,30 @@ def main():
                         "--mpi-ranks", ",".join(w for w in args.workers.split(",") if int(w) >= 2) or "2"], check=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()
-    for shape in args.shapes.split(","):
-        layers, batch = SHAPES[shape]
-        for n in (int(w) for w in args.workers.split(",")):
+    points = [(shape, int(n)) for shape in args.shapes.split(",") for n in args.workers.split(",")]
+    for shape, _ in points:
+        if shape not in SHAPES:
+            sys.exit(f"--shapes: unknown shape '{shape}' (known: {', '.join(SHAPES)})")
+    repeats_dir = os.path.abspath(args.out.rstrip("/") + "-repeats")
+    for rep in range(args.repeat):
+        for shape, n in points:
+            layers, batch = SHAPES[shape]
             out = os.path.abspath(os.path.join(args.out, f"{shape}-{n}"))
+            if args.repeat > 1:
+                out = os.path.join(repeats_dir, f"{shape}-{n}", f"run{rep + 1}")
             os.makedirs(out, exist_ok=True)
             cfg = os.path.join(out, "config.toml")
             with open(cfg, "w") as f:
                 f.write(config_text(layers, batch, n, out, args))
-            subprocess.run([nnpar, "compare", cfg, "--quiet"], check=True)
+            # Exit 1 is a parity verdict (e.g. local SGD below the accuracy margin on a short
+            # run); the timings are still valid for this validation. Exit 2 is an error.
+            rc = subprocess.run([nnpar, "compare", cfg, "--quiet"]).returncode
+            if rc not in (0, 1):
+                sys.exit(f"nnpar compare {cfg} failed with exit {rc}")
+    if args.repeat > 1:
+        for shape, n in points:
+            keep_median_runs(os.path.join(repeats_dir, f"{shape}-{n}"),
+                             os.path.abspath(os.path.join(args.out, f"{shape}-{n}")))
     table = subprocess.run([nnpar, "plan", "--profile", profile, "--compare-results", args.out],
                            check=True, capture_output=True, text=True).stdout
     report = (f"# nnpar plan against CPU runs\n\nmachine: {os.cpu_count()} cores; runs from {started}, "
