@@ -41,9 +41,11 @@ struct Task {
 };
 
 // dynamic / static: every phase so. automatic: a phase is dynamic only where one of its GEMMs is
-// cut into more than one tile per thread (dynamic_tiles_per_thread > 1); where every GEMM of it
-// has one tile per thread, drawing those T equal tiles from a counter balances nothing that the
-// static grid does not, and costs the counter's traffic and tile-to-thread affinity.
+// cut into more than one tile per thread (dynamic_tiles_per_thread > 1). The idea: T equal tiles
+// drawn from a counter balance nothing the static grid does not, and cost the counter's traffic
+// and tile-to-thread affinity. Measured on the 32-core Xeon it did not hold: with one tile per
+// thread the counter was 6-14% ahead of the static plan at 16 threads (medians of 2 runs,
+// docs/results/2026-11-26-openmp-scaling-4.md), so dynamic stays the default.
 enum class Schedule : std::uint8_t { fixed, dynamic, automatic };
 
 constexpr int kTasksPerThread = 4;
