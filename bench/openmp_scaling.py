@@ -4,7 +4,7 @@ CPU, at the same thread counts, batch sizes and widths, in one run.
 
     /usr/bin/python3 bench/openmp_scaling.py [--build build] [--threads 1,2,4,8,16]
         [--batch 32,128,1024] [--width 256,1024] [--epochs 2] [--samples N] [--json FILE]
-        [--modes data_parallel,intra_op] [--omp-option KEY=VALUE ...] [--no-torch]
+        [--modes data_parallel,intra_op] [--omp-option KEY=VALUE ...] [--no-torch] [--no-serial]
 
 The model is 784-W-W-26 (sigmoid hidden layers, softmax cross-entropy, plain SGD) on the letters
 training set (NNPAR_DATA or ../shared/data), visited in file order (shuffle off, as PyTorch's
@@ -13,7 +13,8 @@ epoch; PyTorch runs in this process with torch.set_num_threads(t). The first epo
 warm-up and is not counted when --epochs > 1 (median of the others). --samples N caps each
 epoch at the first N samples (data.limit) for a quick run. --modes limits the openmp modes run
 (the others show as "-"); --omp-option sets an openmp option (e.g. schedule=static) on every
-openmp run, to compare variants of one build.
+openmp run, to compare variants of one build. --no-serial and --modes "" leave out nnpar serial
+and openmp, so that repeated runs (bench/openmp_repeats.py) can interleave variants cheaply.
 
 Thread placement: set OMP_PROC_BIND / OMP_PLACES in the environment (e.g. OMP_PROC_BIND=close
 OMP_PLACES=cores); nnpar (a child process) and PyTorch (this process, both libgomp) honour
@@ -179,6 +180,7 @@ def main():
     parser.add_argument("--samples", type=int, default=0, help="cap each epoch at N samples (0 = all)")
     parser.add_argument("--lr", type=float, default=0.3)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--no-serial", action="store_true", help="skip nnpar serial")
     parser.add_argument("--modes", default=",".join(MODES), help="openmp modes to run")
     parser.add_argument("--omp-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an openmp strategy option for every openmp run (repeatable)")
@@ -225,7 +227,8 @@ def main():
                 entry = {"batch": batch, "width": width, "serial": None,
                          "openmp": {m: {} for m in MODES}, "torch": {}}
                 try:
-                    entry["serial"] = run_nnpar(args, config, "serial", batch, width)
+                    if not args.no_serial:
+                        entry["serial"] = run_nnpar(args, config, "serial", batch, width)
                 except RuntimeError as e:
                     print(f"error: {e}", file=sys.stderr)
                 for t in threads_list:

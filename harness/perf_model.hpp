@@ -213,7 +213,7 @@ struct Candidate {
   std::string partition = "auto";
   int data = 1;                   // hybrid replicas
   bool graph = true;              // cuda, nccl-data
-  std::string omp_schedule = "dynamic";  // openmp intra_op: dynamic | static (plugin 1.2)
+  std::string omp_schedule = "dynamic";  // openmp intra_op: dynamic | static (1.2) | auto (1.3, modelled as dynamic)
   int tasks_per_thread = 4;              // openmp intra_op, dynamic
   int min_tile_mflop = 16;
   std::string label;              // as shown

@@ -272,7 +272,10 @@ TEST_F(OpenMp, BadOptionsAreConfigErrorsNamingTheKey) {
 // batch (1500 = 5 x 277 + 115: a second step plan): the weights are serial's bits, and the
 // dynamic schedule's loss (summed per logits tile, not per thread) repeats exactly.
 // "fine" is dynamic with min_tile_mflop = 0: these GEMMs are small enough that the default
-// minimum gives one tile per thread, so this is what cuts them into 4 per thread.
+// minimum gives one tile per thread, so this is what cuts them into 4 per thread. "auto" with
+// the default minimum runs every phase static; "mixed" is auto with min_tile_mflop = 1, which
+// makes F_0 and B_0 (43 MFLOP) dynamic and the other phases (<= 4 MFLOP) static, so the shared
+// counter must stay consistent across static phases.
 TEST_F(OpenMp, IntraOpSchedulesAreBitIdenticalOnEveryPath) {
   RunConfig config = small_config(277);
   config.model.layer_sizes = {784, 100, 70, 26};
@@ -283,17 +286,18 @@ TEST_F(OpenMp, IntraOpSchedulesAreBitIdenticalOnEveryPath) {
     nnpar::kernels::detail::gemm_force_isa(isa);
     if (std::string(nnpar::kernels::detail::gemm_isa_name()) != names[isa]) continue;  // CPU lacks it
     const RunResult ref = run(config, serial_entry());
-    for (const std::string variant : {"static", "dynamic", "fine"})
+    for (const std::string variant : {"static", "dynamic", "fine", "auto", "mixed"})
       for (int threads : {2, 5}) {
-        const bool fine = variant == "fine";
-        const std::string schedule = fine ? "dynamic" : variant;
-        const RunResult got = run(config, openmp_entry("intra_op", threads, schedule, fine ? 0 : -1));
+        const bool fine = variant == "fine", mixed = variant == "mixed";
+        const std::string schedule = fine ? "dynamic" : mixed ? "auto" : variant;
+        const int min_tile = fine ? 0 : mixed ? 1 : -1;
+        const RunResult got = run(config, openmp_entry("intra_op", threads, schedule, min_tile));
         EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters))
             << names[isa] << ", " << variant << ", " << threads << " threads";
         EXPECT_EQ(got.epochs[0].steps, 6);
         EXPECT_NEAR(got.epochs[0].loss, ref.epochs[0].loss, 1e-6 * ref.epochs[0].loss);
-        if (fine && threads == 5) {
-          const RunResult again = run(config, openmp_entry("intra_op", threads, schedule, 0));
+        if ((fine || mixed) && threads == 5) {
+          const RunResult again = run(config, openmp_entry("intra_op", threads, schedule, min_tile));
           EXPECT_EQ(again.epochs[0].loss, got.epochs[0].loss) << names[isa];
           EXPECT_TRUE(bit_identical(again.final_parameters, got.final_parameters)) << names[isa];
         }
@@ -334,9 +338,54 @@ TEST(OpenMpStepPlan, DynamicTilesKeepAMinimumSize) {
   EXPECT_EQ(gemm_tiles_per_phase(big, 128, 16, 0), (std::vector<int>{64, 64}));
 }
 
+// schedule = auto: a phase is static exactly where each of its GEMMs has one tile per thread,
+// and then holds the static plan's tasks; the other phases hold the dynamic plan's.
+TEST(OpenMpStepPlan, AutoIsStaticWhereEveryGemmHasOneTilePerThread) {
+  using namespace nnpar::openmp;
+  namespace kn = nnpar::kernels;
+  auto same = [](const std::vector<Task>& a, const std::vector<Task>& b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](const Task& x, const Task& y) {
+             return x.job == y.job && x.layer == y.layer && x.m0 == y.m0 && x.m1 == y.m1 && x.p0 == y.p0 &&
+                    x.p1 == y.p1;
+           });
+  };
+  auto check = [&](const std::vector<int>& sizes, int rows, int T, std::vector<char> expected) {
+    std::vector<kn::PackedB> wf, wb;
+    for (std::size_t i = 0; i + 1 < sizes.size(); ++i) {
+      wf.push_back(kn::packed_b_layout(sizes[i], sizes[i + 1]));
+      wb.push_back(kn::packed_b_layout(sizes[i + 1], sizes[i]));
+    }
+    const std::string where = "width " + std::to_string(sizes[1]) + " rows " + std::to_string(rows) + " T " +
+                              std::to_string(T);
+    const StepPlan a = make_step_plan(sizes, rows, T, Schedule::automatic, wf, wb);
+    const StepPlan s = make_step_plan(sizes, rows, T, Schedule::fixed, wf, wb);
+    const StepPlan d = make_step_plan(sizes, rows, T, Schedule::dynamic, wf, wb);
+    EXPECT_EQ(a.dynamic, expected) << where;
+    EXPECT_TRUE(std::all_of(s.dynamic.begin(), s.dynamic.end(), [](char c) { return !c; })) << where;
+    EXPECT_TRUE(std::all_of(d.dynamic.begin(), d.dynamic.end(), [](char c) { return c; })) << where;
+    ASSERT_EQ(a.phases.size(), expected.size()) << where;
+    for (std::size_t ph = 0; ph < a.phases.size(); ++ph)
+      EXPECT_TRUE(same(a.phases[ph], a.dynamic[ph] ? d.phases[ph] : s.phases[ph])) << where << " phase " << ph;
+    EXPECT_EQ(a.logits_tasks, int(std::count_if(a.phases[sizes.size() - 1].begin(), a.phases[sizes.size() - 1].end(),
+                                                 [](const Task& t) { return t.job == Job::forward; })))
+        << where;
+  };
+  const std::vector<int> big = {784, 1024, 1024, 26}, small = {784, 256, 256, 26};
+  // phases P F0 F1 F2 B2 B1 B0. Batch 1024, width 1024, 16 threads: the 1.6-2.1 GFLOP products
+  // get 4 tiles per thread; the logits layer (54 MFLOP each way) one.
+  check(big, 1024, 16, {0, 1, 1, 0, 0, 1, 1});
+  // batch 128, width 256: every product below 16 MFLOP per thread: the whole step static
+  check(small, 128, 16, std::vector<char>(7, 0));
+  check(big, 128, 16, std::vector<char>(7, 0));
+  // batch 1024, width 256, 8 threads: only layer 0's products (411 MFLOP, 3 tiles per thread)
+  check(small, 1024, 8, {0, 1, 0, 0, 0, 0, 1});
+  check(small, 1024, 16, std::vector<char>(7, 0));
+  check(big, 1024, 1, {0, 1, 1, 1, 1, 1, 1});  // one thread: 4 tiles where >= 64 MFLOP (54 MFLOP: 3)
+}
+
 // The step plan covers every output element of every GEMM exactly once, packs every panel
-// exactly once, and splits each bias into disjoint line-aligned slices, for both schedules;
-// dynamic plans hand out GEMM tiles largest first, static ones give tile t to thread t.
+// exactly once, and splits each bias into disjoint line-aligned slices, for every schedule;
+// dynamic phases hand out GEMM tiles largest first, static ones give tile t to thread t.
 TEST(OpenMpStepPlan, EveryElementOnceLargestFirst) {
   using namespace nnpar::openmp;
   namespace kn = nnpar::kernels;
@@ -349,11 +398,12 @@ TEST(OpenMpStepPlan, EveryElementOnceLargestFirst) {
     const int n = int(sizes.size()) - 1;
     for (int rows : {1, 7, 128, 1024})
       for (int T : {1, 3, 16})
-        for (bool dynamic : {false, true}) {
-          const StepPlan plan = make_step_plan(sizes, rows, T, dynamic, wf, wb);
-          const std::string where = "rows " + std::to_string(rows) + " T " + std::to_string(T) +
-                                    (dynamic ? " dynamic" : " static") + " model " + std::to_string(sizes[1]);
+        for (Schedule schedule : {Schedule::fixed, Schedule::dynamic, Schedule::automatic}) {
+          const StepPlan plan = make_step_plan(sizes, rows, T, schedule, wf, wb);
+          const std::string where = "rows " + std::to_string(rows) + " T " + std::to_string(T) + " schedule " +
+                                    std::to_string(int(schedule)) + " model " + std::to_string(sizes[1]);
           ASSERT_EQ(plan.phases.size(), std::size_t(2 * n + 1)) << where;
+          ASSERT_EQ(plan.dynamic.size(), plan.phases.size()) << where;
           // (job, layer) -> how often each C element / panel / bias column is covered
           std::map<std::pair<int, int>, std::vector<int>> cover;
           auto mark = [&](Job job, int layer, std::size_t size, std::size_t from, std::size_t to, std::size_t stride,
@@ -365,6 +415,7 @@ TEST(OpenMpStepPlan, EveryElementOnceLargestFirst) {
           };
           for (std::size_t ph = 0; ph < plan.phases.size(); ++ph) {
             const std::vector<Task>& tasks = plan.phases[ph];
+            const bool dynamic = plan.dynamic[ph];
             double previous_gemm = 1e300;
             for (std::size_t k = 0; k < tasks.size(); ++k) {
               const Task& t = tasks[k];

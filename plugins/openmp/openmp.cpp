@@ -9,10 +9,11 @@
 //                          2n+1 barriers. schedule = "dynamic" (default) cuts each large GEMM
 //                          into up to tasks_per_thread tiles per thread (none smaller than
 //                          min_tile_mflop), handed out largest first from a shared counter;
-//                          "static" gives each thread one tile (step_plan.hpp says why). The
-//                          kernels' per-element operation sequence does not depend on the tile
-//                          an element is computed in: the weights are bit-identical to serial
-//                          for any T and either schedule.
+//                          "static" gives each thread one tile (step_plan.hpp says why); "auto"
+//                          picks per phase: static where every GEMM of the phase has one tile
+//                          per thread anyway. The kernels' per-element operation sequence does
+//                          not depend on the tile an element is computed in: the weights are
+//                          bit-identical to serial for any T and any schedule.
 //  mode = "data_parallel"  T workers share one weight buffer; each runs forward/backward on its
 //                          contiguous shard of the global batch, then the T gradient buffers are
 //                          summed in a fixed pairwise tree (an order that depends on T only, never
@@ -113,7 +114,10 @@ class OpenMpStrategy final : public Strategy {
     spec_ = *context.model;
     threads_ = resolve_threads(context.options->get_int("threads"));
     intra_ = context.options->get_string("mode") == "intra_op";
-    dynamic_ = context.options->get_string("schedule") == "dynamic";
+    const std::string schedule = context.options->get_string("schedule");
+    schedule_ = schedule == "dynamic" ? openmp::Schedule::dynamic
+                : schedule == "auto"  ? openmp::Schedule::automatic
+                                      : openmp::Schedule::fixed;
     tasks_per_thread_ = int(context.options->get_int("tasks_per_thread"));
     min_tile_mflop_ = int(context.options->get_int("min_tile_mflop"));
     if (const char* e = std::getenv("NNPAR_OMP_PROFILE"); e && *e && std::string(e) != "0") {
@@ -287,7 +291,10 @@ class OpenMpStrategy final : public Strategy {
     const std::size_t phases = profile_[0].work.size();
     const int n = spec_.linear_count();
     std::fprintf(stderr, "openmp profile: epoch %d, %d threads, %s, %zu steps; ms per epoch, over threads:\n",
-                 epoch + 1, threads_, intra_ ? (dynamic_ ? "intra_op dynamic" : "intra_op static") : "data_parallel",
+                 epoch + 1, threads_, !intra_                                        ? "data_parallel"
+                 : schedule_ == openmp::Schedule::dynamic   ? "intra_op dynamic"
+                 : schedule_ == openmp::Schedule::automatic ? "intra_op auto"
+                                                            : "intra_op static",
                  steps);
     std::fprintf(stderr, "  phase  work_mean  work_max  wait_min  wait_mean\n");
     double tot[4] = {0, 0, 0, 0};
@@ -324,7 +331,7 @@ class OpenMpStrategy final : public Strategy {
   const StepPlan& plan_for(int rows) {
     for (const StepPlan& p : plans_)
       if (p.rows == rows) return p;
-    plans_.push_back(openmp::make_step_plan(spec_.layer_sizes, rows, threads_, dynamic_, wf_, wb_, tasks_per_thread_,
+    plans_.push_back(openmp::make_step_plan(spec_.layer_sizes, rows, threads_, schedule_, wf_, wb_, tasks_per_thread_,
                                             min_tile_mflop_));
     const StepPlan& p = plans_.back();
     if (logit_tally_.size() < std::size_t(p.logits_tasks)) logit_tally_.resize(p.logits_tasks);
@@ -333,15 +340,16 @@ class OpenMpStrategy final : public Strategy {
     return p;
   }
 
-  // Runs this thread's tasks of one phase (the caller's barrier ends it). Dynamic: every thread
+  // Runs this thread's tasks of phase `phase` (the caller's barrier ends it). Dynamic: every thread
   // draws task numbers from next_task_ until one is past the end; each thread thus draws
   // exactly one number too many per phase, so the phase after this one starts at
   // base + count + T, known to every thread without resetting the counter (a reset would
   // need a barrier of its own).
   template <class Run>
-  void for_each_task(Team& tm, const std::vector<Task>& tasks, Run&& run) {
+  void for_each_task(Team& tm, const StepPlan& plan, std::size_t phase, Run&& run) {
+    const std::vector<Task>& tasks = plan.phases[phase];
     const long count = long(tasks.size());
-    if (dynamic_) {
+    if (plan.dynamic[phase]) {
       for (;;) {
         const long k = next_task_.value.fetch_add(1, std::memory_order_relaxed) - tm.ticket_base;
         if (k >= count) break;
@@ -371,15 +379,15 @@ class OpenMpStrategy final : public Strategy {
                  act_[0].get() + rs.begin * size[0], labels_.data() + rs.begin);
     tm.lap(&PhaseTimes::data);
     auto run = [&](const Task& task, int k) { run_task(task, k, rows); };
-    for_each_task(tm, plan.phases[0], run);
+    for_each_task(tm, plan, 0, run);
     tm.barrier(&PhaseTimes::forward);
     for (int i = 0; i < n; ++i) {
-      for_each_task(tm, plan.phases[std::size_t(1 + i)], run);
+      for_each_task(tm, plan, std::size_t(1 + i), run);
       tm.barrier(&PhaseTimes::forward);
     }
     tm.collect(logit_tally_, std::size_t(plan.logits_tasks));
     for (int j = 0; j < n; ++j) {
-      for_each_task(tm, plan.phases[std::size_t(n + 1 + j)], run);
+      for_each_task(tm, plan, std::size_t(n + 1 + j), run);
       tm.barrier(&PhaseTimes::backward);
     }
   }
@@ -542,7 +550,7 @@ class OpenMpStrategy final : public Strategy {
   ModelSpec spec_;
   int threads_ = 0;
   bool intra_ = false;
-  bool dynamic_ = true;
+  openmp::Schedule schedule_ = openmp::Schedule::dynamic;
   int tasks_per_thread_ = openmp::kTasksPerThread;
   int min_tile_mflop_ = openmp::kMinTileMflop;
   std::vector<ThreadProfile> profile_;  // NNPAR_OMP_PROFILE only: one per thread
@@ -573,8 +581,9 @@ class OpenMpStrategy final : public Strategy {
 StrategyInfo openmp_info() {
   StrategyInfo info;
   info.name = "openmp";
-  // 1.1: intra_op on shared packed operands, 2D tiles, fused epilogues; 1.2: dynamic schedule
-  info.version = "1.2";
+  // 1.1: intra_op on shared packed operands, 2D tiles, fused epilogues; 1.2: dynamic schedule;
+  // 1.3: schedule = auto
+  info.version = "1.3";
   info.description = "multicore CPU with OpenMP: intra-op split of every step, or data-parallel threads";
   info.parity = ParityClass::exact;
   OptionSpec mode;
@@ -595,10 +604,11 @@ StrategyInfo openmp_info() {
   schedule.name = "schedule";
   schedule.type = OptionType::string;
   schedule.default_value = std::string("dynamic");
-  schedule.choices = {"dynamic", "static"};
+  schedule.choices = {"dynamic", "static", "auto"};
   schedule.description = "intra_op only: dynamic: up to tasks_per_thread tiles per thread (none below "
                          "min_tile_mflop), drawn largest first from a shared counter; static: one tile per "
-                         "thread (the weights are the same bits)";
+                         "thread; auto: per phase, static where every GEMM of it has one tile per thread, "
+                         "else dynamic (the weights are the same bits)";
   OptionSpec tasks;
   tasks.name = "tasks_per_thread";
   tasks.type = OptionType::integer;

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <initializer_list>
 #include <cstdint>
 #include <vector>
 
@@ -37,6 +39,14 @@ struct Task {
   int p0 = 0, p1 = 0;  // B panels (GEMMs, packing) or columns (bias_grad)
   double cost = 0;     // for largest-first ordering only
 };
+
+// dynamic / static: every phase so. automatic: a phase is dynamic only where one of its GEMMs is
+// cut into more than one tile per thread (dynamic_tiles_per_thread > 1). The idea: T equal tiles
+// drawn from a counter balance nothing the static grid does not, and cost the counter's traffic
+// and tile-to-thread affinity. Measured on the 32-core Xeon it did not hold: with one tile per
+// thread the counter was 6-14% ahead of the static plan at 16 threads (medians of 2 runs,
+// docs/results/2026-11-26-openmp-scaling-4.md), so dynamic stays the default.
+enum class Schedule : std::uint8_t { fixed, dynamic, automatic };
 
 constexpr int kTasksPerThread = 4;
 // Dynamic tiles are not cut below this many MFLOP (2 x M x N x K / tiles): smaller tiles repack
@@ -114,67 +124,96 @@ inline void largest_first(std::vector<Task>& tasks, std::size_t from, std::size_
 // Static: GEMM tiles in tile_grid's order, tile t on thread t, the rest round-robin.
 // Dynamic: up to tasks_per_thread tiles per thread (fewer where tiles would fall below
 // min_tile_mflop), GEMM tiles largest first, then the small tasks.
+// Automatic: each phase one or the other (Schedule::automatic).
 struct StepPlan {
   int rows = 0;
   std::vector<std::vector<Task>> phases;
+  // Per phase: its tasks come from the shared counter (dynamic), or task k runs on thread
+  // k mod T (static: tile t of each product on thread t).
+  std::vector<char> dynamic;
   int max_bias_cols = 0;  // widest bias_grad slice (per-thread scratch: rows x this)
   int logits_tasks = 0;   // forward tasks of the last layer = softmax tallies
 };
 
 // wf[l] / wb[l]: the packed layouts of W_l^T and W_l (the same for every batch).
-inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, bool dynamic,
+inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, Schedule schedule,
                                const std::vector<kernels::PackedB>& wf,
                                const std::vector<kernels::PackedB>& wb,
                                int tasks_per_thread = kTasksPerThread, int min_tile_mflop = kMinTileMflop) {
   const int n = int(sizes.size()) - 1;
-  const int pieces = dynamic ? T * std::max(tasks_per_thread, 1) : T;
-  // Tiles of one M x N x K product: T (static), else T x dynamic_tiles_per_thread (tile_grid.hpp,
-  // shared with nnpar plan's model of this plugin).
-  auto tiles_for = [&](int M, int N, int K) {
-    return dynamic ? T * dynamic_tiles_per_thread(M, N, K, T, tasks_per_thread, min_tile_mflop) : T;
+  auto per_thread = [&](long M, long N, long K) {
+    return schedule == Schedule::fixed ? 1 : dynamic_tiles_per_thread(M, N, K, T, tasks_per_thread, min_tile_mflop);
   };
-  const bool keep = !dynamic;
+  // Whether a phase with these GEMMs (M, N, K each) draws its tasks from the counter.
+  auto phase_dynamic = [&](std::initializer_list<std::array<long, 3>> gemms) {
+    if (schedule != Schedule::automatic) return schedule == Schedule::dynamic;
+    for (const auto& g : gemms)
+      if (per_thread(g[0], g[1], g[2]) > 1) return true;
+    return false;
+  };
   StepPlan plan;
   plan.rows = rows;
   plan.phases.resize(std::size_t(2 * n + 1));
-  auto finish = [&](std::vector<Task>& phase, std::size_t gemms_end) {
-    if (!dynamic) return;
-    largest_first(phase, 0, gemms_end);
-    largest_first(phase, gemms_end, phase.size());
+  plan.dynamic.assign(plan.phases.size(), 0);
+  // Tiles of one M x N x K product in a phase: T (static), else T x dynamic_tiles_per_thread
+  // (tile_grid.hpp, shared with nnpar plan's model of this plugin).
+  auto tiles = [&](bool dyn, Job job, int layer, int M, const kernels::PackedB& L, int K, bool whole_rows) {
+    return gemm_tiles(job, layer, M, L, K, dyn ? T * per_thread(M, L.N, K) : T, whole_rows, !dyn);
   };
-  pack_tasks(plan.phases[0], Job::pack_wf, 0, wf[0], pieces);
-  finish(plan.phases[0], 0);
+  auto pieces = [&](bool dyn) { return dyn ? T * std::max(tasks_per_thread, 1) : T; };
+  auto finish = [&](std::size_t at, bool dyn, std::size_t gemms_end) {
+    plan.dynamic[at] = dyn;
+    if (!dyn) return;
+    largest_first(plan.phases[at], 0, gemms_end);
+    largest_first(plan.phases[at], gemms_end, plan.phases[at].size());
+  };
+  {
+    const bool dyn = phase_dynamic({});
+    pack_tasks(plan.phases[0], Job::pack_wf, 0, wf[0], pieces(dyn));
+    finish(0, dyn, 0);
+  }
   for (int i = 0; i < n; ++i) {
-    std::vector<Task>& ph = plan.phases[std::size_t(1 + i)];
+    const std::size_t at = std::size_t(1 + i);
+    std::vector<Task>& ph = plan.phases[at];
     const bool last = i + 1 == n;
-    ph = gemm_tiles(Job::forward, i, rows, wf[i], sizes[i], tiles_for(rows, sizes[i + 1], sizes[i]), last, keep);
+    const bool dyn = phase_dynamic({{rows, sizes[i + 1], sizes[i]}});
+    ph = tiles(dyn, Job::forward, i, rows, wf[i], sizes[i], last);
     if (last) plan.logits_tasks = int(ph.size());
     const std::size_t gemms = ph.size();
-    pack_tasks(ph, Job::pack_act, i, kernels::packed_b_layout(rows, sizes[i]), pieces);
+    pack_tasks(ph, Job::pack_act, i, kernels::packed_b_layout(rows, sizes[i]), pieces(dyn));
     if (i == 0)
       for (int l = 1; l < n; ++l) {
-        pack_tasks(ph, Job::pack_wf, l, wf[l], pieces);
-        pack_tasks(ph, Job::pack_wb, l, wb[l], pieces);
+        pack_tasks(ph, Job::pack_wf, l, wf[l], pieces(dyn));
+        pack_tasks(ph, Job::pack_wb, l, wb[l], pieces(dyn));
       }
-    finish(ph, gemms);
+    finish(at, dyn, gemms);
   }
   for (int i = n - 1; i >= 0; --i) {
-    std::vector<Task>& ph = plan.phases[std::size_t(n + 1 + (n - 1 - i))];
+    const std::size_t at = std::size_t(n + 1 + (n - 1 - i));
+    std::vector<Task>& ph = plan.phases[at];
     const int in = sizes[i], out = sizes[i + 1];
-    ph = gemm_tiles(Job::weight_grad, i, out, kernels::packed_b_layout(rows, in), rows, tiles_for(out, in, rows),
-                    false, keep);
+    const bool dyn = i > 0 ? phase_dynamic({{out, in, rows}, {rows, in, out}}) : phase_dynamic({{out, in, rows}});
+    ph = tiles(dyn, Job::weight_grad, i, out, kernels::packed_b_layout(rows, in), rows, false);
     if (i > 0) {
-      const std::vector<Task> g =
-          gemm_tiles(Job::input_grad, i, rows, wb[i], out, tiles_for(rows, in, out), false, keep);
+      const std::vector<Task> g = tiles(dyn, Job::input_grad, i, rows, wb[i], out, false);
       ph.insert(ph.end(), g.begin(), g.end());
     }
     const std::size_t gemms = ph.size();
-    bias_tasks(ph, i, out, rows, pieces);
+    bias_tasks(ph, i, out, rows, pieces(dyn));
     for (std::size_t k = gemms; k < ph.size(); ++k)
       plan.max_bias_cols = std::max(plan.max_bias_cols, ph[k].p1 - ph[k].p0);
-    finish(ph, gemms);
+    finish(at, dyn, gemms);
   }
   return plan;
+}
+
+// The two-schedule form (true: dynamic everywhere, false: static everywhere).
+inline StepPlan make_step_plan(const std::vector<int>& sizes, int rows, int T, bool dynamic,
+                               const std::vector<kernels::PackedB>& wf,
+                               const std::vector<kernels::PackedB>& wb,
+                               int tasks_per_thread = kTasksPerThread, int min_tile_mflop = kMinTileMflop) {
+  return make_step_plan(sizes, rows, T, dynamic ? Schedule::dynamic : Schedule::fixed, wf, wb, tasks_per_thread,
+                        min_tile_mflop);
 }
 
 }  // namespace nnpar::openmp
