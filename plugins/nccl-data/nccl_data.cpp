@@ -516,7 +516,11 @@ class NcclDataStrategy final : public Strategy {
     // (pdl auto: on at <= 128 rows per GPU). Before the engine sizes its split-K scratch.
     const int shard_rows = (context.train->batch_size + ranks_ - 1) / ranks_;
     apply_cuda_kernel_options(*context.options, props.major, shard_rows);
-    const bool fused = mode_ == "sync" && context.options->get_string("reduce") == "fused_p2p";
+    // auto: the fused reduce wherever it can run (sync, one bucket, plain gradient memory).
+    const std::string& reduce = context.options->get_string("reduce");
+    const bool explicit_fused = reduce == "fused_p2p";
+    const bool fused = mode_ == "sync" && (explicit_fused || (reduce == "auto" && !context.options->get_bool("overlap") &&
+                                                              !context.options->get_bool("symmetric")));
     if (fused && context.options->get_bool("overlap"))
       throw std::runtime_error("nccl-data: reduce = \"fused_p2p\" reduces once after the backward; overlap = true "
                                "needs reduce = \"nccl\"");
@@ -540,7 +544,7 @@ class NcclDataStrategy final : public Strategy {
         reduce_ = "fused_p2p";
       } else {
         reduce_ = "NCCL allreduce; fused_p2p unavailable: " + peer->reason();
-        if (comm->rank() == 0)
+        if (explicit_fused && comm->rank() == 0)
           std::fprintf(stderr, "nccl-data: reduce = \"fused_p2p\" is not possible here (%s); using the NCCL allreduce\n",
                        peer->reason().c_str());
       }
@@ -598,11 +602,12 @@ StrategyInfo nccl_data_info() {
   // the shared default (on).
   for (OptionSpec& o : info.options)
     if (o.name == "overlap") o.default_value = false;
-  info.options.push_back({"reduce", OptionType::string, std::string("nccl"),
+  info.options.push_back({"reduce", OptionType::string, std::string("auto"),
                           "sync: how the gradients are summed. nccl: an NCCL allreduce, then the SGD update; "
                           "fused_p2p: one kernel per step reads every peer's gradient over P2P (CUDA IPC, one "
-                          "host) and applies the update (needs overlap = false; falls back to nccl where P2P is "
-                          "missing)", -1e300, 1e300, {"nccl", "fused_p2p"}});
+                          "host) and applies the update (needs overlap = false, symmetric = false; falls back to "
+                          "nccl where P2P is missing); auto: fused_p2p where those hold, else nccl",
+                          -1e300, 1e300, {"auto", "nccl", "fused_p2p"}});
   info.options.push_back({"graph", OptionType::boolean, true,
                           "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
                           "(false: plain launches every step)", -1e300, 1e300, {}});

@@ -7,6 +7,7 @@
 #pragma once
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -22,7 +23,7 @@ class PeerReduce {
  public:
   // Collective over MPI_COMM_WORLD (every rank calls it, in the same order as its other
   // collectives). `count` floats per gradient buffer.
-  PeerReduce(std::size_t count, int device) : count_(count) {
+  PeerReduce(std::size_t count, int device) : count_(count), stride_((std::max<std::size_t>(count, 1) + 63) / 64 * 64) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &ranks_);
     args_.ranks = ranks_;
@@ -45,12 +46,12 @@ class PeerReduce {
   bool available() const { return ok_; }
   const std::string& reason() const { return reason_; }
   // This rank's gradient buffer of step parity `parity` (0 or 1).
-  float* gradients(int parity) const { return own_ + std::size_t(parity) * count_; }
+  float* gradients(int parity) const { return own_ + std::size_t(parity) * stride_; }
 
   void update(int parity, float lr, float momentum, float weight_decay, float* params, float* velocity,
               cudaStream_t stream) const {
     cuda::PeerSgdArgs a = args_;
-    for (int r = 0; r < ranks_; ++r) a.grads[r] = peer_grads_[r] + std::size_t(parity) * count_;
+    for (int r = 0; r < ranks_; ++r) a.grads[r] = peer_grads_[r] + std::size_t(parity) * stride_;
     cuda::peer_sgd_update(count_, lr, momentum, weight_decay, params, velocity, a, stream);
   }
 
@@ -77,8 +78,8 @@ class PeerReduce {
                " directly (no P2P between them)";
     }
     // Allocated here, before anyone maps them: zeroed and complete before the exchange.
-    if (cudaMalloc(reinterpret_cast<void**>(&own_), 2 * std::max<std::size_t>(count_, 1) * sizeof(float)) != cudaSuccess ||
-        cudaMemset(own_, 0, 2 * std::max<std::size_t>(count_, 1) * sizeof(float)) != cudaSuccess ||
+    if (cudaMalloc(reinterpret_cast<void**>(&own_), 2 * stride_ * sizeof(float)) != cudaSuccess ||
+        cudaMemset(own_, 0, 2 * stride_ * sizeof(float)) != cudaSuccess ||
         cudaMalloc(reinterpret_cast<void**>(&sync_), kSyncWords * sizeof(unsigned)) != cudaSuccess ||
         cudaMemset(sync_, 0, kSyncWords * sizeof(unsigned)) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
       cudaGetLastError();
@@ -136,6 +137,7 @@ class PeerReduce {
   }
 
   std::size_t count_;
+  std::size_t stride_;  // floats from one buffer to the next: 256-byte aligned, as the kernel's vector loads need
   int rank_ = 0, ranks_ = 1;
   bool ok_ = false;
   std::string reason_;
