@@ -10,6 +10,10 @@
 // caller alternates two gradient buffers, so the buffer a peer may still be reading (step t)
 // is written again only at step t+2, after this rank has seen the peer's step-t+1 signal,
 // which the peer sends after its step-t kernel ended.
+//
+// A peer that stops (a dead process) leaves this kernel spinning; the host never waits on it
+// directly but through the communicator's polled waits, which end the job after
+// NNPAR_COMM_TIMEOUT as they do for an NCCL kernel stuck on a lost peer.
 #pragma once
 #include <cstddef>
 
