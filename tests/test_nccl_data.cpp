@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <variant>
 
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
@@ -143,4 +146,82 @@ TEST_F(NcclData, SymmetricWindowWithRowBlocksMatchesSerial) {
               parallel.device.c_str(), p.max_abs_diff, 100 * parallel.final_test.accuracy,
               100 * serial.final_test.accuracy);
   EXPECT_TRUE(p.pass) << p.reason;
+}
+
+namespace {
+
+// nccl-data in sync mode with the given extra options (TOML values).
+using OptionValueList = std::initializer_list<std::pair<const char*, std::variant<bool, std::int64_t, std::string>>>;
+RunResult run_sync_with(RunConfig config, OptionValueList options) {
+  StrategyEntry entry = test_support::strategy_entry("nccl-data");
+  auto& table = test_support::options_of(entry);
+  table.insert("mode", "sync");
+  for (const auto& [key, value] : options) std::visit([&, k = key](const auto& v) { table.insert_or_assign(k, v); }, value);
+  config.strategies = {entry};
+  PluginRegistry plugins({NNPAR_PLUGIN_DIR});
+  const Datasets data = load_datasets(config.data);
+  const auto initial = initial_parameters(config);
+  return run_strategy(config, entry, plugins, data, initial, {}, WorldInfo{mpi::world_rank(), mpi::world_size()});
+}
+
+// Weights of two nccl-data runs: bit-identical on 2 ranks (the fused kernel adds rank 0's
+// gradient to rank 1's, as NCCL's two-rank allreduce does, then the same sgd_one); on more
+// ranks NCCL's ring sums in another order, so only the exact class is asked for.
+void expect_same_weights(const RunResult& fused, const RunResult& nccl, const char* what) {
+  const ParityReport p = check_parity(fused, nccl, ParityConfig{});
+  std::printf("[%s, %s] vs reduce = nccl: max abs diff %.3e\n", fused.device.c_str(), what, p.max_abs_diff);
+  EXPECT_TRUE(p.weights_checked);
+  if (mpi::world_size() <= 2) {
+    EXPECT_EQ(p.max_abs_diff, 0.0);
+    EXPECT_EQ(fused.final_test.accuracy, nccl.final_test.accuracy);
+  } else {
+    EXPECT_TRUE(p.pass) << p.reason;
+  }
+}
+
+}  // namespace
+
+TEST_F(NcclData, FusedP2pReduceGivesTheNcclWeightsAndMatchesSerial) {
+  // 10,000 = 78 x 128 + 16: 79 steps an epoch, an odd count, so the second epoch's graph
+  // starts on the other gradient buffer (its own recording).
+  RunConfig config = config_for("sync", 128);
+  const RunResult fused = run_sync_with(config, {{"reduce", std::string("fused_p2p")}});
+  const RunResult nccl = run_sync_with(config, {{"reduce", std::string("nccl")}});
+  if (mpi::world_rank() != 0) return;
+  if (mpi::world_size() > 1 && fused.device.find("fused_p2p unavailable") != std::string::npos)
+    std::printf("[nccl-data] note: no P2P here, the fused reduce fell back to NCCL: %s\n", fused.device.c_str());
+  expect_same_weights(fused, nccl, "2 epochs of 79 steps, graphs");
+  PluginRegistry plugins({NNPAR_PLUGIN_DIR});
+  const Datasets data = load_datasets(config.data);
+  const RunResult serial = run_strategy(config, test_support::strategy_entry("serial"), plugins, data,
+                                        initial_parameters(config));
+  const ParityReport p = check_parity(fused, serial, ParityConfig{});
+  std::printf("[%s] vs serial: max abs diff %.3e\n", fused.device.c_str(), p.max_abs_diff);
+  EXPECT_TRUE(p.pass) << p.reason;
+}
+
+TEST_F(NcclData, FusedP2pReduceWithShortGraphsPlainLaunchesAndEmptyShards) {
+  // Batch 3 (shards 2 + 1, the last batch of 1 leaves a rank without samples: its zero
+  // gradient still takes part), graphs of 5 steps (the buffer parity changes between
+  // replays of one recording), and plain launches.
+  RunConfig config = config_for("sync", 3);
+  config.data.options.limit = 301;
+  const RunResult nccl = run_sync_with(config, {{"reduce", std::string("nccl")}});
+  const RunResult short_graphs =
+      run_sync_with(config, {{"reduce", std::string("fused_p2p")}, {"graph_steps", std::int64_t{5}}});
+  const RunResult plain = run_sync_with(config, {{"reduce", std::string("fused_p2p")}, {"graph", false}});
+  if (mpi::world_rank() != 0) return;
+  expect_same_weights(short_graphs, nccl, "batch 3, graphs of 5 steps");
+  expect_same_weights(plain, nccl, "batch 3, plain launches");
+}
+
+TEST_F(NcclData, FusedP2pReduceRefusesOverlap) {
+  RunConfig config = config_for("sync", 128);
+  config.train.epochs = 1;
+  try {
+    run_sync_with(config, {{"reduce", std::string("fused_p2p")}, {"overlap", true}});
+    ADD_FAILURE() << "overlap = true with reduce = fused_p2p was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("overlap = true needs reduce = \"nccl\""));
+  }
 }

@@ -12,6 +12,8 @@
 
 #include <cuda_runtime.h>
 
+#include "sgd_one.cuh"
+
 #include <algorithm>
 #include <utility>
 #include <stdexcept>
@@ -150,15 +152,6 @@ struct InputGradEpi {
   __device__ void row_sum(int, float) const {}
 };
 
-__device__ __forceinline__ void sgd_one(const FusedSgd& s, float& p, float* v, float g) {
-  g += s.weight_decay * p;
-  if (s.momentum != 0.0f) {
-    *v = s.momentum * *v + g;
-    p -= s.lr * *v;
-  } else {
-    p -= s.lr * g;
-  }
-}
 
 struct WeightGradEpi {
   static constexpr bool kRowSums = true;

@@ -60,6 +60,11 @@ class ReplicaEngine {
   virtual bool updates_after_reduce() const { return false; }
   virtual void update_after_reduce(std::size_t begin, std::size_t end) { (void)begin, (void)end; }
   virtual void join_updates() {}
+  // Optional (sync without overlap): the engine sums the ranks' gradients and applies the SGD
+  // update itself after backward() (e.g. one kernel that reads the peers' gradients), instead
+  // of the communicator's allreduce and sgd_step(). The same sum and update, so the same weights.
+  virtual bool reduces_gradients() const { return false; }
+  virtual void reduce_and_update() {}
   // Optional: backward and sgd_step as one, for local SGD steps where nothing has to happen
   // between the two, so an engine can fuse the update into the gradient products (the same
   // values). Returns false if the engine does not, and the trainer calls the two itself.
@@ -204,8 +209,15 @@ class DataParallelTrainer {
   // `recording`: the host must not block, so the single allreduce becomes async + a device
   // wait (the same collective on the same buffer, so the same sum).
   void sync_step(std::size_t rows, bool recording, PhaseTimes& phases, PhaseClock& clock) {
-    std::vector<std::unique_ptr<CommRequest>> pending;
     const float scale = 1.0f / float(rows);
+    if (engine_->reduces_gradients()) {
+      engine_->backward(scale, {});
+      clock.lap(phases.backward);
+      engine_->reduce_and_update();
+      clock.lap(phases.update);
+      return;
+    }
+    std::vector<std::unique_ptr<CommRequest>> pending;
     const bool per_bucket = overlap_ && engine_->updates_after_reduce();
     engine_->backward(scale, [&](int bucket) {
       if (!overlap_) return;

@@ -43,6 +43,7 @@
 #include "nnpar/cuda_kernels.hpp"
 #include "nnpar/cuda_persistent.hpp"
 #include "nnpar/strategy.hpp"
+#include "../common/cuda_kernel_options.hpp"
 #include "../common/fused_sgd.hpp"
 
 namespace {
@@ -121,18 +122,8 @@ class CudaStrategy final : public Strategy {
     use_graph_ = options.get_bool("graph");
     graph_steps_ = int(options.get_int("graph_steps"));
     batch_ = context.train->batch_size;
-    gpu::KernelOptions kernel_options;
-    // PDL needs sm_90; on older devices the launch attribute is ignored, but be explicit.
-    // auto: on for batches of <= 128 rows, where it measured faster on an H100 (batch 128: +4%
-    // at width 256, +2% at 1024, docs/results/2026-11-26-cuda-3.md); larger batches are left
-    // off, where the early-launched blocks of the next kernel can slow the current one.
-    const std::string& pdl = options.get_string("pdl");
-    kernel_options.pdl = props.major >= 9 && (pdl == "on" || (pdl == "auto" && batch_ <= kAutoPdlMaxBatch));
-    kernel_options.gemv_max_rows = int(options.get_int("gemv_rows"));
-    kernel_options.warp_softmax = options.get_bool("warp_softmax");
-    kernel_options.split_blocks = int(options.get_int("split_blocks"));
-    kernel_options.k_stage = int(options.get_int("k_stage"));
-    gpu::set_kernel_options(kernel_options);
+    // pdl auto: on for batches of <= 128 rows (docs/results/2026-11-26-cuda-3.md).
+    apply_cuda_kernel_options(options, props.major, batch_);
     kernel_timing_ = options.get_bool("kernel_timing");
     fuse_head_ = options.get_bool("fuse_head");
 
@@ -304,7 +295,6 @@ class CudaStrategy final : public Strategy {
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
-  static constexpr int kAutoPdlMaxBatch = 128;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -551,24 +541,16 @@ StrategyInfo cuda_info() {
        "persistent kernel: prefetch the next step's input rows into L2 during the current step", -1e300, 1e300, {}},
       {"persistent_spin_ns", OptionType::integer, std::int64_t{0},
        "persistent kernel: nanoseconds each block sleeps between polls of the grid barrier (0: spin)", 0, 100000, {}},
-      {"pdl", OptionType::string, std::string("auto"),
-       "programmatic dependent launch (sm_90+): each kernel is launched while its predecessor finishes; auto: on "
-       "for batches of <= 128 rows", -1e300, 1e300, {"auto", "on", "off"}},
-      {"gemv_rows", OptionType::integer, std::int64_t{8},
-       "batches of at most this many rows (max 8) use warp-per-output kernels for the forward and input-gradient "
-       "products instead of split-K tiles (0: never)", 0, 8, {}},
-      {"warp_softmax", OptionType::boolean, true, "softmax+cross-entropy with a warp per row (<= 32 classes)", -1e300,
-       1e300, {}},
-      {"split_blocks", OptionType::integer, std::int64_t{0},
-       "split-K products are cut into about this many blocks (0: 132, an H100's SM count)", 0, 100000, {}},
-      {"k_stage", OptionType::integer, std::int64_t{4},
-       "K tiles a GEMM block loads at once (1 or 4): one global round trip per stage instead of per tile", 1, 4, {}},
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,
        "before the first epoch, time each kernel of one step alone in a graph and print microseconds to stderr",
        -1e300, 1e300, {}},
   };
+  // The kernel launch options (shared with nccl-data), in their place before fuse_head.
+  const auto kernel = cuda_kernel_option_specs();
+  auto at = std::find_if(info.options.begin(), info.options.end(), [](const OptionSpec& o) { return o.name == "fuse_head"; });
+  info.options.insert(at, kernel.begin(), kernel.end());
   return info;
 }
 

@@ -30,9 +30,22 @@
 // H100s none shortened the step, because every NCCL allreduce up to ~1 MB costs the same
 // ~12 us floor and row blocks of this product are not cheaper than the whole
 // (docs/results/2026-11-26-data-parallel-3.md).
+//
+// `reduce = "fused_p2p"` removes that tail's fixed costs instead: no NCCL call per step, but
+// one kernel that waits on the device for every peer's "gradient ready" flag, reads the
+// peers' gradients over P2P (CUDA IPC mappings, peer_reduce.hpp) and applies the update
+// (kernels/cuda/peer_sgd.cu), with two gradient buffers alternating so nobody overwrites a
+// gradient a peer still reads. It is the default (`auto`: wherever P2P works, sync without
+// overlap or symmetric window): on 2 H100s 185.8-189.5 vs 209.1 us per step at 1024 rows per
+// GPU and 70.6-71.5 vs 76.2 us at 128, the same weights bit for bit
+// (docs/results/2026-11-26-data-parallel-4.md). The kernels' launch options are the cuda
+// strategy's (plugins/common/cuda_kernel_options.hpp), chosen for the per-GPU shard's rows:
+// PDL at <= 128 rows took local SGD p=64 at 128 rows from 62.0 to 57.5 us per step.
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <map>
+#include <memory>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -40,8 +53,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../common/cuda_kernel_options.hpp"
 #include "../common/data_parallel.hpp"
 #include "../common/fused_sgd.hpp"
+#include "peer_reduce.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
 #include "nnpar/cuda_kernels.hpp"
@@ -139,7 +154,7 @@ class GpuReplica final : public ReplicaEngine {
     cudaFree(pixels_);
     cudaFree(labels_);
     cudaFree(params_);
-    if (!symmetric_) cudaFree(grads_);  // else the communicator's window
+    if (!symmetric_ && !peer_) cudaFree(grads_);  // else the communicator's window or peer_'s
     cudaFree(velocity_);
     for (auto& slot : slots_) {
       cudaFree(slot.device);
@@ -253,6 +268,21 @@ class GpuReplica final : public ReplicaEngine {
     symmetric_ = true;
     return true;
   }
+  // reduce = "fused_p2p": the gradients alternate between peer's two buffers, one per step
+  // parity, and the allreduce + update become one kernel (include/nnpar/cuda_peer_sgd.hpp).
+  void use_peer_reduce(std::unique_ptr<PeerReduce> peer) {
+    cudaFree(grads_);
+    peer_ = std::move(peer);
+    parity_ = 0;
+    grads_ = peer_->gradients(parity_);
+  }
+  bool reduces_gradients() const override { return peer_ != nullptr; }
+  void reduce_and_update() override {
+    const SgdSettings& s = context_.train->sgd;
+    peer_->update(parity_, s.lr, s.momentum, s.weight_decay, params_, velocity_, stream_);
+    parity_ ^= 1;
+    grads_ = peer_->gradients(parity_);
+  }
   void scale_parameters(float factor) override { gpu::scale(count_, factor, params_, stream_); }
   std::pair<double, double> take_metrics() override {
     Stats stats{};
@@ -299,9 +329,18 @@ class GpuReplica final : public ReplicaEngine {
     rows_ = rows;
   }
 
+  // With peer_, a recording bakes in the gradient buffer of each of its steps, so it is kept
+  // per starting parity, and a replay moves the parity on as the recording did.
   void replay(const std::string& key, const std::function<void()>& record) override {
-    auto it = graphs_.find(key);
-    if (it == graphs_.end()) it = graphs_.emplace(key, capture(record)).first;
+    const std::string full = peer_ ? key + " p" + std::to_string(parity_) : key;
+    auto it = graphs_.find(full);
+    if (it == graphs_.end()) {
+      it = graphs_.emplace(full, capture(record)).first;
+      parity_after_[full] = parity_;
+    } else if (peer_) {
+      parity_ = parity_after_.at(full);
+      grads_ = peer_->gradients(parity_);
+    }
     check(cudaGraphLaunch(it->second, stream_), "graph launch");
   }
 
@@ -451,6 +490,9 @@ class GpuReplica final : public ReplicaEngine {
   bool staged_ = false;  // the current step reads the staged order at the device step counter
   int expected_steps_ = -1;
   std::map<std::string, cudaGraphExec_t> graphs_;
+  std::map<std::string, int> parity_after_;  // peer_: the step parity after each recording
+  std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" (sync)
+  int parity_ = 0;                           // peer_: which gradient buffer this step writes
 };
 
 class NcclDataStrategy final : public Strategy {
@@ -474,6 +516,21 @@ class NcclDataStrategy final : public Strategy {
     ranks_ = comm->size();
     device_ = std::string(props.name) + " x" + std::to_string(ranks_);
     mode_ = context.options->get_string("mode");
+    // The replica's kernels launch as the cuda strategy's do for a step of this many rows
+    // (pdl auto: on at <= 128 rows per GPU). Before the engine sizes its split-K scratch.
+    const int shard_rows = (context.train->batch_size + ranks_ - 1) / ranks_;
+    apply_cuda_kernel_options(*context.options, props.major, shard_rows);
+    // auto: the fused reduce wherever it can run (sync, one bucket, plain gradient memory).
+    const std::string& reduce = context.options->get_string("reduce");
+    const bool explicit_fused = reduce == "fused_p2p";
+    const bool fused = mode_ == "sync" && (explicit_fused || (reduce == "auto" && !context.options->get_bool("overlap") &&
+                                                              !context.options->get_bool("symmetric")));
+    if (fused && context.options->get_bool("overlap"))
+      throw std::runtime_error("nccl-data: reduce = \"fused_p2p\" reduces once after the backward; overlap = true "
+                               "needs reduce = \"nccl\"");
+    if (fused && context.options->get_bool("symmetric"))
+      throw std::runtime_error("nccl-data: symmetric = true is a window for the NCCL allreduce; it needs reduce = "
+                               "\"nccl\", not \"fused_p2p\"");
     const bool graph = context.options->get_bool("graph");
     const auto graph_steps = std::size_t(context.options->get_int("graph_steps"));
     // Row blocks only pay where their allreduces overlap the rest of the product.
@@ -484,6 +541,18 @@ class NcclDataStrategy final : public Strategy {
     engine->set_communicator(comm.get());
     // Before the trainer's warm-up collectives, which already run on the gradient buffer.
     if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
+    if (fused) {
+      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device);
+      if (peer->available()) {
+        engine->use_peer_reduce(std::move(peer));
+        reduce_ = "fused_p2p";
+      } else {
+        reduce_ = "NCCL allreduce; fused_p2p unavailable: " + peer->reason();
+        if (explicit_fused && comm->rank() == 0)
+          std::fprintf(stderr, "nccl-data: reduce = \"fused_p2p\" is not possible here (%s); using the NCCL allreduce\n",
+                       peer->reason().c_str());
+      }
+    }
     nccl_ = comm.get();
     trainer_ = std::make_unique<DataParallelTrainer>(context, std::move(comm), std::move(engine));
     host_comm_ = mpi::world();
@@ -501,7 +570,8 @@ class NcclDataStrategy final : public Strategy {
   EpochReport train_epoch(int epoch) override { return trainer_->train_epoch(epoch); }
   void get_parameters(std::span<float> out) override { trainer_->get_parameters(out); }
   std::string device_description() const override {
-    return device_ + " (NCCL, " + mode_ + (symmetric_ ? ", symmetric window" : "") + ")";
+    return device_ + " (NCCL, " + mode_ + (symmetric_ ? ", symmetric window" : "") +
+           (reduce_.empty() ? "" : ", " + reduce_) + ")";
   }
   std::optional<ParityClass> parity_class() const override {
     return mode_ == "sync" ? ParityClass::exact : ParityClass::approximate;
@@ -516,13 +586,13 @@ class NcclDataStrategy final : public Strategy {
   double* metrics_ = nullptr;
   int ranks_ = 1;
   bool symmetric_ = false;
-  std::string device_, mode_;
+  std::string device_, mode_, reduce_;
 };
 
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.4";
+  info.version = "1.5";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
@@ -536,6 +606,12 @@ StrategyInfo nccl_data_info() {
   // the shared default (on).
   for (OptionSpec& o : info.options)
     if (o.name == "overlap") o.default_value = false;
+  info.options.push_back({"reduce", OptionType::string, std::string("auto"),
+                          "sync: how the gradients are summed. nccl: an NCCL allreduce, then the SGD update; "
+                          "fused_p2p: one kernel per step reads every peer's gradient over P2P (CUDA IPC, one "
+                          "host) and applies the update (needs overlap = false, symmetric = false; falls back to "
+                          "nccl where P2P is missing); auto: fused_p2p where those hold, else nccl",
+                          -1e300, 1e300, {"auto", "nccl", "fused_p2p"}});
   info.options.push_back({"graph", OptionType::boolean, true,
                           "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
                           "(false: plain launches every step)", -1e300, 1e300, {}});
@@ -551,6 +627,7 @@ StrategyInfo nccl_data_info() {
   info.options.push_back({"bucket_update", OptionType::boolean, false,
                           "sync with overlap: each bucket's SGD update queued right behind its allreduce instead "
                           "of one update after all of them", -1e300, 1e300, {}});
+  for (const OptionSpec& o : cuda_kernel_option_specs()) info.options.push_back(o);
   return info;
 }
 
