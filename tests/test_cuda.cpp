@@ -748,3 +748,106 @@ TEST_F(CudaTraining, PersistentDeepWideBatchOneMatchesSerial) {
   config.train.sgd.lr = 0.05f;
   expect_parity(config, persistent_entry());
 }
+
+// ---------------------------------------------------------------------------------------------
+// stage_input: the epoch's input staged once as floats in its order, read by forward 0 and the
+// last weight gradient through the step counter. Same floats, same plans, so the same bits.
+
+TEST(CudaKernels, StagedInputProductsEqualGatheredOnes) {
+  REQUIRE_GPU();
+  Dataset data;
+  data.count = 300;
+  data.pixels.resize(data.count * 784);
+  data.labels.resize(data.count);
+  std::mt19937 rng(15);
+  for (auto& p : data.pixels) p = std::uint8_t(rng() & 0xFF);
+  const auto order = epoch_order(data.count, 17, 0, true);
+  std::vector<float> staged_ref(data.count * 784);
+  gather_batch(data, std::span(order), staged_ref.data(), nullptr);
+
+  Dev<std::uint8_t> pixels(data.pixels);
+  Dev<std::uint32_t> dorder(order);
+  Dev<float> staged(staged_ref.size());
+  gpu::stage_epoch_input(data.count, 784, pixels.p, data.pixel_scale, dorder.p, staged.p, nullptr);
+  ASSERT_EQ(staged.get(), staged_ref) << "the staged rows are the gathered floats, in the epoch's order";
+
+  // 129: split-K tiles; 7 and 1: GEMV kernels. Step 1 of the epoch; N odd.
+  for (const int batch : {129, 7, 1}) {
+    for (const int N : {257, 37}) {
+      const int step = 1;
+      const auto W = random_vector(std::size_t(N) * 784, 18, -0.1f, 0.1f), b = random_vector(N, 19);
+      Dev<int> dstep(std::vector<int>{step});
+      Dev<float> dW(W), db(b), y_gather(std::size_t(batch) * N), y_staged(std::size_t(batch) * N),
+          x_copy(std::size_t(batch) * 784);
+      Scratch scratch(gpu::GemmForm::forward, batch, N, 784);
+      gpu::linear_forward_gather(batch, N, 784, pixels.p, data.pixel_scale, gpu::RowIndex{dorder.p, dstep.p, batch},
+                                 x_copy.p, dW.p, db.p, true, y_gather.p, scratch.get(), nullptr);
+      gpu::linear_forward_staged(batch, N, 784, gpu::StagedRows{staged.p, dstep.p, batch, 0}, dW.p, db.p, true,
+                                 y_staged.p, scratch.get(), nullptr);
+      const auto yg = y_gather.get();
+      EXPECT_EQ(y_staged.get(), yg) << "forward, batch " << batch << " N " << N;
+      EXPECT_NE(yg, std::vector<float>(yg.size(), 0.0f));
+
+      // The weight gradient (+ momentum SGD) after the counter moved on: step_delta -1.
+      const auto dYh = random_vector(std::size_t(batch) * N, 20);
+      Dev<float> dY(dYh), dW1(W.size()), db1(b), dW2(W.size()), db2(b), p1(W), pb1(b), p2(W), pb2(b),
+          v1(W.size()), vb1(b.size()), v2(W.size()), vb2(b.size());
+      Dev<int> next(std::vector<int>{step + 1});
+      const gpu::FusedSgd s1{0.1f, 0.9f, 1e-4f, p1.p, pb1.p, v1.p, vb1.p}, s2{0.1f, 0.9f, 1e-4f, p2.p, pb2.p, v2.p, vb2.p};
+      gpu::linear_weight_grad(batch, N, 784, dY.p, x_copy.p, false, dW1.p, db1.p, s1, nullptr);
+      gpu::linear_weight_grad_staged(batch, N, 784, dY.p, gpu::StagedRows{staged.p, next.p, batch, -1}, false, dW2.p,
+                                     db2.p, s2, nullptr);
+      EXPECT_EQ(dW2.get(), dW1.get()) << "weight grad, batch " << batch << " N " << N;
+      EXPECT_EQ(db2.get(), db1.get());
+      EXPECT_EQ(p2.get(), p1.get()) << "SGD-updated weights";
+      EXPECT_NE(p2.get(), W);
+    }
+  }
+}
+
+namespace {
+StrategyEntry staged_entry(bool graph = true, int graph_steps = 128) {
+  StrategyEntry e = cuda_entry(graph, graph_steps);
+  e.label = std::string("cuda stage_input") + (graph ? "" : " (plain launches)");
+  auto t = std::make_shared<toml::table>(*e.table);
+  t->insert_or_assign("stage_input", true);
+  e.table = t;
+  return e;
+}
+}  // namespace
+
+// Batch 128 with a partial batch of 112 (6000 = 46 x 128 + 112), momentum, short graphs; the
+// result must be bit-identical to the gathering kernels', not only within serial's tolerance.
+TEST_F(CudaTraining, StageInputBatch128MatchesSerialAndGatherBitForBit) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, staged_entry(true, 7));
+  const auto initial = initial_parameters(config);
+  const RunResult gathered = run_strategy(config, cuda_entry(true, 7), plugins_, *data_, initial);
+  const RunResult staged = run_strategy(config, staged_entry(true, 7), plugins_, *data_, initial);
+  EXPECT_EQ(staged.final_parameters, gathered.final_parameters);
+  ASSERT_EQ(staged.epochs.size(), gathered.epochs.size());
+  for (std::size_t e = 0; e < staged.epochs.size(); ++e) EXPECT_EQ(staged.epochs[e].loss, gathered.epochs[e].loss);
+}
+
+// Batch 7 (GEMV forward) with a last batch of 1, odd widths, plain launches; batch 1 in graphs;
+// one Linear layer (forward 0 is the logits, its weight gradient the only one).
+TEST_F(CudaTraining, StageInputSmallBatchesAndOneLayerMatchSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 100, 37, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 7;
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, staged_entry(false));
+  config.data.options.limit = 500;
+  config.train.batch_size = 1;
+  config.train.sgd = {0.05f, 0.0f, 0.0f};
+  expect_parity(config, staged_entry(true));
+  config.data.options.limit = 6000;
+  config.model.layer_sizes = {784, 26};
+  config.train.batch_size = 128;
+  expect_parity(config, staged_entry(true));
+}

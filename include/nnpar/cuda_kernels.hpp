@@ -93,6 +93,25 @@ void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, floa
                            float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
                            GemmScratch scratch, cudaStream_t stream);
 
+// The epoch's input staged once as floats in its shuffled order (stage_epoch_input), read by
+// the step through the device step counter: X[m,:] = base[((*step + step_delta) * batch + m) * K ..].
+// Forward 0 then reads contiguous float rows (no order lookup, no uint8 conversion) and the
+// weight gradient of layer 0 reads the same rows instead of a copy the forward wrote.
+// step_delta: -1 for kernels that run after softmax_xent advanced the counter in the step.
+struct StagedRows {
+  const float* base = nullptr;
+  const int* step = nullptr;  // null = step 0
+  int batch = 0;
+  int step_delta = 0;
+};
+// out[p, :] = pixels[order[p], :] * scale for p < rows (order null: p itself): the same floats
+// GatherSrc (linear_forward_gather) computes, so the products that read them sum the same values.
+void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
+                       const std::uint32_t* order, float* out, cudaStream_t stream);
+// linear_forward with X given as staged rows (same plan, same sums as linear_forward).
+void linear_forward_staged(int M, int N, int K, StagedRows X, const float* W, const float* b, bool sigmoid,
+                           float* Y, GemmScratch scratch, cudaStream_t stream);
+
 // Optional SGD fused into the weight-gradient epilogue (PyTorch semantics, as
 // kernels::sgd_update): g = grad + wd*p; v = momentum*v + g; p -= lr*(momentum ? v : g).
 // Only safe when nothing reads W/b concurrently (the step must have finished its input grad).
@@ -109,6 +128,10 @@ struct FusedSgd {
 // parameters are then updated in place from the new gradient.
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate,
                         float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
+
+// linear_weight_grad with X given as staged rows (same plan, same sums).
+void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate,
+                               float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
 
 // Rows [n0, n1) of the same weight gradient (dW, db and sgd still point at row 0): the same
 // sums in the same order, so a product split into row blocks gives the same values. nccl-data

@@ -116,6 +116,24 @@ struct GatherSrc {
   __device__ float at(Row r, int k) const { return float(r[k]) * scale; }
 };
 
+// Rows of the epoch staged as floats (stage_epoch_input), at the batch the step counter points
+// at: one dependent load (the counter) before the operand, instead of the counter, then the
+// order, then bytes to convert. K-contiguous for the forward (A = X), not for the weight
+// gradient (B(m,k) = X[m*K+k] read by column k).
+template <bool KContig>
+struct StagedSrc {
+  static constexpr bool k_contig = KContig;
+  using Row = const float*;
+  StagedRows rows;
+  int ld;
+  __device__ const float* batch_base() const {
+    const int step = (rows.step != nullptr ? *rows.step : 0) + rows.step_delta;
+    return rows.base + std::ptrdiff_t(step) * rows.batch * ld;
+  }
+  __device__ Row row(int i) const { return KContig ? batch_base() + std::size_t(i) * ld : batch_base() + i; }
+  __device__ float at(Row r, int k) const { return KContig ? r[k] : r[std::size_t(k) * ld]; }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Epilogues: what happens to each finished element C[i,j], and (weight gradient only) to the
 // row sums of A, which are the bias gradient.
@@ -478,6 +496,19 @@ __global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels
   if (y != nullptr && blockIdx.x == 0 && threadIdx.x == 0) y[r] = labels[src];
 }
 
+// A block per row (grid-strided): the order entry is read once per row, the bytes and floats
+// of the row are consecutive across the block's threads.
+__global__ void stage_kernel(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
+                             const std::uint32_t* order, float* out) {
+  pdl_enter();
+  for (std::size_t p = blockIdx.x; p < rows; p += gridDim.x) {
+    const std::size_t src = order != nullptr ? std::size_t(order[p]) : p;
+    const std::uint8_t* in = pixels + src * features;
+    float* o = out + p * features;
+    for (int f = threadIdx.x; f < features; f += blockDim.x) o[f] = float(in[f]) * scale;  // as GatherSrc::at
+  }
+}
+
 __global__ void scale_kernel(std::size_t n, float factor, float* x) {
   pdl_enter();
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
@@ -772,6 +803,37 @@ void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, floa
   const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, GatherSrc{pixels, scale, rows, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N},
               X_out, K, scratch, stream, "linear_forward_gather");
+}
+
+void linear_forward_staged(int M, int N, int K, StagedRows X, const float* W, const float* b, bool sigmoid,
+                           float* Y, GemmScratch scratch, cudaStream_t stream) {
+  const StagedSrc<true> A{X, K};
+  if (use_gemv(M, N)) {
+    launch_kernel(gemv_forward_kernel<StagedSrc<true>>, dim3(ceil_div(N, kThreads / 32 / kGemvSplit)),
+                  dim3(kThreads), stream, M, N, K, A, W, ForwardEpi{b, sigmoid, Y, N}, static_cast<float*>(nullptr),
+                  0);
+    return;
+  }
+  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
+  launch_gemm(p, M, N, K, A, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0, scratch, stream,
+              "linear_forward_staged");
+}
+
+void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate, float* dW,
+                               float* db, const FusedSgd& sgd, cudaStream_t stream) {
+  const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
+  if (M == 0) return;
+  launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K}, WeightGradEpi{accumulate, dW, db, K, sgd},
+              nullptr, 0, GemmScratch{}, stream, "linear_weight_grad_staged");
+}
+
+void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
+                       const std::uint32_t* order, float* out, cudaStream_t stream) {
+  if (rows == 0 || features <= 0) return;
+  // Enough blocks to keep every SM's memory pipes busy; each walks rows at a stride.
+  const int blocks = int(std::min<std::size_t>(rows, 16 * std::size_t(kTargetBlocks)));
+  launch_kernel(stage_kernel, dim3(blocks), dim3(256), stream, rows, features, pixels, scale, order, out);
+  check_launch("stage_epoch_input");
 }
 
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate, float* dW,

@@ -135,6 +135,7 @@ class CudaStrategy final : public Strategy {
     gpu::set_kernel_options(kernel_options);
     kernel_timing_ = options.get_bool("kernel_timing");
     fuse_head_ = options.get_bool("fuse_head");
+    stage_input_ = options.get_bool("stage_input");
 
     const ModelSpec& spec = *context.model;
     const TrainSettings& train = *context.train;
@@ -195,7 +196,20 @@ class CudaStrategy final : public Strategy {
     softmax_scratch_.allocate(gpu::softmax_xent_scratch(std::min<int>(batch_, int(data.count)), sizes_.back()),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
-    if (variant == "persistent" || (variant == "auto" && persistent_wins(props))) {
+    const bool persistent = variant == "persistent" || (variant == "auto" && persistent_wins(props));
+    if (stage_input_ && !persistent) {
+      const std::size_t floats = data.count * std::size_t(data.features());
+      try {
+        staged_.allocate(floats, "stage_input buffer");
+      } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("cuda: stage_input needs ") + std::to_string(floats * sizeof(float) >> 20) +
+                                 " MiB of device memory for the epoch's input as floats (" + e.what() +
+                                 "); set strategy.cuda.stage_input=false");
+      }
+    } else {
+      stage_input_ = false;  // the persistent kernel gathers its own input
+    }
+    if (persistent) {
       gpu::PersistentConfig pc;
       pc.sizes = sizes_;
       pc.params = params_.get();
@@ -240,6 +254,11 @@ class CudaStrategy final : public Strategy {
     const std::size_t full = data.count / std::size_t(batch_);
     const int tail = train.drop_last ? 0 : int(data.count % std::size_t(batch_));
     check(cudaEventRecord(start_, main_), "event");
+    // Counted in the epoch's time: the staging is part of the work, only not of any step.
+    if (stage_input_) {
+      gpu::stage_epoch_input(data.count, int(data.features()), pixels_.get(), data.pixel_scale, order_.get(),
+                             staged_.get(), main_);
+    }
     if (persistent_) {
       persistent_->run(0, int(full), batch_, main_);
       if (tail > 0) persistent_->run(full, 1, tail, main_);
@@ -347,8 +366,12 @@ class CudaStrategy final : public Strategy {
     // its weight gradient.
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
-      if (!take(i == 0 ? "forward 0 (gather)" : i + 1 < layers ? "forward (sigmoid)" : "forward (logits)")) continue;
-      if (i == 0) {
+      if (!take(i == 0 ? (stage_input_ ? "forward 0 (staged)" : "forward 0 (gather)")
+                       : i + 1 < layers ? "forward (sigmoid)" : "forward (logits)")) continue;
+      if (i == 0 && stage_input_) {
+        gpu::linear_forward_staged(rows, sizes_[1], sizes_[0], staged(0), W(0), B(0), sigmoid, acts_[1].get(),
+                                   scratch(fwd_scratch_[0]), main_);
+      } else if (i == 0) {
         gpu::linear_forward_gather(rows, sizes_[1], sizes_[0], pixels_.get(), data.pixel_scale, index, acts_[0].get(),
                                    W(0), B(0), sigmoid, acts_[1].get(), scratch(fwd_scratch_[0]), main_);
       } else {
@@ -396,8 +419,14 @@ class CudaStrategy final : public Strategy {
                                   sgd, side);
         }
       } else if (take("weight grad + sgd")) {
-        gpu::linear_weight_grad(rows, sizes_[1], sizes_[0], grad_out_[0].get(), acts_[0].get(), false, dW, db, sgd,
-                                main_);
+        if (stage_input_) {
+          // The softmax has advanced the step counter, except when kernel_timing runs this alone.
+          gpu::linear_weight_grad_staged(rows, sizes_[1], sizes_[0], grad_out_[0].get(), staged(only < 0 ? -1 : 0),
+                                         false, dW, db, sgd, main_);
+        } else {
+          gpu::linear_weight_grad(rows, sizes_[1], sizes_[0], grad_out_[0].get(), acts_[0].get(), false, dW, db, sgd,
+                                  main_);
+        }
       }
     }
     if (layers > 1 && only < 0) {
@@ -405,6 +434,12 @@ class CudaStrategy final : public Strategy {
       check(cudaEventRecord(side_done_, side_), "event");
       check(cudaStreamWaitEvent(main_, side_done_, 0), "wait");
     }
+  }
+
+  // The current batch's rows of the staged epoch input; step_delta -1 once the softmax has
+  // advanced the counter within the step.
+  gpu::StagedRows staged(int step_delta) const {
+    return {staged_.get(), &stats_.get()->step, batch_, step_delta};
   }
 
   // kernel_timing: each kernel of one full-batch step alone, as a graph of kRepeats copies of it
@@ -438,6 +473,18 @@ class CudaStrategy final : public Strategy {
     for (int s : sizes_) std::fprintf(stderr, " %d", s);
     std::fprintf(stderr, ", pdl %d, gemv_rows %d, warp_softmax %d), us per kernel in a graph of %d copies:\n",
                  int(o.pdl), o.gemv_max_rows, int(o.warp_softmax), kRepeats);
+    if (stage_input_) {
+      // Once per epoch, off the steps' chain (the order is not uploaded yet: the values do not matter).
+      const Dataset& data = *context_.train_data;
+      check(cudaEventRecord(start_, main_), "event");
+      gpu::stage_epoch_input(data.count, int(data.features()), pixels_.get(), data.pixel_scale, order_.get(),
+                             staged_.get(), main_);
+      check(cudaEventRecord(stop_, main_), "event");
+      check(cudaStreamSynchronize(main_), "timing");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start_, stop_), "event time");
+      std::fprintf(stderr, "  stage_input (once per epoch, %zu rows) %8.2f us\n", data.count, 1e3 * double(ms));
+    }
     double sum = 0;
     for (int only = 0;; ++only) {
       op_name_ = nullptr;
@@ -504,6 +551,7 @@ class CudaStrategy final : public Strategy {
   bool use_graph_ = true;
   bool kernel_timing_ = false;
   bool fuse_head_ = false;
+  bool stage_input_ = false;
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
   std::vector<int> sizes_;
@@ -515,6 +563,7 @@ class CudaStrategy final : public Strategy {
   DeviceBuffer<std::int32_t> labels_;
   DeviceBuffer<std::uint32_t> order_;
   DeviceBuffer<float> params_, grads_, velocity_;
+  DeviceBuffer<float> staged_;  // stage_input: the epoch's input rows as floats, in the epoch's order
   DeviceBuffer<DeviceStats> stats_;
   DeviceBuffer<double> softmax_scratch_;  // per-block partial sums of the multi-block softmax
   std::vector<DeviceBuffer<float>> acts_, grad_out_, fwd_scratch_, dgrad_scratch_;
@@ -563,6 +612,10 @@ StrategyInfo cuda_info() {
        "split-K products are cut into about this many blocks (0: 132, an H100's SM count)", 0, 100000, {}},
       {"k_stage", OptionType::integer, std::int64_t{4},
        "K tiles a GEMM block loads at once (1 or 4): one global round trip per stage instead of per tile", 1, 4, {}},
+      {"stage_input", OptionType::boolean, false,
+       "once per epoch, write the epoch's input rows as floats in its shuffled order (4 x features bytes per "
+       "sample of device memory), so the first forward and last weight gradient read contiguous floats instead of "
+       "gathering uint8 rows through the order in every step (graph variant)", -1e300, 1e300, {}},
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,
