@@ -851,3 +851,89 @@ TEST_F(CudaTraining, StageInputSmallBatchesAndOneLayerMatchSerial) {
   config.train.batch_size = 128;
   expect_parity(config, staged_entry(true));
 }
+
+// ---------------------------------------------------------------------------------------------
+// fuse_logits: the last Linear's forward inside the softmax kernel.
+
+TEST(CudaKernels, LogitsWithSoftmaxMatchCpu) {
+  REQUIRE_GPU();
+  const int shapes[][3] = {{1, 26, 256}, {7, 5, 33}, {128, 26, 256}, {129, 26, 1000}, {1500, 32, 300}, {9, 1, 257},
+                           {3, 26, 1}};
+  for (const auto& sh : shapes) {
+    const int rows = sh[0], classes = sh[1], K = sh[2];
+    const std::string what = std::to_string(rows) + "x" + std::to_string(classes) + "x" + std::to_string(K);
+    const auto H = random_vector(std::size_t(rows) * K, 81, 0.0f, 1.0f), W = random_vector(std::size_t(classes) * K, 82),
+               b = random_vector(classes, 83);
+    std::vector<std::int32_t> labels(rows);
+    std::mt19937 rng(84);
+    for (auto& l : labels) l = std::int32_t(rng() % classes);
+    std::vector<float> logits(std::size_t(rows) * classes);
+    kernels::gemm_nt(rows, classes, K, 1.0f, H.data(), K, W.data(), K, 0.0f, logits.data(), classes);
+    kernels::add_bias_rows(rows, classes, b.data(), logits.data());
+
+    Dev<float> g_H(H), g_W(W), g_b(b), g_logits(std::vector<float>(logits.size(), NAN)),
+        g_grad(std::vector<float>(logits.size(), NAN));
+    Dev<std::int32_t> g_labels(labels);
+    Dev<double> scratch(std::max<std::size_t>(1, gpu::softmax_xent_scratch(rows, classes)));
+    Dev<double> g_loss(std::vector<double>{0.0});
+    Dev<unsigned long long> g_correct(std::vector<unsigned long long>{0});
+    Dev<int> step(std::vector<int>{0});
+    const float scale = 1.0f / rows;
+    for (int rep = 0; rep < 2; ++rep) {  // twice: the ticket must reset itself; the counter advances
+      ASSERT_TRUE(gpu::logits_softmax_xent(rows, classes, K, g_H.p, g_W.p, g_b.p, g_logits.p, g_labels.p,
+                                           gpu::RowIndex{nullptr, step.p, rows}, scale, g_grad.p, g_loss.p,
+                                           g_correct.p, true, nullptr, scratch.p)) << what;
+    }
+    const auto got_logits = g_logits.get();
+    EXPECT_LE(rel_error(got_logits, logits), bound(K)) << what;
+    // The softmax half exactly as the CPU computes it from the logits the kernel produced.
+    std::vector<float> probs(logits.size()), grad(logits.size());
+    const double loss = kernels::softmax_xent_forward(rows, classes, got_logits.data(), labels.data(), probs.data());
+    const int correct = kernels::count_correct(rows, classes, probs.data(), labels.data());
+    kernels::softmax_xent_backward(rows, classes, probs.data(), labels.data(), scale, grad.data());
+    EXPECT_NEAR(g_loss.get()[0], 2 * loss, 2e-5 * std::max(1.0, loss)) << what;
+    EXPECT_EQ(g_correct.get()[0], 2 * unsigned(correct)) << what;
+    EXPECT_EQ(step.get()[0], 2) << what;
+    EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << what;
+  }
+  EXPECT_FALSE(gpu::logits_softmax_xent(3, 33, 8, nullptr, nullptr, nullptr, nullptr, nullptr, gpu::RowIndex{}, 1.0f,
+                                        nullptr, nullptr, nullptr, false, nullptr, nullptr));
+  EXPECT_FALSE(gpu::logits_softmax_xent(100, 26, 8, nullptr, nullptr, nullptr, nullptr, nullptr, gpu::RowIndex{}, 1.0f,
+                                        nullptr, nullptr, nullptr, false, nullptr, nullptr))
+      << "several blocks need scratch";
+}
+
+namespace {
+StrategyEntry fused_logits_entry(bool stage_input, bool graph = true) {
+  StrategyEntry e = cuda_entry(graph, 16);
+  e.label = std::string("cuda fuse_logits") + (stage_input ? " + stage_input" : "") + (graph ? "" : " (plain)");
+  auto t = std::make_shared<toml::table>(*e.table);
+  t->insert_or_assign("fuse_logits", true);
+  t->insert_or_assign("stage_input", stage_input);
+  e.table = t;
+  return e;
+}
+}  // namespace
+
+// Batch 128 (16 blocks of 8 rows) with a partial batch of 112 and momentum, with and without
+// stage_input; batch 7 (one block) with a last batch of 1 and odd widths in plain launches;
+// batch 1 at width 1024 (a 32-step lane loop).
+TEST_F(CudaTraining, FuseLogitsMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, fused_logits_entry(true));
+  config.train.epochs = 1;
+  expect_parity(config, fused_logits_entry(false));
+  config.model.layer_sizes = {784, 100, 37, 26};
+  config.train.batch_size = 7;
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, fused_logits_entry(true, false));
+  config.model.layer_sizes = {784, 1024, 26};
+  config.data.options.limit = 300;
+  config.train.batch_size = 1;
+  config.train.sgd = {0.05f, 0.0f, 0.0f};
+  expect_parity(config, fused_logits_entry(true));
+}

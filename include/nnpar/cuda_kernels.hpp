@@ -170,6 +170,13 @@ bool softmax_xent_input_grad(int rows, int classes, const float* logits, const s
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
                   float scale, float* probs, float* dlogits, double* loss_sum,
                   unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);
+// The last Linear's forward and softmax_xent (multi-block form, same scratch) in one kernel:
+// logits[r,c] = sum_k H[r,k] W[c,k] + b[c] (H: [rows, K], W: [classes, K]; logits may be null,
+// b may be null), then softmax_xent on them. Returns false, launching nothing, where it does not
+// apply (classes > 32, or several blocks' rows without scratch).
+bool logits_softmax_xent(int rows, int classes, int K, const float* H, const float* W, const float* b, float* logits,
+                         const std::int32_t* labels, RowIndex index, float scale, float* dlogits, double* loss_sum,
+                         unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);
 
 // x[r,:] = pixels[row(r),:] * scale, y[r] = labels[row(r)] (y may be null).
 void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,

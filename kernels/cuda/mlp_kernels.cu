@@ -748,6 +748,107 @@ constexpr int kSoftmaxWarps = 8;
 constexpr int kSoftmaxMaxBlocks = 256;
 int softmax_blocks(int rows) { return std::max(1, std::min(kSoftmaxMaxBlocks, (rows + kSoftmaxWarps - 1) / kSoftmaxWarps)); }
 
+// The last Linear (logits) fused into softmax_xent_warp_kernel: one dependent kernel instead of
+// a split-K product (with its fix-up round trips) followed by the softmax. Warp w takes row r
+// as there; lane l accumulates k = l, l + 32, ... for every class (the W rows are read
+// coalesced, all classes' loads independent), a butterfly over the lanes (the same for every
+// shape, so runs repeat bit for bit) gives every lane each class's sum, lane c keeps class c's
+// and adds its bias, as ForwardEpi. The rest is softmax_xent_warp_kernel's code, unchanged.
+constexpr int kMaxFusedClasses = 32;
+__global__ void logits_softmax_xent_kernel(int rows, int classes, int K, const float* H, const float* W,
+                                           const float* b, float* logits, const std::int32_t* labels,
+                                           RowIndex index, float scale, float* dlogits, double* loss_sum,
+                                           unsigned long long* correct, bool advance_step, double* part) {
+  pdl_wait();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const bool live = lane < classes;
+  double my_loss = 0.0;  // lane 0's, in row order
+  unsigned my_correct = 0;
+  for (int r = blockIdx.x * warps + warp; r < rows; r += gridDim.x * warps) {
+    const int y = labels[batch_row(index, r)];
+    const float* h = H + std::size_t(r) * K;
+    float acc[kMaxFusedClasses];
+#pragma unroll
+    for (int c = 0; c < kMaxFusedClasses; ++c) acc[c] = 0.0f;
+    for (int k = lane; k < K; k += 32) {
+      const float hv = h[k];
+#pragma unroll
+      for (int c = 0; c < kMaxFusedClasses; ++c)
+        if (c < classes) acc[c] = fmaf(hv, W[std::size_t(c) * K + k], acc[c]);
+    }
+    float zl = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < kMaxFusedClasses; ++c) {
+      if (c >= classes) break;
+      float v = acc[c];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == c) zl = b != nullptr ? v + b[c] : v;
+    }
+    const float z = live ? zl : -INFINITY;
+    if (live && logits != nullptr) logits[std::size_t(r) * classes + lane] = z;
+    float zmax = z;
+    for (int o = 16; o > 0; o >>= 1) zmax = fmaxf(zmax, __shfl_xor_sync(0xffffffffu, zmax, o));
+    const float e = live ? expf(z - zmax) : 0.0f;
+    double sum = e;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float inv = float(1.0 / sum);
+    const float p = e * inv;
+    float best = live ? p : -1.0f;
+    int best_c = lane;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oc = __shfl_xor_sync(0xffffffffu, best_c, o);
+      if (ob > best || (ob == best && oc < best_c)) {
+        best = ob;
+        best_c = oc;
+      }
+    }
+    const float zy = __shfl_sync(0xffffffffu, z, y);
+    if (live) dlogits[std::size_t(r) * classes + lane] = scale * (lane == y ? p - 1.0f : p);
+    if (lane == 0) {
+      double l = log(sum) - (double(zy) - zmax);
+      if (!(l < 1e30)) l = 1e30;
+      my_loss += fmax(l, 0.0);
+      my_correct += (best_c == y);
+    }
+  }
+  pdl_trigger();
+  __shared__ double loss_part[32];
+  __shared__ unsigned correct_part[32];
+  if (lane == 0) {
+    loss_part[warp] = my_loss;
+    correct_part[warp] = my_correct;
+  }
+  __syncthreads();  // also: every thread has read *index.step
+  if (threadIdx.x != 0) return;
+  double l = 0.0;
+  unsigned c = 0;
+  for (int w = 0; w < warps; ++w) {
+    l += loss_part[w];
+    c += correct_part[w];
+  }
+  if (gridDim.x > 1) {  // part[0] holds the ticket, as softmax_xent_warp_kernel
+    unsigned* ticket = reinterpret_cast<unsigned*>(part);
+    part += 1;
+    part[blockIdx.x] = l;
+    part[gridDim.x + blockIdx.x] = double(c);
+    __threadfence();
+    if (atomicAdd(ticket, 1u) != gridDim.x - 1) return;
+    __threadfence();
+    l = 0.0;
+    double cd = 0.0;
+    for (int b = 0; b < int(gridDim.x); ++b) {
+      l += __ldcg(part + b);
+      cd += __ldcg(part + gridDim.x + b);
+    }
+    c = unsigned(cd);
+    *ticket = 0;
+  }
+  if (loss_sum != nullptr) *loss_sum += l;
+  if (correct != nullptr) *correct += c;
+  if (advance_step && index.step != nullptr) *const_cast<int*>(index.step) += 1;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -916,6 +1017,19 @@ bool softmax_xent_input_grad(int rows, int classes, const float* logits, const s
   const int threads = blocks > 1 ? 32 * kSoftmaxWarps : 32 * rows;
   launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(threads), stream, rows, classes, logits, labels, index,
                 scale, static_cast<float*>(nullptr), dlogits, loss_sum, correct, advance_step, scratch, K, W, H, dX);
+  return true;
+}
+
+bool logits_softmax_xent(int rows, int classes, int K, const float* H, const float* W, const float* b, float* logits,
+                         const std::int32_t* labels, RowIndex index, float scale, float* dlogits, double* loss_sum,
+                         unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch) {
+  if (classes > kMaxFusedClasses || classes <= 0 || rows <= 0 || K <= 0) return false;
+  const int blocks = softmax_blocks(rows);
+  if (blocks > 1 && scratch == nullptr) return false;
+  const int threads = blocks > 1 ? 32 * kSoftmaxWarps : 32 * rows;
+  launch_kernel(logits_softmax_xent_kernel, dim3(blocks), dim3(threads), stream, rows, classes, K, H, W, b, logits,
+                labels, index, scale, dlogits, loss_sum, correct, advance_step, scratch);
+  check_launch("logits_softmax_xent");
   return true;
 }
 

@@ -136,6 +136,10 @@ class CudaStrategy final : public Strategy {
     kernel_timing_ = options.get_bool("kernel_timing");
     fuse_head_ = options.get_bool("fuse_head");
     stage_input_ = options.get_bool("stage_input");
+    fuse_logits_ = options.get_bool("fuse_logits");
+    if (fuse_logits_ && fuse_head_) {
+      throw std::runtime_error("cuda: fuse_logits and fuse_head both fuse into the softmax kernel; set one of them");
+    }
 
     const ModelSpec& spec = *context.model;
     const TrainSettings& train = *context.train;
@@ -147,6 +151,8 @@ class CudaStrategy final : public Strategy {
     sizes_ = spec.layer_sizes;
     batch_ = train.batch_size;
     const int layers = spec.linear_count();
+    // The logits layer's input must be an activation buffer (not the dataset): two layers or more.
+    fuse_logits_ = fuse_logits_ && layers > 1 && sizes_.back() <= 32;
 
     check(cudaStreamCreateWithFlags(&main_, cudaStreamNonBlocking), "stream");
     check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "stream");
@@ -366,6 +372,7 @@ class CudaStrategy final : public Strategy {
     // its weight gradient.
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
+      if (fuse_logits_ && i == layers - 1) break;  // in the softmax kernel below
       if (!take(i == 0 ? (stage_input_ ? "forward 0 (staged)" : "forward 0 (gather)")
                        : i + 1 < layers ? "forward (sigmoid)" : "forward (logits)")) continue;
       if (i == 0 && stage_input_) {
@@ -389,6 +396,15 @@ class CudaStrategy final : public Strategy {
                                           only < 0, sizes_[i], W(i), acts_[i].get(), grad_out_[i - 1].get(), main_,
                                           softmax_scratch_.get())) {
           throw std::runtime_error("cuda: fuse_head does not apply to this shape");
+        }
+      }
+    } else if (fuse_logits_) {
+      if (take("forward (logits) + softmax_xent")) {
+        const int i = layers - 1;
+        if (!gpu::logits_softmax_xent(rows, sizes_.back(), sizes_[i], acts_[i].get(), W(i), B(i), acts_[layers].get(),
+                                      labels_.get(), index, 1.0f / float(rows), grad_out_[i].get(), &stats->loss_sum,
+                                      &stats->correct, only < 0, main_, softmax_scratch_.get())) {
+          throw std::runtime_error("cuda: fuse_logits does not apply to this shape");
         }
       }
     } else if (take("softmax_xent")) {
@@ -552,6 +568,7 @@ class CudaStrategy final : public Strategy {
   bool kernel_timing_ = false;
   bool fuse_head_ = false;
   bool stage_input_ = false;
+  bool fuse_logits_ = false;
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
   std::vector<int> sizes_;
@@ -616,6 +633,9 @@ StrategyInfo cuda_info() {
        "once per epoch, write the epoch's input rows as floats in its shuffled order (4 x features bytes per "
        "sample of device memory), so the first forward and last weight gradient read contiguous floats instead of "
        "gathering uint8 rows through the order in every step (graph variant)", -1e300, 1e300, {}},
+      {"fuse_logits", OptionType::boolean, false,
+       "the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a warp per row (<= 32 "
+       "classes and >= 2 Linear layers, else ignored; not with fuse_head)", -1e300, 1e300, {}},
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,
