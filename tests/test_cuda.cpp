@@ -763,7 +763,8 @@ TEST(CudaKernels, StagedInputProductsEqualGatheredOnes) {
   for (auto& p : data.pixels) p = std::uint8_t(rng() & 0xFF);
   const auto order = epoch_order(data.count, 17, 0, true);
   std::vector<float> staged_ref(data.count * 784);
-  gather_batch(data, std::span(order), staged_ref.data(), nullptr);
+  std::vector<std::int32_t> labels_ref(data.count);
+  gather_batch(data, std::span(order), staged_ref.data(), labels_ref.data());
 
   Dev<std::uint8_t> pixels(data.pixels);
   Dev<std::uint32_t> dorder(order);
@@ -874,15 +875,17 @@ TEST(CudaKernels, LogitsWithSoftmaxMatchCpu) {
     Dev<float> g_H(H), g_W(W), g_b(b), g_logits(std::vector<float>(logits.size(), NAN)),
         g_grad(std::vector<float>(logits.size(), NAN));
     Dev<std::int32_t> g_labels(labels);
-    Dev<double> scratch(std::max<std::size_t>(1, gpu::softmax_xent_scratch(rows, classes)));
+    Dev<double> scratch(std::max<std::size_t>(1, gpu::logits_softmax_xent_scratch(rows, classes)));
     Dev<double> g_loss(std::vector<double>{0.0});
     Dev<unsigned long long> g_correct(std::vector<unsigned long long>{0});
     Dev<int> step(std::vector<int>{0});
     const float scale = 1.0f / rows;
+    Dev<float> g_dX(std::vector<float>(std::size_t(rows) * K, NAN));
     for (int rep = 0; rep < 2; ++rep) {  // twice: the ticket must reset itself; the counter advances
       ASSERT_TRUE(gpu::logits_softmax_xent(rows, classes, K, g_H.p, g_W.p, g_b.p, g_logits.p, g_labels.p,
                                            gpu::RowIndex{nullptr, step.p, rows}, scale, g_grad.p, g_loss.p,
-                                           g_correct.p, true, nullptr, scratch.p)) << what;
+                                           g_correct.p, true, nullptr, scratch.p, rep == 1 ? g_dX.p : nullptr,
+                                           true)) << what;
     }
     const auto got_logits = g_logits.get();
     EXPECT_LE(rel_error(got_logits, logits), bound(K)) << what;
@@ -895,6 +898,12 @@ TEST(CudaKernels, LogitsWithSoftmaxMatchCpu) {
     EXPECT_EQ(g_correct.get()[0], 2 * unsigned(correct)) << what;
     EXPECT_EQ(step.get()[0], 2) << what;
     EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << what;
+    // The input gradient from the kernel's own dlogits, as the CPU computes it.
+    const auto got_grad = g_grad.get();
+    std::vector<float> dX(std::size_t(rows) * K);
+    kernels::gemm_nn(rows, K, classes, 1.0f, got_grad.data(), classes, W.data(), K, 0.0f, dX.data(), K);
+    kernels::sigmoid_backward(dX.size(), H.data(), dX.data(), dX.data());
+    EXPECT_LE(rel_error(g_dX.get(), dX), bound(classes)) << what << " input grad";
   }
   EXPECT_FALSE(gpu::logits_softmax_xent(3, 33, 8, nullptr, nullptr, nullptr, nullptr, nullptr, gpu::RowIndex{}, 1.0f,
                                         nullptr, nullptr, nullptr, false, nullptr, nullptr));
@@ -904,36 +913,41 @@ TEST(CudaKernels, LogitsWithSoftmaxMatchCpu) {
 }
 
 namespace {
-StrategyEntry fused_logits_entry(bool stage_input, bool graph = true) {
+StrategyEntry fused_logits_entry(const char* mode, bool stage_input, bool graph = true) {
   StrategyEntry e = cuda_entry(graph, 16);
-  e.label = std::string("cuda fuse_logits") + (stage_input ? " + stage_input" : "") + (graph ? "" : " (plain)");
+  e.label = std::string("cuda fuse_logits=") + mode + (stage_input ? " + stage_input" : "") + (graph ? "" : " (plain)");
   auto t = std::make_shared<toml::table>(*e.table);
-  t->insert_or_assign("fuse_logits", true);
+  t->insert_or_assign("fuse_logits", mode);
   t->insert_or_assign("stage_input", stage_input);
   e.table = t;
   return e;
 }
 }  // namespace
 
-// Batch 128 (16 blocks of 8 rows) with a partial batch of 112 and momentum, with and without
-// stage_input; batch 7 (one block) with a last batch of 1 and odd widths in plain launches;
-// batch 1 at width 1024 (a 32-step lane loop).
+// Batch 128 (128 blocks, a row each) with a partial batch of 112 and momentum, both modes, with
+// and without stage_input; batch 7 with a last batch of 1 and odd widths in plain launches;
+// batch 1 at width 1024 with one hidden layer (the input gradient of layer 1 feeds layer 0's
+// weight gradient directly); batch 300 > 256 blocks (rows grid-strided) at the end.
 TEST_F(CudaTraining, FuseLogitsMatchesSerial) {
   RunConfig config = small_config();
   config.model.layer_sizes = {784, 256, 256, 26};
   config.train.epochs = 2;
   config.train.batch_size = 128;
   config.train.sgd = {0.2f, 0.9f, 1e-4f};
-  expect_parity(config, fused_logits_entry(true));
+  expect_parity(config, fused_logits_entry("head", true));
   config.train.epochs = 1;
-  expect_parity(config, fused_logits_entry(false));
+  expect_parity(config, fused_logits_entry("softmax", false));
   config.model.layer_sizes = {784, 100, 37, 26};
   config.train.batch_size = 7;
   config.train.sgd = {0.05f, 0.9f, 1e-4f};
-  expect_parity(config, fused_logits_entry(true, false));
+  expect_parity(config, fused_logits_entry("head", true, false));
+  expect_parity(config, fused_logits_entry("softmax", false, false));
+  config.model.layer_sizes = {784, 300, 26};
+  config.train.batch_size = 300;
+  expect_parity(config, fused_logits_entry("head", false));
   config.model.layer_sizes = {784, 1024, 26};
   config.data.options.limit = 300;
   config.train.batch_size = 1;
   config.train.sgd = {0.05f, 0.0f, 0.0f};
-  expect_parity(config, fused_logits_entry(true));
+  expect_parity(config, fused_logits_entry("head", true));
 }

@@ -172,11 +172,17 @@ void softmax_xent(int rows, int classes, const float* logits, const std::int32_t
                   unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);
 // The last Linear's forward and softmax_xent (multi-block form, same scratch) in one kernel:
 // logits[r,c] = sum_k H[r,k] W[c,k] + b[c] (H: [rows, K], W: [classes, K]; logits may be null,
-// b may be null), then softmax_xent on them. Returns false, launching nothing, where it does not
-// apply (classes > 32, or several blocks' rows without scratch).
+// b may be null), then softmax_xent on them. Needs logits_softmax_xent_scratch(rows, classes)
+// doubles of scratch, zeroed before first use and left so (0: one block, scratch may be null).
+// Returns false, launching nothing, where it does not apply (classes > 32, or no scratch where
+// it needs some).
+std::size_t logits_softmax_xent_scratch(int rows, int classes);
+// With dX (may be null) also the last Linear's input gradient, as linear_input_grad would give
+// it: dX[r,k] = sum_c dlogits[r,c] W[c,k], times H[r,k](1 - H[r,k]) when sigmoid_input.
 bool logits_softmax_xent(int rows, int classes, int K, const float* H, const float* W, const float* b, float* logits,
                          const std::int32_t* labels, RowIndex index, float scale, float* dlogits, double* loss_sum,
-                         unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);
+                         unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch,
+                         float* dX = nullptr, bool sigmoid_input = true);
 
 // x[r,:] = pixels[row(r),:] * scale, y[r] = labels[row(r)] (y may be null).
 void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,

@@ -136,7 +136,9 @@ class CudaStrategy final : public Strategy {
     kernel_timing_ = options.get_bool("kernel_timing");
     fuse_head_ = options.get_bool("fuse_head");
     stage_input_ = options.get_bool("stage_input");
-    fuse_logits_ = options.get_bool("fuse_logits");
+    const std::string& fuse_logits = options.get_string("fuse_logits");
+    fuse_logits_ = fuse_logits != "off";
+    fuse_logits_input_grad_ = fuse_logits == "head";
     if (fuse_logits_ && fuse_head_) {
       throw std::runtime_error("cuda: fuse_logits and fuse_head both fuse into the softmax kernel; set one of them");
     }
@@ -153,6 +155,7 @@ class CudaStrategy final : public Strategy {
     const int layers = spec.linear_count();
     // The logits layer's input must be an activation buffer (not the dataset): two layers or more.
     fuse_logits_ = fuse_logits_ && layers > 1 && sizes_.back() <= 32;
+    fuse_logits_input_grad_ = fuse_logits_input_grad_ && fuse_logits_;
 
     check(cudaStreamCreateWithFlags(&main_, cudaStreamNonBlocking), "stream");
     check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "stream");
@@ -199,7 +202,9 @@ class CudaStrategy final : public Strategy {
       allocate_scratch(fwd_scratch_[i], gpu::GemmForm::forward, row_counts, sizes_[i + 1], sizes_[i]);
       if (i > 0) allocate_scratch(dgrad_scratch_[i], gpu::GemmForm::input_grad, row_counts, sizes_[i + 1], sizes_[i]);
     }
-    softmax_scratch_.allocate(gpu::softmax_xent_scratch(std::min<int>(batch_, int(data.count)), sizes_.back()),
+    const int rows = std::min<int>(batch_, int(data.count));
+    softmax_scratch_.allocate(std::max(gpu::softmax_xent_scratch(rows, sizes_.back()),
+                                       gpu::logits_softmax_xent_scratch(rows, sizes_.back())),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
     const bool persistent = variant == "persistent" || (variant == "auto" && persistent_wins(props));
@@ -399,11 +404,12 @@ class CudaStrategy final : public Strategy {
         }
       }
     } else if (fuse_logits_) {
-      if (take("forward (logits) + softmax_xent")) {
+      if (take(fuse_logits_input_grad_ ? "forward (logits) + softmax_xent + input grad" : "forward (logits) + softmax_xent")) {
         const int i = layers - 1;
         if (!gpu::logits_softmax_xent(rows, sizes_.back(), sizes_[i], acts_[i].get(), W(i), B(i), acts_[layers].get(),
                                       labels_.get(), index, 1.0f / float(rows), grad_out_[i].get(), &stats->loss_sum,
-                                      &stats->correct, only < 0, main_, softmax_scratch_.get())) {
+                                      &stats->correct, only < 0, main_, softmax_scratch_.get(),
+                                      fuse_logits_input_grad_ ? grad_out_[i - 1].get() : nullptr, true)) {
           throw std::runtime_error("cuda: fuse_logits does not apply to this shape");
         }
       }
@@ -422,7 +428,8 @@ class CudaStrategy final : public Strategy {
       float* dW = grads_.get() + parameter_offset(spec, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
       if (i > 0) {
-        if (!(head_fused && i == layers - 1) && take("input grad")) {
+        const bool fused = (head_fused || fuse_logits_input_grad_) && i == layers - 1;  // in the softmax kernel
+        if (!fused && take("input grad")) {
           gpu::linear_input_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), W(i), acts_[i].get(),
                                  grad_out_[i - 1].get(), scratch(dgrad_scratch_[i]), main_);
         }
@@ -569,6 +576,7 @@ class CudaStrategy final : public Strategy {
   bool fuse_head_ = false;
   bool stage_input_ = false;
   bool fuse_logits_ = false;
+  bool fuse_logits_input_grad_ = false;  // fuse_logits=head
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
   std::vector<int> sizes_;
@@ -633,9 +641,10 @@ StrategyInfo cuda_info() {
        "once per epoch, write the epoch's input rows as floats in its shuffled order (4 x features bytes per "
        "sample of device memory), so the first forward and last weight gradient read contiguous floats instead of "
        "gathering uint8 rows through the order in every step (graph variant)", -1e300, 1e300, {}},
-      {"fuse_logits", OptionType::boolean, false,
-       "the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a warp per row (<= 32 "
-       "classes and >= 2 Linear layers, else ignored; not with fuse_head)", -1e300, 1e300, {}},
+      {"fuse_logits", OptionType::string, std::string("off"),
+       "softmax: the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a block per row; "
+       "head: also the last Linear's input gradient (<= 32 classes and >= 2 Linear layers, else off; not with "
+       "fuse_head)", -1e300, 1e300, {"off", "softmax", "head"}},
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,
