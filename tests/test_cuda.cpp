@@ -542,6 +542,8 @@ StrategyEntry cuda_old_kernels_entry() {
   t->insert("gemv_rows", 0);
   t->insert("warp_softmax", false);
   t->insert("k_stage", 1);
+  t->insert("stage_input", false);
+  t->insert("fuse_logits", "off");
   e.table = t;
   return e;
 }
@@ -807,11 +809,14 @@ TEST(CudaKernels, StagedInputProductsEqualGatheredOnes) {
 }
 
 namespace {
-StrategyEntry staged_entry(bool graph = true, int graph_steps = 128) {
+// stage_input on or off with fuse_logits off: the gathering and staging kernels alone.
+StrategyEntry staged_entry(bool graph = true, int graph_steps = 128, bool stage = true) {
   StrategyEntry e = cuda_entry(graph, graph_steps);
-  e.label = std::string("cuda stage_input") + (graph ? "" : " (plain launches)");
+  e.label = std::string("cuda stage_input=") + (stage ? "true" : "false") + " fuse_logits=off" +
+            (graph ? "" : " (plain launches)");
   auto t = std::make_shared<toml::table>(*e.table);
-  t->insert_or_assign("stage_input", true);
+  t->insert_or_assign("stage_input", stage);
+  t->insert_or_assign("fuse_logits", "off");
   e.table = t;
   return e;
 }
@@ -827,7 +832,8 @@ TEST_F(CudaTraining, StageInputBatch128MatchesSerialAndGatherBitForBit) {
   config.train.sgd = {0.2f, 0.9f, 1e-4f};
   expect_parity(config, staged_entry(true, 7));
   const auto initial = initial_parameters(config);
-  const RunResult gathered = run_strategy(config, cuda_entry(true, 7), plugins_, *data_, initial);
+  expect_parity(config, staged_entry(true, 7, false));  // the round-3 default path, still reachable
+  const RunResult gathered = run_strategy(config, staged_entry(true, 7, false), plugins_, *data_, initial);
   const RunResult staged = run_strategy(config, staged_entry(true, 7), plugins_, *data_, initial);
   EXPECT_EQ(staged.final_parameters, gathered.final_parameters);
   ASSERT_EQ(staged.epochs.size(), gathered.epochs.size());

@@ -755,8 +755,12 @@ int softmax_blocks(int rows) { return std::max(1, std::min(kSoftmaxMaxBlocks, (r
 // together: one round trip at K = 256), a butterfly gives each class's sum in the same order for
 // every shape, + bias as ForwardEpi. Warp 0 then runs softmax_xent_warp_kernel's row code on the
 // block's logits; the per-block loss and count are added in block order by the last block (ticket).
-// A first version with a warp per row (a lane loop over all classes) measured 24.7 us at batch
-// 128 on an H100: its ~2000 dependent instructions per warp, not memory, bounded it.
+// Measured on an H100 (docs/results/2026-11-26-cuda-4.md): a first version with a warp per row
+// (a lane loop over all classes) took 24.7 us at batch 128, its ~2000 dependent instructions per
+// warp bounding it; the second (block per row) 12.0 us, of which ~7 us were the last block
+// reading the 128 blocks' partial sums one dependent load after another; hence the loads of
+// everything that does not depend on the row's result (label, dX's weights) up front and the
+// partial sums loaded by all threads of the last block at once.
 constexpr int kMaxFusedClasses = 32;
 constexpr int kLogitsWarps = 8;
 constexpr int kLogitsClassesPerWarp = kMaxFusedClasses / kLogitsWarps;
@@ -772,12 +776,23 @@ logits_softmax_xent_kernel(int rows, int classes, int K, const float* H, const f
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   __shared__ float zs[kMaxFusedClasses];
   __shared__ float gs[kMaxFusedClasses];  // the row's dlogits, for dX
+  // dX: this thread's first column's weights, loaded before the row's products (they do not
+  // depend on them), so the input gradient after the softmax is arithmetic only at K <= 256.
+  const int k0 = threadIdx.x;
+  float w0[kMaxFusedClasses];
+  if (dX != nullptr) {
+#pragma unroll
+    for (int c = 0; c < kMaxFusedClasses; ++c) w0[c] = (c < classes && k0 < K) ? W[std::size_t(c) * K + k0] : 0.0f;
+  }
   double my_loss = 0.0;  // thread 0's, in row order
   unsigned my_correct = 0;
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    // The label's lookup (step counter, order, label: three dependent loads) in flight with the products.
+    const int y = warp == 0 ? labels[batch_row(index, r)] : 0;
     const float* h = H + std::size_t(r) * K;
+    const float h0 = dX != nullptr && sigmoid_input && k0 < K ? h[k0] : 0.0f;
     float acc[kLogitsClassesPerWarp] = {};
-#pragma unroll 4
+#pragma unroll 8
     for (int k = lane; k < K; k += 32) {
       const float hv = h[k];
 #pragma unroll
@@ -796,7 +811,6 @@ logits_softmax_xent_kernel(int rows, int classes, int K, const float* H, const f
     __syncthreads();
     if (warp == 0) {  // softmax_xent_warp_kernel's row code
       const bool live = lane < classes;
-      const int y = labels[batch_row(index, r)];
       const float z = live ? zs[lane] : -INFINITY;
       if (live && logits != nullptr) logits[std::size_t(r) * classes + lane] = z;
       float zmax = z;
@@ -833,7 +847,15 @@ logits_softmax_xent_kernel(int rows, int classes, int K, const float* H, const f
     if (dX != nullptr) {
       // The last Linear's input gradient for this row, a thread per column k: the classes in
       // order (as gemm_nn), then the sigmoid derivative as InputGradEpi.
-      for (int k = threadIdx.x; k < K; k += blockDim.x) {
+      if (k0 < K) {
+        float v = 0.0f;
+#pragma unroll
+        for (int c = 0; c < kMaxFusedClasses; ++c)
+          if (c < classes) v = fmaf(gs[c], w0[c], v);
+        if (sigmoid_input) v = v * h0 * (1.0f - h0);
+        dX[std::size_t(r) * K + k0] = v;
+      }
+      for (int k = k0 + blockDim.x; k < K; k += blockDim.x) {
         float v = 0.0f;
 #pragma unroll 8
         for (int c = 0; c < classes; ++c) v = fmaf(gs[c], W[std::size_t(c) * K + k], v);
@@ -847,26 +869,41 @@ logits_softmax_xent_kernel(int rows, int classes, int K, const float* H, const f
     }
   }
   pdl_trigger();
-  if (threadIdx.x != 0) return;  // every thread of the block has read *index.step (barrier above)
+  // Every thread of the block has read *index.step (the barriers above). The blocks' loss and
+  // count go through part[] and the last block adds them in block order: its threads load them
+  // all at once (one round trip, not one per block), thread 0 adds them from shared memory.
+  __shared__ bool last;
+  __shared__ double block_loss[kLogitsMaxBlocks], block_correct[kLogitsMaxBlocks];
   double l = my_loss;
   unsigned c = my_correct;
   if (gridDim.x > 1) {  // part[0] holds the ticket, as softmax_xent_warp_kernel
     unsigned* ticket = reinterpret_cast<unsigned*>(part);
-    part += 1;
-    part[blockIdx.x] = l;
-    part[gridDim.x + blockIdx.x] = double(c);
+    double* parts = part + 1;
+    if (threadIdx.x == 0) {
+      parts[blockIdx.x] = l;
+      parts[gridDim.x + blockIdx.x] = double(c);
+      __threadfence();
+      last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
     __threadfence();
-    if (atomicAdd(ticket, 1u) != gridDim.x - 1) return;
-    __threadfence();
+    for (int bl = threadIdx.x; bl < int(gridDim.x); bl += blockDim.x) {
+      block_loss[bl] = __ldcg(parts + bl);
+      block_correct[bl] = __ldcg(parts + gridDim.x + bl);
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
     l = 0.0;
     double cd = 0.0;
-#pragma unroll 8
     for (int bl = 0; bl < int(gridDim.x); ++bl) {
-      l += __ldcg(part + bl);
-      cd += __ldcg(part + gridDim.x + bl);
+      l += block_loss[bl];
+      cd += block_correct[bl];
     }
     c = unsigned(cd);
     *ticket = 0;
+  } else if (threadIdx.x != 0) {
+    return;
   }
   if (loss_sum != nullptr) *loss_sum += l;
   if (correct != nullptr) *correct += c;

@@ -137,8 +137,15 @@ class CudaStrategy final : public Strategy {
     fuse_head_ = options.get_bool("fuse_head");
     stage_input_ = options.get_bool("stage_input");
     const std::string& fuse_logits = options.get_string("fuse_logits");
-    fuse_logits_ = fuse_logits != "off";
-    fuse_logits_input_grad_ = fuse_logits == "head";
+    // auto: head where it measured faster on an H100 (docs/results/2026-11-26-cuda-4.md): batches
+    // of <= 128 rows with a last hidden layer of <= 256 (one column of dX per thread); at batch
+    // 1024 and at width 1024 the tiled products were faster.
+    const std::vector<int>& layer_sizes = context.model->layer_sizes;
+    const int last_hidden = layer_sizes.size() >= 3 ? layer_sizes[layer_sizes.size() - 2] : 0;
+    const bool auto_head = fuse_logits == "auto" && context.train->batch_size <= kAutoFuseMaxBatch &&
+                           last_hidden <= kAutoFuseMaxWidth && !fuse_head_;
+    fuse_logits_ = fuse_logits == "softmax" || fuse_logits == "head" || auto_head;
+    fuse_logits_input_grad_ = fuse_logits == "head" || auto_head;
     if (fuse_logits_ && fuse_head_) {
       throw std::runtime_error("cuda: fuse_logits and fuse_head both fuse into the softmax kernel; set one of them");
     }
@@ -335,6 +342,7 @@ class CudaStrategy final : public Strategy {
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
   static constexpr int kAutoPdlMaxBatch = 128;
+  static constexpr int kAutoFuseMaxBatch = 128, kAutoFuseMaxWidth = 256;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -637,14 +645,15 @@ StrategyInfo cuda_info() {
        "split-K products are cut into about this many blocks (0: 132, an H100's SM count)", 0, 100000, {}},
       {"k_stage", OptionType::integer, std::int64_t{4},
        "K tiles a GEMM block loads at once (1 or 4): one global round trip per stage instead of per tile", 1, 4, {}},
-      {"stage_input", OptionType::boolean, false,
+      {"stage_input", OptionType::boolean, true,
        "once per epoch, write the epoch's input rows as floats in its shuffled order (4 x features bytes per "
        "sample of device memory), so the first forward and last weight gradient read contiguous floats instead of "
        "gathering uint8 rows through the order in every step (graph variant)", -1e300, 1e300, {}},
-      {"fuse_logits", OptionType::string, std::string("off"),
+      {"fuse_logits", OptionType::string, std::string("auto"),
        "softmax: the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a block per row; "
        "head: also the last Linear's input gradient (<= 32 classes and >= 2 Linear layers, else off; not with "
-       "fuse_head)", -1e300, 1e300, {"off", "softmax", "head"}},
+       "fuse_head); auto: head for batches of <= 128 rows and a last hidden layer of <= 256",
+       -1e300, 1e300, {"auto", "off", "softmax", "head"}},
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,
