@@ -21,9 +21,15 @@
 // kernels for batches <= 8), `warp_softmax` (softmax over many blocks), `k_stage` (four K tiles
 // per GEMM stage), `split_blocks`; `fuse_head` (softmax + last input gradient in one kernel)
 // is correct but measured slower, so off. `kernel_timing` prints each kernel's time in a graph.
-// Measured with the defaults, 784-256-256-26: batch 1 43k samples/s (22.6 us/step, was 39.9),
-// 128 2.32M (55.1 us; pdl auto on since round 3, was 2.22M), 1024 6.33M (was 5.40M); PyTorch
-// with the step in a CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent`
+// Round 4 (docs/results/2026-11-26-cuda-4.md): `stage_input` writes the epoch's input once as
+// floats in its order, so forward 0 and the last weight gradient read contiguous rows through
+// the step counter (no order lookup, no uint8 conversion in the step); `fuse_logits`=head runs
+// the last forward, the softmax and the last input gradient as one kernel, a block per row (one
+// dependent kernel instead of three on the critical path). Both on by default (head up to a
+// last hidden width of 256). Measured with the defaults, 784-256-256-26, one H100: batch 1 45k
+// samples/s, 32 899k, 128 2.78M (45.7 us/step; round 3: 2.31M, 53.2 us), 1024 6.73M (measured
+// with fuse_logits=head set, which auto picks since); PyTorch with the step in a CUDA graph
+// (round 2, same GPU type): 16k / 1.09M (128) / 6.34M. The `persistent`
 // variant (one cooperative kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial
 // but is 0.49-0.80x of the graph even with round 3's deep plan (docs/results/2026-11-26-cuda-3.md:
 // its phases, not its grid barriers, are slow), so `graph` stays the default.
@@ -137,13 +143,12 @@ class CudaStrategy final : public Strategy {
     fuse_head_ = options.get_bool("fuse_head");
     stage_input_ = options.get_bool("stage_input");
     const std::string& fuse_logits = options.get_string("fuse_logits");
-    // auto: head where it measured faster on an H100 (docs/results/2026-11-26-cuda-4.md): batches
-    // of <= 128 rows with a last hidden layer of <= 256 (one column of dX per thread); at batch
-    // 1024 and at width 1024 the tiled products were faster.
+    // auto: head where it measured faster on an H100 (docs/results/2026-11-26-cuda-4.md, call 3):
+    // a last hidden layer of <= 256 (one column of dX per thread; batch 1 to 1024: +2% to +19%);
+    // at width 1024 the tiled products were faster (batch 1: -25%, 128: -7%).
     const std::vector<int>& layer_sizes = context.model->layer_sizes;
     const int last_hidden = layer_sizes.size() >= 3 ? layer_sizes[layer_sizes.size() - 2] : 0;
-    const bool auto_head = fuse_logits == "auto" && context.train->batch_size <= kAutoFuseMaxBatch &&
-                           last_hidden <= kAutoFuseMaxWidth && !fuse_head_;
+    const bool auto_head = fuse_logits == "auto" && last_hidden <= kAutoFuseMaxWidth && !fuse_head_;
     fuse_logits_ = fuse_logits == "softmax" || fuse_logits == "head" || auto_head;
     fuse_logits_input_grad_ = fuse_logits == "head" || auto_head;
     if (fuse_logits_ && fuse_head_) {
@@ -342,7 +347,7 @@ class CudaStrategy final : public Strategy {
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
   static constexpr int kAutoPdlMaxBatch = 128;
-  static constexpr int kAutoFuseMaxBatch = 128, kAutoFuseMaxWidth = 256;
+  static constexpr int kAutoFuseMaxWidth = 256;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -652,7 +657,7 @@ StrategyInfo cuda_info() {
       {"fuse_logits", OptionType::string, std::string("auto"),
        "softmax: the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a block per row; "
        "head: also the last Linear's input gradient (<= 32 classes and >= 2 Linear layers, else off; not with "
-       "fuse_head); auto: head for batches of <= 128 rows and a last hidden layer of <= 256",
+       "fuse_head); auto: head where the last hidden layer has <= 256 units",
        -1e300, 1e300, {"auto", "off", "softmax", "head"}},
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
