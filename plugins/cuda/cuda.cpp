@@ -27,7 +27,7 @@
 // the last forward, the softmax and the last input gradient as one kernel, a block per row (one
 // dependent kernel instead of three on the critical path). Both on by default (head up to a
 // last hidden width of 256). Measured with the defaults, 784-256-256-26, one H100: batch 1 45k
-// samples/s, 32 899k, 128 2.78M (45.7 us/step; round 3: 2.31M, 53.2 us), 1024 6.73M (measured
+// samples/s, 32 899k, 128 2.78M (46.0 us/step; round 3: 2.31M, 55.5 us), 1024 6.73M (measured
 // with fuse_logits=head set, which auto picks since); PyTorch with the step in a CUDA graph
 // (round 2, same GPU type): 16k / 1.09M (128) / 6.34M. The `persistent`
 // variant (one cooperative kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial
