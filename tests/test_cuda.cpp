@@ -542,6 +542,8 @@ StrategyEntry cuda_old_kernels_entry() {
   t->insert("gemv_rows", 0);
   t->insert("warp_softmax", false);
   t->insert("k_stage", 1);
+  t->insert("stage_input", false);
+  t->insert("fuse_logits", "off");
   e.table = t;
   return e;
 }
@@ -747,4 +749,211 @@ TEST_F(CudaTraining, PersistentDeepWideBatchOneMatchesSerial) {
   config.train.batch_size = 1;
   config.train.sgd.lr = 0.05f;
   expect_parity(config, persistent_entry());
+}
+
+// ---------------------------------------------------------------------------------------------
+// stage_input: the epoch's input staged once as floats in its order, read by forward 0 and the
+// last weight gradient through the step counter. Same floats, same plans, so the same bits.
+
+TEST(CudaKernels, StagedInputProductsEqualGatheredOnes) {
+  REQUIRE_GPU();
+  Dataset data;
+  data.count = 300;
+  data.pixels.resize(data.count * 784);
+  data.labels.resize(data.count);
+  std::mt19937 rng(15);
+  for (auto& p : data.pixels) p = std::uint8_t(rng() & 0xFF);
+  const auto order = epoch_order(data.count, 17, 0, true);
+  std::vector<float> staged_ref(data.count * 784);
+  std::vector<std::int32_t> labels_ref(data.count);
+  gather_batch(data, std::span(order), staged_ref.data(), labels_ref.data());
+
+  Dev<std::uint8_t> pixels(data.pixels);
+  Dev<std::uint32_t> dorder(order);
+  Dev<float> staged(staged_ref.size());
+  gpu::stage_epoch_input(data.count, 784, pixels.p, data.pixel_scale, dorder.p, staged.p, nullptr);
+  ASSERT_EQ(staged.get(), staged_ref) << "the staged rows are the gathered floats, in the epoch's order";
+
+  // 129: split-K tiles; 7 and 1: GEMV kernels. Step 1 of the epoch; N odd.
+  for (const int batch : {129, 7, 1}) {
+    for (const int N : {257, 37}) {
+      const int step = 1;
+      const auto W = random_vector(std::size_t(N) * 784, 18, -0.1f, 0.1f), b = random_vector(N, 19);
+      Dev<int> dstep(std::vector<int>{step});
+      Dev<float> dW(W), db(b), y_gather(std::size_t(batch) * N), y_staged(std::size_t(batch) * N),
+          x_copy(std::size_t(batch) * 784);
+      Scratch scratch(gpu::GemmForm::forward, batch, N, 784);
+      gpu::linear_forward_gather(batch, N, 784, pixels.p, data.pixel_scale, gpu::RowIndex{dorder.p, dstep.p, batch},
+                                 x_copy.p, dW.p, db.p, true, y_gather.p, scratch.get(), nullptr);
+      gpu::linear_forward_staged(batch, N, 784, gpu::StagedRows{staged.p, dstep.p, batch, 0}, dW.p, db.p, true,
+                                 y_staged.p, scratch.get(), nullptr);
+      const auto yg = y_gather.get();
+      EXPECT_EQ(y_staged.get(), yg) << "forward, batch " << batch << " N " << N;
+      EXPECT_NE(yg, std::vector<float>(yg.size(), 0.0f));
+
+      // The weight gradient (+ momentum SGD) after the counter moved on: step_delta -1.
+      const auto dYh = random_vector(std::size_t(batch) * N, 20);
+      Dev<float> dY(dYh), dW1(W.size()), db1(b), dW2(W.size()), db2(b), p1(W), pb1(b), p2(W), pb2(b),
+          v1(W.size()), vb1(b.size()), v2(W.size()), vb2(b.size());
+      Dev<int> next(std::vector<int>{step + 1});
+      const gpu::FusedSgd s1{0.1f, 0.9f, 1e-4f, p1.p, pb1.p, v1.p, vb1.p}, s2{0.1f, 0.9f, 1e-4f, p2.p, pb2.p, v2.p, vb2.p};
+      gpu::linear_weight_grad(batch, N, 784, dY.p, x_copy.p, false, dW1.p, db1.p, s1, nullptr);
+      gpu::linear_weight_grad_staged(batch, N, 784, dY.p, gpu::StagedRows{staged.p, next.p, batch, -1}, false, dW2.p,
+                                     db2.p, s2, nullptr);
+      EXPECT_EQ(dW2.get(), dW1.get()) << "weight grad, batch " << batch << " N " << N;
+      EXPECT_EQ(db2.get(), db1.get());
+      EXPECT_EQ(p2.get(), p1.get()) << "SGD-updated weights";
+      EXPECT_NE(p2.get(), W);
+    }
+  }
+}
+
+namespace {
+// stage_input on or off with fuse_logits off: the gathering and staging kernels alone.
+StrategyEntry staged_entry(bool graph = true, int graph_steps = 128, bool stage = true) {
+  StrategyEntry e = cuda_entry(graph, graph_steps);
+  e.label = std::string("cuda stage_input=") + (stage ? "true" : "false") + " fuse_logits=off" +
+            (graph ? "" : " (plain launches)");
+  auto t = std::make_shared<toml::table>(*e.table);
+  t->insert_or_assign("stage_input", stage);
+  t->insert_or_assign("fuse_logits", "off");
+  e.table = t;
+  return e;
+}
+}  // namespace
+
+// Batch 128 with a partial batch of 112 (6000 = 46 x 128 + 112), momentum, short graphs; the
+// result must be bit-identical to the gathering kernels', not only within serial's tolerance.
+TEST_F(CudaTraining, StageInputBatch128MatchesSerialAndGatherBitForBit) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, staged_entry(true, 7));
+  const auto initial = initial_parameters(config);
+  expect_parity(config, staged_entry(true, 7, false));  // the round-3 default path, still reachable
+  const RunResult gathered = run_strategy(config, staged_entry(true, 7, false), plugins_, *data_, initial);
+  const RunResult staged = run_strategy(config, staged_entry(true, 7), plugins_, *data_, initial);
+  EXPECT_EQ(staged.final_parameters, gathered.final_parameters);
+  ASSERT_EQ(staged.epochs.size(), gathered.epochs.size());
+  for (std::size_t e = 0; e < staged.epochs.size(); ++e) EXPECT_EQ(staged.epochs[e].loss, gathered.epochs[e].loss);
+}
+
+// Batch 7 (GEMV forward) with a last batch of 1, odd widths, plain launches; batch 1 in graphs;
+// one Linear layer (forward 0 is the logits, its weight gradient the only one).
+TEST_F(CudaTraining, StageInputSmallBatchesAndOneLayerMatchSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 100, 37, 26};
+  config.train.epochs = 1;
+  config.train.batch_size = 7;
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, staged_entry(false));
+  config.data.options.limit = 500;
+  config.train.batch_size = 1;
+  config.train.sgd = {0.05f, 0.0f, 0.0f};
+  expect_parity(config, staged_entry(true));
+  config.data.options.limit = 6000;
+  config.model.layer_sizes = {784, 26};
+  config.train.batch_size = 128;
+  expect_parity(config, staged_entry(true));
+}
+
+// ---------------------------------------------------------------------------------------------
+// fuse_logits: the last Linear's forward inside the softmax kernel.
+
+TEST(CudaKernels, LogitsWithSoftmaxMatchCpu) {
+  REQUIRE_GPU();
+  const int shapes[][3] = {{1, 26, 256}, {7, 5, 33}, {128, 26, 256}, {129, 26, 1000}, {1500, 32, 300}, {9, 1, 257},
+                           {3, 26, 1}};
+  for (const auto& sh : shapes) {
+    const int rows = sh[0], classes = sh[1], K = sh[2];
+    const std::string what = std::to_string(rows) + "x" + std::to_string(classes) + "x" + std::to_string(K);
+    const auto H = random_vector(std::size_t(rows) * K, 81, 0.0f, 1.0f), W = random_vector(std::size_t(classes) * K, 82),
+               b = random_vector(classes, 83);
+    std::vector<std::int32_t> labels(rows);
+    std::mt19937 rng(84);
+    for (auto& l : labels) l = std::int32_t(rng() % classes);
+    std::vector<float> logits(std::size_t(rows) * classes);
+    kernels::gemm_nt(rows, classes, K, 1.0f, H.data(), K, W.data(), K, 0.0f, logits.data(), classes);
+    kernels::add_bias_rows(rows, classes, b.data(), logits.data());
+
+    Dev<float> g_H(H), g_W(W), g_b(b), g_logits(std::vector<float>(logits.size(), NAN)),
+        g_grad(std::vector<float>(logits.size(), NAN));
+    Dev<std::int32_t> g_labels(labels);
+    Dev<double> scratch(std::max<std::size_t>(1, gpu::logits_softmax_xent_scratch(rows, classes)));
+    Dev<double> g_loss(std::vector<double>{0.0});
+    Dev<unsigned long long> g_correct(std::vector<unsigned long long>{0});
+    Dev<int> step(std::vector<int>{0});
+    const float scale = 1.0f / rows;
+    Dev<float> g_dX(std::vector<float>(std::size_t(rows) * K, NAN));
+    for (int rep = 0; rep < 2; ++rep) {  // twice: the ticket must reset itself; the counter advances
+      ASSERT_TRUE(gpu::logits_softmax_xent(rows, classes, K, g_H.p, g_W.p, g_b.p, g_logits.p, g_labels.p,
+                                           gpu::RowIndex{nullptr, step.p, rows}, scale, g_grad.p, g_loss.p,
+                                           g_correct.p, true, nullptr, scratch.p, rep == 1 ? g_dX.p : nullptr,
+                                           true)) << what;
+    }
+    const auto got_logits = g_logits.get();
+    EXPECT_LE(rel_error(got_logits, logits), bound(K)) << what;
+    // The softmax half exactly as the CPU computes it from the logits the kernel produced.
+    std::vector<float> probs(logits.size()), grad(logits.size());
+    const double loss = kernels::softmax_xent_forward(rows, classes, got_logits.data(), labels.data(), probs.data());
+    const int correct = kernels::count_correct(rows, classes, probs.data(), labels.data());
+    kernels::softmax_xent_backward(rows, classes, probs.data(), labels.data(), scale, grad.data());
+    EXPECT_NEAR(g_loss.get()[0], 2 * loss, 2e-5 * std::max(1.0, loss)) << what;
+    EXPECT_EQ(g_correct.get()[0], 2 * unsigned(correct)) << what;
+    EXPECT_EQ(step.get()[0], 2) << what;
+    EXPECT_LE(rel_error(g_grad.get(), grad), 1e-6) << what;
+    // The input gradient from the kernel's own dlogits, as the CPU computes it.
+    const auto got_grad = g_grad.get();
+    std::vector<float> dX(std::size_t(rows) * K);
+    kernels::gemm_nn(rows, K, classes, 1.0f, got_grad.data(), classes, W.data(), K, 0.0f, dX.data(), K);
+    kernels::sigmoid_backward(dX.size(), H.data(), dX.data(), dX.data());
+    EXPECT_LE(rel_error(g_dX.get(), dX), bound(classes)) << what << " input grad";
+  }
+  EXPECT_FALSE(gpu::logits_softmax_xent(3, 33, 8, nullptr, nullptr, nullptr, nullptr, nullptr, gpu::RowIndex{}, 1.0f,
+                                        nullptr, nullptr, nullptr, false, nullptr, nullptr));
+  EXPECT_FALSE(gpu::logits_softmax_xent(100, 26, 8, nullptr, nullptr, nullptr, nullptr, nullptr, gpu::RowIndex{}, 1.0f,
+                                        nullptr, nullptr, nullptr, false, nullptr, nullptr))
+      << "several blocks need scratch";
+}
+
+namespace {
+StrategyEntry fused_logits_entry(const char* mode, bool stage_input, bool graph = true) {
+  StrategyEntry e = cuda_entry(graph, 16);
+  e.label = std::string("cuda fuse_logits=") + mode + (stage_input ? " + stage_input" : "") + (graph ? "" : " (plain)");
+  auto t = std::make_shared<toml::table>(*e.table);
+  t->insert_or_assign("fuse_logits", mode);
+  t->insert_or_assign("stage_input", stage_input);
+  e.table = t;
+  return e;
+}
+}  // namespace
+
+// Batch 128 (128 blocks, a row each) with a partial batch of 112 and momentum, both modes, with
+// and without stage_input; batch 7 with a last batch of 1 and odd widths in plain launches;
+// batch 1 at width 1024 with one hidden layer (the input gradient of layer 1 feeds layer 0's
+// weight gradient directly); batch 300 > 256 blocks (rows grid-strided) at the end.
+TEST_F(CudaTraining, FuseLogitsMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 128;
+  config.train.sgd = {0.2f, 0.9f, 1e-4f};
+  expect_parity(config, fused_logits_entry("head", true));
+  config.train.epochs = 1;
+  expect_parity(config, fused_logits_entry("softmax", false));
+  config.model.layer_sizes = {784, 100, 37, 26};
+  config.train.batch_size = 7;
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, fused_logits_entry("head", true, false));
+  expect_parity(config, fused_logits_entry("softmax", false, false));
+  config.model.layer_sizes = {784, 300, 26};
+  config.train.batch_size = 300;
+  expect_parity(config, fused_logits_entry("head", false));
+  config.model.layer_sizes = {784, 1024, 26};
+  config.data.options.limit = 300;
+  config.train.batch_size = 1;
+  config.train.sgd = {0.05f, 0.0f, 0.0f};
+  expect_parity(config, fused_logits_entry("head", true));
 }

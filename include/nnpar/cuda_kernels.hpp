@@ -93,6 +93,25 @@ void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, floa
                            float* X_out, const float* W, const float* b, bool sigmoid, float* Y,
                            GemmScratch scratch, cudaStream_t stream);
 
+// The epoch's input staged once as floats in its shuffled order (stage_epoch_input), read by
+// the step through the device step counter: X[m,:] = base[((*step + step_delta) * batch + m) * K ..].
+// Forward 0 then reads contiguous float rows (no order lookup, no uint8 conversion) and the
+// weight gradient of layer 0 reads the same rows instead of a copy the forward wrote.
+// step_delta: -1 for kernels that run after softmax_xent advanced the counter in the step.
+struct StagedRows {
+  const float* base = nullptr;
+  const int* step = nullptr;  // null = step 0
+  int batch = 0;
+  int step_delta = 0;
+};
+// out[p, :] = pixels[order[p], :] * scale for p < rows (order null: p itself): the same floats
+// GatherSrc (linear_forward_gather) computes, so the products that read them sum the same values.
+void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
+                       const std::uint32_t* order, float* out, cudaStream_t stream);
+// linear_forward with X given as staged rows (same plan, same sums as linear_forward).
+void linear_forward_staged(int M, int N, int K, StagedRows X, const float* W, const float* b, bool sigmoid,
+                           float* Y, GemmScratch scratch, cudaStream_t stream);
+
 // Optional SGD fused into the weight-gradient epilogue (PyTorch semantics, as
 // kernels::sgd_update): g = grad + wd*p; v = momentum*v + g; p -= lr*(momentum ? v : g).
 // Only safe when nothing reads W/b concurrently (the step must have finished its input grad).
@@ -109,6 +128,10 @@ struct FusedSgd {
 // parameters are then updated in place from the new gradient.
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate,
                         float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
+
+// linear_weight_grad with X given as staged rows (same plan, same sums).
+void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate,
+                               float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
 
 // Rows [n0, n1) of the same weight gradient (dW, db and sgd still point at row 0): the same
 // sums in the same order, so a product split into row blocks gives the same values. nccl-data
@@ -147,6 +170,19 @@ bool softmax_xent_input_grad(int rows, int classes, const float* logits, const s
 void softmax_xent(int rows, int classes, const float* logits, const std::int32_t* labels, RowIndex index,
                   float scale, float* probs, float* dlogits, double* loss_sum,
                   unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch);
+// The last Linear's forward and softmax_xent (multi-block form, same scratch) in one kernel:
+// logits[r,c] = sum_k H[r,k] W[c,k] + b[c] (H: [rows, K], W: [classes, K]; logits may be null,
+// b may be null), then softmax_xent on them. Needs logits_softmax_xent_scratch(rows, classes)
+// doubles of scratch, zeroed before first use and left so (0: one block, scratch may be null).
+// Returns false, launching nothing, where it does not apply (classes > 32, or no scratch where
+// it needs some).
+std::size_t logits_softmax_xent_scratch(int rows, int classes);
+// With dX (may be null) also the last Linear's input gradient, as linear_input_grad would give
+// it: dX[r,k] = sum_c dlogits[r,c] W[c,k], times H[r,k](1 - H[r,k]) when sigmoid_input.
+bool logits_softmax_xent(int rows, int classes, int K, const float* H, const float* W, const float* b, float* logits,
+                         const std::int32_t* labels, RowIndex index, float scale, float* dlogits, double* loss_sum,
+                         unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch,
+                         float* dX = nullptr, bool sigmoid_input = true);
 
 // x[r,:] = pixels[row(r),:] * scale, y[r] = labels[row(r)] (y may be null).
 void gather_batch(int rows, int features, const std::uint8_t* pixels, const std::int32_t* labels,

@@ -118,6 +118,24 @@ struct GatherSrc {
   __device__ float at(Row r, int k) const { return float(r[k]) * scale; }
 };
 
+// Rows of the epoch staged as floats (stage_epoch_input), at the batch the step counter points
+// at: one dependent load (the counter) before the operand, instead of the counter, then the
+// order, then bytes to convert. K-contiguous for the forward (A = X), not for the weight
+// gradient (B(m,k) = X[m*K+k] read by column k).
+template <bool KContig>
+struct StagedSrc {
+  static constexpr bool k_contig = KContig;
+  using Row = const float*;
+  StagedRows rows;
+  int ld;
+  __device__ const float* batch_base() const {
+    const int step = (rows.step != nullptr ? *rows.step : 0) + rows.step_delta;
+    return rows.base + std::ptrdiff_t(step) * rows.batch * ld;
+  }
+  __device__ Row row(int i) const { return KContig ? batch_base() + std::size_t(i) * ld : batch_base() + i; }
+  __device__ float at(Row r, int k) const { return KContig ? r[k] : r[std::size_t(k) * ld]; }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Epilogues: what happens to each finished element C[i,j], and (weight gradient only) to the
 // row sums of A, which are the bias gradient.
@@ -471,6 +489,19 @@ __global__ void gather_kernel(int rows, int features, const std::uint8_t* pixels
   if (y != nullptr && blockIdx.x == 0 && threadIdx.x == 0) y[r] = labels[src];
 }
 
+// A block per row (grid-strided): the order entry is read once per row, the bytes and floats
+// of the row are consecutive across the block's threads.
+__global__ void stage_kernel(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
+                             const std::uint32_t* order, float* out) {
+  pdl_enter();
+  for (std::size_t p = blockIdx.x; p < rows; p += gridDim.x) {
+    const std::size_t src = order != nullptr ? std::size_t(order[p]) : p;
+    const std::uint8_t* in = pixels + src * features;
+    float* o = out + p * features;
+    for (int f = threadIdx.x; f < features; f += blockDim.x) o[f] = float(in[f]) * scale;  // as GatherSrc::at
+  }
+}
+
 __global__ void scale_kernel(std::size_t n, float factor, float* x) {
   pdl_enter();
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
@@ -710,6 +741,168 @@ constexpr int kSoftmaxWarps = 8;
 constexpr int kSoftmaxMaxBlocks = 256;
 int softmax_blocks(int rows) { return std::max(1, std::min(kSoftmaxMaxBlocks, (rows + kSoftmaxWarps - 1) / kSoftmaxWarps)); }
 
+// The last Linear (logits) fused into the softmax: one dependent kernel instead of a split-K
+// product (with its fix-up round trips) followed by softmax_xent_warp_kernel. A block per row
+// (grid-strided beyond kLogitsMaxBlocks rows): warp w owns classes w, w + 8, w + 16, w + 24 and
+// its lanes take k = lane, lane + 32, ... for all four at once (every load of the row in flight
+// together: one round trip at K = 256), a butterfly gives each class's sum in the same order for
+// every shape, + bias as ForwardEpi. Warp 0 then runs softmax_xent_warp_kernel's row code on the
+// block's logits; the per-block loss and count are added in block order by the last block (ticket).
+// Measured on an H100 (docs/results/2026-11-26-cuda-4.md): a first version with a warp per row
+// (a lane loop over all classes) took 24.7 us at batch 128, its ~2000 dependent instructions per
+// warp bounding it; the second (block per row) 12.0 us, of which ~7 us were the last block
+// reading the 128 blocks' partial sums one dependent load after another; hence the loads of
+// everything that does not depend on the row's result (label, dX's weights) up front and the
+// partial sums loaded by all threads of the last block at once.
+constexpr int kMaxFusedClasses = 32;
+constexpr int kLogitsWarps = 8;
+constexpr int kLogitsClassesPerWarp = kMaxFusedClasses / kLogitsWarps;
+constexpr int kLogitsMaxBlocks = 256;
+int logits_blocks(int rows) { return std::max(1, std::min(kLogitsMaxBlocks, rows)); }
+
+__global__ void __launch_bounds__(32 * kLogitsWarps)
+logits_softmax_xent_kernel(int rows, int classes, int K, const float* H, const float* W, const float* b,
+                           float* logits, const std::int32_t* labels, RowIndex index, float scale, float* dlogits,
+                           double* loss_sum, unsigned long long* correct, bool advance_step, double* part,
+                           float* dX, bool sigmoid_input) {
+  pdl_wait();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __shared__ float zs[kMaxFusedClasses];
+  __shared__ float gs[kMaxFusedClasses];  // the row's dlogits, for dX
+  // dX: this thread's first column's weights, loaded before the row's products (they do not
+  // depend on them), so the input gradient after the softmax is arithmetic only at K <= 256.
+  const int k0 = threadIdx.x;
+  float w0[kMaxFusedClasses];
+  if (dX != nullptr) {
+#pragma unroll
+    for (int c = 0; c < kMaxFusedClasses; ++c) w0[c] = (c < classes && k0 < K) ? W[std::size_t(c) * K + k0] : 0.0f;
+  }
+  double my_loss = 0.0;  // thread 0's, in row order
+  unsigned my_correct = 0;
+  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    // The label's lookup (step counter, order, label: three dependent loads) in flight with the products.
+    const int y = warp == 0 ? labels[batch_row(index, r)] : 0;
+    const float* h = H + std::size_t(r) * K;
+    const float h0 = dX != nullptr && sigmoid_input && k0 < K ? h[k0] : 0.0f;
+    float acc[kLogitsClassesPerWarp] = {};
+#pragma unroll 8
+    for (int k = lane; k < K; k += 32) {
+      const float hv = h[k];
+#pragma unroll
+      for (int q = 0; q < kLogitsClassesPerWarp; ++q) {
+        const int c = warp + q * kLogitsWarps;
+        if (c < classes) acc[q] = fmaf(hv, W[std::size_t(c) * K + k], acc[q]);
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kLogitsClassesPerWarp; ++q) {
+      const int c = warp + q * kLogitsWarps;
+      float v = acc[q];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0 && c < classes) zs[c] = b != nullptr ? v + b[c] : v;
+    }
+    __syncthreads();
+    if (warp == 0) {  // softmax_xent_warp_kernel's row code
+      const bool live = lane < classes;
+      const float z = live ? zs[lane] : -INFINITY;
+      if (live && logits != nullptr) logits[std::size_t(r) * classes + lane] = z;
+      float zmax = z;
+      for (int o = 16; o > 0; o >>= 1) zmax = fmaxf(zmax, __shfl_xor_sync(0xffffffffu, zmax, o));
+      const float e = live ? expf(z - zmax) : 0.0f;
+      double sum = e;
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      const float inv = float(1.0 / sum);
+      const float p = e * inv;
+      float best = live ? p : -1.0f;
+      int best_c = lane;
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oc = __shfl_xor_sync(0xffffffffu, best_c, o);
+        if (ob > best || (ob == best && oc < best_c)) {
+          best = ob;
+          best_c = oc;
+        }
+      }
+      const float zy = __shfl_sync(0xffffffffu, z, y);
+      if (live) {
+        const float g = scale * (lane == y ? p - 1.0f : p);
+        dlogits[std::size_t(r) * classes + lane] = g;
+        gs[lane] = g;
+      }
+      if (lane == 0) {
+        double l = log(sum) - (double(zy) - zmax);
+        if (!(l < 1e30)) l = 1e30;
+        my_loss += fmax(l, 0.0);
+        my_correct += (best_c == y);
+      }
+    }
+    __syncthreads();  // zs and gs are the next row's once every thread is past the next barrier
+    if (dX != nullptr) {
+      // The last Linear's input gradient for this row, a thread per column k: the classes in
+      // order (as gemm_nn), then the sigmoid derivative as InputGradEpi.
+      if (k0 < K) {
+        float v = 0.0f;
+#pragma unroll
+        for (int c = 0; c < kMaxFusedClasses; ++c)
+          if (c < classes) v = fmaf(gs[c], w0[c], v);
+        if (sigmoid_input) v = v * h0 * (1.0f - h0);
+        dX[std::size_t(r) * K + k0] = v;
+      }
+      for (int k = k0 + blockDim.x; k < K; k += blockDim.x) {
+        float v = 0.0f;
+#pragma unroll 8
+        for (int c = 0; c < classes; ++c) v = fmaf(gs[c], W[std::size_t(c) * K + k], v);
+        if (sigmoid_input) {
+          const float hk = h[k];
+          v = v * hk * (1.0f - hk);
+        }
+        dX[std::size_t(r) * K + k] = v;
+      }
+      __syncthreads();
+    }
+  }
+  pdl_trigger();
+  // Every thread of the block has read *index.step (the barriers above). The blocks' loss and
+  // count go through part[] and the last block adds them in block order: its threads load them
+  // all at once (one round trip, not one per block), thread 0 adds them from shared memory.
+  __shared__ bool last;
+  __shared__ double block_loss[kLogitsMaxBlocks], block_correct[kLogitsMaxBlocks];
+  double l = my_loss;
+  unsigned c = my_correct;
+  if (gridDim.x > 1) {  // part[0] holds the ticket, as softmax_xent_warp_kernel
+    unsigned* ticket = reinterpret_cast<unsigned*>(part);
+    double* parts = part + 1;
+    if (threadIdx.x == 0) {
+      parts[blockIdx.x] = l;
+      parts[gridDim.x + blockIdx.x] = double(c);
+      __threadfence();
+      last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int bl = threadIdx.x; bl < int(gridDim.x); bl += blockDim.x) {
+      block_loss[bl] = __ldcg(parts + bl);
+      block_correct[bl] = __ldcg(parts + gridDim.x + bl);
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    l = 0.0;
+    double cd = 0.0;
+    for (int bl = 0; bl < int(gridDim.x); ++bl) {
+      l += block_loss[bl];
+      cd += block_correct[bl];
+    }
+    c = unsigned(cd);
+    *ticket = 0;
+  } else if (threadIdx.x != 0) {
+    return;
+  }
+  if (loss_sum != nullptr) *loss_sum += l;
+  if (correct != nullptr) *correct += c;
+  if (advance_step && index.step != nullptr) *const_cast<int*>(index.step) += 1;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -765,6 +958,37 @@ void linear_forward_gather(int M, int N, int K, const std::uint8_t* pixels, floa
   const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
   launch_gemm(p, M, N, K, GatherSrc{pixels, scale, rows, K}, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N},
               X_out, K, scratch, stream, "linear_forward_gather");
+}
+
+void linear_forward_staged(int M, int N, int K, StagedRows X, const float* W, const float* b, bool sigmoid,
+                           float* Y, GemmScratch scratch, cudaStream_t stream) {
+  const StagedSrc<true> A{X, K};
+  if (use_gemv(M, N)) {
+    launch_kernel(gemv_forward_kernel<StagedSrc<true>>, dim3(ceil_div(N, kThreads / 32 / kGemvSplit)),
+                  dim3(kThreads), stream, M, N, K, A, W, ForwardEpi{b, sigmoid, Y, N}, static_cast<float*>(nullptr),
+                  0);
+    return;
+  }
+  const Plan p = plan_for(GemmForm::forward, M, N, K, scratch);
+  launch_gemm(p, M, N, K, A, DenseSrc<true>{W, K}, ForwardEpi{b, sigmoid, Y, N}, nullptr, 0, scratch, stream,
+              "linear_forward_staged");
+}
+
+void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate, float* dW,
+                               float* db, const FusedSgd& sgd, cudaStream_t stream) {
+  const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
+  if (M == 0) return;
+  launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K}, WeightGradEpi{accumulate, dW, db, K, sgd},
+              nullptr, 0, GemmScratch{}, stream, "linear_weight_grad_staged");
+}
+
+void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
+                       const std::uint32_t* order, float* out, cudaStream_t stream) {
+  if (rows == 0 || features <= 0) return;
+  // Enough blocks to keep every SM's memory pipes busy; each walks rows at a stride.
+  const int blocks = int(std::min<std::size_t>(rows, 16 * std::size_t(kTargetBlocks)));
+  launch_kernel(stage_kernel, dim3(blocks), dim3(256), stream, rows, features, pixels, scale, order, out);
+  check_launch("stage_epoch_input");
 }
 
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate, float* dW,
@@ -847,6 +1071,24 @@ bool softmax_xent_input_grad(int rows, int classes, const float* logits, const s
   const int threads = blocks > 1 ? 32 * kSoftmaxWarps : 32 * rows;
   launch_kernel(softmax_xent_warp_kernel, dim3(blocks), dim3(threads), stream, rows, classes, logits, labels, index,
                 scale, static_cast<float*>(nullptr), dlogits, loss_sum, correct, advance_step, scratch, K, W, H, dX);
+  return true;
+}
+
+std::size_t logits_softmax_xent_scratch(int rows, int classes) {
+  if (classes > kMaxFusedClasses || logits_blocks(rows) == 1) return 0;
+  return 1 + 2 * std::size_t(logits_blocks(rows));  // the ticket, then losses and counts
+}
+
+bool logits_softmax_xent(int rows, int classes, int K, const float* H, const float* W, const float* b, float* logits,
+                         const std::int32_t* labels, RowIndex index, float scale, float* dlogits, double* loss_sum,
+                         unsigned long long* correct, bool advance_step, cudaStream_t stream, double* scratch,
+                         float* dX, bool sigmoid_input) {
+  if (classes > kMaxFusedClasses || classes <= 0 || rows <= 0 || K <= 0) return false;
+  const int blocks = logits_blocks(rows);
+  if (blocks > 1 && scratch == nullptr) return false;
+  launch_kernel(logits_softmax_xent_kernel, dim3(blocks), dim3(32 * kLogitsWarps), stream, rows, classes, K, H, W, b, logits,
+                labels, index, scale, dlogits, loss_sum, correct, advance_step, scratch, dX, sigmoid_input);
+  check_launch("logits_softmax_xent");
   return true;
 }
 

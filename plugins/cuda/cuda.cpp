@@ -21,9 +21,15 @@
 // kernels for batches <= 8), `warp_softmax` (softmax over many blocks), `k_stage` (four K tiles
 // per GEMM stage), `split_blocks`; `fuse_head` (softmax + last input gradient in one kernel)
 // is correct but measured slower, so off. `kernel_timing` prints each kernel's time in a graph.
-// Measured with the defaults, 784-256-256-26: batch 1 43k samples/s (22.6 us/step, was 39.9),
-// 128 2.32M (55.1 us; pdl auto on since round 3, was 2.22M), 1024 6.33M (was 5.40M); PyTorch
-// with the step in a CUDA graph on the same GPU: 16k / 1.09M / 6.34M. The `persistent`
+// Round 4 (docs/results/2026-11-26-cuda-4.md): `stage_input` writes the epoch's input once as
+// floats in its order, so forward 0 and the last weight gradient read contiguous rows through
+// the step counter (no order lookup, no uint8 conversion in the step); `fuse_logits`=head runs
+// the last forward, the softmax and the last input gradient as one kernel, a block per row (one
+// dependent kernel instead of three on the critical path). Both on by default (head up to a
+// last hidden width of 256). Measured with the defaults, 784-256-256-26, one H100: batch 1 45k
+// samples/s, 32 899k, 128 2.78M (46.0 us/step; round 3: 2.31M, 55.5 us), 1024 6.73M (measured
+// with fuse_logits=head set, which auto picks since); PyTorch with the step in a CUDA graph
+// (round 2, same GPU type): 16k / 1.09M (128) / 6.34M. The `persistent`
 // variant (one cooperative kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial
 // but is 0.49-0.80x of the graph even with round 3's deep plan (docs/results/2026-11-26-cuda-3.md:
 // its phases, not its grid barriers, are slow), so `graph` stays the default.
@@ -126,6 +132,19 @@ class CudaStrategy final : public Strategy {
     apply_cuda_kernel_options(options, props.major, batch_);
     kernel_timing_ = options.get_bool("kernel_timing");
     fuse_head_ = options.get_bool("fuse_head");
+    stage_input_ = options.get_bool("stage_input");
+    const std::string& fuse_logits = options.get_string("fuse_logits");
+    // auto: head where it measured faster on an H100 (docs/results/2026-11-26-cuda-4.md, call 3):
+    // a last hidden layer of <= 256 (one column of dX per thread; batch 1 to 1024: +2% to +19%);
+    // at width 1024 the tiled products were faster (batch 1: -25%, 128: -7%).
+    const std::vector<int>& layer_sizes = context.model->layer_sizes;
+    const int last_hidden = layer_sizes.size() >= 3 ? layer_sizes[layer_sizes.size() - 2] : 0;
+    const bool auto_head = fuse_logits == "auto" && last_hidden <= kAutoFuseMaxWidth && !fuse_head_;
+    fuse_logits_ = fuse_logits == "softmax" || fuse_logits == "head" || auto_head;
+    fuse_logits_input_grad_ = fuse_logits == "head" || auto_head;
+    if (fuse_logits_ && fuse_head_) {
+      throw std::runtime_error("cuda: fuse_logits and fuse_head both fuse into the softmax kernel; set one of them");
+    }
 
     const ModelSpec& spec = *context.model;
     const TrainSettings& train = *context.train;
@@ -137,6 +156,9 @@ class CudaStrategy final : public Strategy {
     sizes_ = spec.layer_sizes;
     batch_ = train.batch_size;
     const int layers = spec.linear_count();
+    // The logits layer's input must be an activation buffer (not the dataset): two layers or more.
+    fuse_logits_ = fuse_logits_ && layers > 1 && sizes_.back() <= 32;
+    fuse_logits_input_grad_ = fuse_logits_input_grad_ && fuse_logits_;
 
     check(cudaStreamCreateWithFlags(&main_, cudaStreamNonBlocking), "stream");
     check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "stream");
@@ -183,10 +205,25 @@ class CudaStrategy final : public Strategy {
       allocate_scratch(fwd_scratch_[i], gpu::GemmForm::forward, row_counts, sizes_[i + 1], sizes_[i]);
       if (i > 0) allocate_scratch(dgrad_scratch_[i], gpu::GemmForm::input_grad, row_counts, sizes_[i + 1], sizes_[i]);
     }
-    softmax_scratch_.allocate(gpu::softmax_xent_scratch(std::min<int>(batch_, int(data.count)), sizes_.back()),
+    const int rows = std::min<int>(batch_, int(data.count));
+    softmax_scratch_.allocate(std::max(gpu::softmax_xent_scratch(rows, sizes_.back()),
+                                       gpu::logits_softmax_xent_scratch(rows, sizes_.back())),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
-    if (variant == "persistent" || (variant == "auto" && persistent_wins(props))) {
+    const bool persistent = variant == "persistent" || (variant == "auto" && persistent_wins(props));
+    if (stage_input_ && !persistent) {
+      const std::size_t floats = data.count * std::size_t(data.features());
+      try {
+        staged_.allocate(floats, "stage_input buffer");
+      } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("cuda: stage_input needs ") + std::to_string(floats * sizeof(float) >> 20) +
+                                 " MiB of device memory for the epoch's input as floats (" + e.what() +
+                                 "); set strategy.cuda.stage_input=false");
+      }
+    } else {
+      stage_input_ = false;  // the persistent kernel gathers its own input
+    }
+    if (persistent) {
       gpu::PersistentConfig pc;
       pc.sizes = sizes_;
       pc.params = params_.get();
@@ -231,6 +268,11 @@ class CudaStrategy final : public Strategy {
     const std::size_t full = data.count / std::size_t(batch_);
     const int tail = train.drop_last ? 0 : int(data.count % std::size_t(batch_));
     check(cudaEventRecord(start_, main_), "event");
+    // Counted in the epoch's time: the staging is part of the work, only not of any step.
+    if (stage_input_) {
+      gpu::stage_epoch_input(data.count, int(data.features()), pixels_.get(), data.pixel_scale, order_.get(),
+                             staged_.get(), main_);
+    }
     if (persistent_) {
       persistent_->run(0, int(full), batch_, main_);
       if (tail > 0) persistent_->run(full, 1, tail, main_);
@@ -295,6 +337,7 @@ class CudaStrategy final : public Strategy {
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
+  static constexpr int kAutoFuseMaxWidth = 256;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -337,8 +380,13 @@ class CudaStrategy final : public Strategy {
     // its weight gradient.
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
-      if (!take(i == 0 ? "forward 0 (gather)" : i + 1 < layers ? "forward (sigmoid)" : "forward (logits)")) continue;
-      if (i == 0) {
+      if (fuse_logits_ && i == layers - 1) break;  // in the softmax kernel below
+      if (!take(i == 0 ? (stage_input_ ? "forward 0 (staged)" : "forward 0 (gather)")
+                       : i + 1 < layers ? "forward (sigmoid)" : "forward (logits)")) continue;
+      if (i == 0 && stage_input_) {
+        gpu::linear_forward_staged(rows, sizes_[1], sizes_[0], staged(0), W(0), B(0), sigmoid, acts_[1].get(),
+                                   scratch(fwd_scratch_[0]), main_);
+      } else if (i == 0) {
         gpu::linear_forward_gather(rows, sizes_[1], sizes_[0], pixels_.get(), data.pixel_scale, index, acts_[0].get(),
                                    W(0), B(0), sigmoid, acts_[1].get(), scratch(fwd_scratch_[0]), main_);
       } else {
@@ -358,6 +406,16 @@ class CudaStrategy final : public Strategy {
           throw std::runtime_error("cuda: fuse_head does not apply to this shape");
         }
       }
+    } else if (fuse_logits_) {
+      if (take(fuse_logits_input_grad_ ? "forward (logits) + softmax_xent + input grad" : "forward (logits) + softmax_xent")) {
+        const int i = layers - 1;
+        if (!gpu::logits_softmax_xent(rows, sizes_.back(), sizes_[i], acts_[i].get(), W(i), B(i), acts_[layers].get(),
+                                      labels_.get(), index, 1.0f / float(rows), grad_out_[i].get(), &stats->loss_sum,
+                                      &stats->correct, only < 0, main_, softmax_scratch_.get(),
+                                      fuse_logits_input_grad_ ? grad_out_[i - 1].get() : nullptr, true)) {
+          throw std::runtime_error("cuda: fuse_logits does not apply to this shape");
+        }
+      }
     } else if (take("softmax_xent")) {
       gpu::softmax_xent(rows, sizes_.back(), acts_[layers].get(), labels_.get(), index, 1.0f / float(rows), nullptr,
                         grad_out_[layers - 1].get(), &stats->loss_sum, &stats->correct, only < 0, main_,
@@ -373,7 +431,8 @@ class CudaStrategy final : public Strategy {
       float* dW = grads_.get() + parameter_offset(spec, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
       if (i > 0) {
-        if (!(head_fused && i == layers - 1) && take("input grad")) {
+        const bool fused = (head_fused || fuse_logits_input_grad_) && i == layers - 1;  // in the softmax kernel
+        if (!fused && take("input grad")) {
           gpu::linear_input_grad(rows, sizes_[i + 1], sizes_[i], grad_out_[i].get(), W(i), acts_[i].get(),
                                  grad_out_[i - 1].get(), scratch(dgrad_scratch_[i]), main_);
         }
@@ -386,8 +445,14 @@ class CudaStrategy final : public Strategy {
                                   sgd, side);
         }
       } else if (take("weight grad + sgd")) {
-        gpu::linear_weight_grad(rows, sizes_[1], sizes_[0], grad_out_[0].get(), acts_[0].get(), false, dW, db, sgd,
-                                main_);
+        if (stage_input_) {
+          // The softmax has advanced the step counter, except when kernel_timing runs this alone.
+          gpu::linear_weight_grad_staged(rows, sizes_[1], sizes_[0], grad_out_[0].get(), staged(only < 0 ? -1 : 0),
+                                         false, dW, db, sgd, main_);
+        } else {
+          gpu::linear_weight_grad(rows, sizes_[1], sizes_[0], grad_out_[0].get(), acts_[0].get(), false, dW, db, sgd,
+                                  main_);
+        }
       }
     }
     if (layers > 1 && only < 0) {
@@ -395,6 +460,12 @@ class CudaStrategy final : public Strategy {
       check(cudaEventRecord(side_done_, side_), "event");
       check(cudaStreamWaitEvent(main_, side_done_, 0), "wait");
     }
+  }
+
+  // The current batch's rows of the staged epoch input; step_delta -1 once the softmax has
+  // advanced the counter within the step.
+  gpu::StagedRows staged(int step_delta) const {
+    return {staged_.get(), &stats_.get()->step, batch_, step_delta};
   }
 
   // kernel_timing: each kernel of one full-batch step alone, as a graph of kRepeats copies of it
@@ -428,6 +499,18 @@ class CudaStrategy final : public Strategy {
     for (int s : sizes_) std::fprintf(stderr, " %d", s);
     std::fprintf(stderr, ", pdl %d, gemv_rows %d, warp_softmax %d), us per kernel in a graph of %d copies:\n",
                  int(o.pdl), o.gemv_max_rows, int(o.warp_softmax), kRepeats);
+    if (stage_input_) {
+      // Once per epoch, off the steps' chain (the order is not uploaded yet: the values do not matter).
+      const Dataset& data = *context_.train_data;
+      check(cudaEventRecord(start_, main_), "event");
+      gpu::stage_epoch_input(data.count, int(data.features()), pixels_.get(), data.pixel_scale, order_.get(),
+                             staged_.get(), main_);
+      check(cudaEventRecord(stop_, main_), "event");
+      check(cudaStreamSynchronize(main_), "timing");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start_, stop_), "event time");
+      std::fprintf(stderr, "  stage_input (once per epoch, %zu rows) %8.2f us\n", data.count, 1e3 * double(ms));
+    }
     double sum = 0;
     for (int only = 0;; ++only) {
       op_name_ = nullptr;
@@ -494,6 +577,9 @@ class CudaStrategy final : public Strategy {
   bool use_graph_ = true;
   bool kernel_timing_ = false;
   bool fuse_head_ = false;
+  bool stage_input_ = false;
+  bool fuse_logits_ = false;
+  bool fuse_logits_input_grad_ = false;  // fuse_logits=head
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
   std::vector<int> sizes_;
@@ -505,6 +591,7 @@ class CudaStrategy final : public Strategy {
   DeviceBuffer<std::int32_t> labels_;
   DeviceBuffer<std::uint32_t> order_;
   DeviceBuffer<float> params_, grads_, velocity_;
+  DeviceBuffer<float> staged_;  // stage_input: the epoch's input rows as floats, in the epoch's order
   DeviceBuffer<DeviceStats> stats_;
   DeviceBuffer<double> softmax_scratch_;  // per-block partial sums of the multi-block softmax
   std::vector<DeviceBuffer<float>> acts_, grad_out_, fwd_scratch_, dgrad_scratch_;
@@ -541,6 +628,15 @@ StrategyInfo cuda_info() {
        "persistent kernel: prefetch the next step's input rows into L2 during the current step", -1e300, 1e300, {}},
       {"persistent_spin_ns", OptionType::integer, std::int64_t{0},
        "persistent kernel: nanoseconds each block sleeps between polls of the grid barrier (0: spin)", 0, 100000, {}},
+      {"stage_input", OptionType::boolean, true,
+       "once per epoch, write the epoch's input rows as floats in its shuffled order (4 x features bytes per "
+       "sample of device memory), so the first forward and last weight gradient read contiguous floats instead of "
+       "gathering uint8 rows through the order in every step (graph variant)", -1e300, 1e300, {}},
+      {"fuse_logits", OptionType::string, std::string("auto"),
+       "softmax: the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a block per row; "
+       "head: also the last Linear's input gradient (<= 32 classes and >= 2 Linear layers, else off; not with "
+       "fuse_head); auto: head where the last hidden layer has <= 256 units",
+       -1e300, 1e300, {"auto", "off", "softmax", "head"}},
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,
