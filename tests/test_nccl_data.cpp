@@ -225,3 +225,23 @@ TEST_F(NcclData, FusedP2pReduceRefusesOverlap) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("overlap = true needs reduce = \"nccl\""));
   }
 }
+
+TEST_F(NcclData, FusedLogitsMatchSerialInEveryMode) {
+  // fuse_logits moves the last Linear's forward (and, head, its input gradient) into the
+  // softmax kernel, as in the cuda strategy; every mode must stay in serial's exact class,
+  // including the uneven last batch (10,000 = 78 x 128 + 16).
+  RunConfig config = config_for("sync", 128);
+  PluginRegistry plugins({NNPAR_PLUGIN_DIR});
+  const Datasets data = load_datasets(config.data);
+  RunResult serial;
+  if (mpi::world_rank() == 0)
+    serial = run_strategy(config, test_support::strategy_entry("serial"), plugins, data, initial_parameters(config));
+  for (const char* mode : {"off", "softmax", "head"}) {
+    const RunResult run = run_sync_with(config, {{"fuse_logits", std::string(mode)}});
+    if (mpi::world_rank() != 0) continue;
+    const ParityReport p = check_parity(run, serial, ParityConfig{});
+    std::printf("[nccl-data fuse_logits = %s, %d GPUs] vs serial: max abs diff %.3e, acc %.2f%% vs %.2f%%\n", mode,
+                mpi::world_size(), p.max_abs_diff, 100 * run.final_test.accuracy, 100 * serial.final_test.accuracy);
+    EXPECT_TRUE(p.pass) << mode << ": " << p.reason;
+  }
+}

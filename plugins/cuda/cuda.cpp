@@ -133,18 +133,10 @@ class CudaStrategy final : public Strategy {
     kernel_timing_ = options.get_bool("kernel_timing");
     fuse_head_ = options.get_bool("fuse_head");
     stage_input_ = options.get_bool("stage_input");
-    const std::string& fuse_logits = options.get_string("fuse_logits");
-    // auto: head where it measured faster on an H100 (docs/results/2026-11-26-cuda-4.md, call 3):
-    // a last hidden layer of <= 256 (one column of dX per thread; batch 1 to 1024: +2% to +19%);
-    // at width 1024 the tiled products were faster (batch 1: -25%, 128: -7%).
-    const std::vector<int>& layer_sizes = context.model->layer_sizes;
-    const int last_hidden = layer_sizes.size() >= 3 ? layer_sizes[layer_sizes.size() - 2] : 0;
-    const bool auto_head = fuse_logits == "auto" && last_hidden <= kAutoFuseMaxWidth && !fuse_head_;
-    fuse_logits_ = fuse_logits == "softmax" || fuse_logits == "head" || auto_head;
-    fuse_logits_input_grad_ = fuse_logits == "head" || auto_head;
-    if (fuse_logits_ && fuse_head_) {
-      throw std::runtime_error("cuda: fuse_logits and fuse_head both fuse into the softmax kernel; set one of them");
-    }
+    const LogitsFusion fusion =
+        resolve_logits_fusion(options.get_string("fuse_logits"), context.model->layer_sizes, fuse_head_, "cuda");
+    fuse_logits_ = fusion.logits;
+    fuse_logits_input_grad_ = fusion.input_grad;
 
     const ModelSpec& spec = *context.model;
     const TrainSettings& train = *context.train;
@@ -156,9 +148,6 @@ class CudaStrategy final : public Strategy {
     sizes_ = spec.layer_sizes;
     batch_ = train.batch_size;
     const int layers = spec.linear_count();
-    // The logits layer's input must be an activation buffer (not the dataset): two layers or more.
-    fuse_logits_ = fuse_logits_ && layers > 1 && sizes_.back() <= 32;
-    fuse_logits_input_grad_ = fuse_logits_input_grad_ && fuse_logits_;
 
     check(cudaStreamCreateWithFlags(&main_, cudaStreamNonBlocking), "stream");
     check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "stream");
@@ -337,7 +326,6 @@ class CudaStrategy final : public Strategy {
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
-  static constexpr int kAutoFuseMaxWidth = 256;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -632,11 +620,7 @@ StrategyInfo cuda_info() {
        "once per epoch, write the epoch's input rows as floats in its shuffled order (4 x features bytes per "
        "sample of device memory), so the first forward and last weight gradient read contiguous floats instead of "
        "gathering uint8 rows through the order in every step (graph variant)", -1e300, 1e300, {}},
-      {"fuse_logits", OptionType::string, std::string("auto"),
-       "softmax: the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a block per row; "
-       "head: also the last Linear's input gradient (<= 32 classes and >= 2 Linear layers, else off; not with "
-       "fuse_head); auto: head where the last hidden layer has <= 256 units",
-       -1e300, 1e300, {"auto", "off", "softmax", "head"}},
+      fuse_logits_option_spec(),
       {"fuse_head", OptionType::boolean, false,
        "softmax+cross-entropy and the last layer's input gradient in one kernel (<= 32 classes)", -1e300, 1e300, {}},
       {"kernel_timing", OptionType::boolean, false,

@@ -87,9 +87,9 @@ struct Stats {
 class GpuReplica final : public ReplicaEngine {
  public:
   GpuReplica(const StrategyContext& context, cudaStream_t stream, int world, std::size_t graph_steps,
-             int layer0_chunks, bool bucket_update)
+             int layer0_chunks, bool bucket_update, LogitsFusion fusion)
       : context_(context), spec_(*context.model), sizes_(spec_.layer_sizes), stream_(stream),
-        graph_steps_(graph_steps) {
+        graph_steps_(graph_steps), fusion_(fusion) {
     chunks_ = std::clamp(layer0_chunks, 1, sizes_[1]);
     bucket_update_ = bucket_update;
     const Dataset& data = *context.train_data;
@@ -115,7 +115,10 @@ class GpuReplica final : public ReplicaEngine {
     // The loss over many blocks, a warp per row, as the cuda strategy runs it: without scratch
     // softmax_xent falls back to one block, a thread per row, the largest part of the gap to
     // the cuda strategy at 1024 rows (docs/results/2026-11-26-data-parallel-3.md).
-    if (const std::size_t n = gpu::softmax_xent_scratch(max_rows_, sizes_.back()); n > 0) {
+    // fuse_logits's kernel needs its own amount (docs/results/2026-11-26-data-parallel-4.md).
+    if (const std::size_t n = std::max(gpu::softmax_xent_scratch(max_rows_, sizes_.back()),
+                                       gpu::logits_softmax_xent_scratch(max_rows_, sizes_.back()));
+        n > 0) {
       softmax_scratch_ = device_alloc<double>(n, "softmax scratch");
       allocations_.push_back(softmax_scratch_);
     }
@@ -196,6 +199,7 @@ class GpuReplica final : public ReplicaEngine {
     const int layers = spec_.linear_count();
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
+      if (fusion_.logits && i == layers - 1) break;  // in the softmax kernel (backward_on_streams)
       if (i == 0)
         gpu::linear_forward_gather(rows_, sizes_[1], sizes_[0], pixels_, context_.train_data->pixel_scale, index,
                                    acts_[0], W(0), B(0), sigmoid, acts_[1], fwd_[0], stream_);
@@ -366,8 +370,17 @@ class GpuReplica final : public ReplicaEngine {
     const gpu::RowIndex index = row_index();
     // The loss's forward and backward are one kernel; its metrics are read once per epoch. It
     // is the step's last reader of the sample indices, so it moves the staged step on.
-    gpu::softmax_xent(rows_, sizes_.back(), acts_[layers], labels_, index, loss_scale, nullptr, grad_out_[layers - 1],
-                      &stats_->loss_sum, &stats_->correct, staged_, stream_, softmax_scratch_);
+    if (fusion_.logits) {
+      const int last = layers - 1;
+      if (!gpu::logits_softmax_xent(rows_, sizes_.back(), sizes_[last], acts_[last], W(last), B(last), acts_[layers],
+                                    labels_, index, loss_scale, grad_out_[last], &stats_->loss_sum, &stats_->correct,
+                                    staged_, stream_, softmax_scratch_,
+                                    fusion_.input_grad ? grad_out_[last - 1] : nullptr, true))
+        throw std::runtime_error("nccl-data: fuse_logits does not apply to this shape");
+    } else {
+      gpu::softmax_xent(rows_, sizes_.back(), acts_[layers], labels_, index, loss_scale, nullptr, grad_out_[layers - 1],
+                        &stats_->loss_sum, &stats_->correct, staged_, stream_, softmax_scratch_);
+    }
     for (int i = layers - 1; i >= 0; --i) {
       float* dW = grads_ + parameter_offset(spec_, i);
       float* db = dW + std::size_t(sizes_[i + 1]) * sizes_[i];
@@ -377,8 +390,9 @@ class GpuReplica final : public ReplicaEngine {
                        : gpu::FusedSgd{};
       if (i > 0) {
         // The input gradient reads W(i), so a fused update of W(i) must start after it.
-        gpu::linear_input_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], W(i), acts_[i], grad_out_[i - 1],
-                               dgrad_[i], stream_);
+        if (!(fusion_.input_grad && i == layers - 1))  // else the softmax kernel wrote it
+          gpu::linear_input_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], W(i), acts_[i], grad_out_[i - 1],
+                                 dgrad_[i], stream_);
         check(cudaEventRecord(input_grad_done_[i], stream_), "event");
         check(cudaStreamWaitEvent(side_, input_grad_done_[i], 0), "wait");
         gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_);
@@ -486,6 +500,7 @@ class GpuReplica final : public ReplicaEngine {
   std::vector<cudaEvent_t> input_grad_done_;
   // Graphs: 0 steps = plain launches.
   std::size_t graph_steps_ = 0, stride_ = 0;
+  LogitsFusion fusion_;  // fuse_logits, resolved for this model
   std::uint32_t* staged_order_ = nullptr;
   bool staged_ = false;  // the current step reads the staged order at the device step counter
   int expected_steps_ = -1;
@@ -537,7 +552,9 @@ class NcclDataStrategy final : public Strategy {
     const bool overlapped_sync = mode_ == "sync" && context.options->get_bool("overlap");
     auto engine = std::make_unique<GpuReplica>(context, stream_, ranks_, graph ? graph_steps : 0,
                                                overlapped_sync ? int(context.options->get_int("layer0_chunks")) : 1,
-                                               context.options->get_bool("bucket_update"));
+                                               context.options->get_bool("bucket_update"),
+                                               resolve_logits_fusion(context.options->get_string("fuse_logits"),
+                                                                     context.model->layer_sizes, false, "nccl-data"));
     engine->set_communicator(comm.get());
     // Before the trainer's warm-up collectives, which already run on the gradient buffer.
     if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
@@ -628,6 +645,9 @@ StrategyInfo nccl_data_info() {
                           "sync with overlap: each bucket's SGD update queued right behind its allreduce instead "
                           "of one update after all of them", -1e300, 1e300, {}});
   for (const OptionSpec& o : cuda_kernel_option_specs()) info.options.push_back(o);
+  // The cuda strategy's fusion of the logits into the softmax kernel, by the same rule: without
+  // it the replica's step is ~7 us longer than cuda's at 128 rows.
+  info.options.push_back(fuse_logits_option_spec());
   return info;
 }
 
