@@ -609,7 +609,7 @@ class NcclDataStrategy final : public Strategy {
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.5";
+  info.version = "1.6";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
