@@ -32,6 +32,7 @@
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
 #include "nnpar/cuda_kernels.hpp"
+#include "peer_reduce.hpp"
 
 namespace {
 
@@ -243,9 +244,22 @@ int kernels_mode(const std::string& out, bool quick) {
     streams["copy"].push_back({{"elements", n}, {"seconds", graph_seconds(stream, [&] {
       check(cudaMemcpyAsync(g, p, n * sizeof(float), cudaMemcpyDeviceToDevice, stream), "copy"); }, chain, replays)}});
   }
+  // With scratch, as the engines call it (without, softmax_xent falls back to one block); the
+  // kernels leave their scratch zeroed after each call.
+  const int last_hidden = 256;  // fuse_logits=auto fuses where the last hidden layer is <= 256 wide
+  double* softmax_scratch = device_alloc<double>(std::max<std::size_t>(
+      1, std::max(gpu::softmax_xent_scratch(max_rows, 26), gpu::logits_softmax_xent_scratch(max_rows, 26))));
   for (int rows : rows_list)
     streams["softmax_xent"].push_back({{"elements", std::size_t(rows) * 26}, {"seconds", graph_seconds(stream, [&] {
-      gpu::softmax_xent(rows, 26, logits, labels, gpu::RowIndex{}, 1.0f, nullptr, dlogits, loss, correct, false, stream);
+      gpu::softmax_xent(rows, 26, logits, labels, gpu::RowIndex{}, 1.0f, nullptr, dlogits, loss, correct, false, stream,
+                        softmax_scratch);
+    }, chain, replays)}});
+  // fuse_logits = head (cuda, nccl-data): the last Linear's forward, the loss and the last input
+  // gradient in one kernel, a block per row, priced per rows x K (K = the last hidden width).
+  for (int rows : rows_list)
+    streams["logits_head"].push_back({{"elements", std::size_t(rows) * last_hidden}, {"seconds", graph_seconds(stream, [&] {
+      gpu::logits_softmax_xent(rows, 26, last_hidden, X, W, b, logits, labels, gpu::RowIndex{}, 1.0f, dlogits, loss,
+                               correct, false, stream, softmax_scratch, Y, true);
     }, chain, replays)}});
   j["streams"] = streams;
 
@@ -506,6 +520,37 @@ int nccl_mode(const std::string& out, bool quick) {
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
     for (float* q : {X, W, b, Y}) cudaFree(q);
+  }
+  // nccl-data's reduce = "fused_p2p" (peer_reduce.hpp): the one kernel per step that waits for
+  // every peer, reads their gradients over P2P and applies the update, in a graph of `chain`
+  // steps alternating the two gradient buffers as the plugin's replays do, replayed by every
+  // rank at once (so the device-side wait for the slowest rank is in the time). Only where the
+  // fused reduce can run (one host, P2P between every pair); else the profile says why.
+  j["peer_sgd"] = nlohmann::json::array();
+  for (std::size_t n : quick ? std::vector<std::size_t>{262144} : std::vector<std::size_t>{65536, 262144, 1048576, 4194304}) {
+    PeerReduce peer(n, local);
+    if (!peer.available()) {
+      j["peer_sgd_unavailable"] = peer.reason();
+      break;
+    }
+    float* params = device_alloc<float>(n);
+    const int chain = quick ? 4 : 20, replays = quick ? 2 : 10;  // chain even: each replay starts on buffer 0
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
+    for (int k = 0; k < chain; ++k) peer.update(k % 2, 1e-9f, 0.0f, 0.0f, params, nullptr, stream);
+    check(cudaStreamEndCapture(stream, &graph), "end capture");
+    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
+    check(cudaStreamSynchronize(stream), "warm-up");
+    const double t = replayed(exec, replays, double(chain) * replays);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaFree(params);
+    // Every rank's kernels have read the peers' buffers before any rank unmaps and frees its own.
+    check(cudaStreamSynchronize(stream), "sync");
+    host_allreduce->barrier();
+    j["peer_sgd"].push_back({{"ranks", ranks}, {"elements", n}, {"seconds", t}});
   }
   if (rank == 0) {
     write_json(out, j);

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "pipeline.hpp"
+#include "logits_fusion.hpp"
 #include "tile_grid.hpp"
 
 namespace nnpar::perf {
@@ -423,6 +424,18 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
     c.pending_slowdown = r.positive(j.at("pending_slowdown"), key + ".pending_slowdown");
     if (c.pending_slowdown < 1) c.pending_slowdown = 1;  // measurement noise: never a speed-up
   }
+  if (j.contains("peer_sgd")) {
+    const auto& a = j.at("peer_sgd");
+    if (!a.is_array()) r.fail(key + ".peer_sgd", "expected an array of {ranks, elements, seconds}");
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const std::string k = key + ".peer_sgd[" + std::to_string(i) + "]";
+      r.object(a[i], k);
+      c.peer_sgd[r.count(r.member(a[i], k, "ranks"), k + ".ranks")].push_back(
+          {r.positive(r.member(a[i], k, "elements"), k + ".elements"),
+           r.positive(r.member(a[i], k, "seconds"), k + ".seconds")});
+    }
+    for (auto& [p, t] : c.peer_sgd) std::sort(t.begin(), t.end());
+  }
   if (j.contains("pending_slowdown_by_bytes")) {
     c.pending_slowdown_by_bytes =
         read_pairs(r, j.at("pending_slowdown_by_bytes"), key + ".pending_slowdown_by_bytes", "bytes", "slowdown");
@@ -704,6 +717,7 @@ struct LayerWork {
   double forward = 0, weight_grad = 0, input_grad = 0;
   double share_weight_grad = 1, share_input_grad = 1;  // GPU: of the device's throughput
   int kernels_forward = 0, kernels_backward = 0;  // launches (GPU host issue)
+  bool input_grad_in_loss = false;  // GPU fuse_logits=head: the loss kernel computes it
 };
 
 LayerWork layer_work(const Engine& e, const std::vector<int>& sizes, int i, int rows) {
@@ -774,7 +788,7 @@ Backward replica_backward(const Engine& e, const std::vector<LayerWork>& work) {
     // weight gradient on the main stream, each weight gradient i > 0 on the side stream after
     // input gradient i.
     for (int i = L - 1; i >= 1; --i) {
-      ig[i] = add(work[i].input_grad, work[i].share_input_grad, 0, {});
+      ig[i] = add(work[i].input_grad, work[i].share_input_grad, 0, {});  // 0 s when in the loss kernel
       wg[i] = add(work[i].weight_grad, work[i].share_weight_grad, 1, {ig[i]});
     }
     wg[0] = add(work[0].weight_grad, work[0].share_weight_grad, 0, {});
@@ -790,7 +804,7 @@ Backward replica_backward(const Engine& e, const std::vector<LayerWork>& work) {
     work_sum += wg;
     b.layer_done[i] = chain + lat + work_sum;  // after the chain so far and every weight gradient so far
     work_sum += ig;
-    if (i > 0) chain += lat;
+    if (i > 0 && !work[i].input_grad_in_loss) chain += lat;
   }
   b.end = chain + lat + work_sum;  // the chain, layer 0's weight gradient, all the arithmetic
   for (double& d : b.layer_done) d = std::min(d, b.end);
@@ -809,21 +823,41 @@ struct ReplicaStep {
   Backward backward;
   std::vector<LayerWork> work;
   int kernels = 0;
+  std::string note;  // an engine path the profile cannot price
 };
 
 // Serial maths of a whole replica on `rows` rows; `fused_update`: the GPU engine of the cuda
-// strategy folds SGD into the weight-gradient kernels.
-ReplicaStep replica_step(const Engine& e, const Workload& w, int rows, bool fused_update) {
+// strategy folds SGD into the weight-gradient kernels; `fuse_logits`: the GPU engines' option
+// (logits_fusion.hpp), priced by the profile's "logits_head" kernel (rows x K elements, K the
+// last hidden width), or modelled unfused with a note where the profile predates it.
+ReplicaStep replica_step(const Engine& e, const Workload& w, int rows, bool fused_update,
+                         const std::string& fuse_logits = "off") {
   ReplicaStep r;
   const int L = int(w.layers.size()) - 1;
   const std::size_t P = params_of(w.layers, 0, L);
   for (int i = 0; i < L; ++i) r.work.push_back(layer_work(e, w.layers, i, rows));
-  r.forward = replica_forward(e, r.work);
   r.loss = e.s("softmax_xent", double(rows) * w.layers.back());
+  const LogitsFusion fusion = e.dev.gpu ? resolve_logits_fusion(fuse_logits, w.layers, false, "plan") : LogitsFusion{};
+  int fused_kernels = 0;
+  if (fusion.logits && !e.dev.streams.count("logits_head")) {
+    r.note = "fuse_logits modelled unfused (the profile has no logits_head kernel)";
+  } else if (fusion.logits) {
+    // The kernel computes the logits, the loss and (head) the last input gradient; "softmax"
+    // alone is priced the same, with the input-gradient product still separate.
+    r.loss = e.s("logits_head", double(rows) * w.layers[L - 1]);
+    r.work[L - 1].forward = 0;
+    fused_kernels = 1;
+    if (fusion.input_grad) {
+      r.work[L - 1].input_grad = 0;
+      r.work[L - 1].input_grad_in_loss = true;
+      fused_kernels = 2;
+    }
+  }
+  r.forward = replica_forward(e, r.work);
   r.backward = replica_backward(e, r.work);
   if (e.dev.gpu) {
     r.update = fused_update ? 0 : e.s(w.momentum ? "sgd_momentum" : "sgd", double(P));
-    r.kernels = L + 1 + (2 * L - 1) + (fused_update ? 0 : 1);
+    r.kernels = L + 1 + (2 * L - 1) + (fused_update ? 0 : 1) - fused_kernels;
   } else {
     r.data = e.s("gather", double(rows) * w.layers[0]);
     r.update = e.s(w.momentum ? "sgd_momentum" : "sgd", double(P)) + e.s("zero", double(P));
@@ -957,6 +991,8 @@ Candidate candidate_from_options(const std::string& plugin, int ranks, const nlo
     c.min_tile_mflop = int(option_int(o, "min_tile_mflop", 16));
   } else if (plugin == "mpi-data" || plugin == "nccl-data") {
     c.mode = option_string(o, "mode", "sync");
+    c.fuse_logits = option_string(o, "fuse_logits", "auto");
+    c.reduce = option_string(o, "reduce", "auto");
     c.period = int(option_int(o, "period", 1));
     c.overlap = option_bool(o, "overlap", plugin == "mpi-data");  // the plugins' defaults (nccl-data 1.4: off)
     c.exact = c.mode == "sync";
@@ -972,6 +1008,7 @@ Candidate candidate_from_options(const std::string& plugin, int ranks, const nlo
     }
   } else if (plugin == "cuda") {
     c.graph = option_bool(o, "graph", true);
+    c.fuse_logits = option_string(o, "fuse_logits", "auto");
   } else if (plugin != "serial" && plugin != "mpi-tensor" && plugin != "nccl-tensor") {
     throw std::invalid_argument("no cost model for plugin '" + plugin + "'");
   }
@@ -1095,9 +1132,11 @@ const CommProfile& need_comm(const Profile& p, bool gpu, const std::string& plug
   return *c;
 }
 
-StepResult serial_like(const Engine& e, const Workload& w, int rows, bool fused) {
-  const ReplicaStep r = replica_step(e, w, rows, fused);
+StepResult serial_like(const Engine& e, const Workload& w, int rows, bool fused,
+                       const std::string& fuse_logits = "off") {
+  const ReplicaStep r = replica_step(e, w, rows, fused, fuse_logits);
   StepResult s;
+  s.note = r.note;
   s.split.compute = r.data + r.forward + r.loss + r.backward.end + r.update;
   const int L = int(w.layers.size()) - 1;
   const double P = double(params_of(w.layers, 0, L));
@@ -1120,7 +1159,7 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
   if (c.plugin == "serial") return serial_like(Engine{dev, false, 1}, w, rows, false);
   if (c.plugin == "cuda") {
     e.plain = !c.graph;
-    StepResult s = serial_like(e, w, rows, true);
+    StepResult s = serial_like(e, w, rows, true, c.fuse_logits);
     if (e.plain) {
       const double host = (3 * L + 1) * dev.launch_s;
       if (host > s.split.compute) s.split.idle = 0, s.split.compute = host, s.note = "host-bound (plain launches)";
@@ -1195,8 +1234,9 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     const int shard = (rows + n - 1) / n;
     e.plain = gpu && !c.graph;
     comm.device_side = gpu && c.graph;
-    const ReplicaStep r = replica_step(e, w, shard, false);
+    const ReplicaStep r = replica_step(e, w, shard, false, gpu ? c.fuse_logits : "off");
     StepResult s;
+    s.note = r.note;
     const double before = r.data + r.forward + r.loss;
     std::vector<double> layer_bytes;
     for (int i = 0; i < L; ++i) layer_bytes.push_back(4.0 * double(params_of(w.layers, i, 1)));
@@ -1220,7 +1260,16 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       // The part hidden behind the backward still takes overlap_share of its time from it.
       const double exposed = end - r.backward.end;
       s.split.comm = exposed + cp.overlap_share * std::max(0.0, total - exposed);
+    } else if (gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node && cp.peer_sgd.count(n)) {
+      // reduce = "fused_p2p" (auto: wherever every rank is on one host): the update is part of
+      // the one kernel that waits for the peers and reads their gradients, measured as a whole.
+      s.split.compute = before + r.backward.end;
+      s.split.comm = loglog(cp.peer_sgd.at(n), double(P));
     } else {
+      if (gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node)
+        s.note = (s.note.empty() ? "" : s.note + "; ") +
+                 std::string("reduce fused_p2p modelled as the NCCL allreduce + update (the profile has no peer_sgd at ") +
+                 std::to_string(n) + " ranks)";
       // MPI's non-blocking allreduce makes no progress while the rank computes (no progress
       // thread; docs/results/2026-11-26-data-parallel.md), so with overlap the per-layer
       // allreduces run back to back after the backward.

@@ -129,6 +129,11 @@ struct CommProfile {
   // completely, 1 = not at all (nnpar-calibrate-gpu's "overlap_share": products each followed
   // by an allreduce on the communicator's stream, in a graph; 0 when absent).
   double overlap_share = 0;
+  // nccl-data's reduce = "fused_p2p": one kernel that waits for every peer on the device, reads
+  // their gradients over P2P and applies the SGD update (nnpar-calibrate-gpu's "peer_sgd":
+  // ranks -> (parameters, seconds per step), in a graph); empty in older profiles, which then
+  // model the NCCL allreduce + update in its place.
+  std::map<int, std::vector<std::pair<double, double>>> peer_sgd;
   bool measured() const { return !allreduce.empty(); }
   // The per-hop latency for moving between rank counts: fitted alpha, else the profile's or
   // the assumed hop latency.
@@ -213,6 +218,8 @@ struct Candidate {
   std::string partition = "auto";
   int data = 1;                   // hybrid replicas
   bool graph = true;              // cuda, nccl-data
+  std::string fuse_logits = "auto";  // cuda, nccl-data (1.6): logits_fusion.hpp; results before: off
+  std::string reduce = "auto";       // nccl-data sync (1.5): nccl | fused_p2p | auto; results before: nccl
   std::string omp_schedule = "dynamic";  // openmp intra_op: dynamic | static (1.2) | auto (1.3, modelled as dynamic)
   int tasks_per_thread = 4;              // openmp intra_op, dynamic
   int min_tile_mflop = 16;

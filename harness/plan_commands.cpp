@@ -365,6 +365,11 @@ int cmd_compare_results(const PlanOptions& o) {
       nlohmann::json options = s.value("options", nlohmann::json::object());
       // openmp before 1.2 had one schedule, one tile per thread: what "static" is now.
       if (plugin == "openmp" && options.is_object() && !options.contains("schedule")) options["schedule"] = "static";
+      // cuda and nccl-data before session 5 had no fused logits; nccl-data before 1.5 reduced
+      // with NCCL only (their runs list every option, so a missing one is an older plugin).
+      if ((plugin == "cuda" || plugin == "nccl-data") && options.is_object() && !options.contains("fuse_logits"))
+        options["fuse_logits"] = "off";
+      if (plugin == "nccl-data" && options.is_object() && !options.contains("reduce")) options["reduce"] = "nccl";
       Candidate c = perf::candidate_from_options(plugin, s.value("ranks", 1), options, s.value("label", plugin));
       if (plugin == "openmp" && c.workers == 0) c.workers = j.at("machine").value("cores", 1);
       perf::Workload w;

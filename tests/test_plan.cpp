@@ -731,3 +731,84 @@ TEST(PlanCalibration, ConcurrencySlowdownIsTheMedianOfThePasses) {
   take_median_slowdowns(two, {pass(1.0, 1.2), pass(1.2, 1.6)});
   EXPECT_DOUBLE_EQ(two["concurrency"][0]["slowdown"].get<double>(), 1.1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Engine paths of session 5: fuse_logits (cuda, nccl-data) and nccl-data's fused P2P reduce,
+// priced by the calibrator's "logits_head" kernel and "peer_sgd" tables.
+
+TEST(PlanEngines, FusedLogitsReplaceTheLastForwardTheLossAndTheLastInputGradient) {
+  // Layers 100-10-10 at batch 40 on one GPU, no latencies or shares: a step is the sum of its
+  // kernels. head: the last forward, softmax_xent and the last input gradient become one
+  // logits_head kernel of 40 x 10 elements (rows x the last hidden width).
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  nlohmann::json j = synthetic_gpu_profile(two_rank_nccl());
+  j["gpu"]["streams"]["logits_head"] = {{{"elements", 100}, {"seconds", 2e-6}}, {{"elements", 1000}, {"seconds", 4e-6}}};
+  const Profile p = profile_from_json(j, "synthetic");
+  Candidate cuda;
+  cuda.plugin = "cuda";
+  cuda.fuse_logits = "off";
+  const Prediction off = predict(p, Network{}, w, cuda);
+  cuda.fuse_logits = "head";
+  const Prediction head = predict(p, Network{}, w, cuda);
+  const DeviceProfile& g = *p.gpu;
+  const double replaced = g.kernel(Form::forward, 40, 10, 10) + g.stream("softmax_xent", 400) +
+                          g.kernel(Form::input_grad, 40, 10, 10);
+  const double fused = 2e-6 * std::pow(4e-6 / 2e-6, std::log(400.0 / 100) / std::log(10.0));  // log-log between points
+  EXPECT_NEAR(head.step_s, off.step_s - replaced + fused, 1e-12);
+  EXPECT_TRUE(head.note.empty()) << head.note;
+  // auto is head here (last hidden 10 <= 256); at a last hidden width of 1024 auto is off.
+  cuda.fuse_logits = "auto";
+  EXPECT_NEAR(predict(p, Network{}, w, cuda).step_s, head.step_s, 1e-15);
+  Workload wide = w;
+  wide.layers = {100, 1024, 10};
+  Candidate wide_off = cuda;
+  wide_off.fuse_logits = "off";
+  EXPECT_NEAR(predict(p, Network{}, wide, cuda).step_s, predict(p, Network{}, wide, wide_off).step_s, 1e-15);
+  // A profile from before the kernel: modelled unfused, and the row says so.
+  const Profile old = profile_from_json(synthetic_gpu_profile(two_rank_nccl()), "synthetic");
+  cuda.fuse_logits = "head";
+  const Prediction unpriced = predict(old, Network{}, w, cuda);
+  EXPECT_NEAR(unpriced.step_s, predict(old, Network{}, w, wide_off).step_s, 1e-15);
+  EXPECT_NE(unpriced.note.find("fuse_logits modelled unfused"), std::string::npos) << unpriced.note;
+}
+
+TEST(PlanEngines, FusedP2pReduceIsTheMeasuredPeerSgdInPlaceOfAllreduceAndUpdate) {
+  // Layers 100-10-10: P = 1,010 + 110 = 1,120 parameters. peer_sgd measured at 2 ranks:
+  // 5 us at 1,000 and 50 us at 10,000 parameters (slope 1 in log-log): 5.6 us at 1,120.
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  nlohmann::json nccl = two_rank_nccl();
+  nccl["peer_sgd"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 5e-6}},
+                      {{"ranks", 2}, {"elements", 10000}, {"seconds", 5e-5}}};
+  const Profile p = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  Candidate fused = nccl_data(2, false);
+  fused.fuse_logits = "off";
+  Candidate plain = fused;
+  plain.reduce = "nccl";
+  const Prediction f = predict(p, Network{}, w, fused), n = predict(p, Network{}, w, plain);
+  EXPECT_NEAR(f.comm_s, 5.6e-6, 1e-12);
+  EXPECT_NEAR(n.comm_s, 1e-5, 1e-12);  // the in-graph allreduce
+  EXPECT_NEAR(f.compute_s, n.compute_s - p.gpu->stream("sgd", 1120), 1e-12);  // the update is in peer_sgd
+  // Overlap keeps the NCCL path (fused_p2p refuses it); 4 ranks have no peer_sgd table: the
+  // NCCL model, with a note.
+  Candidate overlapped = nccl_data(2, true);
+  overlapped.fuse_logits = "off";
+  EXPECT_EQ(predict(p, Network{}, w, overlapped).note.find("peer_sgd"), std::string::npos);
+  Candidate four = nccl_data(4, false);
+  four.fuse_logits = "off";
+  EXPECT_NE(predict(p, Network{}, w, four).note.find("no peer_sgd at 4 ranks"), std::string::npos);
+}
+
+TEST(PlanProfile, PeerSgdTableIsChecked) {
+  nlohmann::json nccl = two_rank_nccl();
+  nccl["peer_sgd"] = {{{"ranks", 2}, {"elements", 1000}}};
+  try {
+    profile_from_json(synthetic_gpu_profile(nccl), "bad.json");
+    ADD_FAILURE() << "a peer_sgd point without seconds was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("comm.nccl.peer_sgd[0]"));
+  }
+}

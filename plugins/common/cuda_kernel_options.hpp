@@ -5,12 +5,12 @@
 // PDL its 128-row step was ~4 us longer than cuda's).
 #pragma once
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <cuda_runtime_api.h>
 
+#include "logits_fusion.hpp"
 #include "nnpar/cuda_kernels.hpp"
 #include "nnpar/strategy.hpp"
 
@@ -38,41 +38,13 @@ inline std::vector<OptionSpec> cuda_kernel_option_specs() {
   };
 }
 
-// fuse_logits: the last Linear's forward, softmax+cross-entropy and (head) the last Linear's
-// input gradient in one kernel, a block per row (cuda::logits_softmax_xent). `auto` picks head
-// where it measured faster on an H100 (docs/results/2026-11-26-cuda-4.md): a last hidden layer
-// of <= 256 units (batch 1 to 1024: +2% to +19%); at 1024 units the tiled products won.
-constexpr int kAutoFuseLogitsMaxWidth = 256;
-
+// fuse_logits (rule: logits_fusion.hpp).
 inline OptionSpec fuse_logits_option_spec() {
   return {"fuse_logits", OptionType::string, std::string("auto"),
           "softmax: the last Linear's forward (the logits) and softmax+cross-entropy in one kernel, a block per row; "
           "head: also the last Linear's input gradient (<= 32 classes and >= 2 Linear layers, else off; not with "
           "fuse_head); auto: head where the last hidden layer has <= 256 units",
           -1e300, 1e300, {"auto", "off", "softmax", "head"}};
-}
-
-struct LogitsFusion {
-  bool logits = false;      // the logits' forward runs inside the softmax kernel
-  bool input_grad = false;  // and so does the last Linear's input gradient
-};
-
-// What fuse_logits = `mode` means for a model of these layer sizes. Shapes the kernel does not
-// take (one Linear layer, more than 32 classes) run unfused; an explicit request together with
-// fuse_head (the other fusion into the softmax kernel) is an error.
-inline LogitsFusion resolve_logits_fusion(const std::string& mode, const std::vector<int>& sizes, bool fuse_head,
-                                          const char* strategy) {
-  const int last_hidden = sizes.size() >= 3 ? sizes[sizes.size() - 2] : 0;
-  const bool auto_head = mode == "auto" && last_hidden <= kAutoFuseLogitsMaxWidth && !fuse_head;
-  LogitsFusion f;
-  f.logits = mode == "softmax" || mode == "head" || auto_head;
-  f.input_grad = mode == "head" || auto_head;
-  if (f.logits && fuse_head)
-    throw std::runtime_error(std::string(strategy) +
-                             ": fuse_logits and fuse_head both fuse into the softmax kernel; set one of them");
-  f.logits = f.logits && sizes.size() >= 3 && sizes.back() <= 32;
-  f.input_grad = f.input_grad && f.logits;
-  return f;
 }
 
 // Sets the process's kernel options from `options` for steps of `rows` rows on a device of

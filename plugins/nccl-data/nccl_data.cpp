@@ -56,7 +56,7 @@
 #include "../common/cuda_kernel_options.hpp"
 #include "../common/data_parallel.hpp"
 #include "../common/fused_sgd.hpp"
-#include "peer_reduce.hpp"
+#include "../common/peer_reduce.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
 #include "nnpar/cuda_kernels.hpp"

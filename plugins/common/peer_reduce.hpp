@@ -1,4 +1,5 @@
-// nccl-data's `reduce = "fused_p2p"`: the set-up of nnpar::cuda::peer_sgd_update (see
+// nccl-data's `reduce = "fused_p2p"` (and nnpar-calibrate-gpu's "peer_sgd", which times it
+// for `nnpar plan`): the set-up of nnpar::cuda::peer_sgd_update (see
 // include/nnpar/cuda_peer_sgd.hpp). Each rank allocates two gradient buffers and an inbox,
 // exports them with CUDA IPC, and maps every other rank's; the handles travel over MPI.
 // Possible only where every rank runs on one host and every pair of GPUs can address each
