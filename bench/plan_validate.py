@@ -10,7 +10,8 @@ Shapes: small 784-256-256-26 at batch 128, wide 784-1024-1024-26 at 1024, deep
 784-512-512-512-26 at 256 (--shapes picks some). Results, the generated configs, the profile and
 the table (validation.md) go under --out. Run it on an otherwise idle machine: a neighbour's
 load changes kernel speed between the calibration and the runs, and the model cannot know that.
-On a shared or virtual machine, --repeat R runs every point R times (the repeats interleaved
+Each point runs the serial reference at its start and again at its end ("serial-end"); the
+report's host-drift table compares the two. On a shared or virtual machine, --repeat R runs every point R times (the repeats interleaved
 point by point) and keeps, per strategy, the run with the median samples/s under --out; the
 other runs go to --out's sibling folder `<out>-repeats/` so the table compares one run each.
 """
@@ -58,7 +59,31 @@ def config_text(layers, batch, n, out, args):
         else:
             t += entry("mpi-hybrid", f"hybrid-{d}x{s}", ranks=n, data=d, micro_batches=args.micro)
     t += entry("mpi-tensor", f"tensor-{n}", ranks=n)
+    # The serial reference again at the end: the two bracket the point, so a host whose speed
+    # changed meanwhile (a shared or virtual machine) shows in the drift table.
+    t += entry("serial", "serial-end")
     return t
+
+
+def host_drift(out, points):
+    """Markdown: each point's serial samples/s at its start and at its end, and their ratio."""
+    lines = ["| point | serial at start | serial at end | end / start |", "|---|---|---|---|"]
+    drifted = 0
+    for shape, n in points:
+        rates = {}
+        for path in glob.glob(os.path.join(out, f"{shape}-{n}", "*.json")):
+            with open(path) as f:
+                result = json.load(f)
+            if "strategy" in result and result["strategy"].get("name") == "serial":
+                rates[result["strategy"]["label"]] = result["totals"]["samples_per_second"]
+        if "serial" not in rates or "serial-end" not in rates:
+            continue
+        ratio = rates["serial-end"] / rates["serial"]
+        flag = "" if abs(ratio - 1) <= 0.10 else " (drifted)"
+        drifted += bool(flag)
+        lines.append(f"| {shape}-{n} | {rates['serial']:,.0f} | {rates['serial-end']:,.0f} | {ratio:.2f}{flag} |")
+    return ("\n## Host drift\n\nThe same serial run at the start and the end of each point; more than 10% apart "
+            f"means the machine's speed changed during the point ({drifted} point(s)).\n\n" + "\n".join(lines) + "\n")
 
 
 def keep_median_runs(runs_dir, out):
@@ -130,7 +155,7 @@ def main():
                            check=True, capture_output=True, text=True).stdout
     report = (f"# nnpar plan against CPU runs\n\nmachine: {os.cpu_count()} cores; runs from {started}, "
               f"load average {load_before[0]:.1f} before and {os.getloadavg()[0]:.1f} after; "
-              f"profile {profile}\n\n{table}")
+              f"profile {profile}\n\n{table}{host_drift(args.out, points)}")
     with open(os.path.join(args.out, "validation.md"), "w") as f:
         f.write(report)
     print(report)
