@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <filesystem>
 
 #include "../plugins/common/data_parallel.hpp"
@@ -165,4 +166,38 @@ TEST(WeightedAverage, RanksCountBySamplesProcessed) {
   // 2 ranks: (1*1 + 2*2)/3 = 5/3; 3 ranks: 14/6; 4 ranks (rank 3 saw nothing): 14/6.
   EXPECT_NEAR(out[0], num / den, 1e-6);
   EXPECT_NEAR(out[1], -10 * num / den, 1e-5);
+}
+
+// CommRequest::progress (the pipelines drive their sends with it): it completes what wait()
+// completes, finishes an averaging allreduce exactly once, and is a no-op after completion.
+TEST(MpiRequests, ProgressCompletesSendsAndAveragesOnce) {
+  auto comm = mpi::world();
+  const int rank = comm->rank(), size = comm->size();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto until_done = [&](CommRequest& r) {
+    while (!r.progress())
+      ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "progress() never completed the request";
+  };
+  // A 1 MB message (beyond any eager limit) from rank 0 to the last rank.
+  std::vector<float> message(1 << 18);
+  if (rank == 0) {
+    for (std::size_t i = 0; i < message.size(); ++i) message[i] = float(i % 1000);
+    auto send = comm->isend(message.data(), message.size(), DataType::f32, size - 1, 7);
+    until_done(*send);
+    EXPECT_TRUE(send->progress());  // done stays done
+    send->wait();
+  } else if (rank == size - 1) {
+    auto recv = comm->irecv(message.data(), message.size(), DataType::f32, 0, 7);
+    until_done(*recv);
+    EXPECT_EQ(message[999], 999.0f);
+    EXPECT_EQ(message.back(), float((message.size() - 1) % 1000));
+  }
+  // Average of rank + 1 over the ranks: (size + 1) / 2, divided once whether progress() or
+  // wait() completes it.
+  std::vector<double> value{double(rank + 1)};
+  auto average = comm->allreduce_async(value.data(), 1, DataType::f64, ReduceOp::average);
+  until_done(*average);
+  average->wait();
+  EXPECT_DOUBLE_EQ(value[0], (size + 1) / 2.0);
+  comm->barrier();
 }

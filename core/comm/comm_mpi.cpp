@@ -55,10 +55,22 @@ class MpiRequest final : public CommRequest {
   void wait() override {
     if (request_ == MPI_REQUEST_NULL) return;
     check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "wait");
-    if (divide_by_ > 1) divide(data_, count_, type_, divide_by_);
+    finish();
+  }
+  bool progress() override {
+    if (request_ == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    check(MPI_Test(&request_, &done, MPI_STATUS_IGNORE), "test");
+    if (done) finish();
+    return done != 0;
   }
 
  private:
+  void finish() {
+    if (divide_by_ > 1) divide(data_, count_, type_, divide_by_);
+    divide_by_ = 1;
+  }
+
   MPI_Request request_;
   void* data_;
   std::size_t count_;

@@ -30,6 +30,12 @@ class CommRequest {
  public:
   virtual ~CommRequest() = default;
   virtual void wait() = 0;
+  // Moves the operation on from the host where the backend needs the host for that, without
+  // blocking; true once it needs nothing more from the host (complete, or carried on by the
+  // device, as NCCL's are). MPI: MPI_Test. Where the shared-memory transport cannot copy
+  // between processes in one step (no CMA, e.g. a container without ptrace rights), a large
+  // send moves only while its sender is inside MPI, so a sender about to compute calls this.
+  virtual bool progress() { return true; }
 };
 
 class Communicator {
