@@ -48,7 +48,7 @@ class MpiHybridStrategy final : public Strategy {
 StrategyInfo mpi_hybrid_info() {
   StrategyInfo info;
   info.name = "mpi-hybrid";
-  info.version = "1.0";
+  info.version = "1.1";
   info.description = "data x pipeline parallel over MPI ranks on CPUs: `data` pipeline replicas of world/data stages";
   info.parity = ParityClass::exact;
   info.needs_mpi = true;

@@ -38,7 +38,7 @@ class MpiPipelineStrategy final : public Strategy {
 StrategyInfo mpi_pipeline_info() {
   StrategyInfo info;
   info.name = "mpi-pipeline";
-  info.version = "1.0";
+  info.version = "1.1";
   info.description = "pipeline model parallel over MPI ranks on CPUs: one stage per rank, GPipe or 1F1B";
   info.parity = ParityClass::exact;
   info.needs_mpi = true;
