@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "calibrate.hpp"
+#include "logits_fusion.hpp"
 #include "perf_model.hpp"
 #include "pipeline.hpp"
 #include "tile_grid.hpp"
@@ -811,4 +812,21 @@ TEST(PlanProfile, PeerSgdTableIsChecked) {
   } catch (const std::exception& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("comm.nccl.peer_sgd[0]"));
   }
+}
+
+TEST(PlanEngines, LogitsFusionRuleIsThePluginsRule) {
+  // The rule the cuda and nccl-data plugins apply and the model prices (logits_fusion.hpp).
+  auto fused = [](const std::string& mode, std::vector<int> sizes) {
+    const LogitsFusion f = resolve_logits_fusion(mode, sizes, false, "test");
+    return std::string(f.logits ? (f.input_grad ? "head" : "softmax") : "off");
+  };
+  EXPECT_EQ(fused("auto", {784, 256, 256, 26}), "head");
+  EXPECT_EQ(fused("auto", {784, 257, 26}), "off");  // wider than kAutoFuseLogitsMaxWidth
+  EXPECT_EQ(fused("head", {784, 1024, 26}), "head");  // asked for explicitly
+  EXPECT_EQ(fused("softmax", {784, 64, 26}), "softmax");
+  EXPECT_EQ(fused("head", {784, 64, 33}), "off");  // more classes than the kernel takes
+  EXPECT_EQ(fused("head", {784, 26}), "off");      // one Linear: its input is the dataset
+  EXPECT_EQ(fused("off", {784, 64, 26}), "off");
+  EXPECT_FALSE(resolve_logits_fusion("auto", {784, 64, 26}, true, "cuda").logits);  // fuse_head wins auto
+  EXPECT_THROW(resolve_logits_fusion("head", {784, 64, 26}, true, "cuda"), std::runtime_error);
 }
