@@ -67,7 +67,7 @@ def main():
     n = args.gpus
     everything = {}
     print(f"# nccl-data on {n} GPUs vs cuda on 1 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
-    print(f"model 784-{args.width}-{args.width}-26, lr {args.lr}, {args.epochs} epochs of 124,800 samples, "
+    print(f"model 784-{args.width}-{args.width}-26, lr {args.lr}, {args.epochs} epochs of the training set, "
           f"time to {100 * args.target:.0f}% test accuracy\n")
     for b in [int(x) for x in args.batch.split(",")]:
         single, _ = run_compare(args, os.path.join(args.out, f"b{b}-single"), b, [("cuda", 'name = "cuda"')])
@@ -85,7 +85,8 @@ def main():
         multi, _ = run_compare(args, os.path.join(args.out, f"b{b}-x{n}"), n * b, strategies)
         base = single["cuda"]["rate"]
         everything[b] = {"single": single, "multi": multi}
-        print(f"## per-GPU batch {b} (global {n * b} on {n} GPUs)\n")
+        print(f"## per-GPU batch {b} (global {n * b} on {n} GPUs), "
+              f"{single['cuda']['epochs'][0]['samples']:,} samples per epoch\n")
         print("| strategy | GPUs | global batch | samples/s | vs 1 GPU | us/step | final test acc | time to target | parity |")
         print("|---|---|---|---|---|---|---|---|---|")
         def tta(r):
