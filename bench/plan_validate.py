@@ -118,6 +118,10 @@ def main():
         sys.exit("--repeat must be at least 1")
     nnpar = os.path.join(args.build, "bin", "nnpar")
     os.makedirs(args.out, exist_ok=True)
+    points = [(shape, int(n)) for shape in args.shapes.split(",") for n in args.workers.split(",")]
+    for shape, _ in points:
+        if shape not in SHAPES:
+            sys.exit(f"--shapes: unknown shape '{shape}' (known: {', '.join(SHAPES)})")
     profile = args.profile
     if not profile:
         profile = os.path.join(args.out, "profile.json")
@@ -127,10 +131,6 @@ def main():
                         "--mpi-ranks", ",".join(w for w in args.workers.split(",") if int(w) >= 2) or "2"], check=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()
-    points = [(shape, int(n)) for shape in args.shapes.split(",") for n in args.workers.split(",")]
-    for shape, _ in points:
-        if shape not in SHAPES:
-            sys.exit(f"--shapes: unknown shape '{shape}' (known: {', '.join(SHAPES)})")
     repeats_dir = os.path.abspath(args.out.rstrip("/") + "-repeats")
     for rep in range(args.repeat):
         for shape, n in points:
