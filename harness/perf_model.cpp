@@ -384,6 +384,21 @@ DeviceProfile read_device(const Reader& r, const nlohmann::json& j, const std::s
   return d;
 }
 
+// An array of {ranks, <x>, seconds}: per rank count, (x, seconds) sorted by x.
+std::map<int, std::vector<std::pair<double, double>>> read_ranked_pairs(const Reader& r, const nlohmann::json& a,
+                                                                        const std::string& key, const char* x) {
+  if (!a.is_array()) r.fail(key, std::string("expected an array of {ranks, ") + x + ", seconds}");
+  std::map<int, std::vector<std::pair<double, double>>> tables;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const std::string k = key + "[" + std::to_string(i) + "]";
+    r.object(a[i], k);
+    tables[r.count(r.member(a[i], k, "ranks"), k + ".ranks")].push_back(
+        {r.positive(r.member(a[i], k, x), k + "." + x), r.positive(r.member(a[i], k, "seconds"), k + ".seconds")});
+  }
+  for (auto& [p, t] : tables) std::sort(t.begin(), t.end());
+  return tables;
+}
+
 CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::string& key) {
   r.object(j, key);
   CommProfile c;
@@ -400,17 +415,7 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
     }
     for (auto& [p, t] : c.allreduce) std::sort(t.begin(), t.end());
   }
-  if (j.contains("graph_allreduce")) {
-    const auto& a = j.at("graph_allreduce");
-    if (!a.is_array()) r.fail(key + ".graph_allreduce", "expected an array of {ranks, bytes, seconds}");
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      const std::string k = key + ".graph_allreduce[" + std::to_string(i) + "]";
-      r.object(a[i], k);
-      c.graph_allreduce[r.count(r.member(a[i], k, "ranks"), k + ".ranks")].push_back(
-          {r.positive(r.member(a[i], k, "bytes"), k + ".bytes"), r.positive(r.member(a[i], k, "seconds"), k + ".seconds")});
-    }
-    for (auto& [p, t] : c.graph_allreduce) std::sort(t.begin(), t.end());
-  }
+  if (j.contains("graph_allreduce")) c.graph_allreduce = read_ranked_pairs(r, j.at("graph_allreduce"), key + ".graph_allreduce", "bytes");
   if (j.contains("p2p")) c.p2p = read_pairs(r, j.at("p2p"), key + ".p2p", "bytes", "seconds");
   if (j.contains("host_call_s")) c.host_call_s = r.positive(j.at("host_call_s"), key + ".host_call_s", true);
   // Newer calibrations (optional: older profiles fall back, see CommProfile).
@@ -424,18 +429,7 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
     c.pending_slowdown = r.positive(j.at("pending_slowdown"), key + ".pending_slowdown");
     if (c.pending_slowdown < 1) c.pending_slowdown = 1;  // measurement noise: never a speed-up
   }
-  if (j.contains("peer_sgd")) {
-    const auto& a = j.at("peer_sgd");
-    if (!a.is_array()) r.fail(key + ".peer_sgd", "expected an array of {ranks, elements, seconds}");
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      const std::string k = key + ".peer_sgd[" + std::to_string(i) + "]";
-      r.object(a[i], k);
-      c.peer_sgd[r.count(r.member(a[i], k, "ranks"), k + ".ranks")].push_back(
-          {r.positive(r.member(a[i], k, "elements"), k + ".elements"),
-           r.positive(r.member(a[i], k, "seconds"), k + ".seconds")});
-    }
-    for (auto& [p, t] : c.peer_sgd) std::sort(t.begin(), t.end());
-  }
+  if (j.contains("peer_sgd")) c.peer_sgd = read_ranked_pairs(r, j.at("peer_sgd"), key + ".peer_sgd", "elements");
   if (j.contains("pending_slowdown_by_bytes")) {
     c.pending_slowdown_by_bytes =
         read_pairs(r, j.at("pending_slowdown_by_bytes"), key + ".pending_slowdown_by_bytes", "bytes", "slowdown");
@@ -1240,6 +1234,8 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     const double before = r.data + r.forward + r.loss;
     std::vector<double> layer_bytes;
     for (int i = 0; i < L; ++i) layer_bytes.push_back(4.0 * double(params_of(w.layers, i, 1)));
+    // nccl-data sync's reduce = "fused_p2p" (auto: without overlap, every rank on one host).
+    const bool fused_reduce = gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node;
     if (c.mode == "local_sgd") {
       s.split.compute = before + r.backward.end + r.update;
       // Every `period` steps: scale the weights, allreduce them (and, host-driven, one
@@ -1260,13 +1256,13 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       // The part hidden behind the backward still takes overlap_share of its time from it.
       const double exposed = end - r.backward.end;
       s.split.comm = exposed + cp.overlap_share * std::max(0.0, total - exposed);
-    } else if (gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node && cp.peer_sgd.count(n)) {
-      // reduce = "fused_p2p" (auto: wherever every rank is on one host): the update is part of
-      // the one kernel that waits for the peers and reads their gradients, measured as a whole.
+    } else if (fused_reduce && cp.peer_sgd.count(n)) {
+      // The update is part of the one kernel that waits for the peers and reads their
+      // gradients, measured as a whole.
       s.split.compute = before + r.backward.end;
       s.split.comm = loglog(cp.peer_sgd.at(n), double(P));
     } else {
-      if (gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node)
+      if (fused_reduce)
         s.note = (s.note.empty() ? "" : s.note + "; ") +
                  std::string("reduce fused_p2p modelled as the NCCL allreduce + update (the profile has no peer_sgd at ") +
                  std::to_string(n) + " ranks)";

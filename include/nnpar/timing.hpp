@@ -26,18 +26,19 @@ void record_lap(const double* phase, std::chrono::steady_clock::time_point start
                 std::chrono::steady_clock::time_point end, double seconds);
 }  // namespace trace_hook
 
-// Adds the time since the last lap() (or construction) to the given phase.
+// Adds the time since the last lap() (or construction) to the given phase, and returns it.
 class PhaseClock {
  public:
   using clock = std::chrono::steady_clock;
   PhaseClock() : last_(clock::now()) {}
-  void lap(double& phase) {
+  double lap(double& phase) {
     const auto now = clock::now();
     const double seconds = std::chrono::duration<double>(now - last_).count();
     phase += seconds;
     if (trace_hook::recording.load(std::memory_order_relaxed)) [[unlikely]]
       trace_hook::record_lap(&phase, last_, now, seconds);
     last_ = now;
+    return seconds;
   }
   void reset() { last_ = clock::now(); }
 

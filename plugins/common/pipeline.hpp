@@ -506,10 +506,8 @@ class PipelineTrainer {
           activation_in[m]->wait();  // waiting for the previous stage: the bubble
           clock.lap(t.idle);
         }
-        const auto forward_start = std::chrono::steady_clock::now();
         engine_->forward(s, r);
-        const double forward_s = seconds_since(forward_start);
-        clock.lap(t.forward);
+        const double forward_s = clock.lap(t.forward);
         if (!plan_.last()) {
           pending_sends_[s].push_back(channel(false, plan_.stage).isend(engine_->output(s), r * out, DataType::f32, next, kActivationTag));
           drive(*pending_sends_[s].back(), forward_s);
@@ -523,13 +521,11 @@ class PipelineTrainer {
         }
         // Backwards run in ascending micro-batch order, so the last one completes the step's
         // gradients: only its layers can start their reduction early.
-        const auto backward_start = std::chrono::steady_clock::now();
         if (data_ && overlap_ && m == micro - 1)
           engine_->backward_reporting(s, r, loss_scale, [&](int layer) { reduce_layer(layer - plan_.first_layer); });
         else
           engine_->backward(s, r, loss_scale);
-        const double backward_s = seconds_since(backward_start);
-        clock.lap(t.backward);
+        const double backward_s = clock.lap(t.backward);
         if (!plan_.first()) {
           pending_sends_[s].push_back(channel(true, prev).isend(engine_->input_grad(s), r * in, DataType::f32, prev, kGradientTag));
           drive(*pending_sends_[s].back(), backward_s);
@@ -581,17 +577,15 @@ class PipelineTrainer {
   // micro-batch. Where MPI cannot copy between processes in one step (no CMA, e.g. a
   // container without ptrace rights) a large message moves only while its sender is inside
   // MPI: on 2 workstation cores it took the small model's 1F1B pipeline from 77.7k to 92.9k
-  // samples/s, the speed with CMA (docs/results/2026-11-26-pipeline-send-progress.md). At most a quarter of the micro-batch just computed
-  // (`op_s`), so a neighbour that is busy costs little. NCCL's sends need no host: at once.
+  // samples/s, the speed with CMA (docs/results/2026-11-26-pipeline-send-progress.md). At
+  // most a quarter of the micro-batch just computed (`op_s`), so a neighbour that is busy
+  // costs little. NCCL's sends need no host: at once.
   void drive(CommRequest& send, double op_s) const {
     const double window = std::min(plan_.send_progress_s, 0.25 * op_s);
     if (window <= 0) return;
-    const auto start = std::chrono::steady_clock::now();
-    while (!send.progress() && seconds_since(start) < window) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration<double>(window);
+    while (!send.progress() && std::chrono::steady_clock::now() < give_up) {
     }
-  }
-  static double seconds_since(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
   static void wait_all(std::vector<std::unique_ptr<CommRequest>>& requests) {
