@@ -323,8 +323,18 @@ int nccl_mode(const std::string& out, bool quick) {
     std::sort(samples.begin(), samples.end());
     return samples[1];
   };
-  // Rank 0's seconds per unit of a graph replayed `replays` times (`units` units per replay).
-  auto replayed = [&](cudaGraphExec_t exec, int replays, double units) {
+  // What `record` queues on `stream`, captured once into a graph (relaxed, as nccl-data
+  // captures: the communicator records events while capturing), replayed once by every rank
+  // alike as a warm-up, then `replays` times: rank 0's seconds per unit (`units` per replay).
+  auto replayed = [&](const std::function<void()>& record, int replays, double units) {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
+    record();
+    check(cudaStreamEndCapture(stream, &graph), "end capture");
+    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    check(cudaGraphLaunch(exec, stream), "graph launch");
+    check(cudaStreamSynchronize(stream), "warm-up");
     cudaEvent_t start, stop;
     check(cudaEventCreate(&start), "event");
     check(cudaEventCreate(&stop), "event");
@@ -340,6 +350,8 @@ int nccl_mode(const std::string& out, bool quick) {
     });
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
     return t;
   };
   // Rank 0's time per call, the median of three samples, shared with every rank.
@@ -380,24 +392,16 @@ int nccl_mode(const std::string& out, bool quick) {
     host_allreduce->broadcast(&t, 1, DataType::f64, 0);
     j["host_call_s"] = t;
   }
-  // Inside a CUDA graph, as nccl-data replays its steps: a chain of allreduces captured once
-  // (relaxed capture, as nccl-data: the communicator records events while capturing), replayed.
+  // Inside a CUDA graph, as nccl-data replays its steps: a chain of allreduces captured once,
+  // replayed.
   // Without the host in the loop, small allreduces cost less than the calls above.
   j["graph_allreduce"] = nlohmann::json::array();
   for (std::size_t n : floats) {
     if (n > 16777216) break;
     const int chain = quick ? 4 : 10, replays = quick ? 2 : (n >= 4194304 ? 3 : 10);
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
-    for (int i = 0; i < chain; ++i) comm->allreduce_async(buffer, n, DataType::f32, ReduceOp::sum)->wait();
-    check(cudaStreamEndCapture(stream, &graph), "end capture");
-    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-    check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
-    check(cudaStreamSynchronize(stream), "warm-up");
-    const double t = replayed(exec, replays, double(chain) * replays);
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
+    const double t = replayed([&] {
+      for (int i = 0; i < chain; ++i) comm->allreduce_async(buffer, n, DataType::f32, ReduceOp::sum)->wait();
+    }, replays, double(chain) * replays);
     j["graph_allreduce"].push_back({{"ranks", ranks}, {"bytes", 4 * n}, {"seconds", t}});
   }
   // Device-side send/recv, as the GPU pipelines queue them (the host never waits inside an
@@ -492,24 +496,14 @@ int nccl_mode(const std::string& out, bool quick) {
     const std::size_t layer = std::min<std::size_t>(1048576, floats.back());
     const int steps = quick ? 4 : 16, reps = quick ? 2 : 5;
     auto timed_graph = [&](bool with_allreduce, bool with_product) {
-      cudaGraph_t graph = nullptr;
-      cudaGraphExec_t exec = nullptr;
-      std::vector<std::unique_ptr<CommRequest>> pending;
-      check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
-      for (int k = 0; k < steps; ++k) {
-        if (with_product) product(rows);
-        if (with_allreduce) pending.push_back(comm->allreduce_async(buffer, layer, DataType::f32, ReduceOp::sum));
-      }
-      for (auto& r : pending) r->wait();
-      pending.clear();
-      check(cudaStreamEndCapture(stream, &graph), "end capture");
-      check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-      check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
-      check(cudaStreamSynchronize(stream), "warm-up");
-      const double t = replayed(exec, reps, double(steps) * reps);
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
-      return t;
+      return replayed([&] {
+        std::vector<std::unique_ptr<CommRequest>> pending;
+        for (int k = 0; k < steps; ++k) {
+          if (with_product) product(rows);
+          if (with_allreduce) pending.push_back(comm->allreduce_async(buffer, layer, DataType::f32, ReduceOp::sum));
+        }
+        for (auto& r : pending) r->wait();
+      }, reps, double(steps) * reps);
     };
     const double compute_only = timed_graph(false, true), comm_only = timed_graph(true, false),
                  both = timed_graph(true, true);
@@ -535,17 +529,9 @@ int nccl_mode(const std::string& out, bool quick) {
     }
     float* params = device_alloc<float>(n);
     const int chain = quick ? 4 : 20, replays = quick ? 2 : 10;  // chain even: each replay starts on buffer 0
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
-    for (int k = 0; k < chain; ++k) peer.update(k % 2, 1e-9f, 0.0f, 0.0f, params, nullptr, stream);
-    check(cudaStreamEndCapture(stream, &graph), "end capture");
-    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-    check(cudaGraphLaunch(exec, stream), "graph launch");  // warm-up, on every rank alike
-    check(cudaStreamSynchronize(stream), "warm-up");
-    const double t = replayed(exec, replays, double(chain) * replays);
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
+    const double t = replayed([&] {
+      for (int k = 0; k < chain; ++k) peer.update(k % 2, 1e-9f, 0.0f, 0.0f, params, nullptr, stream);
+    }, replays, double(chain) * replays);
     cudaFree(params);
     // Every rank's kernels have read the peers' buffers before any rank unmaps and frees its own.
     check(cudaStreamSynchronize(stream), "sync");
