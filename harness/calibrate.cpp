@@ -430,12 +430,11 @@ int run_calibrate(const CalibrateOptions& o) {
         // Measured between ranks 0 and 1, as p2p: the first rank count's.
         if (j.contains("stream_p2p") && !nccl.contains("stream_p2p")) nccl["stream_p2p"] = j.at("stream_p2p");
         // nccl-data's fused P2P reduce, per rank count (absent where the ranks cannot map
-        // each other's memory; then the reason).
+        // each other's memory; then peer_sgd_unavailable says why).
         if (j.contains("peer_sgd"))
           for (auto& e : j.at("peer_sgd")) nccl["peer_sgd"].push_back(e);
-        if (j.contains("peer_sgd_unavailable") && !nccl.contains("peer_sgd_unavailable"))
-          nccl["peer_sgd_unavailable"] = j.at("peer_sgd_unavailable");
-        for (const char* k : {"pending_slowdown", "pending_slowdown_by_bytes", "overlap_share", "overlap_probe"})
+        for (const char* k : {"pending_slowdown", "pending_slowdown_by_bytes", "overlap_share", "overlap_probe",
+                              "peer_sgd_unavailable"})
           if (j.contains(k) && !nccl.contains(k)) nccl[k] = j.at(k);
         nccl["host_call_s"] = j.at("host_call_s");
       }
