@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "nnpar/data.hpp"
+#include "../plugins/common/epoch_order_ahead.hpp"
 
 namespace fs = std::filesystem;
 using nnpar::DataError;
@@ -506,6 +507,33 @@ TEST(EpochOrder, IdentityWithoutShuffle) {
   std::vector<std::uint32_t> id(257);
   std::iota(id.begin(), id.end(), 0u);
   EXPECT_EQ(nnpar::epoch_order(257, 42, 5, false), id);
+}
+
+// The GPU strategies shuffle the next epoch while the device runs the current one: what they
+// take must be epoch_order's for the epoch asked, whatever was prepared.
+TEST(EpochOrderAhead, TakesTheOrderOfTheEpochAsked) {
+  nnpar::TrainSettings train;
+  train.seed = 42;
+  train.epochs = 3;
+  train.shuffle = true;
+  nnpar::EpochOrderAhead orders;
+  EXPECT_EQ(orders.take(train, 1000, 0), nnpar::epoch_order(1000, 42, 0, true));
+  orders.prepare_next(train, 1000, 0);
+  EXPECT_EQ(orders.take(train, 1000, 1), nnpar::epoch_order(1000, 42, 1, true));
+  // Prepared for epoch 2, asked for another epoch, seed or size: computed afresh.
+  orders.prepare_next(train, 1000, 1);
+  EXPECT_EQ(orders.take(train, 1000, 0), nnpar::epoch_order(1000, 42, 0, true));
+  orders.prepare_next(train, 1000, 1);
+  EXPECT_EQ(orders.take(train, 999, 2), nnpar::epoch_order(999, 42, 2, true));
+  orders.prepare_next(train, 1000, 1);
+  train.seed = 43;
+  EXPECT_EQ(orders.take(train, 1000, 2), nnpar::epoch_order(1000, 43, 2, true));
+  // Nothing is prepared past the last epoch; a second take of the same epoch is still right.
+  orders.prepare_next(train, 1000, 2);
+  EXPECT_EQ(orders.take(train, 1000, 3), nnpar::epoch_order(1000, 43, 3, true));
+  orders.prepare_next(train, 1000, 0);
+  EXPECT_EQ(orders.take(train, 1000, 1), nnpar::epoch_order(1000, 43, 1, true));
+  EXPECT_EQ(orders.take(train, 1000, 1), nnpar::epoch_order(1000, 43, 1, true));
 }
 
 TEST(EpochOrder, RoughlyUniform) {
