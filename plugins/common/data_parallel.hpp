@@ -30,6 +30,7 @@
 
 #include "nnpar/communicator.hpp"
 #include "nnpar/strategy.hpp"
+#include "epoch_order_ahead.hpp"
 
 namespace nnpar {
 
@@ -76,6 +77,15 @@ class ReplicaEngine {
   virtual void scale_parameters(float factor) = 0;
   // Loss sum and correct predictions since the last call, then reset.
   virtual std::pair<double, double> take_metrics() = 0;
+  // Optional: the same, already summed over every rank by the engine's own communicator (a
+  // GPU engine does it on the device, one wait instead of a read, a host sum and a wait).
+  // False: not offered, and the trainer sums take_metrics() itself. queue_world_metrics()
+  // may start that sum behind the queued work, before the host waits for it.
+  virtual void queue_world_metrics() {}
+  virtual bool take_world_metrics(double* loss_sum, double* correct) {
+    (void)loss_sum, (void)correct;
+    return false;
+  }
   virtual void copy_parameters_to_host(std::span<float> out) = 0;
   // Blocks until the engine's queued work is done (GPU engines; a no-op on the CPU).
   virtual void synchronize() {}
@@ -145,8 +155,8 @@ class DataParallelTrainer {
   EpochReport train_epoch(int epoch) {
     const TrainSettings& train = *context_.train;
     const Dataset& data = *context_.train_data;
-    const auto order = epoch_order(data.count, train.seed, epoch, train.shuffle);
-    if (engine_->replay_steps() > 0) return replay_epoch(order);
+    const auto order = orders_.take(train, data.count, epoch);
+    if (engine_->replay_steps() > 0) return replay_epoch(order, epoch);
     const int rank = comm_->rank(), world = comm_->size();
     EpochReport report;
     PhaseClock clock;
@@ -256,9 +266,13 @@ class DataParallelTrainer {
 
   // The report describes the whole world's work: loss and accuracy summed over ranks.
   void add_world_metrics(EpochReport& report) {
-    auto [loss_sum, correct] = engine_->take_metrics();
-    double totals[2] = {loss_sum, correct};
-    host_allreduce(totals, 2);
+    double totals[2] = {0, 0};
+    if (!engine_->take_world_metrics(&totals[0], &totals[1])) {
+      auto [loss_sum, correct] = engine_->take_metrics();
+      totals[0] = loss_sum;
+      totals[1] = correct;
+      host_allreduce(totals, 2);
+    }
     report.loss_sum = totals[0];
     report.correct = std::size_t(totals[1] + 0.5);
   }
@@ -271,7 +285,7 @@ class DataParallelTrainer {
   // replay_steps() steps; for local SGD they are whole averaging periods (or, for periods
   // longer than a chunk, end at every average), so the epoch is a few distinct recordings
   // (the main chunk, the epoch's last one) replayed many times.
-  EpochReport replay_epoch(const std::vector<std::uint32_t>& order) {
+  EpochReport replay_epoch(const std::vector<std::uint32_t>& order, int epoch) {
     const TrainSettings& train = *context_.train;
     const int rank = comm_->rank(), world = comm_->size();
     const std::size_t batch = std::size_t(train.batch_size);
@@ -365,6 +379,8 @@ class DataParallelTrainer {
       }
       i = end;
     }
+    engine_->queue_world_metrics();
+    orders_.prepare_next(train, order.size(), epoch);  // while the device runs the recordings
     engine_->synchronize();
     // The host does nothing per step, so the device's phases cannot be observed without
     // perturbing it: as in the cuda strategy, the time is split between forward and backward
@@ -403,6 +419,7 @@ class DataParallelTrainer {
   StrategyContext context_;
   std::unique_ptr<Communicator> comm_;
   std::unique_ptr<ReplicaEngine> engine_;
+  EpochOrderAhead orders_;
   bool local_sgd_ = false, overlap_ = true;
   int period_ = 1;
   std::vector<std::pair<std::size_t, std::size_t>> layer_slices_;
