@@ -197,7 +197,7 @@ class Comm final : public NcclCommunicator {
   void wait_for(cudaStream_t stream, const char* what) {
     if (comm_ == nullptr) throw CommError(std::string("NCCL ") + what + ": the communicator was aborted earlier");
     const auto start = std::chrono::steady_clock::now();
-    for (int spins = 0;; ++spins) {
+    for (;;) {
       const cudaError_t status = cudaStreamQuery(stream);
       if (status == cudaSuccess) return;
       if (status != cudaErrorNotReady) check_cuda(status, what);
@@ -208,7 +208,11 @@ class Comm final : public NcclCommunicator {
       if (waited > timeout_)
         end_job_after_timeout(what, "no progress for " + std::to_string(int(timeout_)) +
                                         " s: a peer rank is probably gone (NNPAR_COMM_TIMEOUT sets the limit)");
-      if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      // Spin (yielding) for the first 50 ms: a GPU epoch or step usually ends within that, and
+      // a 50 us sleep is ~100 us with the kernel's timer slack, paid at every epoch's end
+      // (docs/results/2026-11-26-data-parallel-5.md). Past that, sleep so an idle wait costs no core.
+      if (waited < 0.05) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
   // A peer that stopped answering leaves this rank's NCCL kernels (queued in CUDA graphs too)
