@@ -21,6 +21,14 @@
 // The captured work is the same kernels and collectives in the same order as the plain
 // launches, so the results are the same.
 //
+// Around the graphs, what the cuda strategy learned about an epoch's fixed costs
+// (docs/results/2026-11-26-data-parallel-5.md): `stage_input` (default on) writes this rank's
+// epoch input as floats once, in the order its steps read them, so the first forward and layer
+// 0's weight gradient read contiguous rows instead of gathering; the order is uploaded from
+// pinned memory; and the epoch's loss and accuracy are summed over ranks on the device and
+// copied into pinned memory on the communicator's stream, queued behind the epoch's last
+// graph, so the host waits once per epoch instead of three times.
+//
 // The end of a sync step (what bounds it at 1024 rows per GPU): layer 0's weight gradient is
 // the last product and its allreduce the last one, which nothing can hide. Three options aim
 // at that tail: `symmetric` puts the gradients in an NCCL symmetric window (NCCL's
@@ -49,6 +57,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -87,10 +96,13 @@ struct Stats {
 class GpuReplica final : public ReplicaEngine {
  public:
   GpuReplica(const StrategyContext& context, cudaStream_t stream, int world, std::size_t graph_steps,
-             int layer0_chunks, bool bucket_update, LogitsFusion fusion)
+             int layer0_chunks, bool bucket_update, LogitsFusion fusion, bool stage_input)
       : context_(context), spec_(*context.model), sizes_(spec_.layer_sizes), stream_(stream),
         graph_steps_(graph_steps), fusion_(fusion) {
     chunks_ = std::clamp(layer0_chunks, 1, sizes_[1]);
+    // Staged rows serve the recorded steps only, and layer 0's row blocks read the forward's
+    // float copy of the batch, which a staged forward does not write.
+    stage_input_ = stage_input && graph_steps_ > 0 && chunks_ == 1;
     bucket_update_ = bucket_update;
     const Dataset& data = *context.train_data;
     const int batch = context.train->batch_size;
@@ -112,6 +124,7 @@ class GpuReplica final : public ReplicaEngine {
       check(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming), "event");
     }
     stats_ = device_alloc<Stats>(1, "stats");
+    check(cudaMallocHost(reinterpret_cast<void**>(&stats_host_), sizeof(Stats)), "pinned stats");
     // The loss over many blocks, a warp per row, as the cuda strategy runs it: without scratch
     // softmax_xent falls back to one block, a thread per row, the largest part of the gap to
     // the cuda strategy at 1024 rows (docs/results/2026-11-26-data-parallel-3.md).
@@ -127,7 +140,10 @@ class GpuReplica final : public ReplicaEngine {
     check(cudaEventCreateWithFlags(&updated_, cudaEventDisableTiming), "event");
     input_grad_done_.resize(layers, nullptr);
     for (auto& e : input_grad_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
-    if (graph_steps_ > 0) staged_order_ = device_alloc<std::uint32_t>(data.count, "staged order");
+    if (graph_steps_ > 0) {
+      staged_order_ = device_alloc<std::uint32_t>(data.count, "staged order");
+      check(cudaMallocHost(reinterpret_cast<void**>(&order_host_), data.count * sizeof(std::uint32_t)), "pinned order");
+    }
     for (int i = 0; i <= layers; ++i) acts_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i], "activations"));
     for (int i = 0; i < layers; ++i) grad_out_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i + 1], "gradients"));
     // Every shard size a step can have (full batches and the epoch's last one, split over
@@ -151,6 +167,8 @@ class GpuReplica final : public ReplicaEngine {
     cudaStreamDestroy(side_);
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     cudaFree(staged_order_);
+    cudaFreeHost(order_host_);
+    cudaFree(staged_input_);
     for (void* p : allocations_) cudaFree(p);
     for (float* p : acts_) cudaFree(p);
     for (float* p : grad_out_) cudaFree(p);
@@ -165,6 +183,7 @@ class GpuReplica final : public ReplicaEngine {
       cudaEventDestroy(slot.done);
     }
     cudaFree(stats_);
+    cudaFreeHost(stats_host_);
   }
 
   float* parameters() override { return params_; }
@@ -200,7 +219,10 @@ class GpuReplica final : public ReplicaEngine {
     for (int i = 0; i < layers; ++i) {
       const bool sigmoid = i + 1 < layers;
       if (fusion_.logits && i == layers - 1) break;  // in the softmax kernel (backward_on_streams)
-      if (i == 0)
+      if (i == 0 && staged_ && stage_input_)
+        gpu::linear_forward_staged(rows_, sizes_[1], sizes_[0], staged_rows(0), W(0), B(0), sigmoid, acts_[1], fwd_[0],
+                                   stream_);
+      else if (i == 0)
         gpu::linear_forward_gather(rows_, sizes_[1], sizes_[0], pixels_, context_.train_data->pixel_scale, index,
                                    acts_[0], W(0), B(0), sigmoid, acts_[1], fwd_[0], stream_);
       else
@@ -293,12 +315,35 @@ class GpuReplica final : public ReplicaEngine {
     check(cudaMemcpyAsync(&stats, stats_, sizeof stats, cudaMemcpyDeviceToHost, stream_), "read metrics");
     check(cudaMemsetAsync(stats_, 0, sizeof(Stats), stream_), "reset metrics");
     comm_->synchronize(stream_, "epoch metrics");
-    // A replayed graph that read the wrong samples would still train: make that loud.
-    if (expected_steps_ >= 0 && stats.step != expected_steps_)
-      throw std::runtime_error("nccl-data: the graphs ran " + std::to_string(stats.step) + " steps with samples, expected " +
-                               std::to_string(expected_steps_));
-    expected_steps_ = -1;
+    check_steps(stats.step);
     return {stats.loss_sum, double(stats.correct)};
+  }
+  // A replayed graph that read the wrong samples would still train: make that loud.
+  void check_steps(int ran) {
+    const int expected = std::exchange(expected_steps_, -1);
+    if (expected >= 0 && ran != expected)
+      throw std::runtime_error("nccl-data: the graphs ran " + std::to_string(ran) + " steps with samples, expected " +
+                               std::to_string(expected));
+  }
+  // The sums on the device, in place (the step counter stays this rank's), then one copy into
+  // pinned memory, queued behind the epoch's work on the communicator's stream while the
+  // device still runs it: at the epoch's end the host only waits once
+  // (docs/results/2026-11-26-data-parallel-5.md).
+  void queue_world_metrics() override {
+    comm_->allreduce_async(&stats_->loss_sum, 1, DataType::f64, ReduceOp::sum);
+    comm_->allreduce_async(&stats_->correct, 1, DataType::i64, ReduceOp::sum);
+    check(cudaMemcpyAsync(stats_host_, stats_, sizeof(Stats), cudaMemcpyDeviceToHost, comm_->stream()), "read metrics");
+    metrics_queued_ = true;
+  }
+  bool take_world_metrics(double* loss_sum, double* correct) override {
+    if (!metrics_queued_) queue_world_metrics();
+    metrics_queued_ = false;
+    comm_->synchronize(comm_->stream(), "epoch metrics");
+    check(cudaMemsetAsync(stats_, 0, sizeof(Stats), stream_), "reset metrics");
+    check_steps(stats_host_->step);
+    *loss_sum = stats_host_->loss_sum;
+    *correct = double(stats_host_->correct);
+    return true;
   }
   void copy_parameters_to_host(std::span<float> out) override {
     comm_->synchronize(stream_, "read parameters");
@@ -315,16 +360,41 @@ class GpuReplica final : public ReplicaEngine {
   void stage_epoch(std::span<const std::uint32_t> indices, std::size_t stride, std::size_t reading_steps) override {
     // The previous epoch ended with a synchronisation, so no graph still reads the order;
     // from pageable memory the copy has consumed `indices` when this returns.
-    if (!indices.empty())
-      check(cudaMemcpyAsync(staged_order_, indices.data(), indices.size() * sizeof(std::uint32_t),
+    // From pinned memory, so the copy does not hold the host (a pageable one of 250 KB did for
+    // ~0.1 ms, at every epoch's start); the previous epoch's upload finished with that epoch.
+    if (!indices.empty()) {
+      std::copy(indices.begin(), indices.end(), order_host_);
+      check(cudaMemcpyAsync(staged_order_, order_host_, indices.size() * sizeof(std::uint32_t),
                             cudaMemcpyHostToDevice, stream_), "upload order");
+    }
     check(cudaMemsetAsync(&stats_->step, 0, sizeof(int), stream_), "reset step");
-    if (stride != stride_) {
-      // The graphs bake the stride in; it changes only with the batch size, which is fixed.
+    // The graphs bake the stride and the staged input's address in; both are set by the first
+    // epoch (every epoch stages as many samples, with the same batch size).
+    const std::size_t features = std::size_t(sizes_[0]);
+    const bool grow = stage_input_ && indices.size() * features > staged_input_floats_;
+    if (stride != stride_ || grow) {
       for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
       graphs_.clear();
       stride_ = stride;
     }
+    if (grow) {
+      cudaFree(staged_input_);
+      staged_input_ = nullptr;
+      staged_input_floats_ = 0;
+      const std::size_t floats = indices.size() * features;
+      if (cudaMalloc(reinterpret_cast<void**>(&staged_input_), floats * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        throw std::runtime_error("nccl-data: stage_input needs " + std::to_string((floats * sizeof(float)) >> 20) +
+                                 " MiB of device memory for this rank's epoch input as floats; set "
+                                 "strategy.nccl-data.stage_input = false");
+      }
+      staged_input_floats_ = floats;
+    }
+    // Once per epoch, ahead of the steps on the same stream: this rank's samples as floats in
+    // the order its steps read them (the same values the gathering forward computes).
+    if (stage_input_ && !indices.empty())
+      gpu::stage_epoch_input(indices.size(), sizes_[0], pixels_, context_.train_data->pixel_scale, staged_order_,
+                             staged_input_, stream_);
     expected_steps_ = int(reading_steps);
   }
 
@@ -408,7 +478,11 @@ class GpuReplica final : public ReplicaEngine {
           after_layer(c);
         }
       } else {
-        gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_);
+        if (staged_ && stage_input_)  // the softmax kernel has moved the step counter on
+          gpu::linear_weight_grad_staged(rows_, sizes_[1], sizes_[0], grad_out_[0], staged_rows(-1), false, dW, db, sgd,
+                                         stream_);
+        else
+          gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_);
         if (after_layer) after_layer(0);
       }
     }
@@ -424,6 +498,11 @@ class GpuReplica final : public ReplicaEngine {
     if (spec_.linear_count() < 2) return;
     check(cudaEventRecord(fork_, side_), "event");
     check(cudaStreamWaitEvent(stream_, fork_, 0), "wait");
+  }
+
+  // The current step's rows of the staged input; step_delta -1 after the softmax kernel.
+  gpu::StagedRows staged_rows(int step_delta) const {
+    return {staged_input_, &stats_->step, int(stride_), step_delta};
   }
 
   gpu::RowIndex row_index() const {
@@ -486,6 +565,8 @@ class GpuReplica final : public ReplicaEngine {
   int slot_ = 0, max_rows_ = 1;
   std::uint32_t* indices_ = nullptr;
   Stats* stats_ = nullptr;
+  Stats* stats_host_ = nullptr;  // pinned: the epoch's summed metrics land here
+  bool metrics_queued_ = false;
   double* softmax_scratch_ = nullptr;  // the multi-block softmax's ticket and partial sums
   std::vector<float*> acts_, grad_out_;
   std::vector<gpu::GemmScratch> fwd_, dgrad_;
@@ -502,6 +583,10 @@ class GpuReplica final : public ReplicaEngine {
   std::size_t graph_steps_ = 0, stride_ = 0;
   LogitsFusion fusion_;  // fuse_logits, resolved for this model
   std::uint32_t* staged_order_ = nullptr;
+  std::uint32_t* order_host_ = nullptr;  // pinned copy of the staged order, for its upload
+  bool stage_input_ = false;       // recorded steps read staged_input_ instead of gathering
+  float* staged_input_ = nullptr;  // this rank's epoch input as floats, in staged_order_'s order
+  std::size_t staged_input_floats_ = 0;
   bool staged_ = false;  // the current step reads the staged order at the device step counter
   int expected_steps_ = -1;
   std::map<std::string, cudaGraphExec_t> graphs_;
@@ -554,7 +639,8 @@ class NcclDataStrategy final : public Strategy {
                                                overlapped_sync ? int(context.options->get_int("layer0_chunks")) : 1,
                                                context.options->get_bool("bucket_update"),
                                                resolve_logits_fusion(context.options->get_string("fuse_logits"),
-                                                                     context.model->layer_sizes, false, "nccl-data"));
+                                                                     context.model->layer_sizes, false, "nccl-data"),
+                                               context.options->get_bool("stage_input"));
     engine->set_communicator(comm.get());
     // Before the trainer's warm-up collectives, which already run on the gradient buffer.
     if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
@@ -609,7 +695,7 @@ class NcclDataStrategy final : public Strategy {
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.6";
+  info.version = "1.7";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
@@ -648,6 +734,11 @@ StrategyInfo nccl_data_info() {
   // The cuda strategy's fusion of the logits into the softmax kernel, by the same rule: without
   // it the replica's step is ~7 us longer than cuda's at 128 rows.
   info.options.push_back(fuse_logits_option_spec());
+  info.options.push_back({"stage_input", OptionType::boolean, true,
+                          "with graphs: once per epoch, write this rank's samples as floats in the order its steps "
+                          "read them, so the first forward and layer 0's weight gradient read contiguous rows "
+                          "(the cuda strategy's option; the same values; not with layer0_chunks > 1)",
+                          -1e300, 1e300, {}});
   return info;
 }
 
