@@ -13,6 +13,8 @@ first; time to accuracy is the training wall time until the test accuracy first 
 --sync-variants adds sync runs with other nccl-data options to the same compares, so old and
 new engines are measured against the same baseline, e.g.
     --sync-variants "old:symmetric=false,layer0_chunks=1,bucket_update=false;c2:layer0_chunks=2"
+A variant that sets `mode` runs in that mode instead (label "local-sgd-LABEL"), e.g.
+    --sync-variants 'gathered:stage_input=false;gathered:mode="local_sgd",period=64,stage_input=false'
 """
 import argparse
 import json
@@ -28,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_compare(args, out, batch, strategies):
     os.makedirs(out, exist_ok=True)
     config = os.path.join(out, "config.toml")
-    text = (f"[data]\ntest_limit = {args.test_limit}\n[model]\nlayers = [784, {args.width}, {args.width}, 26]\n"
+    limit = f"limit = {args.limit}\n" if args.limit else ""
+    text = (f"[data]\n{limit}test_limit = {args.test_limit}\n[model]\nlayers = [784, {args.width}, {args.width}, 26]\n"
             f"[train]\nepochs = {args.epochs}\nbatch_size = {batch}\nlr = {args.lr}\neval_every = 1\n"
             f'[output]\ndir = "{out}"\n[parity]\nreference = "cuda"\n')
     for label, body in strategies:
@@ -59,10 +62,11 @@ def main():
     p.add_argument("--lr", type=float, default=1.0)
     p.add_argument("--target", type=float, default=0.70)
     p.add_argument("--test-limit", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="training samples (0 = all); two sizes separate per-epoch from per-step costs")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "dp-gpu"))
     p.add_argument("--json")
     p.add_argument("--sync-variants", default="",
-                   help="LABEL:OPT=VALUE,...;... extra sync runs of nccl-data (values as TOML)")
+                   help="LABEL:OPT=VALUE,...;... extra runs of nccl-data, sync unless they set mode (values as TOML)")
     args = p.parse_args()
     n = args.gpus
     everything = {}
@@ -76,10 +80,12 @@ def main():
                       ("sync-no-overlap", f'name = "nccl-data"\nranks = {n}\nmode = "sync"\noverlap = false')]
         for variant in filter(None, args.sync_variants.split(";")):
             label, _, opts = variant.partition(":")
-            body = f'name = "nccl-data"\nranks = {n}\nmode = "sync"'
-            for kv in filter(None, opts.split(",")):
-                body += "\n" + kv.replace("=", " = ", 1)
-            strategies.append((f"sync-{label}", body))
+            pairs = [kv.split("=", 1) for kv in filter(None, opts.split(","))]
+            mode = next((v.strip('"') for k, v in pairs if k.strip() == "mode"), "sync")
+            body = f'name = "nccl-data"\nranks = {n}' + ("" if any(k.strip() == "mode" for k, _ in pairs) else '\nmode = "sync"')
+            for k, v in pairs:
+                body += f"\n{k.strip()} = {v.strip()}"
+            strategies.append((f"{'sync' if mode == 'sync' else mode.replace('_', '-')}-{label}", body))
         for period in [int(x) for x in args.periods.split(",")]:
             strategies.append((f"local-sgd-{period}", f'name = "nccl-data"\nranks = {n}\nmode = "local_sgd"\nperiod = {period}'))
         multi, _ = run_compare(args, os.path.join(args.out, f"b{b}-x{n}"), n * b, strategies)
