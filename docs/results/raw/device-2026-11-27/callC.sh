@@ -1,0 +1,20 @@
+# issue 3: interleaved repetitions of serial / openmp default / openmp pinned / PyTorch (current main)
+source .device/common.sh
+S=$D/src/bench/openmp_scaling.py; SH="--batch 1024,128 --width 1024,256 --samples 6144 --epochs 3"
+mkdir -p $L/rep; T0=$(date +%s); DEADLINE=${DEADLINE:-400}
+go() { local name=$1; shift; local l=$(( DEADLINE - ($(date +%s) - T0) )); [ $l -lt 5 ] && { echo "skip $name"; return; }
+  timeout $l "$@" > $L/rep/$name.md 2>&1; echo "$name rc $? at $(( $(date +%s) - T0 )) s"; }
+for r in 1 2 3 4 5; do
+  V=(serial default pinned torch); k=$(( (r-1) % 4 ))
+  for i in 0 1 2 3; do v=${V[$(( (i+k) % 4 ))]}
+    case $v in
+      serial) go serial-r$r python3 $S --build $D $SH --threads 8 --modes "" --no-torch --json $L/rep/serial-r$r.json;;
+      default) go default-r$r python3 $S --build $D $SH --threads 8,16 --modes intra_op --no-serial --no-torch --json $L/rep/default-r$r.json;;
+      pinned) OMP_PROC_BIND=close OMP_PLACES=cores go pinned-r$r python3 $S --build $D $SH --threads 8,16 --modes intra_op --no-serial --no-torch --json $L/rep/pinned-r$r.json;;
+      torch) go torch-r$r python3 $S --build $D $SH --threads 8,16,32 --modes "" --no-serial --json $L/rep/torch-r$r.json;;
+    esac
+  done
+done > $L/progress.txt 2>&1
+python3 $D/src/bench/openmp_repeats.py $L/rep --json $L/medians.json > $L/medians.md 2>&1
+tar czf $OUT/callC.tgz -C /tmp logs
+cat $L/progress.txt | tail -8; cat $L/medians.md
