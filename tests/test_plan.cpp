@@ -689,6 +689,18 @@ TEST(PlanValidation, EstimateToolRefitsOnlyWhenAskedAndTheStoredH100GridStaysAt3
   EXPECT_THAT(compared.output, HasSubstr("42 runs predicted: 34 within 15%"));
 }
 
+TEST(PlanValidation, StoredTwoH100GridStaysAt15Of20) {
+  // The 2 x H100 calibration and the 2-GPU grid of one device call, stored in the repo
+  // (docs/results/2026-11-27-plan-validation-5.md): a model change that moves this count is a
+  // change to the recorded validation, to be re-measured and written up, not a silent drift.
+  const fs::path profile = kSource / "profiles" / "h100x2-calibrated.json";
+  const fs::path grid = kSource / "docs" / "results" / "raw" / "device-2026-11-27" / "callD" / "grid";
+  const Result compared = run("plan --profile " + profile.string() + " --compare-results " + grid.string());
+  ASSERT_EQ(compared.status, 0) << compared.output;
+  EXPECT_THAT(compared.output, HasSubstr("20 runs predicted: 15 within 15%"));
+  EXPECT_THAT(compared.output, HasSubstr("worst 22%"));
+}
+
 TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
   // Synthetic kernels cost 1 us per call + 1e-11 s per FLOP, streams 1 ns per element. 256-wide
   // layers at batch 256 on 2 threads: every product (2 forwards, 2 weight gradients, 1 input
