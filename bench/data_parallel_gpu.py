@@ -80,11 +80,12 @@ def main():
                       ("sync-no-overlap", f'name = "nccl-data"\nranks = {n}\nmode = "sync"\noverlap = false')]
         for variant in filter(None, args.sync_variants.split(";")):
             label, _, opts = variant.partition(":")
-            pairs = [kv.split("=", 1) for kv in filter(None, opts.split(","))]
-            mode = next((v.strip('"') for k, v in pairs if k.strip() == "mode"), "sync")
-            body = f'name = "nccl-data"\nranks = {n}' + ("" if any(k.strip() == "mode" for k, _ in pairs) else '\nmode = "sync"')
+            pairs = [(k.strip(), v.strip()) for k, v in (kv.split("=", 1) for kv in filter(None, opts.split(",")))]
+            mode = next((v.strip('"') for k, v in pairs if k == "mode"), None)
+            body = f'name = "nccl-data"\nranks = {n}' + ("" if mode else '\nmode = "sync"')
+            mode = mode or "sync"
             for k, v in pairs:
-                body += f"\n{k.strip()} = {v.strip()}"
+                body += f"\n{k} = {v}"
             strategies.append((f"{'sync' if mode == 'sync' else mode.replace('_', '-')}-{label}", body))
         for period in [int(x) for x in args.periods.split(",")]:
             strategies.append((f"local-sgd-{period}", f'name = "nccl-data"\nranks = {n}\nmode = "local_sgd"\nperiod = {period}'))
