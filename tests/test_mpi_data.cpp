@@ -168,6 +168,94 @@ TEST(WeightedAverage, RanksCountBySamplesProcessed) {
   EXPECT_NEAR(out[1], -10 * num / den, 1e-5);
 }
 
+// A replaying engine that only records what the trainer hands it: each epoch's staged
+// indices, and the next epoch's given ahead (stage_ahead) while this one runs.
+class StagingRecorder final : public ReplicaEngine {
+ public:
+  float* parameters() override { return params_.data(); }
+  float* gradients() override { return grads_.data(); }
+  std::size_t parameter_count() const override { return params_.size(); }
+  void load_batch(std::span<const std::uint32_t>) override {}
+  void forward() override {}
+  void backward(float, const std::function<void(int)>&) override {}
+  void sgd_step() override {}
+  void scale_parameters(float) override {}
+  std::pair<double, double> take_metrics() override { return {0, 0}; }
+  void copy_parameters_to_host(std::span<float> out) override { std::copy(params_.begin(), params_.end(), out.begin()); }
+  std::size_t replay_steps() const override { return 4; }
+  void stage_epoch(std::span<const std::uint32_t> indices, std::size_t stride, std::size_t reading) override {
+    staged.push_back({indices.begin(), indices.end()});
+    staged_at.push_back(indices.data());
+    strides.push_back(stride);
+    reading_steps.push_back(reading);
+  }
+  void stage_ahead(std::span<const std::uint32_t> indices) override {
+    ahead.push_back({indices.begin(), indices.end()});
+    ahead_at.push_back(indices.data());
+  }
+  void load_staged(int rows) override { rows_read += rows; }
+
+  std::vector<std::vector<std::uint32_t>> staged, ahead;
+  std::vector<const std::uint32_t*> staged_at, ahead_at;
+  std::vector<std::size_t> strides, reading_steps;
+  long rows_read = 0;
+
+ private:
+  std::vector<float> params_ = std::vector<float>(2), grads_ = std::vector<float>(2);
+};
+
+TEST(ReplayStaging, TheNextEpochIsStagedAheadWithTheSameIndices) {
+  // 103 samples, global batch 10: 11 steps, the last of 3 rows (an empty shard on a 4th rank).
+  const int rank = world().rank, size = world().size;
+  ModelSpec spec;
+  spec.layer_sizes = {1, 1};
+  TrainSettings train;
+  train.batch_size = 10;
+  train.epochs = 3;
+  train.seed = 7;
+  Dataset data;
+  data.count = 103;
+  StrategyOptions options({{"mode", std::string("sync")}, {"period", std::int64_t{1}}, {"overlap", true}});
+  StrategyContext context;
+  context.model = &spec;
+  context.train = &train;
+  context.train_data = &data;
+  context.options = &options;
+  auto engine = std::make_unique<StagingRecorder>();
+  StagingRecorder& seen = *engine;
+  DataParallelTrainer trainer(context, mpi::world(), std::move(engine));
+  for (int epoch = 0; epoch < train.epochs; ++epoch) {
+    const EpochReport report = trainer.train_epoch(epoch);
+    EXPECT_EQ(report.samples, 103u);
+    EXPECT_EQ(report.steps, 11u);
+  }
+  ASSERT_EQ(seen.staged.size(), 3u);
+  // Epochs 1 and 2 were given ahead during epochs 0 and 1; nothing after the last epoch.
+  ASSERT_EQ(seen.ahead.size(), 2u);
+  long expected_rows = 0;
+  for (int epoch = 0; epoch < train.epochs; ++epoch) {
+    const std::vector<std::uint32_t> order = epoch_order(data.count, train.seed, epoch, train.shuffle);
+    std::vector<std::uint32_t> mine;
+    std::size_t reading = 0;
+    for (std::size_t begin = 0; begin < order.size(); begin += 10) {
+      const std::size_t rows = std::min<std::size_t>(10, order.size() - begin);
+      const Range r = shard_range(rows, rank, size);
+      if (r.size() == 0) continue;
+      mine.insert(mine.end(), order.begin() + std::ptrdiff_t(begin + r.begin), order.begin() + std::ptrdiff_t(begin + r.end));
+      ++reading;
+    }
+    expected_rows += long(mine.size());
+    EXPECT_EQ(seen.staged[epoch], mine) << "epoch " << epoch << ", rank " << rank;
+    EXPECT_EQ(seen.strides[epoch], shard_range(10, rank, size).size());
+    EXPECT_EQ(seen.reading_steps[epoch], reading);
+    if (epoch > 0) {
+      EXPECT_EQ(seen.ahead[epoch - 1], mine) << "epoch " << epoch << " given ahead";
+      EXPECT_EQ(seen.ahead_at[epoch - 1], seen.staged_at[epoch]) << "epoch " << epoch << ": not the same vector";
+    }
+  }
+  EXPECT_EQ(seen.rows_read, expected_rows);
+}
+
 // CommRequest::progress (the pipelines drive their sends with it): it completes what wait()
 // completes, finishes an averaging allreduce exactly once, and is a no-op after completion.
 TEST(MpiRequests, ProgressCompletesSendsAndAveragesOnce) {

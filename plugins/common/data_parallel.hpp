@@ -100,6 +100,11 @@ class ReplicaEngine {
                            std::size_t reading_steps) {
     (void)indices, (void)stride, (void)reading_steps;
   }
+  // Optional: the next epoch's stage_epoch indices, given while the device still runs this
+  // epoch (after its work is queued), so the engine can copy them where the upload reads
+  // them ahead of time instead of at the next epoch's start, with the device idle. The next
+  // stage_epoch call then passes the same vector (same data pointer and size).
+  virtual void stage_ahead(std::span<const std::uint32_t> indices) { (void)indices; }
   // While recording, instead of load_batch: the next step reads `rows` staged samples.
   virtual void load_staged(int rows) { (void)rows; }
   // Runs `record` (which queues a chunk of steps: engine and communicator work) under
@@ -153,10 +158,10 @@ class DataParallelTrainer {
   ReplicaEngine& engine() { return *engine_; }
 
   EpochReport train_epoch(int epoch) {
+    if (engine_->replay_steps() > 0) return replay_epoch(epoch);
     const TrainSettings& train = *context_.train;
     const Dataset& data = *context_.train_data;
     const auto order = orders_.take(train, data.count, epoch);
-    if (engine_->replay_steps() > 0) return replay_epoch(order, epoch);
     const int rank = comm_->rank(), world = comm_->size();
     EpochReport report;
     PhaseClock clock;
@@ -285,12 +290,34 @@ class DataParallelTrainer {
   // replay_steps() steps; for local SGD they are whole averaging periods (or, for periods
   // longer than a chunk, end at every average), so the epoch is a few distinct recordings
   // (the main chunk, the epoch's last one) replayed many times.
-  EpochReport replay_epoch(const std::vector<std::uint32_t>& order, int epoch) {
+  struct Op {
+    std::size_t rows = 0, mine = 0;  // a step (rows > 0) ...
+    float factor = 0;                // ... or a weighted average (rows == 0)
+  };
+  struct Chunk {
+    std::size_t begin = 0, end = 0;  // ops[begin, end)
+    std::string key;
+  };
+  struct EpochPlan {
+    int epoch = -1;
+    std::size_t samples = 0;         // the order's length, checked against the epoch's
+    std::vector<std::uint32_t> staged;  // this rank's samples, step after step
+    std::size_t stride = 0, reading = 0;
+    std::vector<Op> ops;
+    std::vector<Chunk> chunks;
+  };
+
+  // Everything an epoch's replay needs from its order, computed on the host. For epoch e+1 it
+  // is computed while the device runs epoch e (replay_epoch, after queueing), so the next
+  // epoch starts with an upload and graph launches instead of ~0.1 ms of host work with the
+  // device idle.
+  EpochPlan plan_epoch(const std::vector<std::uint32_t>& order, int epoch) const {
     const TrainSettings& train = *context_.train;
     const int rank = comm_->rank(), world = comm_->size();
     const std::size_t batch = std::size_t(train.batch_size);
-    EpochReport report;
-    PhaseClock clock;
+    EpochPlan plan;
+    plan.epoch = epoch;
+    plan.samples = order.size();
 
     std::vector<std::size_t> rows;  // global rows of each step; only the last may be partial
     for (std::size_t begin = 0; begin < order.size(); begin += batch) {
@@ -300,25 +327,17 @@ class DataParallelTrainer {
     }
     // Every full step has this rank's full-batch shard size, and a partial step can only be
     // the last, so the k-th step with samples starts at k * stride.
-    const std::size_t stride = shard_range(batch, rank, world).size();
-    std::vector<std::uint32_t> staged;
-    staged.reserve(rows.size() * stride);
-    std::size_t reading = 0;
+    plan.stride = shard_range(batch, rank, world).size();
+    plan.staged.reserve(rows.size() * plan.stride);
     for (std::size_t s = 0; s < rows.size(); ++s) {
       const Range mine = shard_range(rows[s], rank, world);
       if (mine.size() == 0) continue;
       const auto first = order.begin() + std::ptrdiff_t(s * batch + mine.begin);
-      staged.insert(staged.end(), first, first + std::ptrdiff_t(mine.size()));
-      ++reading;
+      plan.staged.insert(plan.staged.end(), first, first + std::ptrdiff_t(mine.size()));
+      ++plan.reading;
     }
-    engine_->stage_epoch(staged, stride, reading);
-    clock.lap(report.phases.data);
 
-    struct Op {
-      std::size_t rows = 0, mine = 0;  // a step (rows > 0) ...
-      float factor = 0;                // ... or a weighted average (rows == 0)
-    };
-    std::vector<Op> ops;
+    std::vector<Op>& ops = plan.ops;
     double my_since = 0, world_since = 0;
     int steps_since = 0;
     for (std::size_t s = 0; s < rows.size(); ++s) {
@@ -337,8 +356,6 @@ class DataParallelTrainer {
     const std::size_t most = engine_->replay_steps();
     const std::size_t period = std::size_t(period_);
     const std::size_t limit = local_sgd_ && period <= most ? most / period * period : most;
-    PhaseTimes unused;
-    PhaseClock unused_clock;
     for (std::size_t i = 0; i < ops.size();) {
       std::size_t end = i, steps = 0;
       std::string key = local_sgd_ ? "local" : "sync";
@@ -355,9 +372,34 @@ class DataParallelTrainer {
           if (period > most) break;
         }
       }
-      engine_->replay(key, [&] {
-        for (std::size_t j = i; j < end; ++j) {
-          const Op& op = ops[j];
+      plan.chunks.push_back({i, end, std::move(key)});
+      i = end;
+    }
+    return plan;
+  }
+
+  EpochReport replay_epoch(int epoch) {
+    const TrainSettings& train = *context_.train;
+    const std::size_t count = context_.train_data->count;
+    EpochReport report;
+    PhaseClock clock;
+
+    EpochPlan plan;
+    if (next_plan_.epoch == epoch && next_plan_.samples == count) {
+      plan = std::move(next_plan_);
+    } else {
+      plan = plan_epoch(orders_.take(train, count, epoch), epoch);
+    }
+    next_plan_ = EpochPlan{};
+    engine_->stage_epoch(plan.staged, plan.stride, plan.reading);
+    clock.lap(report.phases.data);
+
+    PhaseTimes unused;
+    PhaseClock unused_clock;
+    for (const Chunk& chunk : plan.chunks) {
+      engine_->replay(chunk.key, [&] {
+        for (std::size_t j = chunk.begin; j < chunk.end; ++j) {
+          const Op& op = plan.ops[j];
           if (op.rows == 0) {
             engine_->scale_parameters(op.factor);
             comm_->allreduce_async(engine_->parameters(), engine_->parameter_count(), DataType::f32, ReduceOp::sum)
@@ -372,15 +414,19 @@ class DataParallelTrainer {
             local_step(op.mine, unused, unused_clock);
         }
       });
-      for (std::size_t j = i; j < end; ++j) {
-        if (ops[j].rows == 0) continue;
-        report.samples += ops[j].rows;
+      for (std::size_t j = chunk.begin; j < chunk.end; ++j) {
+        if (plan.ops[j].rows == 0) continue;
+        report.samples += plan.ops[j].rows;
         report.steps += 1;
       }
-      i = end;
     }
     engine_->queue_world_metrics();
-    orders_.prepare_next(train, order.size(), epoch);  // while the device runs the recordings
+    // While the device runs the recordings: the next epoch's order and plan.
+    if (epoch + 1 < train.epochs) {
+      orders_.prepare_next(train, count, epoch);
+      next_plan_ = plan_epoch(orders_.take(train, count, epoch + 1), epoch + 1);
+      engine_->stage_ahead(next_plan_.staged);
+    }
     engine_->synchronize();
     // The host does nothing per step, so the device's phases cannot be observed without
     // perturbing it: as in the cuda strategy, the time is split between forward and backward
@@ -420,6 +466,7 @@ class DataParallelTrainer {
   std::unique_ptr<Communicator> comm_;
   std::unique_ptr<ReplicaEngine> engine_;
   EpochOrderAhead orders_;
+  EpochPlan next_plan_;  // replay: the next epoch's, made while the device runs this one
   bool local_sgd_ = false, overlap_ = true;
   int period_ = 1;
   std::vector<std::pair<std::size_t, std::size_t>> layer_slices_;

@@ -34,6 +34,7 @@
 // but is 0.49-0.80x of the graph even with round 3's deep plan (docs/results/2026-11-26-cuda-3.md:
 // its phases, not its grid barriers, are slow), so `graph` stays the default.
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -106,7 +107,8 @@ class CudaStrategy final : public Strategy {
     if (stop_ != nullptr) cudaEventDestroy(stop_);
     if (side_ != nullptr) cudaStreamDestroy(side_);
     if (main_ != nullptr) cudaStreamDestroy(main_);
-    if (order_host_ != nullptr) cudaFreeHost(order_host_);
+    for (std::uint32_t* host : order_host_)
+      if (host != nullptr) cudaFreeHost(host);
   }
 
   void setup(const StrategyContext& context) override {
@@ -162,8 +164,11 @@ class CudaStrategy final : public Strategy {
     pixels_.allocate(data.pixels.size(), "dataset pixels");
     labels_.allocate(data.labels.size(), "dataset labels");
     order_.allocate(data.count, "order");
-    check(cudaMallocHost(reinterpret_cast<void**>(&order_host_), std::max<std::size_t>(data.count, 1) * sizeof(std::uint32_t)),
-          "pinned order");
+    for (auto& host : order_host_)
+      check(cudaMallocHost(reinterpret_cast<void**>(&host), std::max<std::size_t>(data.count, 1) * sizeof(std::uint32_t)),
+            "pinned order");
+    const char* timing = std::getenv("NNPAR_EPOCH_TIMING");
+    timing_ = timing != nullptr && std::string(timing) == "1";
     check(cudaMemcpy(pixels_.get(), data.pixels.data(), data.pixels.size(), cudaMemcpyHostToDevice), "upload pixels");
     check(cudaMemcpy(labels_.get(), data.labels.data(), data.labels.size() * sizeof(std::int32_t),
                      cudaMemcpyHostToDevice), "upload labels");
@@ -251,13 +256,23 @@ class CudaStrategy final : public Strategy {
     EpochReport report;
     PhaseClock clock;
     if (kernel_timing_ && epoch == 0 && !persistent_) time_kernels();
-    const std::vector<std::uint32_t> order = orders_.take(train, data.count, epoch);
+    const auto host_start = std::chrono::steady_clock::now();
     // The previous epoch ended with a synchronisation, so nothing still reads the order or its
-    // pinned copy; from pinned memory the upload does not hold the host (a pageable one of
-    // 0.5 MB did for ~0.1 ms, at every epoch's start).
-    std::copy(order.begin(), order.end(), order_host_);
-    check(cudaMemcpyAsync(order_.get(), order_host_, order.size() * sizeof(std::uint32_t), cudaMemcpyHostToDevice,
-                          main_), "upload order");
+    // pinned copies; from pinned memory the upload does not hold the host (a pageable one of
+    // 0.5 MB did for ~0.1 ms, at every epoch's start). Two pinned copies, by epoch parity: the
+    // next epoch's order is written into the other one while the device runs this epoch, so
+    // the copy (~0.1 ms for 124,800 indices) is not paid with the device idle.
+    order_slot_ ^= 1;
+    std::vector<std::uint32_t> order;
+    if (next_order_epoch_ == epoch && next_order_.size() == data.count) {
+      order = std::move(next_order_);  // already in order_host_[order_slot_]
+    } else {
+      order = orders_.take(train, data.count, epoch);
+      std::copy(order.begin(), order.end(), order_host_[order_slot_]);
+    }
+    next_order_epoch_ = -1;
+    check(cudaMemcpyAsync(order_.get(), order_host_[order_slot_], order.size() * sizeof(std::uint32_t),
+                          cudaMemcpyHostToDevice, main_), "upload order");
     check(cudaMemsetAsync(stats_.get(), 0, sizeof(DeviceStats), main_), "reset stats");
     clock.lap(report.phases.data);
 
@@ -284,13 +299,25 @@ class CudaStrategy final : public Strategy {
       if (tail > 0) enqueue_step(tail);
     }
     check(cudaEventRecord(stop_, main_), "event");
-    // The host shuffles the next epoch while the device runs this one.
-    orders_.prepare_next(train, data.count, epoch);
+    // The host shuffles the next epoch while the device runs this one, into the pinned copy
+    // the previous epoch's upload read.
+    if (epoch + 1 < train.epochs) {
+      orders_.prepare_next(train, data.count, epoch);
+      next_order_ = orders_.take(train, data.count, epoch + 1);
+      std::copy(next_order_.begin(), next_order_.end(), order_host_[order_slot_ ^ 1]);
+      next_order_epoch_ = epoch + 1;
+    }
     DeviceStats stats{};
     check(cudaMemcpyAsync(&stats, stats_.get(), sizeof stats, cudaMemcpyDeviceToHost, main_), "read stats");
     check(cudaStreamSynchronize(main_), "epoch");
     float gpu_ms = 0;
     check(cudaEventElapsedTime(&gpu_ms, start_, stop_), "event time");
+    if (timing_) {
+      // NNPAR_EPOCH_TIMING=1: the device's time (staging and steps) against the host's.
+      const double host_us = 1e6 * std::chrono::duration<double>(std::chrono::steady_clock::now() - host_start).count();
+      std::fprintf(stderr, "[cuda timing] staging and steps %.1f us on the device; %.1f us on the host, %.1f us of it "
+                   "not between the device's events\n", 1e3 * gpu_ms, host_us, host_us - 1e3 * gpu_ms);
+    }
 
     report.steps = full + (tail > 0 ? 1 : 0);
     report.samples = full * std::size_t(batch_) + std::size_t(tail);
@@ -576,7 +603,11 @@ class CudaStrategy final : public Strategy {
   bool fuse_head_ = false;
   bool stage_input_ = false;
   EpochOrderAhead orders_;
-  std::uint32_t* order_host_ = nullptr;  // pinned: the epoch's order on its way to order_
+  std::uint32_t* order_host_[2] = {};  // pinned: an epoch's order on its way to order_, by epoch parity
+  int order_slot_ = 0;                 // the one this epoch's upload read
+  std::vector<std::uint32_t> next_order_;  // the next epoch's, already in order_host_[order_slot_ ^ 1]
+  int next_order_epoch_ = -1;
+  bool timing_ = false;  // NNPAR_EPOCH_TIMING
   bool fuse_logits_ = false;
   bool fuse_logits_input_grad_ = false;  // fuse_logits=head
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose

@@ -50,8 +50,10 @@
 // strategy's (plugins/common/cuda_kernel_options.hpp), chosen for the per-GPU shard's rows:
 // PDL at <= 128 rows took local SGD p=64 at 128 rows from 62.0 to 57.5 us per step.
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
@@ -140,9 +142,14 @@ class GpuReplica final : public ReplicaEngine {
     check(cudaEventCreateWithFlags(&updated_, cudaEventDisableTiming), "event");
     input_grad_done_.resize(layers, nullptr);
     for (auto& e : input_grad_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+    if (const char* t = std::getenv("NNPAR_EPOCH_TIMING"); t != nullptr && std::string(t) == "1" && graph_steps_ > 0) {
+      timing_ = true;
+      for (auto& e : timing_events_) check(cudaEventCreate(&e), "event");
+    }
     if (graph_steps_ > 0) {
       staged_order_ = device_alloc<std::uint32_t>(data.count, "staged order");
-      check(cudaMallocHost(reinterpret_cast<void**>(&order_host_), data.count * sizeof(std::uint32_t)), "pinned order");
+      for (auto& host : order_host_)
+        check(cudaMallocHost(reinterpret_cast<void**>(&host), data.count * sizeof(std::uint32_t)), "pinned order");
     }
     for (int i = 0; i <= layers; ++i) acts_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i], "activations"));
     for (int i = 0; i < layers; ++i) grad_out_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i + 1], "gradients"));
@@ -166,8 +173,11 @@ class GpuReplica final : public ReplicaEngine {
     cudaEventDestroy(updated_);
     cudaStreamDestroy(side_);
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    if (metrics_graph_ != nullptr) cudaGraphExecDestroy(metrics_graph_);
+    for (cudaEvent_t e : timing_events_)
+      if (e != nullptr) cudaEventDestroy(e);
     cudaFree(staged_order_);
-    cudaFreeHost(order_host_);
+    for (std::uint32_t* host : order_host_) cudaFreeHost(host);
     cudaFree(staged_input_);
     for (void* p : allocations_) cudaFree(p);
     for (float* p : acts_) cudaFree(p);
@@ -325,16 +335,29 @@ class GpuReplica final : public ReplicaEngine {
   // pinned memory, queued behind the epoch's work on the communicator's stream while the
   // device still runs it: at the epoch's end the host only waits once
   // (docs/results/2026-11-26-data-parallel-5.md).
+  // With graphs the three are one recording too: two eager NCCL calls cost ~20 us each on the
+  // device after the epoch's last step, captured ones ~7 us (the calibrated profiles).
   void queue_world_metrics() override {
-    comm_->allreduce_async(&stats_->loss_sum, 1, DataType::f64, ReduceOp::sum);
-    comm_->allreduce_async(&stats_->correct, 1, DataType::i64, ReduceOp::sum);
-    check(cudaMemcpyAsync(stats_host_, stats_, sizeof(Stats), cudaMemcpyDeviceToHost, comm_->stream()), "read metrics");
+    if (timing_) check(cudaEventRecord(timing_events_[2], stream_), "event");
+    auto queue = [this] {
+      comm_->allreduce_async(&stats_->loss_sum, 1, DataType::f64, ReduceOp::sum)->wait();
+      comm_->allreduce_async(&stats_->correct, 1, DataType::i64, ReduceOp::sum)->wait();
+      check(cudaMemcpyAsync(stats_host_, stats_, sizeof(Stats), cudaMemcpyDeviceToHost, stream_), "read metrics");
+    };
+    if (graph_steps_ > 0) {
+      if (metrics_graph_ == nullptr) metrics_graph_ = capture(queue);
+      check(cudaGraphLaunch(metrics_graph_, stream_), "graph launch");
+    } else {
+      queue();
+    }
+    if (timing_) check(cudaEventRecord(timing_events_[3], stream_), "event");
     metrics_queued_ = true;
   }
   bool take_world_metrics(double* loss_sum, double* correct) override {
     if (!metrics_queued_) queue_world_metrics();
     metrics_queued_ = false;
-    comm_->synchronize(comm_->stream(), "epoch metrics");
+    comm_->synchronize(stream_, "epoch metrics");
+    if (timing_) report_timing();
     check(cudaMemsetAsync(stats_, 0, sizeof(Stats), stream_), "reset metrics");
     check_steps(stats_host_->step);
     *loss_sum = stats_host_->loss_sum;
@@ -354,13 +377,23 @@ class GpuReplica final : public ReplicaEngine {
   void set_communicator(nccl::NcclCommunicator* comm) { comm_ = comm; }
 
   void stage_epoch(std::span<const std::uint32_t> indices, std::size_t stride, std::size_t reading_steps) override {
+    if (timing_) {
+      timing_host_start_ = std::chrono::steady_clock::now();
+      check(cudaEventRecord(timing_events_[0], stream_), "event");
+    }
     // The previous epoch ended with a synchronisation, so no graph still reads the order;
     // from pageable memory the copy has consumed `indices` when this returns.
     // From pinned memory, so the copy does not hold the host (a pageable one of 250 KB did for
     // ~0.1 ms, at every epoch's start); the previous epoch's upload finished with that epoch.
+    // Two pinned buffers, one per epoch parity: stage_ahead fills the next epoch's while this
+    // epoch's upload may still read the other.
+    const bool ready = !indices.empty() && ahead_data_ == indices.data() && ahead_size_ == indices.size();
+    ahead_data_ = nullptr;
+    ahead_size_ = 0;
+    order_slot_ ^= 1;
     if (!indices.empty()) {
-      std::copy(indices.begin(), indices.end(), order_host_);
-      check(cudaMemcpyAsync(staged_order_, order_host_, indices.size() * sizeof(std::uint32_t),
+      if (!ready) std::copy(indices.begin(), indices.end(), order_host_[order_slot_]);
+      check(cudaMemcpyAsync(staged_order_, order_host_[order_slot_], indices.size() * sizeof(std::uint32_t),
                             cudaMemcpyHostToDevice, stream_), "upload order");
     }
     check(cudaMemsetAsync(&stats_->step, 0, sizeof(int), stream_), "reset step");
@@ -391,7 +424,17 @@ class GpuReplica final : public ReplicaEngine {
     if (stage_input_ && !indices.empty())
       gpu::stage_epoch_input(indices.size(), sizes_[0], pixels_, context_.train_data->pixel_scale, staged_order_,
                              staged_input_, stream_);
+    if (timing_) check(cudaEventRecord(timing_events_[1], stream_), "event");
     expected_steps_ = int(reading_steps);
+  }
+
+  // The buffer the next stage_epoch uploads from was last read by the previous epoch's
+  // upload, which that epoch's synchronisation finished.
+  void stage_ahead(std::span<const std::uint32_t> indices) override {
+    if (graph_steps_ == 0 || indices.empty() || indices.size() > context_.train_data->count) return;
+    std::copy(indices.begin(), indices.end(), order_host_[order_slot_ ^ 1]);
+    ahead_data_ = indices.data();
+    ahead_size_ = indices.size();
   }
 
   void load_staged(int rows) override {
@@ -425,8 +468,9 @@ class GpuReplica final : public ReplicaEngine {
   void backward_on_streams(float loss_scale, const std::function<void(int)>& after_layer, bool fused_update) {
     const int layers = spec_.linear_count();
     if (rows_ == 0) {
-      // No samples: zero gradients still take part in every allreduce.
+      // No samples: zero gradients still take part in every allreduce (and every peer's sum).
       check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
+      if (peer_) gpu::zero_gradient_copies(count_, peer_->copies(parity_, 0), stream_);
       if (after_layer) {  // in backward()'s order: layers n-1..1, then layer 0's chunks
         for (int i = layers - 1; i > 0; --i) after_layer(bucket_of_layer(i));
         for (int c = 0; c < chunks_; ++c) after_layer(c);
@@ -454,6 +498,7 @@ class GpuReplica final : public ReplicaEngine {
           fused_update ? fused_sgd(context_.train->sgd, W(i), sizes_[i + 1], sizes_[i],
                                    velocity_ != nullptr ? velocity_ + parameter_offset(spec_, i) : nullptr)
                        : gpu::FusedSgd{};
+      const gpu::GradientCopies copies = pushed_copies(i);
       if (i > 0) {
         // The input gradient reads W(i), so a fused update of W(i) must start after it.
         if (!(fusion_.input_grad && i == layers - 1))  // else the softmax kernel wrote it
@@ -461,7 +506,8 @@ class GpuReplica final : public ReplicaEngine {
                                  dgrad_[i], stream_);
         check(cudaEventRecord(input_grad_done_[i], stream_), "event");
         check(cudaStreamWaitEvent(side_, input_grad_done_[i], 0), "wait");
-        gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_);
+        gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_,
+                                copies);
         if (after_layer) {
           comm_->set_compute_stream(side_);
           after_layer(bucket_of_layer(i));
@@ -476,13 +522,39 @@ class GpuReplica final : public ReplicaEngine {
       } else {
         if (staged_ && stage_input_)  // the softmax kernel has moved the step counter on
           gpu::linear_weight_grad_staged(rows_, sizes_[1], sizes_[0], grad_out_[0], staged_rows(-1), false, dW, db, sgd,
-                                         stream_);
+                                         stream_, copies);
         else
-          gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_);
+          gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_,
+                                  copies);
         if (after_layer) after_layer(0);
       }
     }
     join_side_stream();
+  }
+
+  // NNPAR_EPOCH_TIMING=1 (replayed epochs): where an epoch's time goes, on stderr, every rank.
+  // Device: the upload and staging, the recorded steps, the metrics; host: from stage_epoch
+  // to the metrics read, and the part of it the device spent idle.
+  void report_timing() {
+    const double host_us =
+        1e6 * std::chrono::duration<double>(std::chrono::steady_clock::now() - timing_host_start_).count();
+    float ms[3] = {};
+    for (int k = 0; k < 3; ++k)
+      check(cudaEventElapsedTime(&ms[k], timing_events_[k], timing_events_[k + 1]), "event time");
+    const double device_us = 1e3 * (ms[0] + ms[1] + ms[2]);
+    std::fprintf(stderr,
+                 "[nccl-data timing] rank %d: stage %.1f us, steps %.1f us, metrics %.1f us on the device; "
+                 "%.1f us on the host from stage_epoch to the metrics, %.1f us of it not on the device\n",
+                 comm_->rank(), 1e3 * ms[0], 1e3 * ms[1], 1e3 * ms[2], host_us, host_us - device_us);
+  }
+
+  // push_p2p: layer i's gradient also goes into this rank's slot in every peer's memory (the
+  // slots of this step's parity). None otherwise.
+  gpu::GradientCopies pushed_copies(int i) const {
+    if (!peer_) return {};
+    gpu::GradientCopies c = peer_->copies(parity_, parameter_offset(spec_, i));
+    for (int k = 0; k < c.count; ++k) c.db[k] = c.dW[k] + std::size_t(sizes_[i + 1]) * sizes_[i];
+    return c;
   }
 
   // Rows of W0 where layer 0's chunk c begins (c = chunks_: the end).
@@ -579,15 +651,22 @@ class GpuReplica final : public ReplicaEngine {
   std::size_t graph_steps_ = 0, stride_ = 0;
   LogitsFusion fusion_;  // fuse_logits, resolved for this model
   std::uint32_t* staged_order_ = nullptr;
-  std::uint32_t* order_host_ = nullptr;  // pinned copy of the staged order, for its upload
+  std::uint32_t* order_host_[2] = {};  // pinned copies of the staged order, for its upload, by epoch parity
+  int order_slot_ = 0;                 // the one this epoch's upload read
+  const std::uint32_t* ahead_data_ = nullptr;  // stage_ahead's indices, already in order_host_[order_slot_ ^ 1]
+  std::size_t ahead_size_ = 0;
   bool stage_input_ = false;       // recorded steps read staged_input_ instead of gathering
   float* staged_input_ = nullptr;  // this rank's epoch input as floats, in staged_order_'s order
   std::size_t staged_input_floats_ = 0;
   bool staged_ = false;  // the current step reads the staged order at the device step counter
   int expected_steps_ = -1;
   std::map<std::string, cudaGraphExec_t> graphs_;
+  cudaGraphExec_t metrics_graph_ = nullptr;  // queue_world_metrics, with graphs
+  bool timing_ = false;                      // NNPAR_EPOCH_TIMING
+  cudaEvent_t timing_events_[4] = {};
+  std::chrono::steady_clock::time_point timing_host_start_;
   std::map<std::string, int> parity_after_;  // peer_: the step parity after each recording
-  std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" (sync)
+  std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" or "push_p2p" (sync)
   int parity_ = 0;                           // peer_: which gradient buffer this step writes
 };
 
@@ -618,15 +697,17 @@ class NcclDataStrategy final : public Strategy {
     apply_cuda_kernel_options(*context.options, props.major, shard_rows);
     // auto: the fused reduce wherever it can run (sync, one bucket, plain gradient memory).
     const std::string& reduce = context.options->get_string("reduce");
-    const bool explicit_fused = reduce == "fused_p2p";
+    const bool explicit_fused = reduce == "fused_p2p" || reduce == "push_p2p";
     const bool fused = mode_ == "sync" && (explicit_fused || (reduce == "auto" && !context.options->get_bool("overlap") &&
                                                               !context.options->get_bool("symmetric")));
+    const bool push = reduce == "push_p2p" || reduce == "auto";
+    const std::string fused_name = push ? "push_p2p" : "fused_p2p";
     if (fused && context.options->get_bool("overlap"))
-      throw std::runtime_error("nccl-data: reduce = \"fused_p2p\" reduces once after the backward; overlap = true "
-                               "needs reduce = \"nccl\"");
+      throw std::runtime_error("nccl-data: reduce = \"" + fused_name +
+                               "\" reduces once after the backward; overlap = true needs reduce = \"nccl\"");
     if (fused && context.options->get_bool("symmetric"))
       throw std::runtime_error("nccl-data: symmetric = true is a window for the NCCL allreduce; it needs reduce = "
-                               "\"nccl\", not \"fused_p2p\"");
+                               "\"nccl\", not \"" + fused_name + "\"");
     const bool graph = context.options->get_bool("graph");
     const auto graph_steps = std::size_t(context.options->get_int("graph_steps"));
     // Row blocks only pay where their allreduces overlap the rest of the product.
@@ -641,15 +722,15 @@ class NcclDataStrategy final : public Strategy {
     // Before the trainer's warm-up collectives, which already run on the gradient buffer.
     if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
     if (fused) {
-      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device);
+      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device, push);
       if (peer->available()) {
         engine->use_peer_reduce(std::move(peer));
-        reduce_ = "fused_p2p";
+        reduce_ = fused_name;
       } else {
-        reduce_ = "NCCL allreduce; fused_p2p unavailable: " + peer->reason();
+        reduce_ = "NCCL allreduce; " + fused_name + " unavailable: " + peer->reason();
         if (explicit_fused && comm->rank() == 0)
-          std::fprintf(stderr, "nccl-data: reduce = \"fused_p2p\" is not possible here (%s); using the NCCL allreduce\n",
-                       peer->reason().c_str());
+          std::fprintf(stderr, "nccl-data: reduce = \"%s\" is not possible here (%s); using the NCCL allreduce\n",
+                       fused_name.c_str(), peer->reason().c_str());
       }
     }
     nccl_ = comm.get();
@@ -708,9 +789,11 @@ StrategyInfo nccl_data_info() {
   info.options.push_back({"reduce", OptionType::string, std::string("auto"),
                           "sync: how the gradients are summed. nccl: an NCCL allreduce, then the SGD update; "
                           "fused_p2p: one kernel per step reads every peer's gradient over P2P (CUDA IPC, one "
-                          "host) and applies the update (needs overlap = false, symmetric = false; falls back to "
-                          "nccl where P2P is missing); auto: fused_p2p where those hold, else nccl",
-                          -1e300, 1e300, {"auto", "nccl", "fused_p2p"}});
+                          "host) and applies the update; push_p2p: the weight-gradient products also write "
+                          "their values into every peer's memory as they run, and that kernel reads local memory "
+                          "only. Both need overlap = false, symmetric = false and fall back to nccl where P2P is "
+                          "missing; auto: push_p2p where those hold, else nccl",
+                          -1e300, 1e300, {"auto", "nccl", "fused_p2p", "push_p2p"}});
   info.options.push_back({"graph", OptionType::boolean, true,
                           "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
                           "(false: plain launches every step)", -1e300, 1e300, {}});
