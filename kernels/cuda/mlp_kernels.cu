@@ -152,7 +152,6 @@ struct ForwardEpi {
     Y[std::size_t(i) * ld + j] = v;
   }
   __device__ void row_sum(int, float) const {}
-  __device__ void finish() const {}
 };
 
 struct InputGradEpi {
@@ -169,7 +168,6 @@ struct InputGradEpi {
     dX[at] = v;
   }
   __device__ void row_sum(int, float) const {}
-  __device__ void finish() const {}
 };
 
 
@@ -180,25 +178,17 @@ struct WeightGradEpi {
   float* db;
   int ld;
   FusedSgd sgd;
-  GradientCopies copies;
   __device__ void operator()(int i, int j, float v) const {
     const std::size_t at = std::size_t(i) * ld + j;
     const float g = accumulate ? dW[at] + v : v;
     dW[at] = g;
-    for (int c = 0; c < copies.count; ++c) copies.dW[c][at] = g;
     if (sgd.W != nullptr) sgd_one(sgd, sgd.W[at], sgd.vW != nullptr ? sgd.vW + at : nullptr, g);
   }
   __device__ void row_sum(int i, float s) const {
     if (db == nullptr) return;
     const float g = accumulate ? db[i] + s : s;
     db[i] = g;
-    for (int c = 0; c < copies.count; ++c) copies.db[c][i] = g;
     if (sgd.b != nullptr) sgd_one(sgd, sgd.b[i], sgd.vb != nullptr ? sgd.vb + i : nullptr, g);
-  }
-  // Once per thread after its stores: the copies in peer memory are performed before the
-  // product completes, so whatever the stream runs next (the signal to the peers) follows them.
-  __device__ void finish() const {
-    if (copies.count > 0) __threadfence_system();
   }
 };
 
@@ -322,7 +312,6 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
         const int gi = i0 + ty + i * 16, gj = j0 + tx + j * 16;
         if (gi < I && gj < J) epi(gi, gj, acc[i][j]);
       }
-    epi.finish();
     return;
   }
 
@@ -349,7 +338,6 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
       for (int z = 0; z < slices; ++z) v += __ldcg(tile_partials + std::size_t(z) * BI * BJ + li * BJ + lj);
       if (i0 + li < I && j0 + lj < J) epi(i0 + li, j0 + lj, v);
     }
-  epi.finish();
   if (tid == 0) counters[tile] = 0;  // ready for the next call (or graph replay)
 }
 
@@ -391,13 +379,6 @@ Plan make_plan(int I, int J, int K, bool allow_split) {
 }
 
 void check_launch(const char* what) { check(cudaGetLastError(), what); }
-
-void check_copies(const GradientCopies& copies, const float* db, const char* what) {
-  bool bad = copies.count < 0 || copies.count > kMaxGradientCopies;
-  for (int c = 0; !bad && c < copies.count; ++c)
-    bad = copies.dW[c] == nullptr || (db != nullptr && copies.db[c] == nullptr);
-  if (bad) throw std::invalid_argument(std::string(what) + ": bad gradient copies (count or a null pointer)");
-}
 
 template <class ASrc, class BSrc, class Epi>
 void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
@@ -519,14 +500,6 @@ __global__ void stage_kernel(std::size_t rows, int features, const std::uint8_t*
     float* o = out + p * features;
     for (int f = threadIdx.x; f < features; f += blockDim.x) o[f] = float(in[f]) * scale;  // as GatherSrc::at
   }
-}
-
-__global__ void zero_copies_kernel(std::size_t n, GradientCopies copies) {
-  pdl_enter();
-  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += stride)
-    for (int c = 0; c < copies.count; ++c) copies.dW[c][i] = 0.0f;
-  __threadfence_system();  // as WeightGradEpi::finish: landed in the peers' memory on completion
 }
 
 __global__ void scale_kernel(std::size_t n, float factor, float* x) {
@@ -1002,13 +975,11 @@ void linear_forward_staged(int M, int N, int K, StagedRows X, const float* W, co
 }
 
 void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate, float* dW,
-                               float* db, const FusedSgd& sgd, cudaStream_t stream, const GradientCopies& copies) {
+                               float* db, const FusedSgd& sgd, cudaStream_t stream) {
   const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
   if (M == 0) return;
-  check_copies(copies, db, "linear_weight_grad_staged");
-  launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K},
-              WeightGradEpi{accumulate, dW, db, K, sgd, copies}, nullptr, 0, GemmScratch{}, stream,
-              "linear_weight_grad_staged");
+  launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K}, WeightGradEpi{accumulate, dW, db, K, sgd},
+              nullptr, 0, GemmScratch{}, stream, "linear_weight_grad_staged");
 }
 
 void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
@@ -1021,22 +992,12 @@ void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixel
 }
 
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate, float* dW,
-                        float* db, const FusedSgd& sgd, cudaStream_t stream, const GradientCopies& copies) {
+                        float* db, const FusedSgd& sgd, cudaStream_t stream) {
   const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
   if (M == 0) return;  // nothing to add (and an empty sum must not overwrite)
-  check_copies(copies, db, "linear_weight_grad");
   // C[N,K] = sum_m A(n,m) B(m,k), A(n,m) = dY[m*N+n] (n contiguous), B(m,k) = X[m*K+k] (k contiguous).
   launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, DenseSrc<false>{X, K},
-              WeightGradEpi{accumulate, dW, db, K, sgd, copies}, nullptr, 0, GemmScratch{}, stream,
-              "linear_weight_grad");
-}
-
-void zero_gradient_copies(std::size_t n, const GradientCopies& copies, cudaStream_t stream) {
-  check_copies(copies, nullptr, "zero_gradient_copies");
-  if (n == 0 || copies.count == 0) return;
-  const int blocks = int(std::clamp<std::size_t>((n + 255) / 256, 1, 4 * std::size_t(kTargetBlocks)));
-  launch_kernel(zero_copies_kernel, dim3(blocks), dim3(256), stream, n, copies);
-  check_launch("zero_gradient_copies");
+              WeightGradEpi{accumulate, dW, db, K, sgd}, nullptr, 0, GemmScratch{}, stream, "linear_weight_grad");
 }
 
 void linear_weight_grad_rows(int M, int N, int K, int n0, int n1, const float* dY, const float* X,

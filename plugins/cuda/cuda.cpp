@@ -633,7 +633,7 @@ class CudaStrategy final : public Strategy {
 StrategyInfo cuda_info() {
   StrategyInfo info;
   info.name = "cuda";
-  info.version = "1.1";
+  info.version = "1.2";
   info.description = "one CUDA GPU: own fp32 kernels, the epoch replayed from CUDA graphs";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;

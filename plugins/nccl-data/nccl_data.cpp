@@ -25,9 +25,11 @@
 // (docs/results/2026-11-26-data-parallel-5.md): `stage_input` (default on) writes this rank's
 // epoch input as floats once, in the order its steps read them, so the first forward and layer
 // 0's weight gradient read contiguous rows instead of gathering; the order is uploaded from
-// pinned memory; and the epoch's loss and accuracy are summed over ranks on the device and
-// copied into pinned memory on the communicator's stream, queued behind the epoch's last
-// graph, so the host waits once per epoch instead of three times.
+// pinned memory, where it was copied while the device ran the previous epoch (stage_ahead;
+// the trainer plans the next epoch then too); and the epoch's loss and accuracy are summed
+// over ranks on the device and copied into pinned memory by one small recording queued behind
+// the epoch's last graph, so the host waits once per epoch instead of three times.
+// NNPAR_EPOCH_TIMING=1 prints where each epoch's time went (report_timing).
 //
 // The end of a sync step (what bounds it at 1024 rows per GPU): layer 0's weight gradient is
 // the last product and its allreduce the last one, which nothing can hide. Three options aim
@@ -468,9 +470,8 @@ class GpuReplica final : public ReplicaEngine {
   void backward_on_streams(float loss_scale, const std::function<void(int)>& after_layer, bool fused_update) {
     const int layers = spec_.linear_count();
     if (rows_ == 0) {
-      // No samples: zero gradients still take part in every allreduce (and every peer's sum).
+      // No samples: zero gradients still take part in every allreduce.
       check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
-      if (peer_) gpu::zero_gradient_copies(count_, peer_->copies(parity_, 0), stream_);
       if (after_layer) {  // in backward()'s order: layers n-1..1, then layer 0's chunks
         for (int i = layers - 1; i > 0; --i) after_layer(bucket_of_layer(i));
         for (int c = 0; c < chunks_; ++c) after_layer(c);
@@ -498,7 +499,6 @@ class GpuReplica final : public ReplicaEngine {
           fused_update ? fused_sgd(context_.train->sgd, W(i), sizes_[i + 1], sizes_[i],
                                    velocity_ != nullptr ? velocity_ + parameter_offset(spec_, i) : nullptr)
                        : gpu::FusedSgd{};
-      const gpu::GradientCopies copies = pushed_copies(i);
       if (i > 0) {
         // The input gradient reads W(i), so a fused update of W(i) must start after it.
         if (!(fusion_.input_grad && i == layers - 1))  // else the softmax kernel wrote it
@@ -506,8 +506,7 @@ class GpuReplica final : public ReplicaEngine {
                                  dgrad_[i], stream_);
         check(cudaEventRecord(input_grad_done_[i], stream_), "event");
         check(cudaStreamWaitEvent(side_, input_grad_done_[i], 0), "wait");
-        gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_,
-                                copies);
+        gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_);
         if (after_layer) {
           comm_->set_compute_stream(side_);
           after_layer(bucket_of_layer(i));
@@ -522,10 +521,9 @@ class GpuReplica final : public ReplicaEngine {
       } else {
         if (staged_ && stage_input_)  // the softmax kernel has moved the step counter on
           gpu::linear_weight_grad_staged(rows_, sizes_[1], sizes_[0], grad_out_[0], staged_rows(-1), false, dW, db, sgd,
-                                         stream_, copies);
+                                         stream_);
         else
-          gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_,
-                                  copies);
+          gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_);
         if (after_layer) after_layer(0);
       }
     }
@@ -546,15 +544,6 @@ class GpuReplica final : public ReplicaEngine {
                  "[nccl-data timing] rank %d: stage %.1f us, steps %.1f us, metrics %.1f us on the device; "
                  "%.1f us on the host from stage_epoch to the metrics, %.1f us of it not on the device\n",
                  comm_->rank(), 1e3 * ms[0], 1e3 * ms[1], 1e3 * ms[2], host_us, host_us - device_us);
-  }
-
-  // push_p2p: layer i's gradient also goes into this rank's slot in every peer's memory (the
-  // slots of this step's parity). None otherwise.
-  gpu::GradientCopies pushed_copies(int i) const {
-    if (!peer_) return {};
-    gpu::GradientCopies c = peer_->copies(parity_, parameter_offset(spec_, i));
-    for (int k = 0; k < c.count; ++k) c.db[k] = c.dW[k] + std::size_t(sizes_[i + 1]) * sizes_[i];
-    return c;
   }
 
   // Rows of W0 where layer 0's chunk c begins (c = chunks_: the end).
@@ -666,7 +655,7 @@ class GpuReplica final : public ReplicaEngine {
   cudaEvent_t timing_events_[4] = {};
   std::chrono::steady_clock::time_point timing_host_start_;
   std::map<std::string, int> parity_after_;  // peer_: the step parity after each recording
-  std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" or "push_p2p" (sync)
+  std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" (sync)
   int parity_ = 0;                           // peer_: which gradient buffer this step writes
 };
 
@@ -697,17 +686,15 @@ class NcclDataStrategy final : public Strategy {
     apply_cuda_kernel_options(*context.options, props.major, shard_rows);
     // auto: the fused reduce wherever it can run (sync, one bucket, plain gradient memory).
     const std::string& reduce = context.options->get_string("reduce");
-    const bool explicit_fused = reduce == "fused_p2p" || reduce == "push_p2p";
+    const bool explicit_fused = reduce == "fused_p2p";
     const bool fused = mode_ == "sync" && (explicit_fused || (reduce == "auto" && !context.options->get_bool("overlap") &&
                                                               !context.options->get_bool("symmetric")));
-    const bool push = reduce == "push_p2p" || reduce == "auto";
-    const std::string fused_name = push ? "push_p2p" : "fused_p2p";
     if (fused && context.options->get_bool("overlap"))
-      throw std::runtime_error("nccl-data: reduce = \"" + fused_name +
-                               "\" reduces once after the backward; overlap = true needs reduce = \"nccl\"");
+      throw std::runtime_error("nccl-data: reduce = \"fused_p2p\" reduces once after the backward; overlap = true "
+                               "needs reduce = \"nccl\"");
     if (fused && context.options->get_bool("symmetric"))
       throw std::runtime_error("nccl-data: symmetric = true is a window for the NCCL allreduce; it needs reduce = "
-                               "\"nccl\", not \"" + fused_name + "\"");
+                               "\"nccl\", not \"fused_p2p\"");
     const bool graph = context.options->get_bool("graph");
     const auto graph_steps = std::size_t(context.options->get_int("graph_steps"));
     // Row blocks only pay where their allreduces overlap the rest of the product.
@@ -722,15 +709,15 @@ class NcclDataStrategy final : public Strategy {
     // Before the trainer's warm-up collectives, which already run on the gradient buffer.
     if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
     if (fused) {
-      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device, push);
+      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device);
       if (peer->available()) {
         engine->use_peer_reduce(std::move(peer));
-        reduce_ = fused_name;
+        reduce_ = "fused_p2p";
       } else {
-        reduce_ = "NCCL allreduce; " + fused_name + " unavailable: " + peer->reason();
+        reduce_ = "NCCL allreduce; fused_p2p unavailable: " + peer->reason();
         if (explicit_fused && comm->rank() == 0)
-          std::fprintf(stderr, "nccl-data: reduce = \"%s\" is not possible here (%s); using the NCCL allreduce\n",
-                       fused_name.c_str(), peer->reason().c_str());
+          std::fprintf(stderr, "nccl-data: reduce = \"fused_p2p\" is not possible here (%s); using the NCCL allreduce\n",
+                       peer->reason().c_str());
       }
     }
     nccl_ = comm.get();
@@ -772,7 +759,7 @@ class NcclDataStrategy final : public Strategy {
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.7";
+  info.version = "1.8";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
@@ -789,11 +776,9 @@ StrategyInfo nccl_data_info() {
   info.options.push_back({"reduce", OptionType::string, std::string("auto"),
                           "sync: how the gradients are summed. nccl: an NCCL allreduce, then the SGD update; "
                           "fused_p2p: one kernel per step reads every peer's gradient over P2P (CUDA IPC, one "
-                          "host) and applies the update; push_p2p: the weight-gradient products also write "
-                          "their values into every peer's memory as they run, and that kernel reads local memory "
-                          "only. Both need overlap = false, symmetric = false and fall back to nccl where P2P is "
-                          "missing; auto: push_p2p where those hold, else nccl",
-                          -1e300, 1e300, {"auto", "nccl", "fused_p2p", "push_p2p"}});
+                          "host) and applies the update (needs overlap = false, symmetric = false; falls back to "
+                          "nccl where P2P is missing); auto: fused_p2p where those hold, else nccl",
+                          -1e300, 1e300, {"auto", "nccl", "fused_p2p"}});
   info.options.push_back({"graph", OptionType::boolean, true,
                           "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
                           "(false: plain launches every step)", -1e300, 1e300, {}});
