@@ -218,38 +218,6 @@ TEST_F(NcclData, FusedP2pReduceWithShortGraphsPlainLaunchesAndEmptyShards) {
   expect_same_weights(plain, nccl, "batch 3, plain launches");
 }
 
-TEST_F(NcclData, EarlyReduceGivesTheSameWeights) {
-  // early_reduce sums and applies the layers > 0 on the side stream while layer 0's weight
-  // gradient runs, and layer 0 after the backward: the same sums and updates as one kernel
-  // for the whole buffer, so the same weights bit for bit. Batch 128 with graphs (79 steps an
-  // epoch), batch 3 with graphs of 5 (a rank's last shard is empty) and plain launches.
-  RunConfig config = config_for("sync", 128);
-  RunConfig odd = config_for("sync", 3);
-  odd.data.options.limit = 301;
-  const RunResult early = run_sync_with(config, {{"reduce", std::string("fused_p2p")}, {"early_reduce", true}});
-  const RunResult whole = run_sync_with(config, {{"reduce", std::string("fused_p2p")}, {"early_reduce", false}});
-  const RunResult odd_early =
-      run_sync_with(odd, {{"reduce", std::string("fused_p2p")}, {"early_reduce", true}, {"graph_steps", std::int64_t{5}}});
-  const RunResult odd_whole =
-      run_sync_with(odd, {{"reduce", std::string("fused_p2p")}, {"early_reduce", false}, {"graph_steps", std::int64_t{5}}});
-  const RunResult plain_early =
-      run_sync_with(odd, {{"reduce", std::string("fused_p2p")}, {"early_reduce", true}, {"graph", false}});
-  if (mpi::world_rank() != 0) return;
-  for (const auto& [a, b, what] : {std::tuple{&early, &whole, "batch 128, graphs"},
-                                   std::tuple{&odd_early, &odd_whole, "batch 3, graphs of 5"},
-                                   std::tuple{&plain_early, &odd_whole, "batch 3, plain launches"}}) {
-    ASSERT_EQ(a->final_parameters.size(), b->final_parameters.size()) << what;
-    ASSERT_FALSE(a->final_parameters.empty()) << what;
-    double max_abs_diff = 0;
-    for (std::size_t i = 0; i < a->final_parameters.size(); ++i)
-      max_abs_diff = std::max(max_abs_diff, double(std::abs(a->final_parameters[i] - b->final_parameters[i])));
-    std::printf("[nccl-data early_reduce, %s, %d GPUs] vs one reduce kernel: max abs diff %.3e\n", what,
-                mpi::world_size(), max_abs_diff);
-    EXPECT_EQ(max_abs_diff, 0.0) << what;
-    EXPECT_EQ(a->final_test.accuracy, b->final_test.accuracy) << what;
-  }
-}
-
 TEST_F(NcclData, FusedP2pReduceRefusesOverlap) {
   RunConfig config = config_for("sync", 128);
   config.train.epochs = 1;

@@ -5,19 +5,13 @@
 // Possible only where every rank runs on one host and every pair of GPUs can address each
 // other's memory (P2P: NVLink or PCIe); otherwise every rank gets the same reason and the
 // caller falls back to the NCCL allreduce.
-//
-// The buffer may be cut into segments, each reduced by its own kernel with its own flags, so
-// a part whose gradient is complete early (the layers > 0, before layer 0's weight gradient)
-// is summed and applied while the rest is still computed.
 #pragma once
 #include <mpi.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -29,15 +23,8 @@ namespace nnpar {
 class PeerReduce {
  public:
   // Collective over MPI_COMM_WORLD (every rank calls it, in the same order as its other
-  // collectives). `count` floats per gradient buffer; `segments`: [begin, end) ranges of it,
-  // each a multiple of 4 floats from the start (the kernel's vector loads), or none for one
-  // segment of the whole buffer.
-  PeerReduce(std::size_t count, int device, std::vector<std::pair<std::size_t, std::size_t>> segments = {})
-      : count_(count), stride_((std::max<std::size_t>(count, 1) + 63) / 64 * 64), segments_(std::move(segments)) {
-    if (segments_.empty()) segments_.push_back({0, count_});
-    for (auto [b, e] : segments_)
-      if (b % 4 != 0 || b > e || e > count_)
-        throw std::invalid_argument("PeerReduce: a segment must start at a multiple of 4 floats inside the buffer");
+  // collectives). `count` floats per gradient buffer.
+  PeerReduce(std::size_t count, int device) : count_(count), stride_((std::max<std::size_t>(count, 1) + 63) / 64 * 64) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &ranks_);
     args_.ranks = ranks_;
@@ -62,27 +49,15 @@ class PeerReduce {
   // This rank's gradient buffer of step parity `parity` (0 or 1).
   float* gradients(int parity) const { return own_ + std::size_t(parity) * stride_; }
 
-  std::size_t segment_count() const { return segments_.size(); }
-
-  // Sums segment `segment` of every rank's gradient of step parity `parity` and applies the
-  // update to the same range of params (and velocity); params point at the whole buffer.
-  // Every rank must run each segment's updates in the same order of steps.
   void update(int parity, float lr, float momentum, float weight_decay, float* params, float* velocity,
-              cudaStream_t stream, std::size_t segment = 0) const {
-    const auto [begin, end] = segments_.at(segment);
+              cudaStream_t stream) const {
     cuda::PeerSgdArgs a = args_;
-    for (int r = 0; r < ranks_; ++r) a.grads[r] = peer_grads_[r] + std::size_t(parity) * stride_ + begin;
-    unsigned* words = sync_ + segment * kSyncWords;
-    a.inbox = words;
-    a.state = words + cuda::kPeerSgdMaxRanks;
-    for (int p = 0; p < ranks_; ++p)
-      a.signal[p] = p == rank_ ? nullptr : peer_sync_[p] + segment * kSyncWords + rank_;  // p's inbox[this rank]
-    cuda::peer_sgd_update(end - begin, lr, momentum, weight_decay, params + begin,
-                          velocity != nullptr ? velocity + begin : nullptr, a, stream);
+    for (int r = 0; r < ranks_; ++r) a.grads[r] = peer_grads_[r] + std::size_t(parity) * stride_;
+    cuda::peer_sgd_update(count_, lr, momentum, weight_decay, params, velocity, a, stream);
   }
 
  private:
-  // Layout of the small synchronisation allocation, per segment: [inbox: kPeerSgdMaxRanks][state: 2].
+  // Layout of the small synchronisation allocation: [inbox: kPeerSgdMaxRanks][state: 2].
   static constexpr std::size_t kSyncWords = cuda::kPeerSgdMaxRanks + 2;
 
   std::string local_reason(int device) {
@@ -106,8 +81,8 @@ class PeerReduce {
     // Allocated here, before anyone maps them: zeroed and complete before the exchange.
     if (cudaMalloc(reinterpret_cast<void**>(&own_), 2 * stride_ * sizeof(float)) != cudaSuccess ||
         cudaMemset(own_, 0, 2 * stride_ * sizeof(float)) != cudaSuccess ||
-        cudaMalloc(reinterpret_cast<void**>(&sync_), segments_.size() * kSyncWords * sizeof(unsigned)) != cudaSuccess ||
-        cudaMemset(sync_, 0, segments_.size() * kSyncWords * sizeof(unsigned)) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+        cudaMalloc(reinterpret_cast<void**>(&sync_), kSyncWords * sizeof(unsigned)) != cudaSuccess ||
+        cudaMemset(sync_, 0, kSyncWords * sizeof(unsigned)) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
       cudaGetLastError();
       return "device memory for the peer buffers: " + std::string(cudaGetErrorString(cudaGetLastError()));
     }
@@ -123,8 +98,9 @@ class PeerReduce {
     std::vector<cudaIpcMemHandle_t> all(2 * std::size_t(ranks_));
     MPI_Allgather(mine, int(sizeof mine), MPI_BYTE, all.data(), int(sizeof mine), MPI_BYTE, MPI_COMM_WORLD);
     if (!why.empty()) return why;
+    args_.inbox = sync_;
+    args_.state = sync_ + cuda::kPeerSgdMaxRanks;
     peer_grads_.assign(ranks_, nullptr);
-    peer_sync_.assign(ranks_, nullptr);
     for (int p = 0; p < ranks_; ++p) {
       if (p == rank_) {
         peer_grads_[p] = own_;
@@ -143,7 +119,7 @@ class PeerReduce {
       }
       opened_.push_back(sync);
       peer_grads_[p] = static_cast<float*>(grads);
-      peer_sync_[p] = static_cast<unsigned*>(sync);
+      args_.signal[p] = static_cast<unsigned*>(sync) + rank_;  // p's inbox[this rank]
     }
     return {};
   }
@@ -168,9 +144,7 @@ class PeerReduce {
   std::string reason_;
   float* own_ = nullptr;
   unsigned* sync_ = nullptr;
-  std::vector<std::pair<std::size_t, std::size_t>> segments_;
   std::vector<float*> peer_grads_;
-  std::vector<unsigned*> peer_sync_;  // every rank's synchronisation allocation, mapped here
   std::vector<void*> opened_;
   cuda::PeerSgdArgs args_;
 };

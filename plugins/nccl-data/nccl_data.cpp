@@ -311,14 +311,13 @@ class GpuReplica final : public ReplicaEngine {
   void use_peer_reduce(std::unique_ptr<PeerReduce> peer) {
     cudaFree(grads_);
     peer_ = std::move(peer);
-    early_reduce_ = peer_->segment_count() == 2;
     parity_ = 0;
     grads_ = peer_->gradients(parity_);
   }
   bool reduces_gradients() const override { return peer_ != nullptr; }
   void reduce_and_update() override {
     const SgdSettings& s = context_.train->sgd;
-    peer_->update(parity_, s.lr, s.momentum, s.weight_decay, params_, velocity_, stream_, early_reduce_ ? 1 : 0);
+    peer_->update(parity_, s.lr, s.momentum, s.weight_decay, params_, velocity_, stream_);
     parity_ ^= 1;
     grads_ = peer_->gradients(parity_);
   }
@@ -473,7 +472,6 @@ class GpuReplica final : public ReplicaEngine {
     if (rows_ == 0) {
       // No samples: zero gradients still take part in every allreduce.
       check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
-      if (early_reduce_) reduce_layers_above_0(stream_);
       if (after_layer) {  // in backward()'s order: layers n-1..1, then layer 0's chunks
         for (int i = layers - 1; i > 0; --i) after_layer(bucket_of_layer(i));
         for (int c = 0; c < chunks_; ++c) after_layer(c);
@@ -509,7 +507,6 @@ class GpuReplica final : public ReplicaEngine {
         check(cudaEventRecord(input_grad_done_[i], stream_), "event");
         check(cudaStreamWaitEvent(side_, input_grad_done_[i], 0), "wait");
         gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_);
-        if (i == 1 && early_reduce_) reduce_layers_above_0(side_);
         if (after_layer) {
           comm_->set_compute_stream(side_);
           after_layer(bucket_of_layer(i));
@@ -547,15 +544,6 @@ class GpuReplica final : public ReplicaEngine {
                  "[nccl-data timing] rank %d: stage %.1f us, steps %.1f us, metrics %.1f us on the device; "
                  "%.1f us on the host from stage_epoch to the metrics, %.1f us of it not on the device\n",
                  comm_->rank(), 1e3 * ms[0], 1e3 * ms[1], 1e3 * ms[2], host_us, host_us - device_us);
-  }
-
-  // early_reduce: the layers > 0 are summed over the ranks and updated on the side stream
-  // behind their weight gradients (the peer reduce's segment 0), while layer 0's weight
-  // gradient still runs; their input gradients, the step's other readers of those weights,
-  // were queued before. reduce_and_update() then does layer 0 (segment 1).
-  void reduce_layers_above_0(cudaStream_t stream) {
-    const SgdSettings& s = context_.train->sgd;
-    peer_->update(parity_, s.lr, s.momentum, s.weight_decay, params_, velocity_, stream, 0);
   }
 
   // Rows of W0 where layer 0's chunk c begins (c = chunks_: the end).
@@ -669,7 +657,6 @@ class GpuReplica final : public ReplicaEngine {
   std::map<std::string, int> parity_after_;  // peer_: the step parity after each recording
   std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" (sync)
   int parity_ = 0;                           // peer_: which gradient buffer this step writes
-  bool early_reduce_ = false;                // peer_ in two segments: layers > 0, then layer 0
 };
 
 class NcclDataStrategy final : public Strategy {
@@ -722,14 +709,7 @@ class NcclDataStrategy final : public Strategy {
     // Before the trainer's warm-up collectives, which already run on the gradient buffer.
     if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
     if (fused) {
-      // early_reduce: two segments, the layers > 0 (reduced on the side stream once their
-      // weight gradients are done) and layer 0 (after the backward). The kernel's vector loads
-      // need layer 1 to start at a multiple of 4 floats; else one segment.
-      std::vector<std::pair<std::size_t, std::size_t>> segments;
-      const std::size_t layer1 = context.model->linear_count() > 1 ? parameter_offset(*context.model, 1) : 0;
-      if (context.options->get_bool("early_reduce") && layer1 > 0 && layer1 % 4 == 0)
-        segments = {{layer1, engine->parameter_count()}, {0, layer1}};
-      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device, segments);
+      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device);
       if (peer->available()) {
         engine->use_peer_reduce(std::move(peer));
         reduce_ = "fused_p2p";
@@ -799,10 +779,6 @@ StrategyInfo nccl_data_info() {
                           "host) and applies the update (needs overlap = false, symmetric = false; falls back to "
                           "nccl where P2P is missing); auto: fused_p2p where those hold, else nccl",
                           -1e300, 1e300, {"auto", "nccl", "fused_p2p"}});
-  info.options.push_back({"early_reduce", OptionType::boolean, true,
-                          "reduce = fused_p2p: sum and apply the layers > 0 on the side stream as soon as their "
-                          "weight gradients are done, while layer 0's is still computed; layer 0 after the "
-                          "backward (false: everything after the backward, in one kernel)", -1e300, 1e300, {}});
   info.options.push_back({"graph", OptionType::boolean, true,
                           "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
                           "(false: plain launches every step)", -1e300, 1e300, {}});
