@@ -334,11 +334,11 @@ class GpuReplica final : public ReplicaEngine {
                                std::to_string(expected));
   }
   // The sums on the device, in place (the step counter stays this rank's), then one copy into
-  // pinned memory, queued behind the epoch's work on the communicator's stream while the
-  // device still runs it: at the epoch's end the host only waits once
-  // (docs/results/2026-11-26-data-parallel-5.md).
-  // With graphs the three are one recording too: two eager NCCL calls cost ~20 us each on the
-  // device after the epoch's last step, captured ones ~7 us (the calibrated profiles).
+  // pinned memory, queued behind the epoch's work while the device still runs it: at the
+  // epoch's end the host only waits once (docs/results/2026-11-26-data-parallel-5.md). With
+  // graphs the three are one recording: two eager NCCL calls cost ~20 us each after the epoch's
+  // last step, captured ones ~7 us (profiles/h100x2-calibrated.json); measured, the three take
+  // 25-33 us of device time (docs/results/2026-11-27-data-parallel-6.md).
   void queue_world_metrics() override {
     if (timing_) check(cudaEventRecord(timing_events_[2], stream_), "event");
     auto queue = [this] {
