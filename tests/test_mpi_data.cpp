@@ -120,7 +120,7 @@ TEST_F(MpiData, TensorParallelMatchesSerialWithUnevenSplits) {
 }
 
 // A replica whose "weights" are set by hand, to check the weighted average alone.
-class FixedReplica final : public ReplicaEngine {
+class FixedReplica : public ReplicaEngine {
  public:
   explicit FixedReplica(std::vector<float> p) : params_(std::move(p)), grads_(params_.size()) {}
   float* parameters() override { return params_.data(); }
@@ -170,18 +170,9 @@ TEST(WeightedAverage, RanksCountBySamplesProcessed) {
 
 // A replaying engine that only records what the trainer hands it: each epoch's staged
 // indices, and the next epoch's given ahead (stage_ahead) while this one runs.
-class StagingRecorder final : public ReplicaEngine {
+class StagingRecorder final : public FixedReplica {
  public:
-  float* parameters() override { return params_.data(); }
-  float* gradients() override { return grads_.data(); }
-  std::size_t parameter_count() const override { return params_.size(); }
-  void load_batch(std::span<const std::uint32_t>) override {}
-  void forward() override {}
-  void backward(float, const std::function<void(int)>&) override {}
-  void sgd_step() override {}
-  void scale_parameters(float) override {}
-  std::pair<double, double> take_metrics() override { return {0, 0}; }
-  void copy_parameters_to_host(std::span<float> out) override { std::copy(params_.begin(), params_.end(), out.begin()); }
+  StagingRecorder() : FixedReplica({0.0f, 0.0f}) {}
   std::size_t replay_steps() const override { return 4; }
   void stage_epoch(std::span<const std::uint32_t> indices, std::size_t stride, std::size_t reading) override {
     staged.push_back({indices.begin(), indices.end()});
@@ -199,9 +190,6 @@ class StagingRecorder final : public ReplicaEngine {
   std::vector<const std::uint32_t*> staged_at, ahead_at;
   std::vector<std::size_t> strides, reading_steps;
   long rows_read = 0;
-
- private:
-  std::vector<float> params_ = std::vector<float>(2), grads_ = std::vector<float>(2);
 };
 
 TEST(ReplayStaging, TheNextEpochIsStagedAheadWithTheSameIndices) {
