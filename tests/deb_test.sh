@@ -41,7 +41,6 @@ for path in ./usr/bin/nnpar \
             ./usr/lib/libnnpar_comm_mpi.so \
             ./usr/include/nnpar/strategy.hpp \
             ./usr/include/nnpar/data_parallel.hpp \
-            ./usr/include/nnpar/epoch_order_ahead.hpp \
             ./usr/include/nnpar/comm_mpi.hpp \
             ./usr/lib/cmake/nnpar/nnparConfig.cmake \
             ./usr/lib/cmake/nnpar/nnparConfigVersion.cmake \

@@ -30,7 +30,6 @@
 
 #include "nnpar/communicator.hpp"
 #include "nnpar/strategy.hpp"
-#include "epoch_order_ahead.hpp"
 
 namespace nnpar {
 
@@ -161,7 +160,7 @@ class DataParallelTrainer {
     if (engine_->replay_steps() > 0) return replay_epoch(epoch);
     const TrainSettings& train = *context_.train;
     const Dataset& data = *context_.train_data;
-    const auto order = orders_.take(train, data.count, epoch);
+    const auto order = epoch_order(data.count, train.seed, epoch, train.shuffle);
     const int rank = comm_->rank(), world = comm_->size();
     EpochReport report;
     PhaseClock clock;
@@ -388,7 +387,7 @@ class DataParallelTrainer {
     if (next_plan_.epoch == epoch && next_plan_.samples == count) {
       plan = std::move(next_plan_);
     } else {
-      plan = plan_epoch(orders_.take(train, count, epoch), epoch);
+      plan = plan_epoch(epoch_order(count, train.seed, epoch, train.shuffle), epoch);
     }
     next_plan_ = EpochPlan{};
     engine_->stage_epoch(plan.staged, plan.stride, plan.reading);
@@ -423,8 +422,7 @@ class DataParallelTrainer {
     engine_->queue_world_metrics();
     // While the device runs the recordings: the next epoch's order and plan.
     if (epoch + 1 < train.epochs) {
-      orders_.prepare_next(train, count, epoch);
-      next_plan_ = plan_epoch(orders_.take(train, count, epoch + 1), epoch + 1);
+      next_plan_ = plan_epoch(epoch_order(count, train.seed, epoch + 1, train.shuffle), epoch + 1);
       engine_->stage_ahead(next_plan_.staged);
     }
     engine_->synchronize();
@@ -465,7 +463,6 @@ class DataParallelTrainer {
   StrategyContext context_;
   std::unique_ptr<Communicator> comm_;
   std::unique_ptr<ReplicaEngine> engine_;
-  EpochOrderAhead orders_;
   EpochPlan next_plan_;  // replay: the next epoch's, made while the device runs this one
   bool local_sgd_ = false, overlap_ = true;
   int period_ = 1;

@@ -383,12 +383,10 @@ class GpuReplica final : public ReplicaEngine {
       timing_host_start_ = std::chrono::steady_clock::now();
       check(cudaEventRecord(timing_events_[0], stream_), "event");
     }
-    // The previous epoch ended with a synchronisation, so no graph still reads the order;
-    // from pageable memory the copy has consumed `indices` when this returns.
-    // From pinned memory, so the copy does not hold the host (a pageable one of 250 KB did for
-    // ~0.1 ms, at every epoch's start); the previous epoch's upload finished with that epoch.
-    // Two pinned buffers, one per epoch parity: stage_ahead fills the next epoch's while this
-    // epoch's upload may still read the other.
+    // The previous epoch ended with a synchronisation, so no graph still reads the order. The
+    // upload is from pinned memory, so it does not hold the host (a pageable one of 250 KB did
+    // for ~0.1 ms, at every epoch's start). Two pinned buffers, one per epoch parity:
+    // stage_ahead fills the next epoch's while this epoch's upload may still read the other.
     const bool ready = !indices.empty() && ahead_data_ == indices.data() && ahead_size_ == indices.size();
     ahead_data_ = nullptr;
     ahead_size_ = 0;
