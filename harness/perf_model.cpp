@@ -1234,7 +1234,8 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     const double before = r.data + r.forward + r.loss;
     std::vector<double> layer_bytes;
     for (int i = 0; i < L; ++i) layer_bytes.push_back(4.0 * double(params_of(w.layers, i, 1)));
-    // nccl-data sync's reduce = "fused_p2p" (auto: without overlap, every rank on one host).
+    // nccl-data sync's reduce = "fused_p2p" or "push_p2p" (auto: push, without overlap, every rank on
+    // one host), both priced by the calibrated (pulling) peer_sgd kernel.
     const bool fused_reduce = gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node;
     if (c.mode == "local_sgd") {
       s.split.compute = before + r.backward.end + r.update;

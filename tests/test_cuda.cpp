@@ -192,6 +192,39 @@ TEST(CudaKernels, WeightGradMatchesCpu) {
   }
 }
 
+TEST(CudaKernels, WeightGradCopiesGetTheSameValuesBitForBit) {
+  // push_p2p's epilogue (GradientCopies, its own 128-register kernel): dW and db as without
+  // copies, bit for bit, and every copy equal to them; zero_gradient_copies zeroes the copies.
+  // Here the copies are local buffers; nccl-data points them at the peers' memory.
+  REQUIRE_GPU();
+  for (const Shape& s : {Shape{1024, 256, 784}, Shape{1024, 26, 256}, Shape{7, 13, 5}}) {
+    const auto dYh = random_vector(std::size_t(s.M) * s.N, 31), X = random_vector(std::size_t(s.M) * s.K, 32);
+    const std::size_t w = std::size_t(s.N) * s.K;
+    Dev<float> g_dY(dYh), g_X(X), plain(w + s.N), pushed(w + s.N), copy1(std::vector<float>(w + s.N, NAN)),
+        copy2(std::vector<float>(w + s.N, NAN));
+    gpu::linear_weight_grad(s.M, s.N, s.K, g_dY.p, g_X.p, false, plain.p, plain.p + w, gpu::FusedSgd{}, nullptr);
+    gpu::GradientCopies copies;
+    copies.count = 2;
+    copies.dW[0] = copy1.p, copies.db[0] = copy1.p + w;
+    copies.dW[1] = copy2.p, copies.db[1] = copy2.p + w;
+    gpu::linear_weight_grad(s.M, s.N, s.K, g_dY.p, g_X.p, false, pushed.p, pushed.p + w, gpu::FusedSgd{}, nullptr,
+                            copies);
+    const auto expected = plain.get();
+    EXPECT_EQ(pushed.get(), expected) << name(s);
+    EXPECT_EQ(copy1.get(), expected) << name(s);
+    EXPECT_EQ(copy2.get(), expected) << name(s);
+    gpu::zero_gradient_copies(w, copies, nullptr);
+    const auto zeroed = copy2.get();
+    EXPECT_EQ(std::vector<float>(zeroed.begin(), zeroed.begin() + std::ptrdiff_t(w)), std::vector<float>(w, 0.0f))
+        << name(s);
+  }
+  gpu::GradientCopies bad;
+  bad.count = 1;  // a null copy
+  Dev<float> one(std::vector<float>(4, 0.0f));
+  EXPECT_THROW(gpu::linear_weight_grad(1, 1, 1, one.p, one.p, false, one.p, one.p + 1, gpu::FusedSgd{}, nullptr, bad),
+               std::invalid_argument);
+}
+
 TEST(CudaKernels, WeightGradWithFusedSgdMatchesCpu) {
   REQUIRE_GPU();
   for (float momentum : {0.0f, 0.9f}) {

@@ -218,6 +218,45 @@ TEST_F(NcclData, FusedP2pReduceWithShortGraphsPlainLaunchesAndEmptyShards) {
   expect_same_weights(plain, nccl, "batch 3, plain launches");
 }
 
+TEST_F(NcclData, PushP2pReduceGivesThePulledWeights) {
+  // push_p2p moves the gradients while the products run (each rank writes its slot in every
+  // peer's memory) and sums local slots; fused_p2p reads the peers' buffers at the step's
+  // end. The same values added in rank order: the same weights bit for bit, on any number
+  // of ranks. Batch 128 (79 steps an epoch: the odd count switches buffer parity between
+  // epochs), batch 3 with graphs of 5 (a rank's last shard is empty: its zero gradient must
+  // reach the peers too) and plain launches.
+  RunConfig config = config_for("sync", 128);
+  RunConfig odd = config_for("sync", 3);
+  odd.data.options.limit = 301;
+  const RunResult push = run_sync_with(config, {});  // reduce = "auto", which pushes where P2P works
+  const RunResult pull = run_sync_with(config, {{"reduce", std::string("fused_p2p")}});
+  const RunResult nccl = run_sync_with(config, {{"reduce", std::string("nccl")}});
+  const RunResult odd_push = run_sync_with(odd, {{"reduce", std::string("push_p2p")}, {"graph_steps", std::int64_t{5}}});
+  const RunResult odd_pull = run_sync_with(odd, {{"reduce", std::string("fused_p2p")}, {"graph_steps", std::int64_t{5}}});
+  const RunResult plain_push = run_sync_with(odd, {{"reduce", std::string("push_p2p")}, {"graph", false}});
+  if (mpi::world_rank() != 0) return;
+  if (mpi::world_size() > 1) {
+    if (push.device.find("push_p2p unavailable") != std::string::npos)
+      std::printf("[nccl-data] note: no P2P here, push_p2p fell back to NCCL: %s\n", push.device.c_str());
+    else
+      EXPECT_THAT(push.device, ::testing::HasSubstr("push_p2p)"));
+  }
+  for (const auto& [a, b, what] : {std::tuple{&push, &pull, "batch 128, graphs"},
+                                   std::tuple{&odd_push, &odd_pull, "batch 3, graphs of 5"},
+                                   std::tuple{&plain_push, &odd_pull, "batch 3, plain launches"}}) {
+    ASSERT_EQ(a->final_parameters.size(), b->final_parameters.size()) << what;
+    ASSERT_FALSE(a->final_parameters.empty()) << what;
+    double max_abs_diff = 0;
+    for (std::size_t i = 0; i < a->final_parameters.size(); ++i)
+      max_abs_diff = std::max(max_abs_diff, double(std::abs(a->final_parameters[i] - b->final_parameters[i])));
+    std::printf("[nccl-data push_p2p, %s, %d GPUs] vs fused_p2p: max abs diff %.3e\n", what, mpi::world_size(),
+                max_abs_diff);
+    EXPECT_EQ(max_abs_diff, 0.0) << what;
+    EXPECT_EQ(a->final_test.accuracy, b->final_test.accuracy) << what;
+  }
+  expect_same_weights(push, nccl, "push_p2p, 2 epochs of 79 steps, graphs");
+}
+
 TEST_F(NcclData, FusedP2pReduceRefusesOverlap) {
   RunConfig config = config_for("sync", 128);
   config.train.epochs = 1;

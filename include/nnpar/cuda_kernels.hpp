@@ -123,15 +123,34 @@ struct FusedSgd {
   float* vb = nullptr;
 };
 
+// More places a weight gradient's values are written to, as the epilogue writes dW and db:
+// nccl-data's `reduce = "push_p2p"` has each rank's products store their gradient into every
+// peer's memory (CUDA IPC mappings over NVLink/PCIe) while they run, so the step's final sum
+// reads local memory only. Each copy has dW's (and db's) layout. A product with copies ends
+// with a system-scope fence in every thread, so the copies have landed when it completes.
+// Products without copies compile to the same kernels as before (a separate epilogue type).
+constexpr int kMaxGradientCopies = 7;
+struct GradientCopies {
+  int count = 0;
+  float* dW[kMaxGradientCopies] = {};
+  float* db[kMaxGradientCopies] = {};  // null where db is null
+};
+
 // Weight gradient: dW[N,K] = (accumulate ? dW : 0) + dY[M,N]^T X[M,K], likewise
 // db[N] = (accumulate ? db : 0) + column sums of dY (db may be null). With sgd.W set, the
-// parameters are then updated in place from the new gradient.
+// parameters are then updated in place from the new gradient. `copies` get the same values
+// as dW and db.
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate,
-                        float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
+                        float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream,
+                        const GradientCopies& copies = {});
 
 // linear_weight_grad with X given as staged rows (same plan, same sums).
 void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate,
-                               float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream);
+                               float* dW, float* db, const FusedSgd& sgd, cudaStream_t stream,
+                               const GradientCopies& copies = {});
+
+// Writes zeros to n floats at every copy's dW (a rank with no samples pushes a zero gradient).
+void zero_gradient_copies(std::size_t n, const GradientCopies& copies, cudaStream_t stream);
 
 // Rows [n0, n1) of the same weight gradient (dW, db and sgd still point at row 0): the same
 // sums in the same order, so a product split into row blocks gives the same values. nccl-data

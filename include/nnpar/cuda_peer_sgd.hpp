@@ -2,14 +2,15 @@
 // peers' memory: each rank's kernel adds every rank's gradient (in rank order, so every rank
 // computes the same sum, bit for bit) and applies the update, instead of an allreduce, a join
 // and a separate update kernel. For GPUs of one host whose buffers are mapped into each
-// other's address space (CUDA IPC over NVLink/PCIe P2P); nccl-data's `reduce = "fused_p2p"`.
+// other's address space (CUDA IPC over NVLink/PCIe P2P); nccl-data's `reduce = "fused_p2p"`
+// and `"push_p2p"` (where grads[r] are local slots the peers' products wrote into).
 //
-// Synchronisation, all on the device (so the kernel can be captured in a graph): every block
-// first tells every peer "my gradient of step t is complete" (a release store into the peer's
-// inbox) and then waits until every peer has said the same for step t. No second barrier: the
-// caller alternates two gradient buffers, so the buffer a peer may still be reading (step t)
-// is written again only at step t+2, after this rank has seen the peer's step-t+1 signal,
-// which the peer sends after its step-t kernel ended.
+// Synchronisation, all on the device (so the kernel can be captured in a graph): the first
+// block to arrive tells every peer "my gradient of step t is complete" (a release store into
+// the peer's inbox), and every block waits until every peer has said the same for step t.
+// No second barrier: the caller alternates two gradient buffers, so the buffer a peer may
+// still be reading (step t) is written again only at step t+2, after this rank has seen the
+// peer's step-t+1 signal, which the peer sends after its step-t kernel ended.
 //
 // A peer that stops (a dead process) leaves this kernel spinning; the host never waits on it
 // directly but through the communicator's polled waits, which end the job after
@@ -31,7 +32,8 @@ struct PeerSgdArgs {
   unsigned* signal[kPeerSgdMaxRanks] = {};
   // This rank's inbox: inbox[p] is the last step rank p announced. Zero before the first step.
   const unsigned* inbox = nullptr;
-  // This rank's step counter and a count of finished blocks. Zero before the first step.
+  // This rank's step counter, a count of finished blocks and a count of arrived blocks (three
+  // words). Zero before the first step.
   unsigned* state = nullptr;
 };
 

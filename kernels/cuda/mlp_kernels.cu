@@ -142,6 +142,7 @@ struct StagedSrc {
 
 struct ForwardEpi {
   static constexpr bool kRowSums = false;
+  static constexpr int kMinBlocks = 1;
   const float* b;
   bool sigmoid;
   float* Y;
@@ -152,10 +153,12 @@ struct ForwardEpi {
     Y[std::size_t(i) * ld + j] = v;
   }
   __device__ void row_sum(int, float) const {}
+  __device__ void finish() const {}
 };
 
 struct InputGradEpi {
   static constexpr bool kRowSums = false;
+  static constexpr int kMinBlocks = 1;
   const float* H;
   float* dX;
   int ld;
@@ -168,29 +171,65 @@ struct InputGradEpi {
     dX[at] = v;
   }
   __device__ void row_sum(int, float) const {}
+  __device__ void finish() const {}
 };
 
 
-struct WeightGradEpi {
+// Where else a weight gradient goes. NoCopies: nowhere (every product but push_p2p's; the
+// kernels are the same as without this parameter). PeerCopies: every value also into each
+// peer's slot, then a system-scope fence per thread so the stores have landed when the
+// product completes (whatever the stream runs next, the signal to the peers, follows them).
+struct NoCopies {
+  static constexpr int kMinBlocks = 1;
+  __device__ void dW(std::size_t, float) const {}
+  __device__ void db(int, float) const {}
+  __device__ void finish() const {}
+};
+struct PeerCopies {
+  static constexpr int kMinBlocks = 2;
+  GradientCopies to;
+  // Unrolled over the fixed bound: constant indices keep the pointers in the parameter bank.
+  __device__ void dW(std::size_t at, float g) const {
+#pragma unroll
+    for (int c = 0; c < kMaxGradientCopies; ++c)
+      if (c < to.count) to.dW[c][at] = g;
+  }
+  __device__ void db(int i, float g) const {
+#pragma unroll
+    for (int c = 0; c < kMaxGradientCopies; ++c)
+      if (c < to.count) to.db[c][i] = g;
+  }
+  __device__ void finish() const { __threadfence_system(); }
+};
+
+template <class Copies>
+struct WeightGradEpiWith {
   static constexpr bool kRowSums = true;
+  static constexpr int kMinBlocks = Copies::kMinBlocks;
   bool accumulate;
   float* dW;
   float* db;
   int ld;
   FusedSgd sgd;
+  Copies copies;
   __device__ void operator()(int i, int j, float v) const {
     const std::size_t at = std::size_t(i) * ld + j;
     const float g = accumulate ? dW[at] + v : v;
     dW[at] = g;
+    copies.dW(at, g);
     if (sgd.W != nullptr) sgd_one(sgd, sgd.W[at], sgd.vW != nullptr ? sgd.vW + at : nullptr, g);
   }
   __device__ void row_sum(int i, float s) const {
     if (db == nullptr) return;
     const float g = accumulate ? db[i] + s : s;
     db[i] = g;
+    copies.db(i, g);
     if (sgd.b != nullptr) sgd_one(sgd, sgd.b[i], sgd.vb != nullptr ? sgd.vb + i : nullptr, g);
   }
+  __device__ void finish() const { copies.finish(); }
 };
+using WeightGradEpi = WeightGradEpiWith<NoCopies>;
+using PushedWeightGradEpi = WeightGradEpiWith<PeerCopies>;
 
 // ---------------------------------------------------------------------------------------------
 // The tiled GEMM. Block tile BI x BJ, K in steps of BK, 256 threads each owning a
@@ -200,9 +239,8 @@ struct WeightGradEpi {
 // an atomic counter) sums all of them in slice order and runs the epilogue.
 
 template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
-__global__ void __launch_bounds__(kThreads)
-gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
-            float* partials, unsigned* counters) {
+__device__ __forceinline__ void gemm_tile(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy,
+                                          int a_copy_ld, float* partials, unsigned* counters) {
   constexpr int TI = BI / 16, TJ = BJ / 16;
   constexpr int APer = BI * BK / kThreads, BPer = BJ * BK / kThreads;
   static_assert(APer * kThreads == BI * BK && BPer * kThreads == BJ * BK, "tile/threads mismatch");
@@ -312,6 +350,7 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
         const int gi = i0 + ty + i * 16, gj = j0 + tx + j * 16;
         if (gi < I && gj < J) epi(gi, gj, acc[i][j]);
       }
+    epi.finish();
     return;
   }
 
@@ -338,7 +377,34 @@ gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_
       for (int z = 0; z < slices; ++z) v += __ldcg(tile_partials + std::size_t(z) * BI * BJ + li * BJ + lj);
       if (i0 + li < I && j0 + lj < J) epi(i0 + li, j0 + lj, v);
     }
+  epi.finish();
   if (tid == 0) counters[tile] = 0;  // ready for the next call (or graph replay)
+}
+
+template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
+__global__ void __launch_bounds__(kThreads)
+gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
+            float* partials, unsigned* counters) {
+  gemm_tile<BI, BJ, BK, T>(I, J, K, k_slice, A, B, epi, a_copy, a_copy_ld, partials, counters);
+}
+
+// The same product bounded to 128 registers (two resident blocks per SM), for epilogues whose
+// kMinBlocks asks for it: push_p2p's copies took ptxas to 139-142 registers, i.e. one
+// 256-thread block per SM (tests/kernel_registers.py). The bound is not on every kernel:
+// ptxas then allocates the other kernels differently (73-101 -> 115-124 registers).
+template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
+__global__ void __launch_bounds__(kThreads, 2)
+gemm_kernel_two_blocks(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
+                       float* partials, unsigned* counters) {
+  gemm_tile<BI, BJ, BK, T>(I, J, K, k_slice, A, B, epi, a_copy, a_copy_ld, partials, counters);
+}
+
+template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
+constexpr auto gemm_entry() {
+  if constexpr (Epi::kMinBlocks >= 2)
+    return &gemm_kernel_two_blocks<BI, BJ, BK, T, ASrc, BSrc, Epi>;
+  else
+    return &gemm_kernel<BI, BJ, BK, T, ASrc, BSrc, Epi>;
 }
 
 // How one product is cut into blocks; a function of the shape alone.
@@ -380,6 +446,13 @@ Plan make_plan(int I, int J, int K, bool allow_split) {
 
 void check_launch(const char* what) { check(cudaGetLastError(), what); }
 
+void check_copies(const GradientCopies& copies, const float* db, const char* what) {
+  bool bad = copies.count < 0 || copies.count > kMaxGradientCopies;
+  for (int c = 0; !bad && c < copies.count; ++c)
+    bad = copies.dW[c] == nullptr || (db != nullptr && copies.db[c] == nullptr);
+  if (bad) throw std::invalid_argument(std::string(what) + ": bad gradient copies (count or a null pointer)");
+}
+
 template <class ASrc, class BSrc, class Epi>
 void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
                  GemmScratch scratch, cudaStream_t stream, const char* what) {
@@ -391,9 +464,9 @@ void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, fl
   };
   const bool staged = g_options.k_stage > 1;
   if (p.big) {
-    staged ? go(gemm_kernel<64, 64, 16, kStage, ASrc, BSrc, Epi>) : go(gemm_kernel<64, 64, 16, 1, ASrc, BSrc, Epi>);
+    staged ? go(gemm_entry<64, 64, 16, kStage, ASrc, BSrc, Epi>()) : go(gemm_entry<64, 64, 16, 1, ASrc, BSrc, Epi>());
   } else {
-    staged ? go(gemm_kernel<32, 32, 32, kStage, ASrc, BSrc, Epi>) : go(gemm_kernel<32, 32, 32, 1, ASrc, BSrc, Epi>);
+    staged ? go(gemm_entry<32, 32, 32, kStage, ASrc, BSrc, Epi>()) : go(gemm_entry<32, 32, 32, 1, ASrc, BSrc, Epi>());
   }
   check_launch(what);
 }
@@ -500,6 +573,14 @@ __global__ void stage_kernel(std::size_t rows, int features, const std::uint8_t*
     float* o = out + p * features;
     for (int f = threadIdx.x; f < features; f += blockDim.x) o[f] = float(in[f]) * scale;  // as GatherSrc::at
   }
+}
+
+__global__ void zero_copies_kernel(std::size_t n, GradientCopies copies) {
+  pdl_enter();
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += stride)
+    for (int c = 0; c < copies.count; ++c) copies.dW[c][i] = 0.0f;
+  __threadfence_system();  // as PeerCopies::finish: landed in the peers' memory on completion
 }
 
 __global__ void scale_kernel(std::size_t n, float factor, float* x) {
@@ -975,11 +1056,17 @@ void linear_forward_staged(int M, int N, int K, StagedRows X, const float* W, co
 }
 
 void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate, float* dW,
-                               float* db, const FusedSgd& sgd, cudaStream_t stream) {
+                               float* db, const FusedSgd& sgd, cudaStream_t stream, const GradientCopies& copies) {
   const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
   if (M == 0) return;
-  launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K}, WeightGradEpi{accumulate, dW, db, K, sgd},
-              nullptr, 0, GemmScratch{}, stream, "linear_weight_grad_staged");
+  check_copies(copies, db, "linear_weight_grad_staged");
+  if (copies.count > 0)
+    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K},
+                PushedWeightGradEpi{accumulate, dW, db, K, sgd, PeerCopies{copies}}, nullptr, 0, GemmScratch{}, stream,
+                "linear_weight_grad_staged");
+  else
+    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K}, WeightGradEpi{accumulate, dW, db, K, sgd},
+                nullptr, 0, GemmScratch{}, stream, "linear_weight_grad_staged");
 }
 
 void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
@@ -992,12 +1079,26 @@ void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixel
 }
 
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate, float* dW,
-                        float* db, const FusedSgd& sgd, cudaStream_t stream) {
+                        float* db, const FusedSgd& sgd, cudaStream_t stream, const GradientCopies& copies) {
   const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
   if (M == 0) return;  // nothing to add (and an empty sum must not overwrite)
+  check_copies(copies, db, "linear_weight_grad");
   // C[N,K] = sum_m A(n,m) B(m,k), A(n,m) = dY[m*N+n] (n contiguous), B(m,k) = X[m*K+k] (k contiguous).
-  launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, DenseSrc<false>{X, K},
-              WeightGradEpi{accumulate, dW, db, K, sgd}, nullptr, 0, GemmScratch{}, stream, "linear_weight_grad");
+  if (copies.count > 0)
+    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, DenseSrc<false>{X, K},
+                PushedWeightGradEpi{accumulate, dW, db, K, sgd, PeerCopies{copies}}, nullptr, 0, GemmScratch{}, stream,
+                "linear_weight_grad");
+  else
+    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, DenseSrc<false>{X, K},
+                WeightGradEpi{accumulate, dW, db, K, sgd}, nullptr, 0, GemmScratch{}, stream, "linear_weight_grad");
+}
+
+void zero_gradient_copies(std::size_t n, const GradientCopies& copies, cudaStream_t stream) {
+  check_copies(copies, nullptr, "zero_gradient_copies");
+  if (n == 0 || copies.count == 0) return;
+  const int blocks = int(std::clamp<std::size_t>((n + 255) / 256, 1, 4 * std::size_t(kTargetBlocks)));
+  launch_kernel(zero_copies_kernel, dim3(blocks), dim3(256), stream, n, copies);
+  check_launch("zero_gradient_copies");
 }
 
 void linear_weight_grad_rows(int M, int N, int K, int n0, int n1, const float* dY, const float* X,

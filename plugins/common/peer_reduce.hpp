@@ -1,10 +1,16 @@
-// nccl-data's `reduce = "fused_p2p"` (and nnpar-calibrate-gpu's "peer_sgd", which times it
-// for `nnpar plan`): the set-up of nnpar::cuda::peer_sgd_update (see
-// include/nnpar/cuda_peer_sgd.hpp). Each rank allocates two gradient buffers and an inbox,
+// nccl-data's `reduce = "fused_p2p"` and `"push_p2p"` (and nnpar-calibrate-gpu's "peer_sgd",
+// which times the first for `nnpar plan`): the set-up of nnpar::cuda::peer_sgd_update (see
+// include/nnpar/cuda_peer_sgd.hpp). Each rank allocates its gradient buffers and an inbox,
 // exports them with CUDA IPC, and maps every other rank's; the handles travel over MPI.
 // Possible only where every rank runs on one host and every pair of GPUs can address each
 // other's memory (P2P: NVLink or PCIe); otherwise every rank gets the same reason and the
 // caller falls back to the NCCL allreduce.
+//
+// Two ways to move the gradients (`push`): pull (fused_p2p), where the kernel reads each
+// peer's gradient buffer over P2P at the step's end, and push (push_p2p), where each rank's
+// weight-gradient products also write their values into a slot per sender in every peer's
+// memory while they run (cuda::GradientCopies), so the kernel sums local slots only. Either
+// way the kernel adds the same values in rank order: the same sums, bit for bit.
 #pragma once
 #include <mpi.h>
 
@@ -16,6 +22,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "nnpar/cuda_kernels.hpp"
 #include "nnpar/cuda_peer_sgd.hpp"
 
 namespace nnpar {
@@ -24,9 +31,11 @@ class PeerReduce {
  public:
   // Collective over MPI_COMM_WORLD (every rank calls it, in the same order as its other
   // collectives). `count` floats per gradient buffer.
-  PeerReduce(std::size_t count, int device) : count_(count), stride_((std::max<std::size_t>(count, 1) + 63) / 64 * 64) {
+  PeerReduce(std::size_t count, int device, bool push = false)
+      : count_(count), stride_((std::max<std::size_t>(count, 1) + 63) / 64 * 64), push_(push) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &ranks_);
+    slots_ = push_ ? ranks_ : 1;
     args_.ranks = ranks_;
     args_.rank = rank_;
     std::string why = local_reason(device);
@@ -46,19 +55,36 @@ class PeerReduce {
   // Whether the fused reduce can run; if not, reason() says why (the same text on every rank).
   bool available() const { return ok_; }
   const std::string& reason() const { return reason_; }
+  bool push() const { return push_; }
   // This rank's gradient buffer of step parity `parity` (0 or 1).
-  float* gradients(int parity) const { return own_ + std::size_t(parity) * stride_; }
+  float* gradients(int parity) const { return slot(own_, parity, push_ ? rank_ : 0); }
+  // Push: where this rank's gradient of step parity `parity` must also be written, offset by
+  // `offset` floats (a layer's place in the flat buffer): its slot in every peer's memory.
+  // Count 0 when pulling.
+  cuda::GradientCopies copies(int parity, std::size_t offset) const {
+    cuda::GradientCopies c;
+    if (!push_) return c;
+    for (int p = 0; p < ranks_; ++p)
+      if (p != rank_) c.dW[c.count++] = slot(peer_grads_[p], parity, rank_) + offset;
+    return c;
+  }
 
   void update(int parity, float lr, float momentum, float weight_decay, float* params, float* velocity,
               cudaStream_t stream) const {
     cuda::PeerSgdArgs a = args_;
-    for (int r = 0; r < ranks_; ++r) a.grads[r] = peer_grads_[r] + std::size_t(parity) * stride_;
+    for (int r = 0; r < ranks_; ++r) a.grads[r] = push_ ? slot(own_, parity, r) : slot(peer_grads_[r], parity, 0);
     cuda::peer_sgd_update(count_, lr, momentum, weight_decay, params, velocity, a, stream);
   }
 
  private:
-  // Layout of the small synchronisation allocation: [inbox: kPeerSgdMaxRanks][state: 2].
-  static constexpr std::size_t kSyncWords = cuda::kPeerSgdMaxRanks + 2;
+  // Layout of the small synchronisation allocation: [inbox: kPeerSgdMaxRanks][state: 3].
+  static constexpr std::size_t kSyncWords = cuda::kPeerSgdMaxRanks + 3;
+
+  // A gradient allocation holds [parity][slot] buffers: one slot when pulling, one per sender
+  // when pushing.
+  float* slot(float* base, int parity, int sender) const {
+    return base + (std::size_t(parity) * slots_ + std::size_t(sender)) * stride_;
+  }
 
   std::string local_reason(int device) {
     if (ranks_ > cuda::kPeerSgdMaxRanks)
@@ -79,8 +105,8 @@ class PeerReduce {
                " directly (no P2P between them)";
     }
     // Allocated here, before anyone maps them: zeroed and complete before the exchange.
-    if (cudaMalloc(reinterpret_cast<void**>(&own_), 2 * stride_ * sizeof(float)) != cudaSuccess ||
-        cudaMemset(own_, 0, 2 * stride_ * sizeof(float)) != cudaSuccess ||
+    const std::size_t bytes = 2 * slots_ * stride_ * sizeof(float);
+    if (cudaMalloc(reinterpret_cast<void**>(&own_), bytes) != cudaSuccess || cudaMemset(own_, 0, bytes) != cudaSuccess ||
         cudaMalloc(reinterpret_cast<void**>(&sync_), kSyncWords * sizeof(unsigned)) != cudaSuccess ||
         cudaMemset(sync_, 0, kSyncWords * sizeof(unsigned)) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
       cudaGetLastError();
@@ -140,6 +166,8 @@ class PeerReduce {
   std::size_t count_;
   std::size_t stride_;  // floats from one buffer to the next: 256-byte aligned, as the kernel's vector loads need
   int rank_ = 0, ranks_ = 1;
+  bool push_ = false;
+  int slots_ = 1;  // gradient buffers per parity: ranks_ when pushing
   bool ok_ = false;
   std::string reason_;
   float* own_ = nullptr;

@@ -45,10 +45,13 @@
 // one kernel that waits on the device for every peer's "gradient ready" flag, reads the
 // peers' gradients over P2P (CUDA IPC mappings, peer_reduce.hpp) and applies the update
 // (kernels/cuda/peer_sgd.cu), with two gradient buffers alternating so nobody overwrites a
-// gradient a peer still reads. It is the default (`auto`: wherever P2P works, sync without
-// overlap or symmetric window): on 2 H100s 185.8-189.5 vs 209.1 us per step at 1024 rows per
+// gradient a peer still reads: on 2 H100s 185.8-189.5 vs 209.1 us per step at 1024 rows per
 // GPU and 70.6-71.5 vs 76.2 us at 128, the same weights bit for bit
-// (docs/results/2026-11-26-data-parallel-4.md). The kernels' launch options are the cuda
+// (docs/results/2026-11-26-data-parallel-4.md). `reduce = "push_p2p"` moves the gradients the
+// other way: each weight-gradient product also writes its values into the peers' memory as it
+// runs, and the kernel sums local slots. It is the default (`auto`: wherever P2P works, sync
+// without overlap or symmetric window): 163.4-164.6 vs 164.5-165.5 us per 1024-row step on 2
+// H100s (docs/results/2026-11-27-data-parallel-7.md). The kernels' launch options are the cuda
 // strategy's (plugins/common/cuda_kernel_options.hpp), chosen for the per-GPU shard's rows:
 // PDL at <= 128 rows took local SGD p=64 at 128 rows from 62.0 to 57.5 us per step.
 #include <algorithm>
@@ -468,8 +471,9 @@ class GpuReplica final : public ReplicaEngine {
   void backward_on_streams(float loss_scale, const std::function<void(int)>& after_layer, bool fused_update) {
     const int layers = spec_.linear_count();
     if (rows_ == 0) {
-      // No samples: zero gradients still take part in every allreduce.
+      // No samples: zero gradients still take part in every allreduce (and every peer's sum).
       check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
+      if (peer_) gpu::zero_gradient_copies(count_, peer_->copies(parity_, 0), stream_);
       if (after_layer) {  // in backward()'s order: layers n-1..1, then layer 0's chunks
         for (int i = layers - 1; i > 0; --i) after_layer(bucket_of_layer(i));
         for (int c = 0; c < chunks_; ++c) after_layer(c);
@@ -497,6 +501,7 @@ class GpuReplica final : public ReplicaEngine {
           fused_update ? fused_sgd(context_.train->sgd, W(i), sizes_[i + 1], sizes_[i],
                                    velocity_ != nullptr ? velocity_ + parameter_offset(spec_, i) : nullptr)
                        : gpu::FusedSgd{};
+      const gpu::GradientCopies copies = pushed_copies(i);
       if (i > 0) {
         // The input gradient reads W(i), so a fused update of W(i) must start after it.
         if (!(fusion_.input_grad && i == layers - 1))  // else the softmax kernel wrote it
@@ -504,7 +509,8 @@ class GpuReplica final : public ReplicaEngine {
                                  dgrad_[i], stream_);
         check(cudaEventRecord(input_grad_done_[i], stream_), "event");
         check(cudaStreamWaitEvent(side_, input_grad_done_[i], 0), "wait");
-        gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_);
+        gpu::linear_weight_grad(rows_, sizes_[i + 1], sizes_[i], grad_out_[i], acts_[i], false, dW, db, sgd, side_,
+                                copies);
         if (after_layer) {
           comm_->set_compute_stream(side_);
           after_layer(bucket_of_layer(i));
@@ -519,13 +525,23 @@ class GpuReplica final : public ReplicaEngine {
       } else {
         if (staged_ && stage_input_)  // the softmax kernel has moved the step counter on
           gpu::linear_weight_grad_staged(rows_, sizes_[1], sizes_[0], grad_out_[0], staged_rows(-1), false, dW, db, sgd,
-                                         stream_);
+                                         stream_, copies);
         else
-          gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_);
+          gpu::linear_weight_grad(rows_, sizes_[1], sizes_[0], grad_out_[0], acts_[0], false, dW, db, sgd, stream_,
+                                  copies);
         if (after_layer) after_layer(0);
       }
     }
     join_side_stream();
+  }
+
+  // push_p2p: layer i's gradient also goes into this rank's slot in every peer's memory (the
+  // slots of this step's parity). None otherwise.
+  gpu::GradientCopies pushed_copies(int i) const {
+    if (!peer_) return {};
+    gpu::GradientCopies c = peer_->copies(parity_, parameter_offset(spec_, i));
+    for (int k = 0; k < c.count; ++k) c.db[k] = c.dW[k] + std::size_t(sizes_[i + 1]) * sizes_[i];
+    return c;
   }
 
   // NNPAR_EPOCH_TIMING=1 (replayed epochs): where an epoch's time goes, on stderr, every rank.
@@ -653,7 +669,7 @@ class GpuReplica final : public ReplicaEngine {
   cudaEvent_t timing_events_[4] = {};
   std::chrono::steady_clock::time_point timing_host_start_;
   std::map<std::string, int> parity_after_;  // peer_: the step parity after each recording
-  std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" (sync)
+  std::unique_ptr<PeerReduce> peer_;         // reduce = "fused_p2p" or "push_p2p" (sync)
   int parity_ = 0;                           // peer_: which gradient buffer this step writes
 };
 
@@ -684,15 +700,17 @@ class NcclDataStrategy final : public Strategy {
     apply_cuda_kernel_options(*context.options, props.major, shard_rows);
     // auto: the fused reduce wherever it can run (sync, one bucket, plain gradient memory).
     const std::string& reduce = context.options->get_string("reduce");
-    const bool explicit_fused = reduce == "fused_p2p";
+    const bool explicit_fused = reduce == "fused_p2p" || reduce == "push_p2p";
+    const bool push = reduce == "push_p2p" || reduce == "auto";
+    const std::string fused_name = push ? "push_p2p" : "fused_p2p";
     const bool fused = mode_ == "sync" && (explicit_fused || (reduce == "auto" && !context.options->get_bool("overlap") &&
                                                               !context.options->get_bool("symmetric")));
     if (fused && context.options->get_bool("overlap"))
-      throw std::runtime_error("nccl-data: reduce = \"fused_p2p\" reduces once after the backward; overlap = true "
-                               "needs reduce = \"nccl\"");
+      throw std::runtime_error("nccl-data: reduce = \"" + fused_name +
+                               "\" reduces once after the backward; overlap = true needs reduce = \"nccl\"");
     if (fused && context.options->get_bool("symmetric"))
       throw std::runtime_error("nccl-data: symmetric = true is a window for the NCCL allreduce; it needs reduce = "
-                               "\"nccl\", not \"fused_p2p\"");
+                               "\"nccl\", not \"" + fused_name + "\"");
     const bool graph = context.options->get_bool("graph");
     const auto graph_steps = std::size_t(context.options->get_int("graph_steps"));
     // Row blocks only pay where their allreduces overlap the rest of the product.
@@ -707,15 +725,15 @@ class NcclDataStrategy final : public Strategy {
     // Before the trainer's warm-up collectives, which already run on the gradient buffer.
     if (context.options->get_bool("symmetric") && mode_ == "sync") symmetric_ = engine->use_symmetric_gradients();
     if (fused) {
-      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device);
+      auto peer = std::make_unique<PeerReduce>(engine->parameter_count(), device, push);
       if (peer->available()) {
         engine->use_peer_reduce(std::move(peer));
-        reduce_ = "fused_p2p";
+        reduce_ = fused_name;
       } else {
-        reduce_ = "NCCL allreduce; fused_p2p unavailable: " + peer->reason();
+        reduce_ = "NCCL allreduce; " + fused_name + " unavailable: " + peer->reason();
         if (explicit_fused && comm->rank() == 0)
-          std::fprintf(stderr, "nccl-data: reduce = \"fused_p2p\" is not possible here (%s); using the NCCL allreduce\n",
-                       peer->reason().c_str());
+          std::fprintf(stderr, "nccl-data: reduce = \"%s\" is not possible here (%s); using the NCCL allreduce\n",
+                       fused_name.c_str(), peer->reason().c_str());
       }
     }
     nccl_ = comm.get();
@@ -757,7 +775,7 @@ class NcclDataStrategy final : public Strategy {
 StrategyInfo nccl_data_info() {
   StrategyInfo info;
   info.name = "nccl-data";
-  info.version = "1.8";
+  info.version = "1.9";
   info.description = "data parallel over GPUs (one rank per GPU) with NCCL: synchronous gradients or local SGD";
   info.parity = ParityClass::exact;  // for mode = sync; local_sgd reports approximate at run time
   info.uses_gpu = true;
@@ -774,9 +792,11 @@ StrategyInfo nccl_data_info() {
   info.options.push_back({"reduce", OptionType::string, std::string("auto"),
                           "sync: how the gradients are summed. nccl: an NCCL allreduce, then the SGD update; "
                           "fused_p2p: one kernel per step reads every peer's gradient over P2P (CUDA IPC, one "
-                          "host) and applies the update (needs overlap = false, symmetric = false; falls back to "
-                          "nccl where P2P is missing); auto: fused_p2p where those hold, else nccl",
-                          -1e300, 1e300, {"auto", "nccl", "fused_p2p"}});
+                          "host) and applies the update; push_p2p: the weight-gradient products also write "
+                          "their values into every peer's memory as they run, and that kernel reads local memory "
+                          "only. Both need overlap = false, symmetric = false and fall back to nccl where P2P is "
+                          "missing; auto: push_p2p where those hold, else nccl",
+                          -1e300, 1e300, {"auto", "nccl", "fused_p2p", "push_p2p"}});
   info.options.push_back({"graph", OptionType::boolean, true,
                           "capture chunks of steps (kernels and NCCL collectives) as CUDA graphs and replay them "
                           "(false: plain launches every step)", -1e300, 1e300, {}});
