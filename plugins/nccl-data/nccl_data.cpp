@@ -51,7 +51,7 @@
 // other way: each weight-gradient product also writes its values into the peers' memory as it
 // runs, and the kernel sums local slots. It is the default (`auto`: wherever P2P works, sync
 // without overlap or symmetric window): 163.4-164.6 vs 164.5-165.5 us per 1024-row step on 2
-// H100s (docs/results/2026-11-27-data-parallel-7.md). The kernels' launch options are the cuda
+// H100s, 175.1-175.8 vs 192.2-193.0 us on 4 (docs/results/2026-11-27-data-parallel-7.md). The kernels' launch options are the cuda
 // strategy's (plugins/common/cuda_kernel_options.hpp), chosen for the per-GPU shard's rows:
 // PDL at <= 128 rows took local SGD p=64 at 128 rows from 62.0 to 57.5 us per step.
 #include <algorithm>
@@ -472,6 +472,10 @@ class GpuReplica final : public ReplicaEngine {
     const int layers = spec_.linear_count();
     if (rows_ == 0) {
       // No samples: zero gradients still take part in every allreduce (and every peer's sum).
+      // The side stream joins too, as in a step with samples: sgd_step joins it back, and in a
+      // recording a join from a stream the capture never forked waits outside the graph.
+      check(cudaEventRecord(fork_, stream_), "event");
+      check(cudaStreamWaitEvent(side_, fork_, 0), "wait");
       check(cudaMemsetAsync(grads_, 0, count_ * sizeof(float), stream_), "zero gradients");
       if (peer_) gpu::zero_gradient_copies(count_, peer_->copies(parity_, 0), stream_);
       if (after_layer) {  // in backward()'s order: layers n-1..1, then layer 0's chunks
