@@ -431,8 +431,9 @@ int run_calibrate(const CalibrateOptions& o) {
         if (j.contains("stream_p2p") && !nccl.contains("stream_p2p")) nccl["stream_p2p"] = j.at("stream_p2p");
         // nccl-data's fused P2P reduce, per rank count (absent where the ranks cannot map
         // each other's memory; then peer_sgd_unavailable says why).
-        if (j.contains("peer_sgd"))
-          for (auto& e : j.at("peer_sgd")) nccl["peer_sgd"].push_back(e);
+        for (const char* table : {"peer_sgd", "peer_sgd_push"})
+          if (j.contains(table))
+            for (auto& e : j.at(table)) nccl[table].push_back(e);
         for (const char* k : {"pending_slowdown", "pending_slowdown_by_bytes", "overlap_share", "overlap_probe",
                               "peer_sgd_unavailable"})
           if (j.contains(k) && !nccl.contains(k)) nccl[k] = j.at(k);

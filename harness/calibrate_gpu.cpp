@@ -520,9 +520,13 @@ int nccl_mode(const std::string& out, bool quick) {
   // steps alternating the two gradient buffers as the plugin's replays do, replayed by every
   // rank at once (so the device-side wait for the slowest rank is in the time). Only where the
   // fused reduce can run (one host, P2P between every pair); else the profile says why.
-  j["peer_sgd"] = nlohmann::json::array();
+  // "peer_sgd_push" times reduce = "push_p2p"'s kernel the same way: it sums local slots (the
+  // products' pushed copies, whose remote writes run inside the products, are not in it).
+  for (const bool push : {false, true}) {
+  const char* table = push ? "peer_sgd_push" : "peer_sgd";
+  j[table] = nlohmann::json::array();
   for (std::size_t n : quick ? std::vector<std::size_t>{262144} : std::vector<std::size_t>{65536, 262144, 1048576, 4194304}) {
-    PeerReduce peer(n, local);
+    PeerReduce peer(n, local, push);
     if (!peer.available()) {
       j["peer_sgd_unavailable"] = peer.reason();
       break;
@@ -536,7 +540,8 @@ int nccl_mode(const std::string& out, bool quick) {
     // Every rank's kernels have read the peers' buffers before any rank unmaps and frees its own.
     check(cudaStreamSynchronize(stream), "sync");
     host_allreduce->barrier();
-    j["peer_sgd"].push_back({{"ranks", ranks}, {"elements", n}, {"seconds", t}});
+    j[table].push_back({{"ranks", ranks}, {"elements", n}, {"seconds", t}});
+  }
   }
   if (rank == 0) {
     write_json(out, j);

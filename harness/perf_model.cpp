@@ -430,6 +430,8 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
     if (c.pending_slowdown < 1) c.pending_slowdown = 1;  // measurement noise: never a speed-up
   }
   if (j.contains("peer_sgd")) c.peer_sgd = read_ranked_pairs(r, j.at("peer_sgd"), key + ".peer_sgd", "elements");
+  if (j.contains("peer_sgd_push"))
+    c.peer_sgd_push = read_ranked_pairs(r, j.at("peer_sgd_push"), key + ".peer_sgd_push", "elements");
   if (j.contains("pending_slowdown_by_bytes")) {
     c.pending_slowdown_by_bytes =
         read_pairs(r, j.at("pending_slowdown_by_bytes"), key + ".pending_slowdown_by_bytes", "bytes", "slowdown");
@@ -1235,8 +1237,12 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     std::vector<double> layer_bytes;
     for (int i = 0; i < L; ++i) layer_bytes.push_back(4.0 * double(params_of(w.layers, i, 1)));
     // nccl-data sync's reduce = "fused_p2p" or "push_p2p" (auto: push, without overlap, every rank on
-    // one host), both priced by the calibrated (pulling) peer_sgd kernel.
+    // one host), priced by the calibrated kernel of each (peer_sgd, peer_sgd_push).
     const bool fused_reduce = gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node;
+    const bool push = c.reduce == "push_p2p" || c.reduce == "auto";
+    const auto* peer_table = push && cp.peer_sgd_push.count(n) ? &cp.peer_sgd_push.at(n)
+                             : cp.peer_sgd.count(n)            ? &cp.peer_sgd.at(n)
+                                                               : nullptr;
     if (c.mode == "local_sgd") {
       s.split.compute = before + r.backward.end + r.update;
       // Every `period` steps: scale the weights, allreduce them (and, host-driven, one
@@ -1257,11 +1263,14 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       // The part hidden behind the backward still takes overlap_share of its time from it.
       const double exposed = end - r.backward.end;
       s.split.comm = exposed + cp.overlap_share * std::max(0.0, total - exposed);
-    } else if (fused_reduce && cp.peer_sgd.count(n)) {
-      // The update is part of the one kernel that waits for the peers and reads their
-      // gradients, measured as a whole.
+    } else if (fused_reduce && peer_table != nullptr) {
+      // The update is part of the one kernel that waits for the peers and sums their
+      // gradients, measured as a whole. Pushing, the products' remote writes are taken as hidden.
       s.split.compute = before + r.backward.end;
-      s.split.comm = loglog(cp.peer_sgd.at(n), double(P));
+      s.split.comm = loglog(*peer_table, double(P));
+      if (push && !cp.peer_sgd_push.count(n))
+        s.note = (s.note.empty() ? "" : s.note + "; ") + std::string("reduce push_p2p priced as fused_p2p (the profile has no "
+                 "peer_sgd_push at ") + std::to_string(n) + " ranks)";
     } else {
       if (fused_reduce)
         s.note = (s.note.empty() ? "" : s.note + "; ") +

@@ -134,6 +134,10 @@ struct CommProfile {
   // ranks -> (parameters, seconds per step), in a graph); empty in older profiles, which then
   // model the NCCL allreduce + update in its place.
   std::map<int, std::vector<std::pair<double, double>>> peer_sgd;
+  // reduce = "push_p2p" (nccl-data 1.9's auto): the same kernel summing local slots, which the
+  // products filled by writing into the peers' memory ("peer_sgd_push"); empty in profiles
+  // before it, which then price push_p2p as peer_sgd.
+  std::map<int, std::vector<std::pair<double, double>>> peer_sgd_push;
   bool measured() const { return !allreduce.empty(); }
   // The per-hop latency for moving between rank counts: fitted alpha, else the profile's or
   // the assumed hop latency.
@@ -219,7 +223,7 @@ struct Candidate {
   int data = 1;                   // hybrid replicas
   bool graph = true;              // cuda, nccl-data
   std::string fuse_logits = "auto";  // cuda, nccl-data (1.6): logits_fusion.hpp; results before: off
-  std::string reduce = "auto";       // nccl-data sync (1.5): nccl | fused_p2p | auto; results before: nccl
+  std::string reduce = "auto";       // nccl-data sync (1.5): nccl | fused_p2p | push_p2p (1.9) | auto; results before 1.5: nccl
   std::string omp_schedule = "dynamic";  // openmp intra_op: dynamic | static (1.2) | auto (1.3, modelled as dynamic)
   int tasks_per_thread = 4;              // openmp intra_op, dynamic
   int min_tile_mflop = 16;

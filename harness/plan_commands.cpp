@@ -327,6 +327,13 @@ int cmd_plan(const PlanOptions& o) {
 // ---------------------------------------------------------------------------------------------
 // Predicted beside measured
 
+// Whether a plugin version "MAJOR.MINOR" is older than major.minor; an unreadable one is not.
+bool version_before(const std::string& version, int major, int minor) {
+  int a = 0, b = 0;
+  if (std::sscanf(version.c_str(), "%d.%d", &a, &b) != 2) return false;
+  return a < major || (a == major && b < minor);
+}
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -370,6 +377,10 @@ int cmd_compare_results(const PlanOptions& o) {
       if ((plugin == "cuda" || plugin == "nccl-data") && options.is_object() && !options.contains("fuse_logits"))
         options["fuse_logits"] = "off";
       if (plugin == "nccl-data" && options.is_object() && !options.contains("reduce")) options["reduce"] = "nccl";
+      // nccl-data before 1.9: reduce = "auto" pulled (fused_p2p); from 1.9 it pushes.
+      if (plugin == "nccl-data" && options.is_object() && options.value("reduce", "") == "auto" &&
+          version_before(s.value("version", ""), 1, 9))
+        options["reduce"] = "fused_p2p";
       Candidate c = perf::candidate_from_options(plugin, s.value("ranks", 1), options, s.value("label", plugin));
       if (plugin == "openmp" && c.workers == 0) c.workers = j.at("machine").value("cores", 1);
       perf::Workload w;

@@ -815,6 +815,43 @@ TEST(PlanEngines, FusedP2pReduceIsTheMeasuredPeerSgdInPlaceOfAllreduceAndUpdate)
   EXPECT_NE(predict(p, Network{}, w, four).note.find("no peer_sgd at 4 ranks"), std::string::npos);
 }
 
+TEST(PlanEngines, PushP2pIsPricedByItsOwnKernelAndFallsBackToThePulledOne) {
+  // nccl-data 1.9's auto pushes: peer_sgd_push where the profile has it (2 us at 1,000 and
+  // 20 us at 10,000 parameters: 2.24 us at 1,120), peer_sgd (5.6 us) for fused_p2p, and
+  // peer_sgd with a note where a profile predates the push table.
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  nlohmann::json nccl = two_rank_nccl();
+  nccl["peer_sgd"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 5e-6}},
+                      {{"ranks", 2}, {"elements", 10000}, {"seconds", 5e-5}}};
+  const Profile old = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  nccl["peer_sgd_push"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 2e-6}},
+                           {{"ranks", 2}, {"elements", 10000}, {"seconds", 2e-5}}};
+  const Profile p = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  Candidate automatic = nccl_data(2, false);
+  automatic.fuse_logits = "off";
+  Candidate push = automatic, pull = automatic;
+  push.reduce = "push_p2p";
+  pull.reduce = "fused_p2p";
+  EXPECT_NEAR(predict(p, Network{}, w, automatic).comm_s, 2.24e-6, 1e-12);
+  EXPECT_NEAR(predict(p, Network{}, w, push).comm_s, 2.24e-6, 1e-12);
+  EXPECT_NEAR(predict(p, Network{}, w, pull).comm_s, 5.6e-6, 1e-12);
+  EXPECT_EQ(predict(p, Network{}, w, automatic).note.find("priced as fused_p2p"), std::string::npos);
+  const Prediction fallback = predict(old, Network{}, w, automatic);
+  EXPECT_NEAR(fallback.comm_s, 5.6e-6, 1e-12);
+  EXPECT_NE(fallback.note.find("reduce push_p2p priced as fused_p2p (the profile has no peer_sgd_push at 2 ranks)"),
+            std::string::npos)
+      << fallback.note;
+  nccl["peer_sgd_push"] = {{{"ranks", 2}, {"seconds", 2e-6}}};
+  try {
+    profile_from_json(synthetic_gpu_profile(nccl), "bad.json");
+    ADD_FAILURE() << "a peer_sgd_push point without elements was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("comm.nccl.peer_sgd_push[0]"));
+  }
+}
+
 TEST(PlanProfile, PeerSgdTableIsChecked) {
   nlohmann::json nccl = two_rank_nccl();
   nccl["peer_sgd"] = {{{"ranks", 2}, {"elements", 1000}}};
