@@ -431,7 +431,7 @@ int run_calibrate(const CalibrateOptions& o) {
         if (j.contains("stream_p2p") && !nccl.contains("stream_p2p")) nccl["stream_p2p"] = j.at("stream_p2p");
         // nccl-data's fused P2P reduce, per rank count (absent where the ranks cannot map
         // each other's memory; then peer_sgd_unavailable says why).
-        for (const char* table : {"peer_sgd", "peer_sgd_push"})
+        for (const char* table : {"peer_sgd", "peer_sgd_push", "push_overhead"})
           if (j.contains(table))
             for (auto& e : j.at(table)) nccl[table].push_back(e);
         for (const char* k : {"pending_slowdown", "pending_slowdown_by_bytes", "overlap_share", "overlap_probe",

@@ -543,6 +543,42 @@ int nccl_mode(const std::string& out, bool quick) {
     j[table].push_back({{"ranks", ranks}, {"elements", n}, {"seconds", t}});
   }
   }
+  // What push_p2p costs inside the products: a weight gradient at a model's layer shapes
+  // (rows x in -> out, plus the bias) with every value also written into each peer's slot,
+  // against the same product without, each in a graph of `chain` products replayed by every
+  // rank at once. Per product, by the gradient's elements; the extra time of the pushed one.
+  j["push_overhead"] = nlohmann::json::array();
+  {
+    const int rows = 1024, chain = quick ? 4 : 20, replays = quick ? 2 : 5;
+    for (const auto& [out_features, in_features] :
+         quick ? std::vector<std::pair<int, int>>{{256, 784}}
+               : std::vector<std::pair<int, int>>{{256, 256}, {256, 784}, {1024, 1024}}) {
+      const std::size_t weights = std::size_t(out_features) * in_features, n = weights + out_features;
+      PeerReduce peer(n, local, true);
+      if (!peer.available()) break;
+      float* dY = device_alloc<float>(std::size_t(rows) * out_features);
+      float* X = device_alloc<float>(std::size_t(rows) * in_features);
+      float* dW = device_alloc<float>(n);
+      gpu::GradientCopies copies = peer.copies(0, 0);
+      for (int c = 0; c < copies.count; ++c) copies.db[c] = copies.dW[c] + weights;
+      auto chain_of = [&](const gpu::GradientCopies& to) {
+        return replayed([&] {
+          for (int k = 0; k < chain; ++k)
+            gpu::linear_weight_grad(rows, out_features, in_features, dY, X, false, dW, dW + weights, gpu::FusedSgd{},
+                                    stream, to);
+        }, replays, double(chain) * replays);
+      };
+      const double plain = chain_of(gpu::GradientCopies{}), pushed = chain_of(copies);
+      check(cudaStreamSynchronize(stream), "sync");
+      host_allreduce->barrier();  // every rank's copies have landed before any slot is unmapped
+      for (float* q : {dY, X, dW}) cudaFree(q);
+      j["push_overhead"].push_back({{"ranks", ranks},
+                                    {"elements", n},
+                                    {"seconds", std::max(0.0, pushed - plain)},
+                                    {"rows", rows},
+                                    {"product_s", plain}});
+    }
+  }
   if (rank == 0) {
     write_json(out, j);
     std::printf("nccl on %d GPUs: allreduce of 4 bytes %.1f us (in a graph %.1f us), of 64 MB %.0f us; send/recv "

@@ -118,6 +118,16 @@ double loglog(const std::vector<std::pair<double, double>>& table, double x) {
   return std::exp(std::log(lo->second) + t * (std::log(hi->second) - std::log(lo->second)));
 }
 
+// The same ends as loglog, linear in between: for tables whose values may be 0.
+double linear_between(const std::vector<std::pair<double, double>>& table, double x) {
+  if (table.empty()) return 0;
+  if (x <= table.front().first) return table.front().second;
+  if (x >= table.back().first) return table.back().second * x / table.back().first;
+  auto hi = std::lower_bound(table.begin(), table.end(), x, [](const auto& p, double v) { return p.first < v; });
+  auto lo = hi - 1;
+  return lo->second + (x - lo->first) / (hi->first - lo->first) * (hi->second - lo->second);
+}
+
 }  // namespace
 
 void KernelTable::fit_points() {
@@ -386,14 +396,16 @@ DeviceProfile read_device(const Reader& r, const nlohmann::json& j, const std::s
 
 // An array of {ranks, <x>, seconds}: per rank count, (x, seconds) sorted by x.
 std::map<int, std::vector<std::pair<double, double>>> read_ranked_pairs(const Reader& r, const nlohmann::json& a,
-                                                                        const std::string& key, const char* x) {
+                                                                        const std::string& key, const char* x,
+                                                                        bool zero_seconds = false) {
   if (!a.is_array()) r.fail(key, std::string("expected an array of {ranks, ") + x + ", seconds}");
   std::map<int, std::vector<std::pair<double, double>>> tables;
   for (std::size_t i = 0; i < a.size(); ++i) {
     const std::string k = key + "[" + std::to_string(i) + "]";
     r.object(a[i], k);
     tables[r.count(r.member(a[i], k, "ranks"), k + ".ranks")].push_back(
-        {r.positive(r.member(a[i], k, x), k + "." + x), r.positive(r.member(a[i], k, "seconds"), k + ".seconds")});
+        {r.positive(r.member(a[i], k, x), k + "." + x),
+         r.positive(r.member(a[i], k, "seconds"), k + ".seconds", zero_seconds)});
   }
   for (auto& [p, t] : tables) std::sort(t.begin(), t.end());
   return tables;
@@ -432,6 +444,8 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
   if (j.contains("peer_sgd")) c.peer_sgd = read_ranked_pairs(r, j.at("peer_sgd"), key + ".peer_sgd", "elements");
   if (j.contains("peer_sgd_push"))
     c.peer_sgd_push = read_ranked_pairs(r, j.at("peer_sgd_push"), key + ".peer_sgd_push", "elements");
+  if (j.contains("push_overhead"))
+    c.push_overhead = read_ranked_pairs(r, j.at("push_overhead"), key + ".push_overhead", "elements", true);
   if (j.contains("pending_slowdown_by_bytes")) {
     c.pending_slowdown_by_bytes =
         read_pairs(r, j.at("pending_slowdown_by_bytes"), key + ".pending_slowdown_by_bytes", "bytes", "slowdown");
@@ -827,7 +841,7 @@ struct ReplicaStep {
 // (logits_fusion.hpp), priced by the profile's "logits_head" kernel (rows x K elements, K the
 // last hidden width), or modelled unfused with a note where the profile predates it.
 ReplicaStep replica_step(const Engine& e, const Workload& w, int rows, bool fused_update,
-                         const std::string& fuse_logits = "off") {
+                         const std::string& fuse_logits = "off", const std::vector<double>& weight_grad_extra = {}) {
   ReplicaStep r;
   const int L = int(w.layers.size()) - 1;
   const std::size_t P = params_of(w.layers, 0, L);
@@ -849,6 +863,8 @@ ReplicaStep replica_step(const Engine& e, const Workload& w, int rows, bool fuse
       fused_kernels = 2;
     }
   }
+  for (std::size_t i = 0; i < weight_grad_extra.size() && i < r.work.size(); ++i)
+    r.work[i].weight_grad += weight_grad_extra[i];
   r.forward = replica_forward(e, r.work);
   r.backward = replica_backward(e, r.work);
   if (e.dev.gpu) {
@@ -1230,19 +1246,23 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     const int shard = (rows + n - 1) / n;
     e.plain = gpu && !c.graph;
     comm.device_side = gpu && c.graph;
-    const ReplicaStep r = replica_step(e, w, shard, false, gpu ? c.fuse_logits : "off");
+    // nccl-data sync's reduce = "fused_p2p" or "push_p2p" (auto: push, without overlap, every rank
+    // on one host), priced by the calibrated kernel of each (peer_sgd, peer_sgd_push); pushing
+    // also makes each weight-gradient product longer by the calibrated push_overhead.
+    const bool fused_reduce = gpu && c.mode == "sync" && !c.overlap && c.reduce != "nccl" &&
+                              n >= 2 && n <= per_node;
+    const bool push = c.reduce == "push_p2p" || c.reduce == "auto";
+    const bool priced_push = push && cp.peer_sgd_push.count(n) && cp.push_overhead.count(n);
+    const auto* peer_table = priced_push ? &cp.peer_sgd_push.at(n) : cp.peer_sgd.count(n) ? &cp.peer_sgd.at(n) : nullptr;
+    std::vector<double> push_extra;
+    if (fused_reduce && priced_push)
+      for (int i = 0; i < L; ++i) push_extra.push_back(linear_between(cp.push_overhead.at(n), double(params_of(w.layers, i, 1))));
+    const ReplicaStep r = replica_step(e, w, shard, false, gpu ? c.fuse_logits : "off", push_extra);
     StepResult s;
     s.note = r.note;
     const double before = r.data + r.forward + r.loss;
     std::vector<double> layer_bytes;
     for (int i = 0; i < L; ++i) layer_bytes.push_back(4.0 * double(params_of(w.layers, i, 1)));
-    // nccl-data sync's reduce = "fused_p2p" or "push_p2p" (auto: push, without overlap, every rank on
-    // one host), priced by the calibrated kernel of each (peer_sgd, peer_sgd_push).
-    const bool fused_reduce = gpu && !c.overlap && c.reduce != "nccl" && n >= 2 && n <= per_node;
-    const bool push = c.reduce == "push_p2p" || c.reduce == "auto";
-    const auto* peer_table = push && cp.peer_sgd_push.count(n) ? &cp.peer_sgd_push.at(n)
-                             : cp.peer_sgd.count(n)            ? &cp.peer_sgd.at(n)
-                                                               : nullptr;
     if (c.mode == "local_sgd") {
       s.split.compute = before + r.backward.end + r.update;
       // Every `period` steps: scale the weights, allreduce them (and, host-driven, one
@@ -1268,9 +1288,9 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       // gradients, measured as a whole. Pushing, the products' remote writes are taken as hidden.
       s.split.compute = before + r.backward.end;
       s.split.comm = loglog(*peer_table, double(P));
-      if (push && !cp.peer_sgd_push.count(n))
+      if (push && !priced_push)
         s.note = (s.note.empty() ? "" : s.note + "; ") + std::string("reduce push_p2p priced as fused_p2p (the profile has no "
-                 "peer_sgd_push at ") + std::to_string(n) + " ranks)";
+                 "peer_sgd_push and push_overhead at ") + std::to_string(n) + " ranks)";
     } else {
       if (fused_reduce)
         s.note = (s.note.empty() ? "" : s.note + "; ") +

@@ -138,6 +138,9 @@ struct CommProfile {
   // products filled by writing into the peers' memory ("peer_sgd_push"); empty in profiles
   // before it, which then price push_p2p as peer_sgd.
   std::map<int, std::vector<std::pair<double, double>>> peer_sgd_push;
+  // What pushing adds to each weight-gradient product: ranks -> (gradient elements, seconds
+  // per product), measured at 1024 rows ("push_overhead"); empty in older profiles.
+  std::map<int, std::vector<std::pair<double, double>>> push_overhead;
   bool measured() const { return !allreduce.empty(); }
   // The per-hop latency for moving between rank counts: fitted alpha, else the profile's or
   // the assumed hop latency.

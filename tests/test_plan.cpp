@@ -817,8 +817,9 @@ TEST(PlanEngines, FusedP2pReduceIsTheMeasuredPeerSgdInPlaceOfAllreduceAndUpdate)
 
 TEST(PlanEngines, PushP2pIsPricedByItsOwnKernelAndFallsBackToThePulledOne) {
   // nccl-data 1.9's auto pushes: peer_sgd_push where the profile has it (2 us at 1,000 and
-  // 20 us at 10,000 parameters: 2.24 us at 1,120), peer_sgd (5.6 us) for fused_p2p, and
-  // peer_sgd with a note where a profile predates the push table.
+  // 20 us at 10,000 parameters: 2.24 us at 1,120) and each weight-gradient product longer by
+  // push_overhead; peer_sgd (5.6 us) for fused_p2p; peer_sgd with a note where a profile
+  // predates the push tables.
   Workload w;
   w.layers = {100, 10, 10};
   w.batch = 40;
@@ -828,6 +829,11 @@ TEST(PlanEngines, PushP2pIsPricedByItsOwnKernelAndFallsBackToThePulledOne) {
   const Profile old = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
   nccl["peer_sgd_push"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 2e-6}},
                            {{"ranks", 2}, {"elements", 10000}, {"seconds", 2e-5}}};
+  nccl["push_overhead"] = {{{"ranks", 2}, {"elements", 100}, {"seconds", 0.0}},
+                           {{"ranks", 2}, {"elements", 10000}, {"seconds", 0.0}}};
+  const Profile free_push = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  nccl["push_overhead"] = {{{"ranks", 2}, {"elements", 100}, {"seconds", 1e-3}},
+                           {{"ranks", 2}, {"elements", 10000}, {"seconds", 1e-3}}};
   const Profile p = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
   Candidate automatic = nccl_data(2, false);
   automatic.fuse_logits = "off";
@@ -838,9 +844,15 @@ TEST(PlanEngines, PushP2pIsPricedByItsOwnKernelAndFallsBackToThePulledOne) {
   EXPECT_NEAR(predict(p, Network{}, w, push).comm_s, 2.24e-6, 1e-12);
   EXPECT_NEAR(predict(p, Network{}, w, pull).comm_s, 5.6e-6, 1e-12);
   EXPECT_EQ(predict(p, Network{}, w, automatic).note.find("priced as fused_p2p"), std::string::npos);
+  // 1 ms more per product (layer 0's weight gradient is on the critical path): the compute
+  // grows by at least that; with a free push it is pull's.
+  EXPECT_GE(predict(p, Network{}, w, automatic).compute_s, predict(p, Network{}, w, pull).compute_s + 1e-3 - 1e-12);
+  EXPECT_NEAR(predict(free_push, Network{}, w, automatic).compute_s, predict(free_push, Network{}, w, pull).compute_s,
+              1e-15);
   const Prediction fallback = predict(old, Network{}, w, automatic);
   EXPECT_NEAR(fallback.comm_s, 5.6e-6, 1e-12);
-  EXPECT_NE(fallback.note.find("reduce push_p2p priced as fused_p2p (the profile has no peer_sgd_push at 2 ranks)"),
+  EXPECT_NE(fallback.note.find("reduce push_p2p priced as fused_p2p (the profile has no peer_sgd_push and "
+                               "push_overhead at 2 ranks)"),
             std::string::npos)
       << fallback.note;
   nccl["peer_sgd_push"] = {{{"ranks", 2}, {"seconds", 2e-6}}};
@@ -849,6 +861,14 @@ TEST(PlanEngines, PushP2pIsPricedByItsOwnKernelAndFallsBackToThePulledOne) {
     ADD_FAILURE() << "a peer_sgd_push point without elements was accepted";
   } catch (const std::exception& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("comm.nccl.peer_sgd_push[0]"));
+  }
+  nccl["peer_sgd_push"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 2e-6}}};
+  nccl["push_overhead"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", -1e-6}}};
+  try {
+    profile_from_json(synthetic_gpu_profile(nccl), "bad.json");
+    ADD_FAILURE() << "a negative push_overhead was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("comm.nccl.push_overhead[0].seconds"));
   }
 }
 
