@@ -52,6 +52,7 @@
 #include "nnpar/strategy.hpp"
 #include "../common/cuda_kernel_options.hpp"
 #include "../common/epoch_order_ahead.hpp"
+#include "../common/pinned_orders.hpp"
 #include "../common/fused_sgd.hpp"
 
 namespace {
@@ -107,8 +108,6 @@ class CudaStrategy final : public Strategy {
     if (stop_ != nullptr) cudaEventDestroy(stop_);
     if (side_ != nullptr) cudaStreamDestroy(side_);
     if (main_ != nullptr) cudaStreamDestroy(main_);
-    for (std::uint32_t* host : order_host_)
-      if (host != nullptr) cudaFreeHost(host);
   }
 
   void setup(const StrategyContext& context) override {
@@ -164,9 +163,7 @@ class CudaStrategy final : public Strategy {
     pixels_.allocate(data.pixels.size(), "dataset pixels");
     labels_.allocate(data.labels.size(), "dataset labels");
     order_.allocate(data.count, "order");
-    for (auto& host : order_host_)
-      check(cudaMallocHost(reinterpret_cast<void**>(&host), std::max<std::size_t>(data.count, 1) * sizeof(std::uint32_t)),
-            "pinned order");
+    pinned_orders_.allocate(data.count);
     const char* timing = std::getenv("NNPAR_EPOCH_TIMING");
     timing_ = timing != nullptr && std::string(timing) == "1";
     check(cudaMemcpy(pixels_.get(), data.pixels.data(), data.pixels.size(), cudaMemcpyHostToDevice), "upload pixels");
@@ -258,15 +255,10 @@ class CudaStrategy final : public Strategy {
     if (kernel_timing_ && epoch == 0 && !persistent_) time_kernels();
     const auto host_start = std::chrono::steady_clock::now();
     // The previous epoch ended with a synchronisation, so nothing still reads the order or its
-    // pinned copies; from pinned memory the upload does not hold the host (a pageable one of
-    // 0.5 MB did for ~0.1 ms, at every epoch's start). Two pinned copies, by epoch parity: the
-    // next epoch's order is written into the other one while the device runs this epoch, so
-    // the copy (~0.1 ms for 124,800 indices) is not paid with the device idle.
-    order_slot_ ^= 1;
-    const bool ahead = orders_.ready_for(train, data.count, epoch);  // then already in order_host_[order_slot_]
+    // pinned copies. take() moves out the order prepare_next made (the storage write_ahead
+    // copied from), so begin_epoch finds it already pinned.
     const std::vector<std::uint32_t> order = orders_.take(train, data.count, epoch);
-    if (!ahead) std::copy(order.begin(), order.end(), order_host_[order_slot_]);
-    check(cudaMemcpyAsync(order_.get(), order_host_[order_slot_], order.size() * sizeof(std::uint32_t),
+    check(cudaMemcpyAsync(order_.get(), pinned_orders_.begin_epoch(order), order.size() * sizeof(std::uint32_t),
                           cudaMemcpyHostToDevice, main_), "upload order");
     check(cudaMemsetAsync(stats_.get(), 0, sizeof(DeviceStats), main_), "reset stats");
     clock.lap(report.phases.data);
@@ -297,8 +289,7 @@ class CudaStrategy final : public Strategy {
     // The host shuffles the next epoch while the device runs this one, into the pinned copy
     // the previous epoch's upload read.
     orders_.prepare_next(train, data.count, epoch);
-    if (const std::vector<std::uint32_t>* next = orders_.prepared())
-      std::copy(next->begin(), next->end(), order_host_[order_slot_ ^ 1]);
+    if (const std::vector<std::uint32_t>* next = orders_.prepared()) pinned_orders_.write_ahead(*next);
     DeviceStats stats{};
     check(cudaMemcpyAsync(&stats, stats_.get(), sizeof stats, cudaMemcpyDeviceToHost, main_), "read stats");
     check(cudaStreamSynchronize(main_), "epoch");
@@ -595,8 +586,7 @@ class CudaStrategy final : public Strategy {
   bool fuse_head_ = false;
   bool stage_input_ = false;
   EpochOrderAhead orders_;
-  std::uint32_t* order_host_[2] = {};  // pinned: an epoch's order on its way to order_, by epoch parity
-  int order_slot_ = 0;                 // the one this epoch's upload read
+  PinnedOrders pinned_orders_;  // an epoch's order on its way to order_
   bool timing_ = false;  // NNPAR_EPOCH_TIMING
   bool fuse_logits_ = false;
   bool fuse_logits_input_grad_ = false;  // fuse_logits=head

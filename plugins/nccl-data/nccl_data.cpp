@@ -73,6 +73,7 @@
 #include "../common/data_parallel.hpp"
 #include "../common/fused_sgd.hpp"
 #include "../common/peer_reduce.hpp"
+#include "../common/pinned_orders.hpp"
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
 #include "nnpar/cuda_kernels.hpp"
@@ -153,8 +154,7 @@ class GpuReplica final : public ReplicaEngine {
     }
     if (graph_steps_ > 0) {
       staged_order_ = device_alloc<std::uint32_t>(data.count, "staged order");
-      for (auto& host : order_host_)
-        check(cudaMallocHost(reinterpret_cast<void**>(&host), data.count * sizeof(std::uint32_t)), "pinned order");
+      pinned_orders_.allocate(data.count);
     }
     for (int i = 0; i <= layers; ++i) acts_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i], "activations"));
     for (int i = 0; i < layers; ++i) grad_out_.push_back(device_alloc<float>(std::size_t(max_rows) * sizes_[i + 1], "gradients"));
@@ -182,7 +182,6 @@ class GpuReplica final : public ReplicaEngine {
     for (cudaEvent_t e : timing_events_)
       if (e != nullptr) cudaEventDestroy(e);
     cudaFree(staged_order_);
-    for (std::uint32_t* host : order_host_) cudaFreeHost(host);
     cudaFree(staged_input_);
     for (void* p : allocations_) cudaFree(p);
     for (float* p : acts_) cudaFree(p);
@@ -386,19 +385,13 @@ class GpuReplica final : public ReplicaEngine {
       timing_host_start_ = std::chrono::steady_clock::now();
       check(cudaEventRecord(timing_events_[0], stream_), "event");
     }
-    // The previous epoch ended with a synchronisation, so no graph still reads the order. The
-    // upload is from pinned memory, so it does not hold the host (a pageable one of 250 KB did
-    // for ~0.1 ms, at every epoch's start). Two pinned buffers, one per epoch parity:
-    // stage_ahead fills the next epoch's while this epoch's upload may still read the other.
-    const bool ready = !indices.empty() && ahead_data_ == indices.data() && ahead_size_ == indices.size();
-    ahead_data_ = nullptr;
-    ahead_size_ = 0;
-    order_slot_ ^= 1;
-    if (!indices.empty()) {
-      if (!ready) std::copy(indices.begin(), indices.end(), order_host_[order_slot_]);
-      check(cudaMemcpyAsync(staged_order_, order_host_[order_slot_], indices.size() * sizeof(std::uint32_t),
-                            cudaMemcpyHostToDevice, stream_), "upload order");
-    }
+    // The previous epoch ended with a synchronisation, so no graph still reads the order.
+    // stage_ahead wrote these indices into pinned memory while the device ran that epoch (the
+    // trainer passes the same vector to both).
+    const std::uint32_t* pinned = pinned_orders_.begin_epoch(indices);
+    if (!indices.empty())
+      check(cudaMemcpyAsync(staged_order_, pinned, indices.size() * sizeof(std::uint32_t), cudaMemcpyHostToDevice,
+                            stream_), "upload order");
     check(cudaMemsetAsync(&stats_->step, 0, sizeof(int), stream_), "reset step");
     // The graphs bake the stride and the staged input's address in; both are set by the first
     // epoch (every epoch stages as many samples, with the same batch size).
@@ -434,10 +427,7 @@ class GpuReplica final : public ReplicaEngine {
   // The buffer the next stage_epoch uploads from was last read by the previous epoch's
   // upload, which that epoch's synchronisation finished.
   void stage_ahead(std::span<const std::uint32_t> indices) override {
-    if (graph_steps_ == 0 || indices.empty() || indices.size() > context_.train_data->count) return;
-    std::copy(indices.begin(), indices.end(), order_host_[order_slot_ ^ 1]);
-    ahead_data_ = indices.data();
-    ahead_size_ = indices.size();
+    if (graph_steps_ > 0) pinned_orders_.write_ahead(indices);
   }
 
   void load_staged(int rows) override {
@@ -658,10 +648,7 @@ class GpuReplica final : public ReplicaEngine {
   std::size_t graph_steps_ = 0, stride_ = 0;
   LogitsFusion fusion_;  // fuse_logits, resolved for this model
   std::uint32_t* staged_order_ = nullptr;
-  std::uint32_t* order_host_[2] = {};  // pinned copies of the staged order, for its upload, by epoch parity
-  int order_slot_ = 0;                 // the one this epoch's upload read
-  const std::uint32_t* ahead_data_ = nullptr;  // stage_ahead's indices, already in order_host_[order_slot_ ^ 1]
-  std::size_t ahead_size_ = 0;
+  PinnedOrders pinned_orders_;  // the staged order on its way to staged_order_ (with graphs)
   bool stage_input_ = false;       // recorded steps read staged_input_ instead of gathering
   float* staged_input_ = nullptr;  // this rank's epoch input as floats, in staged_order_'s order
   std::size_t staged_input_floats_ = 0;
