@@ -106,26 +106,23 @@ double kernel_elements(int rows, int in, int out) {
   return double(rows) * in + double(rows) * out + double(in) * out;
 }
 
-// Piecewise log-log interpolation in a sorted (x, y) table; outside it, y scales with x from
-// the end point (above) or stays at the first point's value (below: a fixed per-call cost).
-double loglog(const std::vector<std::pair<double, double>>& table, double x) {
+// Piecewise interpolation in a sorted (x, y) table, log-log or linear in between; outside it,
+// y scales with x from the end point (above) or stays at the first point's value (below: a
+// fixed per-call cost).
+double interpolate(const std::vector<std::pair<double, double>>& table, double x, bool logarithmic) {
   if (table.empty()) return 0;
   if (x <= table.front().first) return table.front().second;
   if (x >= table.back().first) return table.back().second * x / table.back().first;
   auto hi = std::lower_bound(table.begin(), table.end(), x, [](const auto& p, double v) { return p.first < v; });
   auto lo = hi - 1;
+  if (!logarithmic) return lo->second + (x - lo->first) / (hi->first - lo->first) * (hi->second - lo->second);
   const double t = (std::log(x) - std::log(lo->first)) / (std::log(hi->first) - std::log(lo->first));
   return std::exp(std::log(lo->second) + t * (std::log(hi->second) - std::log(lo->second)));
 }
-
-// The same ends as loglog, linear in between: for tables whose values may be 0.
+double loglog(const std::vector<std::pair<double, double>>& table, double x) { return interpolate(table, x, true); }
+// Linear in between: for tables whose values may be 0.
 double linear_between(const std::vector<std::pair<double, double>>& table, double x) {
-  if (table.empty()) return 0;
-  if (x <= table.front().first) return table.front().second;
-  if (x >= table.back().first) return table.back().second * x / table.back().first;
-  auto hi = std::lower_bound(table.begin(), table.end(), x, [](const auto& p, double v) { return p.first < v; });
-  auto lo = hi - 1;
-  return lo->second + (x - lo->first) / (hi->first - lo->first) * (hi->second - lo->second);
+  return interpolate(table, x, false);
 }
 
 }  // namespace

@@ -186,6 +186,20 @@ void expect_same_weights(const RunResult& fused, const RunResult& nccl, const ch
   }
 }
 
+// Two runs' final weights and accuracy, equal bit for bit (compared directly: the parity
+// check skips the weights of local SGD, approximate class).
+void expect_bit_identical(const RunResult& a, const RunResult& b, const char* label, const char* what) {
+  EXPECT_EQ(a.final_parameters.size(), b.final_parameters.size()) << what;
+  EXPECT_FALSE(a.final_parameters.empty()) << what;
+  if (a.final_parameters.size() != b.final_parameters.size() || a.final_parameters.empty()) return;
+  double max_abs_diff = 0;
+  for (std::size_t i = 0; i < a.final_parameters.size(); ++i)
+    max_abs_diff = std::max(max_abs_diff, double(std::abs(a.final_parameters[i] - b.final_parameters[i])));
+  std::printf("[nccl-data %s, %s, %d GPUs]: max abs diff %.3e\n", label, what, mpi::world_size(), max_abs_diff);
+  EXPECT_EQ(max_abs_diff, 0.0) << what;
+  EXPECT_EQ(a.final_test.accuracy, b.final_test.accuracy) << what;
+}
+
 }  // namespace
 
 TEST_F(NcclData, FusedP2pReduceGivesTheNcclWeightsAndMatchesSerial) {
@@ -249,17 +263,8 @@ TEST_F(NcclData, PushP2pReduceGivesThePulledWeights) {
   }
   for (const auto& [a, b, what] : {std::tuple{&push, &pull, "batch 128, graphs"},
                                    std::tuple{&odd_push, &odd_pull, "batch 3, graphs of 5"},
-                                   std::tuple{&plain_push, &odd_pull, "batch 3, plain launches"}}) {
-    ASSERT_EQ(a->final_parameters.size(), b->final_parameters.size()) << what;
-    ASSERT_FALSE(a->final_parameters.empty()) << what;
-    double max_abs_diff = 0;
-    for (std::size_t i = 0; i < a->final_parameters.size(); ++i)
-      max_abs_diff = std::max(max_abs_diff, double(std::abs(a->final_parameters[i] - b->final_parameters[i])));
-    std::printf("[nccl-data push_p2p, %s, %d GPUs] vs fused_p2p: max abs diff %.3e\n", what, mpi::world_size(),
-                max_abs_diff);
-    EXPECT_EQ(max_abs_diff, 0.0) << what;
-    EXPECT_EQ(a->final_test.accuracy, b->final_test.accuracy) << what;
-  }
+                                   std::tuple{&plain_push, &odd_pull, "batch 3, plain launches"}})
+    expect_bit_identical(*a, *b, "push_p2p vs fused_p2p", what);
   expect_same_weights(push, nccl, "push_p2p, 2 epochs of 79 steps, graphs");
 }
 
@@ -313,16 +318,6 @@ TEST_F(NcclData, StagedInputGivesTheGatheredWeights) {
   if (mpi::world_rank() != 0) return;
   for (const auto& [a, b, what] : {std::tuple{&staged, &gathered, "sync, batch 128"},
                                    std::tuple{&odd_staged, &odd_gathered, "sync, batch 3, graphs of 5"},
-                                   std::tuple{&local_staged, &local_gathered, "local SGD, batch 128"}}) {
-    // Compared directly: the parity check skips the weights of local SGD (approximate class).
-    ASSERT_EQ(a->final_parameters.size(), b->final_parameters.size()) << what;
-    ASSERT_FALSE(a->final_parameters.empty()) << what;
-    double max_abs_diff = 0;
-    for (std::size_t i = 0; i < a->final_parameters.size(); ++i)
-      max_abs_diff = std::max(max_abs_diff, double(std::abs(a->final_parameters[i] - b->final_parameters[i])));
-    std::printf("[nccl-data stage_input, %s, %d GPUs] vs gathering: max abs diff %.3e\n", what, mpi::world_size(),
-                max_abs_diff);
-    EXPECT_EQ(max_abs_diff, 0.0) << what;
-    EXPECT_EQ(a->final_test.accuracy, b->final_test.accuracy) << what;
-  }
+                                   std::tuple{&local_staged, &local_gathered, "local SGD, batch 128"}})
+    expect_bit_identical(*a, *b, "stage_input vs gathering", what);
 }

@@ -787,16 +787,30 @@ TEST(PlanEngines, FusedLogitsReplaceTheLastForwardTheLossAndTheLastInputGradient
   EXPECT_NE(unpriced.note.find("fuse_logits modelled unfused"), std::string::npos) << unpriced.note;
 }
 
-TEST(PlanEngines, FusedP2pReduceIsTheMeasuredPeerSgdInPlaceOfAllreduceAndUpdate) {
-  // Layers 100-10-10: P = 1,010 + 110 = 1,120 parameters. peer_sgd measured at 2 ranks:
-  // 5 us at 1,000 and 50 us at 10,000 parameters (slope 1 in log-log): 5.6 us at 1,120.
+namespace {
+
+// Layers 100-10-10: P = 1,010 + 110 = 1,120 parameters, batch 40.
+Workload peer_workload() {
   Workload w;
   w.layers = {100, 10, 10};
   w.batch = 40;
+  return w;
+}
+
+// peer_sgd measured at 2 ranks: 5 us at 1,000 and 50 us at 10,000 parameters (slope 1 in
+// log-log): 5.6 us at 1,120.
+nlohmann::json nccl_with_peer_sgd() {
   nlohmann::json nccl = two_rank_nccl();
   nccl["peer_sgd"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 5e-6}},
                       {{"ranks", 2}, {"elements", 10000}, {"seconds", 5e-5}}};
-  const Profile p = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
+  return nccl;
+}
+
+}  // namespace
+
+TEST(PlanEngines, FusedP2pReduceIsTheMeasuredPeerSgdInPlaceOfAllreduceAndUpdate) {
+  const Workload w = peer_workload();
+  const Profile p = profile_from_json(synthetic_gpu_profile(nccl_with_peer_sgd()), "synthetic");
   Candidate fused = nccl_data(2, false);
   fused.fuse_logits = "off";
   Candidate plain = fused;
@@ -820,12 +834,8 @@ TEST(PlanEngines, PushP2pIsPricedByItsOwnKernelAndFallsBackToThePulledOne) {
   // 20 us at 10,000 parameters: 2.24 us at 1,120) and each weight-gradient product longer by
   // push_overhead; peer_sgd (5.6 us) for fused_p2p; peer_sgd with a note where a profile
   // predates the push tables.
-  Workload w;
-  w.layers = {100, 10, 10};
-  w.batch = 40;
-  nlohmann::json nccl = two_rank_nccl();
-  nccl["peer_sgd"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 5e-6}},
-                      {{"ranks", 2}, {"elements", 10000}, {"seconds", 5e-5}}};
+  const Workload w = peer_workload();
+  nlohmann::json nccl = nccl_with_peer_sgd();
   const Profile old = profile_from_json(synthetic_gpu_profile(nccl), "synthetic");
   nccl["peer_sgd_push"] = {{{"ranks", 2}, {"elements", 1000}, {"seconds", 2e-6}},
                            {{"ranks", 2}, {"elements", 10000}, {"seconds", 2e-5}}};

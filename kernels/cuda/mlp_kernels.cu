@@ -1055,18 +1055,30 @@ void linear_forward_staged(int M, int N, int K, StagedRows X, const float* W, co
               "linear_forward_staged");
 }
 
+namespace {
+
+// A weight gradient with X dense or staged, with push_p2p's copies or without (a kernel each).
+template <class XSrc>
+void weight_grad_product(int M, int N, int K, const float* dY, XSrc X, bool accumulate, float* dW, float* db,
+                         const FusedSgd& sgd, cudaStream_t stream, const GradientCopies& copies, const char* what) {
+  const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
+  if (M == 0) return;  // nothing to add (and an empty sum must not overwrite)
+  check_copies(copies, db, what);
+  // C[N,K] = sum_m A(n,m) B(m,k), A(n,m) = dY[m*N+n] (n contiguous), B(m,k) = X[m*K+k] (k contiguous).
+  const DenseSrc<false> A{dY, N};
+  if (copies.count > 0)
+    launch_gemm(p, N, K, M, A, X, PushedWeightGradEpi{accumulate, dW, db, K, sgd, PeerCopies{copies}}, nullptr, 0,
+                GemmScratch{}, stream, what);
+  else
+    launch_gemm(p, N, K, M, A, X, WeightGradEpi{accumulate, dW, db, K, sgd}, nullptr, 0, GemmScratch{}, stream, what);
+}
+
+}  // namespace
+
 void linear_weight_grad_staged(int M, int N, int K, const float* dY, StagedRows X, bool accumulate, float* dW,
                                float* db, const FusedSgd& sgd, cudaStream_t stream, const GradientCopies& copies) {
-  const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
-  if (M == 0) return;
-  check_copies(copies, db, "linear_weight_grad_staged");
-  if (copies.count > 0)
-    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K},
-                PushedWeightGradEpi{accumulate, dW, db, K, sgd, PeerCopies{copies}}, nullptr, 0, GemmScratch{}, stream,
-                "linear_weight_grad_staged");
-  else
-    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, StagedSrc<false>{X, K}, WeightGradEpi{accumulate, dW, db, K, sgd},
-                nullptr, 0, GemmScratch{}, stream, "linear_weight_grad_staged");
+  weight_grad_product(M, N, K, dY, StagedSrc<false>{X, K}, accumulate, dW, db, sgd, stream, copies,
+                      "linear_weight_grad_staged");
 }
 
 void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixels, float scale,
@@ -1080,17 +1092,8 @@ void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixel
 
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate, float* dW,
                         float* db, const FusedSgd& sgd, cudaStream_t stream, const GradientCopies& copies) {
-  const Plan p = plan_for(GemmForm::weight_grad, M, N, K, false);
-  if (M == 0) return;  // nothing to add (and an empty sum must not overwrite)
-  check_copies(copies, db, "linear_weight_grad");
-  // C[N,K] = sum_m A(n,m) B(m,k), A(n,m) = dY[m*N+n] (n contiguous), B(m,k) = X[m*K+k] (k contiguous).
-  if (copies.count > 0)
-    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, DenseSrc<false>{X, K},
-                PushedWeightGradEpi{accumulate, dW, db, K, sgd, PeerCopies{copies}}, nullptr, 0, GemmScratch{}, stream,
-                "linear_weight_grad");
-  else
-    launch_gemm(p, N, K, M, DenseSrc<false>{dY, N}, DenseSrc<false>{X, K},
-                WeightGradEpi{accumulate, dW, db, K, sgd}, nullptr, 0, GemmScratch{}, stream, "linear_weight_grad");
+  weight_grad_product(M, N, K, dY, DenseSrc<false>{X, K}, accumulate, dW, db, sgd, stream, copies,
+                      "linear_weight_grad");
 }
 
 void zero_gradient_copies(std::size_t n, const GradientCopies& copies, cudaStream_t stream) {
