@@ -523,25 +523,26 @@ int nccl_mode(const std::string& out, bool quick) {
   // "peer_sgd_push" times reduce = "push_p2p"'s kernel the same way: it sums local slots (the
   // products' pushed copies, whose remote writes run inside the products, are not in it).
   for (const bool push : {false, true}) {
-  const char* table = push ? "peer_sgd_push" : "peer_sgd";
-  j[table] = nlohmann::json::array();
-  for (std::size_t n : quick ? std::vector<std::size_t>{262144} : std::vector<std::size_t>{65536, 262144, 1048576, 4194304}) {
-    PeerReduce peer(n, local, push);
-    if (!peer.available()) {
-      j["peer_sgd_unavailable"] = peer.reason();
-      break;
+    const char* table = push ? "peer_sgd_push" : "peer_sgd";
+    j[table] = nlohmann::json::array();
+    for (std::size_t n :
+         quick ? std::vector<std::size_t>{262144} : std::vector<std::size_t>{65536, 262144, 1048576, 4194304}) {
+      PeerReduce peer(n, local, push);
+      if (!peer.available()) {
+        j["peer_sgd_unavailable"] = peer.reason();
+        break;
+      }
+      float* params = device_alloc<float>(n);
+      const int chain = quick ? 4 : 20, replays = quick ? 2 : 10;  // chain even: each replay starts on buffer 0
+      const double t = replayed([&] {
+        for (int k = 0; k < chain; ++k) peer.update(k % 2, 1e-9f, 0.0f, 0.0f, params, nullptr, stream);
+      }, replays, double(chain) * replays);
+      cudaFree(params);
+      // Every rank's kernels have read the peers' buffers before any rank unmaps and frees its own.
+      check(cudaStreamSynchronize(stream), "sync");
+      host_allreduce->barrier();
+      j[table].push_back({{"ranks", ranks}, {"elements", n}, {"seconds", t}});
     }
-    float* params = device_alloc<float>(n);
-    const int chain = quick ? 4 : 20, replays = quick ? 2 : 10;  // chain even: each replay starts on buffer 0
-    const double t = replayed([&] {
-      for (int k = 0; k < chain; ++k) peer.update(k % 2, 1e-9f, 0.0f, 0.0f, params, nullptr, stream);
-    }, replays, double(chain) * replays);
-    cudaFree(params);
-    // Every rank's kernels have read the peers' buffers before any rank unmaps and frees its own.
-    check(cudaStreamSynchronize(stream), "sync");
-    host_allreduce->barrier();
-    j[table].push_back({{"ranks", ranks}, {"elements", n}, {"seconds", t}});
-  }
   }
   // What push_p2p costs inside the products: a weight gradient at a model's layer shapes
   // (rows x in -> out, plus the bias) with every value also written into each peer's slot,
@@ -559,8 +560,7 @@ int nccl_mode(const std::string& out, bool quick) {
       float* dY = device_alloc<float>(std::size_t(rows) * out_features);
       float* X = device_alloc<float>(std::size_t(rows) * in_features);
       float* dW = device_alloc<float>(n);
-      gpu::GradientCopies copies = peer.copies(0, 0);
-      for (int c = 0; c < copies.count; ++c) copies.db[c] = copies.dW[c] + weights;
+      const gpu::GradientCopies copies = peer.copies(0, 0, weights);
       auto chain_of = [&](const gpu::GradientCopies& to) {
         return replayed([&] {
           for (int k = 0; k < chain; ++k)

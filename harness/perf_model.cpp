@@ -1282,7 +1282,7 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       s.split.comm = exposed + cp.overlap_share * std::max(0.0, total - exposed);
     } else if (fused_reduce && peer_table != nullptr) {
       // The update is part of the one kernel that waits for the peers and sums their
-      // gradients, measured as a whole. Pushing, the products' remote writes are taken as hidden.
+      // gradients, measured as a whole (pushing, the products' writes are in push_extra above).
       s.split.compute = before + r.backward.end;
       s.split.comm = loglog(*peer_table, double(P));
       if (push && !priced_push)

@@ -24,10 +24,6 @@ class EpochOrderAhead {
     ready_ = false;
     return epoch_order(count, train.seed, epoch, train.shuffle);
   }
-  // Whether take(train, count, epoch) will return the order prepare_next made.
-  bool ready_for(const TrainSettings& train, std::size_t count, int epoch) const {
-    return ready_ && epoch_ == epoch && count_ == count && seed_ == train.seed && shuffle_ == train.shuffle;
-  }
   // The order prepare_next made, until take returns it; null when there is none.
   const std::vector<std::uint32_t>* prepared() const { return ready_ ? &order_ : nullptr; }
   // Called once the current epoch's device work is queued, before waiting for it.
@@ -43,6 +39,11 @@ class EpochOrderAhead {
   }
 
  private:
+  // Whether take(train, count, epoch) will return the order prepare_next made.
+  bool ready_for(const TrainSettings& train, std::size_t count, int epoch) const {
+    return ready_ && epoch_ == epoch && count_ == count && seed_ == train.seed && shuffle_ == train.shuffle;
+  }
+
   std::vector<std::uint32_t> order_;
   bool ready_ = false, shuffle_ = true;
   int epoch_ = -1;

@@ -1,5 +1,5 @@
-// nccl-data's `reduce = "fused_p2p"` and `"push_p2p"` (and nnpar-calibrate-gpu's "peer_sgd",
-// which times the first for `nnpar plan`): the set-up of nnpar::cuda::peer_sgd_update (see
+// nccl-data's `reduce = "fused_p2p"` and `"push_p2p"` (and nnpar-calibrate-gpu's "peer_sgd"
+// and "peer_sgd_push", which time them for `nnpar plan`): the set-up of nnpar::cuda::peer_sgd_update (see
 // include/nnpar/cuda_peer_sgd.hpp). Each rank allocates its gradient buffers and an inbox,
 // exports them with CUDA IPC, and maps every other rank's; the handles travel over MPI.
 // Possible only where every rank runs on one host and every pair of GPUs can address each
@@ -55,17 +55,21 @@ class PeerReduce {
   // Whether the fused reduce can run; if not, reason() says why (the same text on every rank).
   bool available() const { return ok_; }
   const std::string& reason() const { return reason_; }
-  bool push() const { return push_; }
   // This rank's gradient buffer of step parity `parity` (0 or 1).
   float* gradients(int parity) const { return slot(own_, parity, push_ ? rank_ : 0); }
   // Push: where this rank's gradient of step parity `parity` must also be written, offset by
   // `offset` floats (a layer's place in the flat buffer): its slot in every peer's memory.
-  // Count 0 when pulling.
-  cuda::GradientCopies copies(int parity, std::size_t offset) const {
+  // With `weights` > 0 the bias copies follow that many floats after the weights' (a layer's
+  // layout: dW then db). Count 0 when pulling.
+  cuda::GradientCopies copies(int parity, std::size_t offset, std::size_t weights = 0) const {
     cuda::GradientCopies c;
     if (!push_) return c;
     for (int p = 0; p < ranks_; ++p)
-      if (p != rank_) c.dW[c.count++] = slot(peer_grads_[p], parity, rank_) + offset;
+      if (p != rank_) {
+        c.dW[c.count] = slot(peer_grads_[p], parity, rank_) + offset;
+        if (weights > 0) c.db[c.count] = c.dW[c.count] + weights;
+        ++c.count;
+      }
     return c;
   }
 

@@ -533,9 +533,7 @@ class GpuReplica final : public ReplicaEngine {
   // slots of this step's parity). None otherwise.
   gpu::GradientCopies pushed_copies(int i) const {
     if (!peer_) return {};
-    gpu::GradientCopies c = peer_->copies(parity_, parameter_offset(spec_, i));
-    for (int k = 0; k < c.count; ++k) c.db[k] = c.dW[k] + std::size_t(sizes_[i + 1]) * sizes_[i];
-    return c;
+    return peer_->copies(parity_, parameter_offset(spec_, i), std::size_t(sizes_[i + 1]) * sizes_[i]);
   }
 
   // NNPAR_EPOCH_TIMING=1 (replayed epochs): where an epoch's time goes, on stderr, every rank.
