@@ -1195,7 +1195,7 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       auto busiest = [&](int M, int N, int K) {
         constexpr int mr = 8, nr = 16;  // micro-tile rows and panel width of the AVX-512 kernels
         const int k = dynamic ? dynamic_tiles_per_thread(M, N, K, T, c.tasks_per_thread, c.min_tile_mflop) : 1;
-        const TileGrid g = tile_grid(M, N, mr, nr, T * k);
+        const TileGrid g = tile_grid(M, N, mr, nr, T * k, c.omp_traffic_priced ? kTrafficPerElement : 0);
         return Share{k, int(std::min<long>(M, g.rows)), int(std::min<long>(N, g.cols))};
       };
       double compute = 0;

@@ -230,6 +230,7 @@ struct Candidate {
   std::string omp_schedule = "dynamic";  // openmp intra_op: dynamic | static (1.2) | auto (1.3, modelled as dynamic)
   int tasks_per_thread = 4;              // openmp intra_op, dynamic
   int min_tile_mflop = 16;
+  bool omp_traffic_priced = true;        // openmp intra_op 1.4: tile grids priced by operand traffic; before: by work
   std::string label;              // as shown
   bool exact = true;              // parity class (local SGD: approximate)
   std::string describe() const;   // "nccl-pipeline 4 (1f1b, 8 micro-batches)"

@@ -382,6 +382,8 @@ int cmd_compare_results(const PlanOptions& o) {
           version_before(s.value("version", ""), 1, 9))
         options["reduce"] = "fused_p2p";
       Candidate c = perf::candidate_from_options(plugin, s.value("ranks", 1), options, s.value("label", plugin));
+      // openmp before 1.4 cut each product by work alone (tile_grid.hpp).
+      if (plugin == "openmp" && version_before(s.value("version", ""), 1, 4)) c.omp_traffic_priced = false;
       if (plugin == "openmp" && c.workers == 0) c.workers = j.at("machine").value("cores", 1);
       perf::Workload w;
       w.layers = cfg.at("model").at("layers").get<std::vector<int>>();

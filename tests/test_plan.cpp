@@ -701,6 +701,26 @@ TEST(PlanValidation, StoredTwoH100GridStaysAt15Of20) {
   EXPECT_THAT(compared.output, HasSubstr("worst 22%"));
 }
 
+TEST(PlanCpu, OpenMpGridsArePricedByTrafficFromPlugin14AndByWorkBefore) {
+  // 784-256-256-26 at batch 128 on 16 threads, static. The model's grid (8-row micro-tiles,
+  // 16-column panels) differs in one product only: layer 0's weight gradient [256 x 784] is
+  // 16 x 1 by work alone (busiest tile 16 x 784) and 4 x 4 with traffic priced (64 x 208). The
+  // synthetic kernels cost 1e-11 s per FLOP, so the difference is that tile's extra FLOPs.
+  Workload w;
+  w.layers = {784, 256, 256, 26};
+  w.batch = 128;
+  const Profile p = profile_from_json(synthetic_cpu_profile(), "synthetic");
+  Candidate c;
+  c.plugin = "openmp";
+  c.mode = "intra_op";
+  c.workers = 16;
+  c.omp_schedule = "static";
+  const double priced = predict(p, Network{}, w, c).compute_s;
+  c.omp_traffic_priced = false;
+  const double by_work = predict(p, Network{}, w, c).compute_s;
+  EXPECT_NEAR(priced - by_work, 2.0 * 128 * (64 * 208 - 16 * 784) * 1e-11, 1e-12);
+}
+
 TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
   // Synthetic kernels cost 1 us per call + 1e-11 s per FLOP, streams 1 ns per element. 256-wide
   // layers at batch 256 on 2 threads: every product (2 forwards, 2 weight gradients, 1 input

@@ -12,22 +12,31 @@ struct TileGrid {
   long rows = 0, cols = 0;        // the busiest thread's rows and columns (whole micro-tiles)
 };
 
-// tm a divisor of T: least work on the busiest thread first (whole micro-tiles), then least
-// operand traffic per thread (its rows of A plus its columns of B, each read once per K), then
-// fewer column groups (a 1-wide grid keeps whole rows together).
-inline TileGrid tile_grid(int M, int N, int mr, int nr, int T) {
+// What one row of A or one column of B costs the busiest thread, in C elements of work: per K,
+// an element is 2 FLOPs (~16 ps at the 127 GFLOP/s one core reached, batch 128) and an operand
+// row or column is one float of a line another core wrote (6-7 ns a 64-byte line with 16
+// threads reading, bench_cpu_lines: ~0.4 ns a float). Every operand of a step was written by
+// other cores, so the traffic is priced at that rate
+// (docs/results/2026-11-27-openmp-scaling-6.md).
+constexpr long kTrafficPerElement = 25;
+
+// tm a divisor of T: the least cost on the busiest thread, its work (whole micro-tiles) plus
+// its operand traffic (its rows of A plus its columns of B, each read once per K) priced in
+// elements; ties go to less traffic, then to fewer column groups (a 1-wide grid keeps whole
+// rows together). traffic_per_element = 0 is the openmp plugin before 1.4: least work first.
+inline TileGrid tile_grid(int M, int N, int mr, int nr, int T, long traffic_per_element = kTrafficPerElement) {
   const long micro_rows = (M + mr - 1) / mr, panels = (N + nr - 1) / nr;
   TileGrid best;
-  long best_work = -1, best_traffic = 0;
+  long best_cost = -1, best_traffic = 0;
   for (int tm = 1; tm <= T; ++tm) {
     if (T % tm) continue;
     const int tn = T / tm;
     const long rows = (micro_rows + tm - 1) / tm * mr;
     const long cols = (panels + tn - 1) / tn * long(nr);
-    const long work = rows * cols, traffic = rows + cols;
-    if (best_work < 0 || work < best_work || (work == best_work && traffic < best_traffic) ||
-        (work == best_work && traffic == best_traffic && tn < best.tn)) {
-      best_work = work;
+    const long traffic = rows + cols, cost = rows * cols + traffic_per_element * traffic;
+    if (best_cost < 0 || cost < best_cost || (cost == best_cost && traffic < best_traffic) ||
+        (cost == best_cost && traffic == best_traffic && tn < best.tn)) {
+      best_cost = cost;
       best_traffic = traffic;
       best = {tm, tn, rows, cols};
     }

@@ -582,8 +582,8 @@ StrategyInfo openmp_info() {
   StrategyInfo info;
   info.name = "openmp";
   // 1.1: intra_op on shared packed operands, 2D tiles, fused epilogues; 1.2: dynamic schedule;
-  // 1.3: schedule = auto
-  info.version = "1.3";
+  // 1.3: schedule = auto; 1.4: tile grids priced by operand traffic beside work (tile_grid.hpp)
+  info.version = "1.4";
   info.description = "multicore CPU with OpenMP: intra-op split of every step, or data-parallel threads";
   info.parity = ParityClass::exact;
   OptionSpec mode;
