@@ -1,0 +1,29 @@
+# issue 3: openmp 1.4 (traffic-priced tile grids) vs 1.3, interleaved repetitions; profiles
+source .device/common.sh
+cp -r $D $D-old; cp .device/openmp-1.3.so $D-old/plugins/nnpar_strategy_openmp.so
+S=$D/src/bench/openmp_scaling.py; SH="--batch 1024,128 --width 1024,256 --samples 6144 --epochs 3"
+mkdir -p $L/rep; T0=$(date +%s); DEADLINE=${DEADLINE:-360}
+go() { local name=$1; shift; local l=$(( DEADLINE - ($(date +%s) - T0) )); [ $l -lt 5 ] && { echo "skip $name"; return; }
+  timeout $l "$@" > $L/rep/$name.md 2>&1; echo "$name rc $? at $(( $(date +%s) - T0 )) s"; }
+for r in 1 2 3 4; do
+  V=(serial new old torch); k=$(( (r-1) % 4 ))
+  for i in 0 1 2 3; do v=${V[$(( (i+k) % 4 ))]}
+    case $v in
+      serial) go serial-r$r python3 $S --build $D $SH --threads 8 --modes "" --no-torch --json $L/rep/serial-r$r.json;;
+      new) go new-r$r python3 $S --build $D $SH --threads 8,16,32 --modes intra_op --no-serial --no-torch --json $L/rep/new-r$r.json;;
+      old) go old-r$r python3 $S --build $D-old $SH --threads 8,16,32 --modes intra_op --no-serial --no-torch --json $L/rep/old-r$r.json;;
+      torch) go torch-r$r python3 $S --build $D $SH --threads 8,16,32 --modes "" --no-serial --json $L/rep/torch-r$r.json;;
+    esac
+  done
+done > $L/progress.txt 2>&1
+python3 $D/src/bench/openmp_repeats.py $L/rep --json $L/medians.json > $L/medians.md 2>&1
+# per-phase profiles: batch 128 width 256 (16 and 8 threads), batch 1024 width 1024 (16)
+for b in new old; do B=$D; [ $b = old ] && B=$D-old
+  for shape in "128 256 16" "128 256 32"; do set -- $shape
+    echo "--- $b batch $1 width $2 threads $3"
+    NNPAR_OMP_PROFILE=1 timeout 40 $B/bin/nnpar train .device/profile.toml --strategy io --set train.batch_size=$1 \
+      --set "model.layers=[784,$2,$2,26]" --set strategy.io.threads=$3 2>&1 | grep -v "^\[io\] epoch [12]/"
+  done
+done > $L/profile.txt 2>&1
+tar czf $OUT/callZ4.tgz -C /tmp logs
+tail -20 $L/progress.txt; cat $L/medians.md | head -80; grep -A12 "^--- .* batch 128 width 256 threads 16" $L/profile.txt
