@@ -701,20 +701,32 @@ TEST(PlanValidation, StoredTwoH100GridStaysAt15Of20) {
   EXPECT_THAT(compared.output, HasSubstr("worst 22%"));
 }
 
+namespace {
+// openmp intra_op on `threads` threads, static schedule, on a synthetic CPU profile.
+Candidate openmp_static(int threads) {
+  Candidate c;
+  c.plugin = "openmp";
+  c.mode = "intra_op";
+  c.workers = threads;
+  c.omp_schedule = "static";
+  return c;
+}
+Workload layers_at(std::vector<int> layers, int batch) {
+  Workload w;
+  w.layers = std::move(layers);
+  w.batch = batch;
+  return w;
+}
+}  // namespace
+
 TEST(PlanCpu, OpenMpGridsArePricedByTrafficFromPlugin14AndByWorkBefore) {
   // 784-256-256-26 at batch 128 on 16 threads, static. The model's grid (8-row micro-tiles,
   // 16-column panels) differs in one product only: layer 0's weight gradient [256 x 784] is
   // 16 x 1 by work alone (busiest tile 16 x 784) and 4 x 4 with traffic priced (64 x 208). The
   // synthetic kernels cost 1e-11 s per FLOP, so the difference is that tile's extra FLOPs.
-  Workload w;
-  w.layers = {784, 256, 256, 26};
-  w.batch = 128;
+  const Workload w = layers_at({784, 256, 256, 26}, 128);
   const Profile p = profile_from_json(synthetic_cpu_profile(), "synthetic");
-  Candidate c;
-  c.plugin = "openmp";
-  c.mode = "intra_op";
-  c.workers = 16;
-  c.omp_schedule = "static";
+  Candidate c = openmp_static(16);
   const double priced = predict(p, Network{}, w, c).compute_s;
   c.omp_traffic_priced = false;
   const double by_work = predict(p, Network{}, w, c).compute_s;
@@ -727,15 +739,9 @@ TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
   // gradient) divides evenly, so 4 tiles per thread do the same FLOPs and streams as 1 tile and
   // pay 3 more calls each: 5 x 3 us. With the 16 MFLOP minimum a 33.5 MFLOP product gets one
   // tile per thread (2 x 16.8 MFLOP), as static does.
-  Workload w;
-  w.layers = {256, 256, 256};
-  w.batch = 256;
+  const Workload w = layers_at({256, 256, 256}, 256);
   const Profile p = profile_from_json(synthetic_cpu_profile(), "synthetic");
-  Candidate c;
-  c.plugin = "openmp";
-  c.mode = "intra_op";
-  c.workers = 2;
-  c.omp_schedule = "static";
+  Candidate c = openmp_static(2);
   const double fixed = predict(p, Network{}, w, c).compute_s;
   c.omp_schedule = "dynamic";
   EXPECT_NEAR(predict(p, Network{}, w, c).compute_s, fixed, 1e-15);  // default minimum: 1 tile each
