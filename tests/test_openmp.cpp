@@ -338,18 +338,19 @@ TEST(OpenMpStepPlan, DynamicTilesKeepAMinimumSize) {
   EXPECT_EQ(gemm_tiles_per_phase(big, 128, 16, 0), (std::vector<int>{64, 64}));
 }
 
-// schedule = auto: a phase is static exactly where each of its GEMMs has one tile per thread,
-// and then holds the static plan's tasks; the other phases hold the dynamic plan's.
 // The grid prices a thread's operand traffic beside its work: the weight gradient of layer 0 at
 // batch 128 (dW [256 x 784], 25 panels of 32) on 16 threads was 16 x 1 by work alone, every
 // thread then reading all of the packed activations; 4 x 4 reads a quarter of them for 12% more
-// work. Where the work differs more than the traffic saves, work still wins.
+// work.
 TEST(OpenMpTileGrid, PricesOperandTrafficBesideWork) {
   const nnpar::TileGrid dw0 = nnpar::tile_grid(256, 784, 8, 32, 16);
   EXPECT_EQ(dw0.tm, 4);
   EXPECT_EQ(dw0.tn, 4);
   EXPECT_EQ(dw0.rows, 64);
   EXPECT_EQ(dw0.cols, 7 * 32);
+  const nnpar::TileGrid by_work = nnpar::tile_grid(256, 784, 8, 32, 16, 0);  // plugin 1.3's choice
+  EXPECT_EQ(by_work.tm, 16);
+  EXPECT_EQ(by_work.tn, 1);
   const nnpar::TileGrid f0 = nnpar::tile_grid(128, 256, 8, 32, 16);  // equal work either way: least traffic
   EXPECT_EQ(f0.tm * f0.tn, 16);
   EXPECT_EQ(f0.rows + f0.cols, 96);
@@ -362,6 +363,8 @@ TEST(OpenMpTileGrid, PricesOperandTrafficBesideWork) {
   EXPECT_EQ(row.tn, 4);
 }
 
+// schedule = auto: a phase is static exactly where each of its GEMMs has one tile per thread,
+// and then holds the static plan's tasks; the other phases hold the dynamic plan's.
 TEST(OpenMpStepPlan, AutoIsStaticWhereEveryGemmHasOneTilePerThread) {
   using namespace nnpar::openmp;
   namespace kn = nnpar::kernels;
