@@ -1193,7 +1193,9 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
         int tiles, rows, cols;  // the busiest thread's tile count and one tile's shape
       };
       auto busiest = [&](int M, int N, int K) {
-        constexpr int mr = 8, nr = 16;  // micro-tile rows and panel width of the AVX-512 kernels
+        // Micro-tile rows and panel width of the AVX-512 kernels (kernels/cpu/gemm.cpp, 8 x 32),
+        // the path of every machine profiled so far; profiles do not record the path.
+        constexpr int mr = 8, nr = 32;
         const int k = dynamic ? dynamic_tiles_per_thread(M, N, K, T, c.tasks_per_thread, c.min_tile_mflop) : 1;
         const TileGrid g = tile_grid(M, N, mr, nr, T * k, c.omp_traffic_priced ? kTrafficPerElement : 0);
         return Share{k, int(std::min<long>(M, g.rows)), int(std::min<long>(N, g.cols))};

@@ -721,8 +721,8 @@ Workload layers_at(std::vector<int> layers, int batch) {
 
 TEST(PlanCpu, OpenMpGridsArePricedByTrafficFromPlugin14AndByWorkBefore) {
   // 784-256-256-26 at batch 128 on 16 threads, static. The model's grid (8-row micro-tiles,
-  // 16-column panels) differs in one product only: layer 0's weight gradient [256 x 784] is
-  // 16 x 1 by work alone (busiest tile 16 x 784) and 4 x 4 with traffic priced (64 x 208). The
+  // 32-column panels) differs in one product only: layer 0's weight gradient [256 x 784] is
+  // 16 x 1 by work alone (busiest tile 16 x 784) and 4 x 4 with traffic priced (64 x 224). The
   // synthetic kernels cost 1e-11 s per FLOP, so the difference is that tile's extra FLOPs.
   const Workload w = layers_at({784, 256, 256, 26}, 128);
   const Profile p = profile_from_json(synthetic_cpu_profile(), "synthetic");
@@ -730,7 +730,7 @@ TEST(PlanCpu, OpenMpGridsArePricedByTrafficFromPlugin14AndByWorkBefore) {
   const double priced = predict(p, Network{}, w, c).compute_s;
   c.omp_traffic_priced = false;
   const double by_work = predict(p, Network{}, w, c).compute_s;
-  EXPECT_NEAR(priced - by_work, 2.0 * 128 * (64 * 208 - 16 * 784) * 1e-11, 1e-12);
+  EXPECT_NEAR(priced - by_work, 2.0 * 128 * (64 * 224 - 16 * 784) * 1e-11, 1e-12);
 }
 
 TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
