@@ -14,9 +14,9 @@ struct TileGrid {
 
 // What one row of A or one column of B costs the busiest thread, in C elements of work: per K,
 // an element is 2 FLOPs (~16 ps at the 127 GFLOP/s one core reached, batch 128) and an operand
-// row or column is one float of a line another core wrote (6-7 ns a 64-byte line with 16
-// threads reading, bench_cpu_lines: ~0.4 ns a float). Every operand of a step was written by
-// other cores, so the traffic is priced at that rate
+// row or column is one float of a line another core wrote (5-7 ns a 64-byte line with 16
+// threads at work, bench_cpu_lines: 0.3-0.45 ns a float, 19-28 elements). Every operand of a
+// step was written by other cores, so the traffic is priced at that rate
 // (docs/results/2026-11-27-openmp-scaling-6.md).
 constexpr long kTrafficPerElement = 25;
 
