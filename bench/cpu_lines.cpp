@@ -26,7 +26,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -149,8 +148,8 @@ int main(int argc, char** argv) {
           write_range(buf[t], floats, v);
           timed(2, r, [&] {
             for (int u = 0; u < T; ++u) {
-              const int o = (t + u) % T;  // start at its own slice, then the others in turn
-              sink += read_range(buf[o], floats * u / T, floats * (u + 1) / T);
+              // Slice u of buffer t + u: the team reads every buffer once, each slice on one thread.
+              sink += read_range(buf[(t + u) % T], floats * u / T, floats * (u + 1) / T);
             }
           });
           timed(3, r, [&] { sink += read_range(clean[(t + 1) % T], 0, floats); });
