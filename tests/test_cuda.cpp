@@ -990,3 +990,137 @@ TEST_F(CudaTraining, FuseLogitsMatchesSerial) {
   config.train.sgd = {0.05f, 0.0f, 0.0f};
   expect_parity(config, fused_logits_entry("head", true));
 }
+
+// ---------------------------------------------------------------------------------------------
+// precision = "tf32": the tiled products on tensor cores.
+
+namespace {
+// Sets KernelOptions::tf32 for the scope, restoring the previous options after.
+struct Tf32Scope {
+  gpu::KernelOptions saved = gpu::kernel_options();
+  Tf32Scope() {
+    gpu::KernelOptions k = saved;
+    k.tf32 = true;
+    gpu::set_kernel_options(k);
+  }
+  ~Tf32Scope() { gpu::set_kernel_options(saved); }
+};
+
+// TF32 keeps 10 mantissa bits: each operand is off by up to 2^-11 relative, so a product's
+// norm-wise error is ~1e-3 whatever K (the fp32 sums add ~1e-5 sqrt(K), bound()).
+constexpr double kTf32Bound = 3e-3;
+// What TF32 rounding at least costs on these random operands: an fp32 product stays ~1e-6
+// below it (bound(785) = 2.8e-4 is the fp32 worst case), so an error above this floor says
+// the tensor cores ran.
+constexpr double kTf32Floor = 5e-5;
+}  // namespace
+
+// Forward, weight gradient (with the bias sums, which stay fp32) and input gradient against the
+// CPU within TF32 rounding, on shapes that take the tiled kernels (split-K, 32x32 and 64x64
+// tiles, partial tiles), repeated bit for bit; and the fp32 path is restored afterwards.
+TEST(CudaKernels, Tf32ProductsMatchCpuWithinTf32Rounding) {
+  REQUIRE_GPU();
+  const Shape shapes[] = {{129, 257, 785}, {128, 26, 256}, {1024, 256, 256}, {9, 13, 5}, {1024, 1024, 784}};
+  for (const Shape& s : shapes) {
+    const auto X = random_vector(std::size_t(s.M) * s.K, 41), W = random_vector(std::size_t(s.N) * s.K, 42),
+               b = random_vector(s.N, 43), dYh = random_vector(std::size_t(s.M) * s.N, 44),
+               H = random_vector(std::size_t(s.M) * s.K, 45, 0.0f, 1.0f);
+    std::vector<float> y(std::size_t(s.M) * s.N), dW(W.size()), db(s.N), dX(X.size());
+    kernels::gemm_nt(s.M, s.N, s.K, 1.0f, X.data(), s.K, W.data(), s.K, 0.0f, y.data(), s.N);
+    kernels::add_bias_rows(s.M, s.N, b.data(), y.data());
+    kernels::gemm_tn(s.N, s.K, s.M, 1.0f, dYh.data(), s.N, X.data(), s.K, 0.0f, dW.data(), s.K);
+    kernels::column_sums(s.M, s.N, 1.0f, dYh.data(), 0.0f, db.data());
+    kernels::gemm_nn(s.M, s.K, s.N, 1.0f, dYh.data(), s.N, W.data(), s.K, 0.0f, dX.data(), s.K);
+    kernels::sigmoid_backward(dX.size(), H.data(), dX.data(), dX.data());
+
+    Dev<float> g_X(X), g_W(W), g_b(b), g_dY(dYh), g_H(H), g_y(y.size()), g_dW(dW.size()), g_db(db.size()),
+        g_dX(dX.size());
+    Scratch fwd(gpu::GemmForm::forward, s.M, s.N, s.K), back(gpu::GemmForm::input_grad, s.M, s.N, s.K);
+    std::vector<float> first_y, first_dW, first_dX;
+    for (int rep = 0; rep < 2; ++rep) {
+      Tf32Scope tf32;
+      gpu::linear_forward(s.M, s.N, s.K, g_X.p, g_W.p, g_b.p, false, g_y.p, fwd.get(), nullptr);
+      gpu::linear_weight_grad(s.M, s.N, s.K, g_dY.p, g_X.p, false, g_dW.p, g_db.p, gpu::FusedSgd{}, nullptr);
+      gpu::linear_input_grad(s.M, s.N, s.K, g_dY.p, g_W.p, g_H.p, g_dX.p, back.get(), nullptr);
+      const auto got_y = g_y.get(), got_dW = g_dW.get(), got_dX = g_dX.get();
+      EXPECT_LE(rel_error(got_y, y), kTf32Bound) << name(s) << " forward";
+      EXPECT_LE(rel_error(got_dW, dW), kTf32Bound) << name(s) << " weight grad";
+      EXPECT_LE(rel_error(g_db.get(), db), bound(s.M)) << name(s) << " bias grad (fp32 sums)";
+      EXPECT_LE(rel_error(got_dX, dX), kTf32Bound) << name(s) << " input grad";
+      if (s.K >= 256) {
+        EXPECT_GE(rel_error(got_y, y), kTf32Floor) << name(s) << ": the forward ran in fp32";
+      }
+      if (s.M >= 128) {
+        EXPECT_GE(rel_error(got_dW, dW), kTf32Floor) << name(s) << ": the weight grad ran in fp32";
+      }
+      if (rep == 0) {
+        first_y = got_y, first_dW = got_dW, first_dX = got_dX;
+      } else {
+        EXPECT_EQ(got_y, first_y) << name(s) << ": TF32 products repeat bit for bit";
+        EXPECT_EQ(got_dW, first_dW) << name(s);
+        EXPECT_EQ(got_dX, first_dX) << name(s);
+      }
+    }
+    EXPECT_FALSE(gpu::kernel_options().tf32);
+    gpu::linear_forward(s.M, s.N, s.K, g_X.p, g_W.p, g_b.p, false, g_y.p, fwd.get(), nullptr);
+    EXPECT_LE(rel_error(g_y.get(), y), bound(s.K)) << name(s) << " fp32 again";
+  }
+}
+
+namespace {
+StrategyEntry tf32_entry(const char* variant = "graph", bool graph = true) {
+  StrategyEntry e = entry("cuda");
+  e.label = std::string("cuda tf32 ") + variant + (graph ? "" : " (plain)");
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("precision", "tf32");
+  t->insert("variant", variant);
+  t->insert("graph", graph);
+  e.table = t;
+  return e;
+}
+}  // namespace
+
+// The bar for TF32: test accuracy within 0.5 pp of fp32 serial, from the same start and
+// data order. The run is the approximate class, and its weights are close to serial's but not
+// equal (equal would mean the tensor cores never ran).
+TEST_F(CudaTraining, Tf32ReachesSerialTestAccuracyWithinHalfAPoint) {
+  RunConfig config = small_config();
+  config.data.options.limit = 20000;
+  config.data.test_limit = 5000;
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 3;
+  config.train.batch_size = 128;
+  config.train.sgd = {0.5f, 0.9f, 0.0f};  // 56% on the workstation's serial: a model that has learnt
+  const Datasets data = load_datasets(config.data);  // more than the fixture's 6,000 samples
+  const auto initial = initial_parameters(config);
+  const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
+  for (const StrategyEntry& e : {tf32_entry(), tf32_entry("graph", false)}) {
+    const RunResult got = run_strategy(config, e, plugins_, data, initial);
+    EXPECT_EQ(got.parity, ParityClass::approximate) << e.label;
+    EXPECT_NE(got.device.find("TF32"), std::string::npos) << got.device;
+    const double diff_pp = 100.0 * (got.final_test.accuracy - ref.final_test.accuracy);
+    EXPECT_LE(std::abs(diff_pp), 0.5) << e.label << ": " << 100 * got.final_test.accuracy << "% vs serial "
+                                      << 100 * ref.final_test.accuracy << "%";
+    EXPECT_GT(ref.final_test.accuracy, 0.4) << "the model must have learnt something for the comparison to mean much";
+    EXPECT_NEAR(got.epochs.back().loss, ref.epochs.back().loss, 0.02 * ref.epochs.back().loss) << e.label;
+    const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, 0.0, 0.0);
+    EXPECT_GT(d.outside, 0u) << e.label << ": bit-identical to fp32 serial, so TF32 never ran";
+    EXPECT_LT(d.max_abs, 0.05) << e.label;
+    std::printf("  %s: test acc %.2f%% vs serial %.2f%% (%+.3f pp), max|dw| %.2e, %.0f samples/s\n", e.label.c_str(),
+                100 * got.final_test.accuracy, 100 * ref.final_test.accuracy, diff_pp, d.max_abs,
+                got.samples_per_second);
+  }
+}
+
+TEST_F(CudaTraining, Tf32WithThePersistentVariantIsRefusedByName) {
+  RunConfig config = small_config();
+  const auto initial = initial_parameters(config);
+  try {
+    run_strategy(config, tf32_entry("persistent"), plugins_, *data_, initial);
+    FAIL() << "tf32 with the persistent variant ran";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("persistent"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tf32"), std::string::npos) << e.what();
+  }
+}

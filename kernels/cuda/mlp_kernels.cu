@@ -232,24 +232,152 @@ using WeightGradEpi = WeightGradEpiWith<NoCopies>;
 using PushedWeightGradEpi = WeightGradEpiWith<PeerCopies>;
 
 // ---------------------------------------------------------------------------------------------
-// The tiled GEMM. Block tile BI x BJ, K in steps of BK, 256 threads each owning a
-// (BI/16) x (BJ/16) piece of the tile at stride 16 (so a warp's shared-memory reads of B are
-// 16 consecutive words and its global writes of C are coalesced). gridDim.z > 1 splits K:
+// The tiled GEMM. Block tile BI x BJ, K in steps of BK, 256 threads. gridDim.z > 1 splits K:
 // every slice writes its partial tile to scratch, and the last slice to arrive (ticket from
 // an atomic counter) sums all of them in slice order and runs the epilogue.
+//
+// Two ways to multiply a tile, the same loads, stages, split-K and epilogues around them:
+// - fp32 (Tc = false): each thread owns a (BI/16) x (BJ/16) piece of the tile at stride 16 (a
+//   warp's shared-memory reads of B are 16 consecutive words, its global writes of C coalesce),
+//   one FFMA per product, in k order.
+// - TF32 tensor cores (Tc = true, KernelOptions::tf32): the 8 warps form a 2 x 4 grid, each
+//   multiplying a (BI/2) x (BJ/4) piece with mma.m16n8k8 on operands rounded to TF32 (10-bit
+//   mantissa) and fp32 accumulation: an eighth of the instructions per K step, so a
+//   latency-bound block's dependent chain is shorter; results differ from fp32 by TF32
+//   rounding (the approximate parity class), and still repeat bit for bit.
 
-template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
+// Where element (k, i) of an operand tile lives in shared memory. fp32: [k][i] with a +1
+// column, so the loader's per-warp column writes (K-contiguous sources) hit all 32 banks. TF32:
+// a fragment load reads 4 k x 8 i (k = lane % 4, i = lane / 4), so the layout follows the
+// source: [i][k] with rows of BK + 4 when K-contiguous (the loader writes runs of k; a
+// fragment's 32 words fall in 32 banks), else [k][i] with rows of BN + 8 (runs of i).
+template <bool Tc, bool KContig, int BN, int BK>
+struct TileLayout {
+  static constexpr bool k_major = !Tc || !KContig;
+  static constexpr int rows = k_major ? BK : BN;
+  static constexpr int stride = !Tc ? BN + 1 : (KContig ? BK + 4 : BN + 8);
+  __device__ static float& at(float (*tile)[stride], int k, int i) { return k_major ? tile[k][i] : tile[i][k]; }
+};
+
+// TF32 accumulators: warp (wi, wj) of a 2 x 4 grid owns rows wi*BI/2.., columns wj*BJ/4.., in
+// 16 x 8 mma tiles; accumulator e = (mtile * ntiles + ntile) * 4 + c of a thread sits where
+// mma.m16n8k8 puts c.
+template <int BI, int BJ>
+struct MmaLayout {
+  static constexpr int count = BI * BJ / kThreads;  // accumulators per thread
+  static constexpr int warp_rows = BI / 2, warp_cols = BJ / 4;
+  static constexpr int mtiles = warp_rows / 16, ntiles = warp_cols / 8;
+  static_assert(mtiles * 16 == warp_rows && ntiles * 8 == warp_cols && mtiles * ntiles * 4 == count,
+                "TF32 tiles need BI % 32 == 0 and BJ % 32 == 0");
+  __device__ static int row(int e, int tid) {
+    return (tid / 32 / 4) * warp_rows + (e / 4 / ntiles) * 16 + tid % 32 / 4 + (e % 4 / 2) * 8;
+  }
+  __device__ static int col(int e, int tid) {
+    return (tid / 32 % 4) * warp_cols + (e / 4 % ntiles) * 8 + 2 * (tid % 4) + e % 2;
+  }
+};
+
+__device__ __forceinline__ unsigned to_tf32(float x) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+// d += a * b for one 16x8x8 TF32 tile (fragments as PTX's mma.m16n8k8 .row.col lays them out).
+__device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();  // the host refuses tf32 below compute capability 8.0
+#endif
+}
+
+// One K tile (BK deep) of the block's product on tensor cores, into acc (MmaLayout order).
+template <int BI, int BJ, int BK, class LA, class LB>
+__device__ __forceinline__ void mma_k_tile(float (*As)[LA::stride], float (*Bs)[LB::stride], float* acc) {
+  using L = MmaLayout<BI, BJ>;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, q = lane % 4;
+  const int r0 = (warp / 4) * L::warp_rows + g, c0 = (warp % 4) * L::warp_cols + g;
+#pragma unroll
+  for (int kk = 0; kk < BK; kk += 8) {
+    unsigned a[L::mtiles][4], b[L::ntiles][2];
+#pragma unroll
+    for (int mt = 0; mt < L::mtiles; ++mt) {
+      const int r = r0 + mt * 16;
+      a[mt][0] = to_tf32(LA::at(As, kk + q, r));
+      a[mt][1] = to_tf32(LA::at(As, kk + q, r + 8));
+      a[mt][2] = to_tf32(LA::at(As, kk + q + 4, r));
+      a[mt][3] = to_tf32(LA::at(As, kk + q + 4, r + 8));
+    }
+#pragma unroll
+    for (int nt = 0; nt < L::ntiles; ++nt) {
+      const int c = c0 + nt * 8;
+      b[nt][0] = to_tf32(LB::at(Bs, kk + q, c));
+      b[nt][1] = to_tf32(LB::at(Bs, kk + q + 4, c));
+    }
+#pragma unroll
+    for (int mt = 0; mt < L::mtiles; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < L::ntiles; ++nt) mma_tf32(acc + (mt * L::ntiles + nt) * 4, a[mt], b[nt]);
+  }
+}
+
+// The end of a TF32 tile: gemm_tile's epilogue and split-K fix-up with MmaLayout coordinates.
+// (The fp32 path keeps its own copy inline: ptxas allocates its registers differently, over
+// the 128 of two blocks per SM, when that code is reshaped.)
+template <int BI, int BJ, class Epi>
+__device__ __forceinline__ void mma_tile_finish(int I, int J, int i0, int j0, const float* acc, Epi& epi,
+                                                float* partials, unsigned* counters) {
+  using L = MmaLayout<BI, BJ>;
+  const int tid = threadIdx.x, slices = gridDim.z;
+  if (slices == 1) {
+#pragma unroll
+    for (int e = 0; e < L::count; ++e) {
+      const int gi = i0 + L::row(e, tid), gj = j0 + L::col(e, tid);
+      if (gi < I && gj < J) epi(gi, gj, acc[e]);
+    }
+    epi.finish();
+    return;
+  }
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  float* tile_partials = partials + std::size_t(tile) * slices * BI * BJ;
+  float* mine = tile_partials + std::size_t(blockIdx.z) * BI * BJ;
+#pragma unroll
+  for (int e = 0; e < L::count; ++e) mine[L::row(e, tid) * BJ + L::col(e, tid)] = acc[e];
+  __threadfence();
+  __syncthreads();
+  __shared__ unsigned ticket;
+  if (tid == 0) ticket = atomicAdd(&counters[tile], 1u);
+  __syncthreads();
+  if (ticket != unsigned(slices - 1)) return;
+  __threadfence();
+#pragma unroll
+  for (int e = 0; e < L::count; ++e) {
+    const int li = L::row(e, tid), lj = L::col(e, tid);
+    float v = 0.0f;
+    for (int z = 0; z < slices; ++z) v += __ldcg(tile_partials + std::size_t(z) * BI * BJ + li * BJ + lj);
+    if (i0 + li < I && j0 + lj < J) epi(i0 + li, j0 + lj, v);
+  }
+  epi.finish();
+  if (tid == 0) counters[tile] = 0;
+}
+
+template <int BI, int BJ, int BK, int T, bool Tc, class ASrc, class BSrc, class Epi>
 __device__ __forceinline__ void gemm_tile(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy,
                                           int a_copy_ld, float* partials, unsigned* counters) {
   constexpr int TI = BI / 16, TJ = BJ / 16;
   constexpr int APer = BI * BK / kThreads, BPer = BJ * BK / kThreads;
   static_assert(APer * kThreads == BI * BK && BPer * kThreads == BJ * BK, "tile/threads mismatch");
-  // +1 column: the loader writes a column of As/Bs per warp when the source is K-contiguous;
-  // an odd row stride spreads those writes over all 32 banks.
+  using LA = TileLayout<Tc, ASrc::k_contig, BI, BK>;
+  using LB = TileLayout<Tc, BSrc::k_contig, BJ, BK>;
   // T K tiles per stage: their loads are all in flight together, so a slice of up to T tiles
   // costs one global round trip instead of T dependent ones (the order of the sums is unchanged).
-  __shared__ float As[T][BK][BI + 1];
-  __shared__ float Bs[T][BK][BJ + 1];
+  __shared__ float As[T][LA::rows][LA::stride];
+  __shared__ float Bs[T][LB::rows][LB::stride];
 
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int i0 = blockIdx.y * BI, j0 = blockIdx.x * BJ;
@@ -302,9 +430,9 @@ __device__ __forceinline__ void gemm_tile(int I, int J, int K, int k_slice, ASrc
 #pragma unroll
     for (int t = 0; t < T; ++t) {
 #pragma unroll
-      for (int e = 0; e < APer; ++e) As[t][a_k[e]][a_i[e]] = ra[t][e];
+      for (int e = 0; e < APer; ++e) LA::at(As[t], a_k[e], a_i[e]) = ra[t][e];
 #pragma unroll
-      for (int e = 0; e < BPer; ++e) Bs[t][b_k[e]][b_j[e]] = rb[t][e];
+      for (int e = 0; e < BPer; ++e) LB::at(Bs[t], b_k[e], b_j[e]) = rb[t][e];
       if (copy_a) {
 #pragma unroll
         for (int e = 0; e < APer; ++e) {
@@ -320,19 +448,23 @@ __device__ __forceinline__ void gemm_tile(int I, int J, int K, int k_slice, ASrc
       if (c0 + t * BK >= kend) break;  // the same for the whole block
       if (sum_rows) {
 #pragma unroll
-        for (int kk = 0; kk < BK; ++kk) row_sum += As[t][kk][tid];
+        for (int kk = 0; kk < BK; ++kk) row_sum += LA::at(As[t], kk, tid);  // fp32 in both modes
       }
+      if constexpr (Tc) {
+        mma_k_tile<BI, BJ, BK, LA, LB>(As[t], Bs[t], &acc[0][0]);
+      } else {
 #pragma unroll
-      for (int kk = 0; kk < BK; ++kk) {
-        float a[TI], b[TJ];
+        for (int kk = 0; kk < BK; ++kk) {
+          float a[TI], b[TJ];
 #pragma unroll
-        for (int i = 0; i < TI; ++i) a[i] = As[t][kk][ty + i * 16];
+          for (int i = 0; i < TI; ++i) a[i] = As[t][kk][ty + i * 16];
 #pragma unroll
-        for (int j = 0; j < TJ; ++j) b[j] = Bs[t][kk][tx + j * 16];
+          for (int j = 0; j < TJ; ++j) b[j] = Bs[t][kk][tx + j * 16];
 #pragma unroll
-        for (int i = 0; i < TI; ++i)
+          for (int i = 0; i < TI; ++i)
 #pragma unroll
-          for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
       }
     }
     __syncthreads();
@@ -342,6 +474,10 @@ __device__ __forceinline__ void gemm_tile(int I, int J, int K, int k_slice, ASrc
   if (sum_rows && i0 + tid < I) epi.row_sum(i0 + tid, row_sum);  // only with gridDim.z == 1
 
   const int slices = gridDim.z;
+  if constexpr (Tc) {
+    mma_tile_finish<BI, BJ>(I, J, i0, j0, &acc[0][0], epi, partials, counters);
+    return;
+  }
   if (slices == 1) {
 #pragma unroll
     for (int i = 0; i < TI; ++i)
@@ -381,30 +517,30 @@ __device__ __forceinline__ void gemm_tile(int I, int J, int K, int k_slice, ASrc
   if (tid == 0) counters[tile] = 0;  // ready for the next call (or graph replay)
 }
 
-template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
+template <int BI, int BJ, int BK, int T, bool Tc, class ASrc, class BSrc, class Epi>
 __global__ void __launch_bounds__(kThreads)
 gemm_kernel(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
             float* partials, unsigned* counters) {
-  gemm_tile<BI, BJ, BK, T>(I, J, K, k_slice, A, B, epi, a_copy, a_copy_ld, partials, counters);
+  gemm_tile<BI, BJ, BK, T, Tc>(I, J, K, k_slice, A, B, epi, a_copy, a_copy_ld, partials, counters);
 }
 
 // The same product bounded to 128 registers (two resident blocks per SM), for epilogues whose
 // kMinBlocks asks for it: push_p2p's copies took ptxas to 139-142 registers, i.e. one
 // 256-thread block per SM (tests/kernel_registers.py). The bound is not on every kernel:
 // ptxas then allocates the other kernels differently (73-101 -> 115-124 registers).
-template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
+template <int BI, int BJ, int BK, int T, bool Tc, class ASrc, class BSrc, class Epi>
 __global__ void __launch_bounds__(kThreads, 2)
 gemm_kernel_two_blocks(int I, int J, int K, int k_slice, ASrc A, BSrc B, Epi epi, float* a_copy, int a_copy_ld,
                        float* partials, unsigned* counters) {
-  gemm_tile<BI, BJ, BK, T>(I, J, K, k_slice, A, B, epi, a_copy, a_copy_ld, partials, counters);
+  gemm_tile<BI, BJ, BK, T, Tc>(I, J, K, k_slice, A, B, epi, a_copy, a_copy_ld, partials, counters);
 }
 
-template <int BI, int BJ, int BK, int T, class ASrc, class BSrc, class Epi>
+template <int BI, int BJ, int BK, int T, bool Tc, class ASrc, class BSrc, class Epi>
 constexpr auto gemm_entry() {
-  if constexpr (Epi::kMinBlocks >= 2)
-    return &gemm_kernel_two_blocks<BI, BJ, BK, T, ASrc, BSrc, Epi>;
+  if constexpr (Epi::kMinBlocks >= 2 || (Tc && Epi::kRowSums))
+    return &gemm_kernel_two_blocks<BI, BJ, BK, T, Tc, ASrc, BSrc, Epi>;
   else
-    return &gemm_kernel<BI, BJ, BK, T, ASrc, BSrc, Epi>;
+    return &gemm_kernel<BI, BJ, BK, T, Tc, ASrc, BSrc, Epi>;
 }
 
 // How one product is cut into blocks; a function of the shape alone.
@@ -463,10 +599,16 @@ void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, fl
                   scratch.partials, scratch.counters);
   };
   const bool staged = g_options.k_stage > 1;
-  if (p.big) {
-    staged ? go(gemm_entry<64, 64, 16, kStage, ASrc, BSrc, Epi>()) : go(gemm_entry<64, 64, 16, 1, ASrc, BSrc, Epi>());
+  // TF32 products always load kStage K tiles per stage (one instantiation fewer per product).
+  if (g_options.tf32) {
+    p.big ? go(gemm_entry<64, 64, 16, kStage, true, ASrc, BSrc, Epi>())
+          : go(gemm_entry<32, 32, 32, kStage, true, ASrc, BSrc, Epi>());
+  } else if (p.big) {
+    staged ? go(gemm_entry<64, 64, 16, kStage, false, ASrc, BSrc, Epi>())
+           : go(gemm_entry<64, 64, 16, 1, false, ASrc, BSrc, Epi>());
   } else {
-    staged ? go(gemm_entry<32, 32, 32, kStage, ASrc, BSrc, Epi>()) : go(gemm_entry<32, 32, 32, 1, ASrc, BSrc, Epi>());
+    staged ? go(gemm_entry<32, 32, 32, kStage, false, ASrc, BSrc, Epi>())
+           : go(gemm_entry<32, 32, 32, 1, false, ASrc, BSrc, Epi>());
   }
   check_launch(what);
 }

@@ -132,7 +132,17 @@ class CudaStrategy final : public Strategy {
     graph_steps_ = int(options.get_int("graph_steps"));
     batch_ = context.train->batch_size;
     // pdl auto: on for batches of <= 128 rows (docs/results/2026-11-26-cuda-3.md).
-    apply_cuda_kernel_options(options, props.major, batch_);
+    gpu::KernelOptions kernel_options = apply_cuda_kernel_options(options, props.major, batch_);
+    tf32_ = options.get_string("precision") == "tf32";
+    if (tf32_) {
+      if (props.major < 8) {
+        throw std::runtime_error("cuda: precision = \"tf32\" needs TF32 tensor cores (compute capability 8.0+); device " +
+                                 std::to_string(device) + " (" + device_name_ + ") is " + std::to_string(props.major) +
+                                 "." + std::to_string(props.minor));
+      }
+      kernel_options.tf32 = true;
+      gpu::set_kernel_options(kernel_options);
+    }
     kernel_timing_ = options.get_bool("kernel_timing");
     fuse_head_ = options.get_bool("fuse_head");
     stage_input_ = options.get_bool("stage_input");
@@ -205,7 +215,11 @@ class CudaStrategy final : public Strategy {
                                        gpu::logits_softmax_xent_scratch(rows, sizes_.back())),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
-    const bool persistent = variant == "persistent" || (variant == "auto" && persistent_wins(props));
+    if (tf32_ && variant == "persistent") {
+      throw std::runtime_error("cuda: precision = \"tf32\" runs the graph variant's tiled products; variant = "
+                               "\"persistent\" is fp32 only");
+    }
+    const bool persistent = variant == "persistent" || (variant == "auto" && !tf32_ && persistent_wins(props));
     if (stage_input_ && !persistent) {
       const std::size_t floats = data.count * std::size_t(data.features());
       try {
@@ -333,7 +347,13 @@ class CudaStrategy final : public Strategy {
                      cudaMemcpyDeviceToHost), "read parameters");
   }
 
-  std::string device_description() const override { return device_name_.empty() ? "CUDA GPU" : device_name_; }
+  std::string device_description() const override {
+    return (device_name_.empty() ? std::string("CUDA GPU") : device_name_) + (tf32_ ? " (TF32 products)" : "");
+  }
+  // TF32 rounds the products' operands: the same algorithm, not the same bits as serial.
+  std::optional<ParityClass> parity_class() const override {
+    return tf32_ ? ParityClass::approximate : ParityClass::exact;
+  }
 
  private:
   // `auto`: the persistent kernel where it measured faster than the graph (bench/cuda_variants.py).
@@ -589,6 +609,7 @@ class CudaStrategy final : public Strategy {
   PinnedOrders pinned_orders_;  // an epoch's order on its way to order_
   bool timing_ = false;  // NNPAR_EPOCH_TIMING
   bool fuse_logits_ = false;
+  bool tf32_ = false;  // precision = "tf32"
   bool fuse_logits_input_grad_ = false;  // fuse_logits=head
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
@@ -613,13 +634,15 @@ class CudaStrategy final : public Strategy {
 StrategyInfo cuda_info() {
   StrategyInfo info;
   info.name = "cuda";
-  info.version = "1.2";
-  info.description = "one CUDA GPU: own fp32 kernels, the epoch replayed from CUDA graphs";
+  info.version = "1.3";
+  info.description = "one CUDA GPU: own kernels (fp32, or TF32 tensor cores), the epoch replayed from CUDA graphs";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;
   info.options = {
-      {"precision", OptionType::string, std::string("fp32"), "arithmetic of the products (fp32 only for now)", -1e300,
-       1e300, {"fp32"}},
+      {"precision", OptionType::string, std::string("fp32"),
+       "arithmetic of the tiled products: fp32 (exact parity class); tf32 (tensor cores, operands rounded to TF32, "
+       "fp32 sums; approximate class; graph variant only; batches <= gemv_rows and the fused logits kernel stay fp32)",
+       -1e300, 1e300, {"fp32", "tf32"}},
       {"graph", OptionType::boolean, true, "capture the steps as CUDA graphs and replay them (false: plain launches)", -1e300, 1e300, {}},
       {"graph_steps", OptionType::integer, std::int64_t{128}, "steps captured in one graph (the epoch replays it)", 1,
        100000, {}},
