@@ -3,14 +3,16 @@
 on one GPU: the same MLP, initial weights, data and batch size, side by side in one run.
 
     python3 bench/cuda_vs_torch.py [--build build] [--batches 1,32,128,1024] [--widths 256,1024]
-                                   [--epochs 3] [--max-steps 20000] [--json FILE]
+                                   [--epochs 3] [--max-steps 20000] [--precision fp32|tf32] [--json FILE]
 
 Model: 784-W-W-26 (sigmoid hidden layers, softmax cross-entropy, plain SGD) for each width W.
 nnpar runs through `nnpar train CONFIG --quiet --strategy cuda` and its results JSON; PyTorch
 keeps the whole training set on the GPU and gathers each batch there. The first epoch of each
 is a warm-up and not counted (median of the rest). An epoch is the whole training set
 (124,800 samples) or --max-steps batches, whichever is smaller (batch 1 would otherwise take
-minutes in eager PyTorch). FLOP/s counts 2 FLOPs per multiply-add: forward + weight gradient
+minutes in eager PyTorch). --precision tf32 runs nnpar with strategy.cuda.precision=tf32 and
+PyTorch with torch.backends.cuda.matmul.allow_tf32 (both: TF32 tensor-core products, fp32
+sums); the "% fp32 peak" column still divides by the fp32 peak. FLOP/s counts 2 FLOPs per multiply-add: forward + weight gradient
 + input gradient = 6 x weights per sample, less the first layer's input gradient.
 """
 import argparse
@@ -60,8 +62,8 @@ def run_nnpar(args, workdir, layers, batch, samples):
         subprocess.run([nnpar, "train", config, "--quiet", "--strategy", "serial", "--set", "train.epochs=1",
                         "--set", "data.limit=1", "--set", "train.lr=1e-30", "--save-checkpoint", init,
                         "--set", f"output.dir={workdir}/init-results"], check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run([nnpar, "train", config, "--quiet", "--strategy", "cuda"], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([nnpar, "train", config, "--quiet", "--strategy", "cuda", "--set",
+                          f"strategy.cuda.precision={args.precision}"], check=True, capture_output=True, text=True).stdout
     result = [l.split("results: ", 1)[1].strip() for l in out.splitlines() if l.startswith("results: ")][0]
     with open(result) as f:
         run = json.load(f)
@@ -159,9 +161,12 @@ def main():
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--peak-tflops", type=float, default=66.9, help="fp32 (non-tensor) peak; H100 SXM: 66.9")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--precision", choices=["fp32", "tf32"], default="fp32",
+                        help="products of both sides: fp32, or TF32 tensor cores")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     import torch
+    torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
     images = read_idx(os.path.join(data_dir(), "letters-train-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(data_dir(), "letters-train-labels-idx1-ubyte.gz")).astype(np.int64) - 1
     x_all = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0).cuda()
@@ -180,7 +185,7 @@ def main():
                     row["torch_graph"] = run_torch(args, layers, init, batch, samples, x_all, y_all, True)
                 rows.append(row)
                 print(f"  width {width} batch {batch}: nnpar {median_counted(nn_rates):.0f} samples/s", flush=True)
-    print(f"\nGPU: {gpu}; torch {torch.__version__}; {args.epochs} epochs, median of epochs 2..{args.epochs}; "
+    print(f"\nGPU: {gpu}; torch {torch.__version__}; precision {args.precision}; {args.epochs} epochs, median of epochs 2..{args.epochs}; "
           f"fp32 peak {args.peak_tflops} TFLOP/s\n")
     print("| width | batch | samples/epoch | nnpar cuda samples/s | epoch (124,800) | torch eager | torch graph "
           "| vs eager | vs graph | nnpar TFLOP/s | % fp32 peak |")
@@ -195,7 +200,8 @@ def main():
               f"| {graph:,.0f} | {nn / eager:.1f}x | {nn / graph:.1f}x | {tf:.2f} | {100 * tf / args.peak_tflops:.1f}% |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"gpu": gpu, "torch": torch.__version__, "epochs": args.epochs, "rows": rows}, f, indent=2)
+            json.dump({"gpu": gpu, "torch": torch.__version__, "precision": args.precision, "epochs": args.epochs,
+                       "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
