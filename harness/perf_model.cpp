@@ -962,6 +962,7 @@ std::string Candidate::describe() const {
     s << data << "x" << workers / std::max(1, data) << ", " << schedule << ", " << micro_batches << " micro";
   } else if (plugin == "cuda" || plugin == "serial") {
     s << (plugin == "cuda" ? (graph ? "graph" : "plain launches") : "1 thread");
+    if (plugin == "cuda" && precision != "fp32") s << ", " << precision;
   } else {
     s << workers << (workers == 1 ? " rank" : " ranks");
   }
@@ -1018,6 +1019,8 @@ Candidate candidate_from_options(const std::string& plugin, int ranks, const nlo
   } else if (plugin == "cuda") {
     c.graph = option_bool(o, "graph", true);
     c.fuse_logits = option_string(o, "fuse_logits", "auto");
+    c.precision = option_string(o, "precision", "fp32");
+    c.exact = c.precision == "fp32";
   } else if (plugin != "serial" && plugin != "mpi-tensor" && plugin != "nccl-tensor") {
     throw std::invalid_argument("no cost model for plugin '" + plugin + "'");
   }
@@ -1172,6 +1175,11 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     if (e.plain) {
       const double host = (3 * L + 1) * dev.launch_s;
       if (host > s.split.compute) s.split.idle = 0, s.split.compute = host, s.note = "host-bound (plain launches)";
+    }
+    if (c.precision != "fp32") {
+      // Measured: tf32 steps 1.0-1.9x shorter than fp32 (docs/results/2026-11-27-cuda-tf32.md).
+      s.note += std::string(s.note.empty() ? "" : "; ") + "precision " + c.precision +
+                " modelled as fp32 (the profile times fp32 kernels; tf32 measured up to 1.9x faster)";
     }
     return s;
   }

@@ -834,6 +834,24 @@ nlohmann::json nccl_with_peer_sgd() {
 
 }  // namespace
 
+// cuda's precision = "tf32": the profile times fp32 kernels only, so the step is the fp32 one,
+// the row says so, and the candidate is the approximate class.
+TEST(PlanEngines, CudaTf32IsModelledAsFp32AndSaysSo) {
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  const Profile p = profile_from_json(synthetic_gpu_profile(two_rank_nccl()), "synthetic");
+  const Candidate fp32 = candidate_from_options("cuda", 1, {{"fuse_logits", "off"}}, "cuda");
+  const Candidate tf32 = candidate_from_options("cuda", 1, {{"fuse_logits", "off"}, {"precision", "tf32"}}, "cuda-tf32");
+  EXPECT_TRUE(fp32.exact);
+  EXPECT_FALSE(tf32.exact);
+  EXPECT_EQ(tf32.describe().find("tf32") != std::string::npos, true) << tf32.describe();
+  const Prediction a = predict(p, Network{}, w, fp32), b = predict(p, Network{}, w, tf32);
+  EXPECT_DOUBLE_EQ(b.step_s, a.step_s);
+  EXPECT_TRUE(a.note.empty()) << a.note;
+  EXPECT_NE(b.note.find("tf32 modelled as fp32"), std::string::npos) << b.note;
+}
+
 TEST(PlanEngines, FusedP2pReduceIsTheMeasuredPeerSgdInPlaceOfAllreduceAndUpdate) {
   const Workload w = peer_workload();
   const Profile p = profile_from_json(synthetic_gpu_profile(nccl_with_peer_sgd()), "synthetic");

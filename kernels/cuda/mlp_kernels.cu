@@ -572,8 +572,12 @@ Plan make_plan(int I, int J, int K, bool allow_split) {
   const int split_target = g_options.split_blocks > 0 ? g_options.split_blocks : kTargetBlocks;
   if (allow_split && tiles < split_target) {
     // Enough slices to fill the chip, but each at least two K tiles deep (shorter slices
-    // spend more on the fix-up than they save).
-    slices = std::min(ceil_div(split_target, tiles), std::max(1, k_tiles / 2));
+    // spend more on the fix-up than they save). On tensor cores a K tile costs an eighth of
+    // the instructions, so a slice must be two stages deep: at batch 128, width 256, the 8-tile
+    // products then run unsplit on 32 blocks, +13% per step on an H200
+    // (docs/results/2026-11-27-cuda-tf32.md).
+    const int min_slice_tiles = g_options.tf32 ? 2 * kStage : 2;
+    slices = std::min(ceil_div(split_target, tiles), std::max(1, k_tiles / min_slice_tiles));
   }
   p.k_slice = ceil_div(k_tiles, slices) * p.bk;
   p.slices = std::max(1, ceil_div(K, p.k_slice));
