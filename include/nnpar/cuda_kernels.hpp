@@ -41,9 +41,10 @@ struct KernelOptions {
   // GEMM blocks load this many K tiles at once (1 or 4; > 1 means 4): fewer dependent global
   // round trips per block, same sums in the same order.
   int k_stage = 4;
-  // The tiled products (not the GEMV kernels of batches <= gemv_max_rows, not the fused logits
-  // kernel) on tensor cores: operands rounded to TF32, fp32 accumulation; needs sm_80+. Results
-  // differ from fp32 by that rounding but still repeat bit for bit.
+  // The tiled products that reduce over more than 8 terms (not the GEMV kernels of batches <=
+  // gemv_max_rows, not the weight gradients of batches <= 8, not the fused logits kernel) on
+  // tensor cores: operands rounded to TF32, fp32 accumulation; needs sm_80+. Results differ
+  // from fp32 by that rounding but still repeat bit for bit.
   bool tf32 = false;
 };
 void set_kernel_options(const KernelOptions& options);

@@ -36,6 +36,8 @@ constexpr int kThreads = 256;  // every GEMM block: a 16x16 grid of threads
 constexpr int kTargetBlocks = 132;
 // K tiles per stage of a GEMM block when KernelOptions::k_stage > 1.
 constexpr int kStage = 4;
+// With KernelOptions::tf32, tiled products reducing over more than this many terms use tensor cores.
+constexpr int kTf32MinDepth = 8;
 
 // Set by set_kernel_options; read at launch time (capture bakes the choice into a graph).
 KernelOptions g_options;
@@ -604,7 +606,9 @@ void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, fl
   };
   const bool staged = g_options.k_stage > 1;
   // TF32 products always load kStage K tiles per stage (one instantiation fewer per product).
-  if (g_options.tf32) {
+  // Reductions of at most kGemvRows (the weight gradients of batches <= 8) stay fp32: one
+  // mostly padded K tile, and on an H200 batch-1 steps were 2-10% slower on tensor cores.
+  if (g_options.tf32 && K > kTf32MinDepth) {
     p.big ? go(gemm_entry<64, 64, 16, kStage, true, ASrc, BSrc, Epi>())
           : go(gemm_entry<32, 32, 32, kStage, true, ASrc, BSrc, Epi>());
   } else if (p.big) {
