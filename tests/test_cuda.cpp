@@ -1124,3 +1124,108 @@ TEST_F(CudaTraining, Tf32WithThePersistentVariantIsRefusedByName) {
     EXPECT_NE(std::string(e.what()).find("tf32"), std::string::npos) << e.what();
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// variant = "resident": the model in one thread-block cluster's shared memory.
+
+namespace {
+StrategyEntry resident_entry(int cluster = 0, const char* precision = "fp32") {
+  StrategyEntry e = entry("cuda");
+  e.label = "cuda resident" + (cluster != 0 ? " cluster " + std::to_string(cluster) : std::string());
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("variant", "resident");
+  t->insert("resident_cluster", cluster);
+  t->insert("precision", precision);
+  e.table = t;
+  return e;
+}
+}  // namespace
+
+// The product's shape at batch 1 (the variant's purpose), on clusters of 16 and 8 blocks.
+TEST_F(CudaTraining, ResidentBatchOneMatchesSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 1;
+  config.train.sgd.lr = 0.05f;
+  expect_parity(config, resident_entry());
+  config.train.epochs = 1;
+  expect_parity(config, resident_entry(8));
+}
+
+// Odd widths (slices of unequal size, a hidden layer narrower than the cluster), momentum and
+// weight decay (velocities in global memory), a batch of 13 with a last batch of 7.
+TEST_F(CudaTraining, ResidentOddWidthsMomentumAndTailMatchSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 100, 13, 26};
+  config.train.epochs = 2;
+  config.train.batch_size = 13;
+  config.train.sgd = {0.05f, 0.9f, 1e-4f};
+  expect_parity(config, resident_entry());
+  expect_parity(config, resident_entry(8));
+}
+
+// One Linear layer (no input gradient, the extra barrier per step) and four (three hidden).
+TEST_F(CudaTraining, ResidentOneAndFourLayersMatchSerial) {
+  RunConfig config = small_config();
+  config.model.layer_sizes = {784, 26};
+  config.train.batch_size = 16;
+  expect_parity(config, resident_entry());
+  config.model.layer_sizes = {784, 64, 48, 32, 26};
+  config.train.batch_size = 2;
+  config.train.epochs = 1;
+  expect_parity(config, resident_entry());
+}
+
+TEST_F(CudaTraining, ResidentRefusesWhatDoesNotFitByName) {
+  auto refused = [&](RunConfig config, const StrategyEntry& e, const std::string& words) {
+    const auto initial = initial_parameters(config);
+    try {
+      run_strategy(config, e, plugins_, *data_, initial);
+      ADD_FAILURE() << "ran: " << words;
+    } catch (const std::exception& ex) {
+      EXPECT_NE(std::string(ex.what()).find(words), std::string::npos) << ex.what();
+    }
+  };
+  RunConfig config = small_config();
+  config.train.batch_size = 17;
+  refused(config, resident_entry(), "batch_size 17");
+  config.train.batch_size = 1;
+  config.model.layer_sizes = {784, 1024, 1024, 26};
+  refused(config, resident_entry(), "shared memory");
+  config.model.layer_sizes = {784, 64, 64, 64, 64, 26};
+  refused(config, resident_entry(), "5 Linear layers");
+  config.model.layer_sizes = {784, 64, 26};
+  refused(config, resident_entry(0, "tf32"), "fp32 only");
+}
+
+// variant = "auto": resident at batches <= 4 where the model fits, else the graph; same training.
+TEST_F(CudaTraining, AutoRunsResidentAtBatchOneWhereItFits) {
+  RunConfig config = small_config();
+  config.data.options.limit = 500;
+  config.train.epochs = 1;
+  StrategyEntry automatic = entry("cuda");
+  automatic.label = "cuda auto";
+  auto t = std::make_shared<toml::table>();
+  t->insert("name", "cuda");
+  t->insert("variant", "auto");
+  automatic.table = t;
+  const Datasets data = load_datasets(config.data);
+  struct Case {
+    std::vector<int> layers;
+    int batch;
+    bool resident;
+  };
+  for (const Case& c : {Case{{784, 256, 256, 26}, 1, true}, Case{{784, 256, 256, 26}, 8, false},
+                        Case{{784, 1024, 1024, 26}, 1, false}}) {
+    config.model.layer_sizes = c.layers;
+    config.train.batch_size = c.batch;
+    const auto initial = initial_parameters(config);
+    const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
+    const RunResult got = run_strategy(config, automatic, plugins_, data, initial);
+    EXPECT_EQ(got.device.find("resident") != std::string::npos, c.resident) << got.device << ", batch " << c.batch;
+    const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, 1e-3, 1e-5);
+    EXPECT_EQ(d.outside, 0u) << got.device << ": max |dw| " << d.max_abs;
+  }
+}

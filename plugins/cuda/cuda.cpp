@@ -32,7 +32,9 @@
 // (round 2, same GPU type): 16k / 1.09M (128) / 6.34M. The `persistent`
 // variant (one cooperative kernel per epoch, kernels/cuda/persistent_mlp.cu) matches serial
 // but is 0.49-0.80x of the graph even with round 3's deep plan (docs/results/2026-11-26-cuda-3.md:
-// its phases, not its grid barriers, are slow), so `graph` stays the default.
+// its phases, not its grid barriers, are slow), so `graph` stays the default. The `resident`
+// variant (kernels/cuda/resident_mlp.cu) keeps the model in one thread-block cluster's shared
+// memory: batch 1 69k samples/s vs the graph's 47k (H200), faster up to batch 4; `auto` picks it there.
 // Round 5 (docs/results/2026-11-27-cuda-tf32.md, one H200): `precision` = "tf32" runs the
 // tiled products on tensor cores (the approximate parity class; the whole-set test accuracy
 // stayed within 0.02 pp of fp32): batch 128 3.89M samples/s (fp32 2.88M), batch 1024 10.9M.
@@ -52,6 +54,7 @@
 
 #include "nnpar/cuda_kernels.hpp"
 #include "nnpar/cuda_persistent.hpp"
+#include "nnpar/cuda_resident.hpp"
 #include "nnpar/strategy.hpp"
 #include "../common/cuda_kernel_options.hpp"
 #include "../common/epoch_order_ahead.hpp"
@@ -218,12 +221,42 @@ class CudaStrategy final : public Strategy {
                                        gpu::logits_softmax_xent_scratch(rows, sizes_.back())),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
-    if (tf32_ && variant == "persistent") {
-      throw std::runtime_error("cuda: precision = \"tf32\" runs the graph variant's tiled products; variant = "
-                               "\"persistent\" is fp32 only");
+    if (tf32_ && (variant == "persistent" || variant == "resident")) {
+      throw std::runtime_error("cuda: precision = \"tf32\" runs the graph variant's tiled products; variant = \"" +
+                               variant + "\" is fp32 only");
     }
     const bool persistent = variant == "persistent" || (variant == "auto" && !tf32_ && persistent_wins(props));
-    if (stage_input_ && !persistent) {
+    // auto: resident up to batch 4, where it measured faster than the graph; graph from batch 8.
+    const bool resident_wanted =
+        variant == "resident" ||
+        (variant == "auto" && !persistent && !tf32_ && batch_ <= kAutoResidentMaxBatch && props.major >= 9);
+    if (resident_wanted) {
+      gpu::ResidentConfig rc;
+      rc.sizes = sizes_;
+      rc.params = params_.get();
+      rc.velocity = velocity_.get();
+      rc.lr = train.sgd.lr;
+      rc.momentum = train.sgd.momentum;
+      rc.weight_decay = train.sgd.weight_decay;
+      rc.pixels = pixels_.get();
+      rc.pixel_scale = data.pixel_scale;
+      rc.labels = labels_.get();
+      rc.order = order_.get();
+      rc.batch = batch_;
+      rc.loss_sum = &stats_.get()->loss_sum;
+      rc.correct = &stats_.get()->correct;
+      rc.step = &stats_.get()->step;
+      rc.cluster = int(options.get_int("resident_cluster"));
+      rc.device = device;
+      try {
+        resident_ = std::make_unique<gpu::ResidentTrainer>(rc);
+        device_name_ += " (resident, cluster of " + std::to_string(resident_->cluster()) + ")";
+      } catch (const std::runtime_error&) {
+        if (variant == "resident") throw;  // auto: the graph variant instead
+      }
+    }
+    const bool resident = resident_ != nullptr;
+    if (stage_input_ && !persistent && !resident) {
       const std::size_t floats = data.count * std::size_t(data.features());
       try {
         staged_.allocate(floats, "stage_input buffer");
@@ -233,7 +266,7 @@ class CudaStrategy final : public Strategy {
                                  "); set strategy.cuda.stage_input=false");
       }
     } else {
-      stage_input_ = false;  // the persistent kernel gathers its own input
+      stage_input_ = false;  // the persistent and resident kernels gather their own input
     }
     if (persistent) {
       gpu::PersistentConfig pc;
@@ -269,7 +302,7 @@ class CudaStrategy final : public Strategy {
     const Dataset& data = *context_.train_data;
     EpochReport report;
     PhaseClock clock;
-    if (kernel_timing_ && epoch == 0 && !persistent_) time_kernels();
+    if (kernel_timing_ && epoch == 0 && !persistent_ && !resident_) time_kernels();
     const auto host_start = std::chrono::steady_clock::now();
     // The previous epoch ended with a synchronisation, so nothing still reads the order or its
     // pinned copies. take() moves out the order prepare_next made (the storage write_ahead
@@ -288,7 +321,10 @@ class CudaStrategy final : public Strategy {
       gpu::stage_epoch_input(data.count, int(data.features()), pixels_.get(), data.pixel_scale, order_.get(),
                              staged_.get(), main_);
     }
-    if (persistent_) {
+    if (resident_) {
+      resident_->run(0, int(full), batch_, main_);
+      if (tail > 0) resident_->run(full, 1, tail, main_);
+    } else if (persistent_) {
       persistent_->run(0, int(full), batch_, main_);
       if (tail > 0) persistent_->run(full, 1, tail, main_);
     } else if (use_graph_) {
@@ -368,6 +404,9 @@ class CudaStrategy final : public Strategy {
            batch_ <= kAutoPersistentMaxBatch;
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
+  // auto picks the resident variant up to this batch (docs/results/2026-11-27-cuda-tf32.md, one
+  // H200, 784-256-256-26: resident / graph = 1.48x at batch 1, 1.51x at 2, 1.18x at 4, 0.89x at 8).
+  static constexpr int kAutoResidentMaxBatch = 4;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -632,6 +671,7 @@ class CudaStrategy final : public Strategy {
   std::map<const float*, std::size_t> scratch_counters_;
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
   std::unique_ptr<gpu::PersistentTrainer> persistent_;  // set: the persistent variant runs the epochs
+  std::unique_ptr<gpu::ResidentTrainer> resident_;      // set: the resident variant runs the epochs
 };
 
 StrategyInfo cuda_info() {
@@ -644,7 +684,7 @@ StrategyInfo cuda_info() {
   info.options = {
       {"precision", OptionType::string, std::string("fp32"),
        "arithmetic of the tiled products: fp32 (exact parity class); tf32 (tensor cores, operands rounded to TF32, "
-       "fp32 sums; approximate class; not with variant = persistent; batches <= gemv_rows, weight gradients of batches <= 8 and "
+       "fp32 sums; approximate class; not with the persistent or resident variants; batches <= gemv_rows, weight gradients of batches <= 8 and "
        "the fused logits kernel stay fp32)",
        -1e300, 1e300, {"fp32", "tf32"}},
       {"graph", OptionType::boolean, true, "capture the steps as CUDA graphs and replay them (false: plain launches)", -1e300, 1e300, {}},
@@ -653,8 +693,13 @@ StrategyInfo cuda_info() {
       {"device", OptionType::integer, std::int64_t{0}, "CUDA device index", 0, 1024, {}},
       {"variant", OptionType::string, std::string("graph"),
        "graph: a CUDA graph of per-product kernels; persistent: one cooperative kernel per epoch with grid "
-       "barriers between phases; auto: persistent where it measured faster",
-       -1e300, 1e300, {"graph", "persistent", "auto"}},
+       "barriers between phases; resident: one thread-block cluster (sm_90) holds the model in its shared memory "
+       "and runs the epoch in one launch (batch <= 16, models that fit); auto: resident at batches <= 4 where it "
+       "fits (measured faster there), else graph",
+       -1e300, 1e300, {"graph", "persistent", "resident", "auto"}},
+      {"resident_cluster", OptionType::integer, std::int64_t{0},
+       "resident variant: blocks (SMs) of the cluster that holds the model, 8 or 16 (0: 16 where the device allows "
+       "it and the model fits, else 8)", 0, 16, {}},
       {"persistent_blocks", OptionType::integer, std::int64_t{0},
        "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
       {"persistent_plan", OptionType::string, std::string("deep"),

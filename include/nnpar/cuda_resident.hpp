@@ -1,0 +1,68 @@
+// The resident variant of the `cuda` strategy: one thread-block cluster (8 or 16 blocks on
+// 8 or 16 SMs, Hopper) keeps the whole model in its shared memory for a run of steps and
+// trains batch after batch without leaving the kernel. Each block owns a slice of every
+// layer's output neurons (their weight rows, biases and activations); after a layer the owners
+// push their outputs into every block's shared memory (distributed shared memory) and the
+// cluster meets at a cluster barrier; the backward pushes each block's partial input gradient
+// to the owners of those inputs, who add the C partials in rank order. The weights are read
+// from and written back to global memory once per run, not once per step.
+//
+// Made for small batches, where the graph variant's step is a chain of ~7 dependent kernels of
+// >= 1.7 us each while the arithmetic is tiny (batch 1: ~0.8 MFLOP a step). It needs the
+// model's parameters, the batch's activations and the exchange buffers to fit in C blocks'
+// shared memory (784-256-256-26: batch <= 16 with C = 16), at most kResidentMaxLayers Linear
+// layers, at most 32 classes and at most kResidentMaxRows rows.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+namespace nnpar::cuda {
+
+inline constexpr int kResidentMaxLayers = 4;
+inline constexpr int kResidentMaxRows = 16;
+inline constexpr int kResidentMaxCluster = 16;
+
+struct ResidentConfig {
+  std::vector<int> sizes;            // layer widths, input first (2..kResidentMaxLayers+1 entries)
+  float* params = nullptr;           // nnpar::parameter_offset layout: W0 [out,in], b0, W1, b1, ...
+  float* velocity = nullptr;         // same layout; required when momentum != 0
+  float lr = 0, momentum = 0, weight_decay = 0;
+  const std::uint8_t* pixels = nullptr;  // the dataset, [count, sizes[0]]
+  float pixel_scale = 1.0f;
+  const std::int32_t* labels = nullptr;
+  const std::uint32_t* order = nullptr;  // the epoch's sample order; step s reads order[s*batch ...]
+  int batch = 0;                     // rows of a full step (also the stride of the order)
+  double* loss_sum = nullptr;        // accumulated: summed cross-entropy of every row trained
+  unsigned long long* correct = nullptr;
+  int* step = nullptr;               // advanced by the number of steps each run() executes
+  int cluster = 0;                   // blocks in the cluster: 8 or 16; 0 = 16 where the device allows it, else 8
+  int device = 0;
+};
+
+class ResidentTrainer {
+ public:
+  // Throws std::runtime_error, naming the limit, when the model or batch does not fit (layers,
+  // classes, rows, shared memory per block) or the device cannot run a cluster of that size.
+  explicit ResidentTrainer(const ResidentConfig& config);
+  ~ResidentTrainer();
+  ResidentTrainer(const ResidentTrainer&) = delete;
+  ResidentTrainer& operator=(const ResidentTrainer&) = delete;
+
+  // Enqueues `steps` SGD steps of `rows` (<= batch) rows each, for batches first_step,
+  // first_step+1, ... of the order, as one cluster launch on `stream`.
+  void run(std::size_t first_step, int steps, int rows, cudaStream_t stream);
+
+  int cluster() const;
+  std::size_t shared_bytes() const;  // per block
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nnpar::cuda
