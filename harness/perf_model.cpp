@@ -1020,6 +1020,7 @@ Candidate candidate_from_options(const std::string& plugin, int ranks, const nlo
     c.graph = option_bool(o, "graph", true);
     c.fuse_logits = option_string(o, "fuse_logits", "auto");
     c.precision = option_string(o, "precision", "fp32");
+    c.variant = option_string(o, "variant", "graph");
     c.exact = c.precision == "fp32";
   } else if (plugin != "serial" && plugin != "mpi-tensor" && plugin != "nccl-tensor") {
     throw std::invalid_argument("no cost model for plugin '" + plugin + "'");
@@ -1175,6 +1176,10 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
     if (e.plain) {
       const double host = (3 * L + 1) * dev.launch_s;
       if (host > s.split.compute) s.split.idle = 0, s.split.compute = host, s.note = "host-bound (plain launches)";
+    }
+    if (c.variant != "graph") {
+      s.note += std::string(s.note.empty() ? "" : "; ") + "variant " + c.variant +
+                " modelled as the graph (the profile times the graph's kernels)";
     }
     if (c.precision != "fp32") {
       // Measured: tf32 steps 1.0-1.9x shorter than fp32 (docs/results/2026-11-27-cuda-tf32.md).

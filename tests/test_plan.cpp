@@ -850,6 +850,10 @@ TEST(PlanEngines, CudaTf32IsModelledAsFp32AndSaysSo) {
   EXPECT_DOUBLE_EQ(b.step_s, a.step_s);
   EXPECT_TRUE(a.note.empty()) << a.note;
   EXPECT_NE(b.note.find("tf32 modelled as fp32"), std::string::npos) << b.note;
+  const Candidate resident = candidate_from_options("cuda", 1, {{"fuse_logits", "off"}, {"variant", "resident"}}, "r");
+  const Prediction r = predict(p, Network{}, w, resident);
+  EXPECT_DOUBLE_EQ(r.step_s, a.step_s);
+  EXPECT_NE(r.note.find("variant resident modelled as the graph"), std::string::npos) << r.note;
 }
 
 TEST(PlanEngines, FusedP2pReduceIsTheMeasuredPeerSgdInPlaceOfAllreduceAndUpdate) {

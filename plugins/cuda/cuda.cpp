@@ -677,7 +677,7 @@ class CudaStrategy final : public Strategy {
 StrategyInfo cuda_info() {
   StrategyInfo info;
   info.name = "cuda";
-  info.version = "1.3";
+  info.version = "1.4";
   info.description = "one CUDA GPU: own kernels (fp32, or TF32 tensor cores), the epoch replayed from CUDA graphs";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;
