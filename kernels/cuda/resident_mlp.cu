@@ -47,6 +47,7 @@ struct Layout {  // offsets in floats into the dynamic shared memory; sizes for 
   int own_out[kResidentMaxLayers];   // [rows][max_own(l)]: this block's outputs of hidden layer l
   int recv[2];                       // [C][rows][max hidden own]: input-gradient parts, by layer parity
   int dy[2];                         // [rows][max own]: this block's output gradients, ping-pong
+  int route[kResidentMaxLayers];     // layers >= 1, [sizes[l]] ints: input j's owner << 16 | j's place in its slice
   int floats = 0;
 };
 
@@ -95,6 +96,7 @@ Layout make_layout(const std::vector<int>& sizes, int C, int rows, int* own_stri
   *recv_stride = std::max(1, max_hidden_own);
   for (int p = 0; p < 2; ++p) at.recv[p] = take(C * rows * *recv_stride);
   for (int p = 0; p < 2; ++p) at.dy[p] = take(rows * max_own);
+  for (int l = 1; l < L; ++l) at.route[l] = take(sizes[l]);
   at.floats = n;
   return at;
 }
@@ -102,8 +104,9 @@ Layout make_layout(const std::vector<int>& sizes, int C, int rows, int* own_stri
 __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 // Rows: the launch's rows rounded up to a power of two (1, 2, 4, 8 or 16), so the per-row
-// loops of the forward are unrolled without a test per possible row.
-template <int Rows>
+// loops are unrolled without a test per possible row. Momentum: velocities to update (in
+// global memory); without it the update touches shared memory only.
+template <int Rows, bool Momentum>
 __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   __trap();  // clusters need sm_90; the host refuses older devices
@@ -127,6 +130,14 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
     const float* W = p.params + p.param_offset[l];
     for (int i = tid; i < own * in; i += kThreads) smem[p.at.w[l] + i] = W[std::size_t(lo) * in + i];
     for (int o = tid; o < own; o += kThreads) smem[p.at.b[l] + o] = W[std::size_t(out) * in + lo + o];
+  }
+  // Where each input of layers >= 1 sends its gradient parts: no divisions in the step.
+  for (int l = 1; l < L; ++l) {
+    int* route = reinterpret_cast<int*>(smem + p.at.route[l]);
+    for (int j = tid; j < p.sizes[l]; j += kThreads) {
+      const int r = slice_owner(p.sizes[l], C, j);
+      route[j] = r << 16 | (j - slice_begin(p.sizes[l], C, r));
+    }
   }
   double my_loss = 0.0;           // block 0, thread 0: rows in order
   unsigned long long my_correct = 0;
@@ -154,9 +165,9 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
     {
       const int in = p.sizes[0];
       float* x = smem + p.at.act[0];
-      for (int i = tid; i < R * in; i += kThreads) {
-        const int b = i / in, j = i - b * in;
-        x[i] = float(p.pixels[std::size_t(row_of[b]) * in + j]) * p.pixel_scale;
+      for (int b = 0; b < R; ++b) {
+        const std::uint8_t* row = p.pixels + std::size_t(row_of[b]) * in;
+        for (int j = tid; j < in; j += kThreads) x[b * in + j] = float(row[j]) * p.pixel_scale;
       }
     }
     if (more && tid < R) {
@@ -252,12 +263,20 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       if (l > 0) {
         // This block's part of every input's gradient, into the input's owner (layer l - 1's slices).
         const int recv = p.at.recv[l % 2];
-        for (int i = tid; i < R * in; i += kThreads) {
-          const int b = i / in, j = i - b * in;
-          float v = 0.0f;
-          for (int o = 0; o < own; ++o) v = fmaf(Wl[std::size_t(o) * in + j], dy[b * dstride + o], v);
-          const int r = slice_owner(in, C, j);
-          cluster.map_shared_rank(smem + recv, r)[(k * R + b) * p.recv_stride + j - slice_begin(in, C, r)] = v;
+        const int* route = reinterpret_cast<const int*>(smem + p.at.route[l]);
+        for (int j = tid; j < in; j += kThreads) {
+          float v[Rows] = {};
+          for (int o = 0; o < own; ++o) {
+            const float w = Wl[o * in + j];
+#pragma unroll
+            for (int b = 0; b < Rows; ++b)
+              if (Rows == 1 || b < R) v[b] = fmaf(w, dy[b * dstride + o], v[b]);
+          }
+          const int to = route[j];
+          float* slot = cluster.map_shared_rank(smem + recv, to >> 16) + k * R * p.recv_stride + (to & 0xffff);
+#pragma unroll
+          for (int b = 0; b < Rows; ++b)
+            if (Rows == 1 || b < R) slot[b * p.recv_stride] = v[b];
         }
         __syncthreads();  // every part has read the old rows
         // Arrive now, wait after the update: the cluster barrier's latency hides behind it.
@@ -267,17 +286,29 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       // A thread per input j keeps x[b][j] in registers across the rows o; with momentum the
       // velocities (global memory) of a column are loaded together, not one round trip each.
       const std::size_t base = std::size_t(p.param_offset[l]);
-      float* vrows = p.velocity != nullptr ? p.velocity + base + std::size_t(lo) * in : nullptr;
+      float* vrows = Momentum ? p.velocity + base + std::size_t(lo) * in : nullptr;
       for (int j = tid; j < in; j += kThreads) {
         float x[Rows];
 #pragma unroll
         for (int b = 0; b < Rows; ++b) x[b] = b < R ? X[b * in + j] : 0.0f;
+        if constexpr (!Momentum) {
+          float* w = Wl + j;
+#pragma unroll 4
+          for (int o = 0; o < own; ++o) {
+            float g = 0.0f;
+#pragma unroll
+            for (int b = 0; b < Rows; ++b)
+              if (Rows == 1 || b < R) g = fmaf(dy[b * dstride + o], x[b], g);
+            sgd_one(p.sgd, w[o * in], nullptr, g);
+          }
+          continue;
+        }
         constexpr int kUnroll = 4;
         for (int o0 = 0; o0 < own; o0 += kUnroll) {
           float vel[kUnroll];
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u)
-            vel[u] = vrows != nullptr && o0 + u < own ? vrows[std::size_t(o0 + u) * in + j] : 0.0f;
+            vel[u] = o0 + u < own ? vrows[std::size_t(o0 + u) * in + j] : 0.0f;
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u) {
             const int o = o0 + u;
@@ -287,14 +318,14 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
             for (int b = 0; b < Rows; ++b)
               if (Rows == 1 || b < R) g = fmaf(dy[b * dstride + o], x[b], g);
             sgd_one(p.sgd, Wl[std::size_t(o) * in + j], &vel[u], g);
-            if (vrows != nullptr) vrows[std::size_t(o) * in + j] = vel[u];
+            vrows[std::size_t(o) * in + j] = vel[u];
           }
         }
       }
       for (int o = tid; o < own; o += kThreads) {
         float g = 0.0f;
         for (int b = 0; b < R; ++b) g += dy[b * dstride + o];
-        float* v = p.velocity != nullptr ? p.velocity + base + std::size_t(out) * in + lo + o : nullptr;
+        float* v = Momentum ? p.velocity + base + std::size_t(out) * in + lo + o : nullptr;
         sgd_one(p.sgd, smem[p.at.b[l] + o], v, g);
       }
       if (l > 0) {
@@ -346,12 +377,14 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
 }
 
 using Kernel = void (*)(Params);
-constexpr Kernel kKernels[] = {resident_kernel<1>, resident_kernel<2>, resident_kernel<4>, resident_kernel<8>,
-                               resident_kernel<16>};
-Kernel kernel_for(int rows) {
+constexpr Kernel kKernels[] = {resident_kernel<1, false>,  resident_kernel<2, false>, resident_kernel<4, false>,
+                               resident_kernel<8, false>,  resident_kernel<16, false>, resident_kernel<1, true>,
+                               resident_kernel<2, true>,   resident_kernel<4, true>,  resident_kernel<8, true>,
+                               resident_kernel<16, true>};
+Kernel kernel_for(int rows, bool momentum) {
   int at = 0;
   while ((1 << at) < rows) ++at;
-  return kKernels[at];
+  return kKernels[at + (momentum ? 5 : 0)];
 }
 static_assert(kResidentMaxRows == 16, "kKernels covers rows up to 16");
 
@@ -417,7 +450,7 @@ ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make
     launch.attrs = attribute;
     launch.numAttrs = 1;
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, kernel_for(config.batch), &launch) != cudaSuccess || clusters < 1) {
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel_for(config.batch, config.momentum != 0.0f), &launch) != cudaSuccess || clusters < 1) {
       cudaGetLastError();
       tried += " (the device cannot schedule it)";
       continue;
@@ -484,7 +517,7 @@ void ResidentTrainer::run(std::size_t first_step, int steps, int rows, cudaStrea
   attribute[0].val.clusterDim.z = 1;
   launch.attrs = attribute;
   launch.numAttrs = 1;
-  check(cudaLaunchKernelEx(&launch, kernel_for(rows), p), "resident kernel launch");
+  check(cudaLaunchKernelEx(&launch, kernel_for(rows, c.momentum != 0.0f), p), "resident kernel launch");
 }
 
 }  // namespace nnpar::cuda
