@@ -48,6 +48,7 @@ struct Layout {  // offsets in floats into the dynamic shared memory; sizes for 
   int recv[2];                       // [C][rows][max hidden own]: input-gradient parts, by layer parity
   int dy[2];                         // [rows][max own]: this block's output gradients, ping-pong
   int route[kResidentMaxLayers];     // layers >= 1, [sizes[l]] ints: input j's owner << 16 | j's place in its slice
+  int xbytes[2];                     // [rows][sizes[0]] bytes: a batch's pixels, by step parity
   int floats = 0;
 };
 
@@ -97,11 +98,27 @@ Layout make_layout(const std::vector<int>& sizes, int C, int rows, int* own_stri
   for (int p = 0; p < 2; ++p) at.recv[p] = take(C * rows * *recv_stride);
   for (int p = 0; p < 2; ++p) at.dy[p] = take(rows * max_own);
   for (int l = 1; l < L; ++l) at.route[l] = take(sizes[l]);
+  for (int p = 0; p < 2; ++p) at.xbytes[p] = take((rows * sizes[0] + 3) / 4);
   at.floats = n;
   return at;
 }
 
 __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+// Starts copying rows row_of[0..R) of the dataset (in bytes each, a multiple of 16) into dst,
+// 16 bytes per cp.async, without waiting: the copy of the next batch flies during a step.
+__device__ __forceinline__ void copy_rows_async(std::uint8_t* dst, const std::uint8_t* pixels,
+                                                const std::uint32_t* row_of, int R, int in) {
+  const int chunks = in / 16;
+  for (int b = 0; b < R; ++b) {
+    const std::uint8_t* row = pixels + std::size_t(row_of[b]) * in;
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+      const unsigned to = unsigned(__cvta_generic_to_shared(dst + b * in + c * 16));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to), "l"(row + c * 16) : "memory");
+    }
+  }
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
 
 // Rows: the launch's rows rounded up to a power of two (1, 2, 4, 8 or 16), so the per-row
 // loops are unrolled without a test per possible row. Momentum: velocities to update (in
@@ -113,7 +130,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
 #else
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
-  __shared__ std::uint32_t row_of[kResidentMaxRows];
+  __shared__ std::uint32_t row_of[kResidentMaxRows], next_row_of[kResidentMaxRows];
   __shared__ int label_of[kResidentMaxRows];
   __shared__ double row_loss[kResidentMaxRows];
   __shared__ unsigned row_hit[kResidentMaxRows];
@@ -148,13 +165,23 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
   }
   // Every block has started (its shared memory exists) before any block stores into it.
   cluster.sync();
+  // Pixels of rows whose width is a multiple of 16 bytes are copied a step ahead (cp.async);
+  // other widths are loaded at the step's start.
+  const bool ahead = p.sizes[0] % 16 == 0;
+  auto xbytes = [&](int parity) {
+    return reinterpret_cast<std::uint8_t*>(smem + (parity ? p.at.xbytes[1] : p.at.xbytes[0]));
+  };
+  if (ahead) {
+    copy_rows_async(xbytes(0), p.pixels, row_of, R, p.sizes[0]);
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();
+  }
 
   for (int s = 0; s < p.steps; ++s) {
     const long long step = p.first_step + s;
     const float scale = 1.0f / float(R);
     // The batch's rows as floats into act[0]. The next batch's row numbers and labels are
-    // loaded now and its pixels prefetched into L2, so the next step starts without the
-    // order -> row -> pixels chain of global round trips.
+    // loaded now (used after the forward), so no step waits on the order -> row -> pixels chain.
     std::uint32_t next_row = 0;
     int next_label = 0;
     const bool more = s + 1 < p.steps;
@@ -166,11 +193,11 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       const int in = p.sizes[0];
       float* x = smem + p.at.act[0];
       for (int b = 0; b < R; ++b) {
-        const std::uint8_t* row = p.pixels + std::size_t(row_of[b]) * in;
+        const std::uint8_t* row = ahead ? xbytes(s % 2) + b * in : p.pixels + std::size_t(row_of[b]) * in;
         for (int j = tid; j < in; j += kThreads) x[b * in + j] = float(row[j]) * p.pixel_scale;
       }
     }
-    if (more && tid < R) {
+    if (!ahead && more && tid < R) {
       const std::uint8_t* next = p.pixels + std::size_t(next_row) * p.sizes[0];
       for (int at = 0; at < p.sizes[0]; at += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(next + at));
     }
@@ -210,6 +237,14 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
         }
       }
       cluster.sync();
+    }
+
+    // The next batch's pixels start flying (the row numbers have long arrived); the copy lands
+    // in the other buffer, which nothing reads before the next step.
+    if (ahead && more) {
+      if (tid < R) next_row_of[tid] = next_row;
+      __syncthreads();
+      copy_rows_async(xbytes((s + 1) % 2), p.pixels, next_row_of, R, p.sizes[0]);
     }
 
     // Softmax + cross-entropy of every row (warp per row, lane per class), in every block; the
@@ -356,6 +391,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       row_of[tid] = next_row;
       label_of[tid] = next_label;
     }
+    if (ahead) asm volatile("cp.async.wait_all;" ::: "memory");
     __syncthreads();
   }
 
