@@ -34,7 +34,7 @@
 // but is 0.49-0.80x of the graph even with round 3's deep plan (docs/results/2026-11-26-cuda-3.md:
 // its phases, not its grid barriers, are slow), so `graph` stays the default. The `resident`
 // variant (kernels/cuda/resident_mlp.cu) keeps the model in one thread-block cluster's shared
-// memory: batch 1 69k samples/s vs the graph's 47k (H200), faster up to batch 4; `auto` picks it there.
+// memory: batch 1 84k samples/s vs the graph's 47k (H200), faster up to batch 4; `auto` picks it there.
 // Round 5 (docs/results/2026-11-27-cuda-tf32.md, one H200): `precision` = "tf32" runs the
 // tiled products on tensor cores (the approximate parity class; the whole-set test accuracy
 // stayed within 0.02 pp of fp32): batch 128 3.89M samples/s (fp32 2.88M), batch 1024 10.9M.
@@ -405,7 +405,8 @@ class CudaStrategy final : public Strategy {
   }
   static constexpr int kAutoPersistentMaxBatch = 0;
   // auto picks the resident variant up to this batch (docs/results/2026-11-27-cuda-tf32.md, one
-  // H200, 784-256-256-26: resident / graph = 1.48x at batch 1, 1.51x at 2, 1.18x at 4, 0.89x at 8).
+  // H200, 784-256-256-26: resident / graph = 1.80x at batch 1, 1.77x at 2, 1.41x at 4, 1.00x at 8,
+  // 0.67x at 16).
   static constexpr int kAutoResidentMaxBatch = 4;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
