@@ -1068,16 +1068,18 @@ TEST(CudaKernels, Tf32ProductsMatchCpuWithinTf32Rounding) {
 }
 
 namespace {
-StrategyEntry tf32_entry(const char* variant = "graph", bool graph = true) {
+// A `cuda` entry with these strategy options.
+StrategyEntry cuda_with(std::string label, toml::table options) {
   StrategyEntry e = entry("cuda");
-  e.label = std::string("cuda tf32 ") + variant + (graph ? "" : " (plain)");
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("precision", "tf32");
-  t->insert("variant", variant);
-  t->insert("graph", graph);
-  e.table = t;
+  e.label = std::move(label);
+  options.insert_or_assign("name", "cuda");
+  e.table = std::make_shared<toml::table>(std::move(options));
   return e;
+}
+
+StrategyEntry tf32_entry(const char* variant = "graph", bool graph = true) {
+  return cuda_with(std::string("cuda tf32 ") + variant + (graph ? "" : " (plain)"),
+                   toml::table{{"precision", "tf32"}, {"variant", variant}, {"graph", graph}});
 }
 }  // namespace
 
@@ -1130,15 +1132,8 @@ TEST_F(CudaTraining, Tf32WithThePersistentVariantIsRefusedByName) {
 
 namespace {
 StrategyEntry resident_entry(int cluster = 0, const char* precision = "fp32") {
-  StrategyEntry e = entry("cuda");
-  e.label = "cuda resident" + (cluster != 0 ? " cluster " + std::to_string(cluster) : std::string());
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("variant", "resident");
-  t->insert("resident_cluster", cluster);
-  t->insert("precision", precision);
-  e.table = t;
-  return e;
+  return cuda_with("cuda resident" + (cluster != 0 ? " cluster " + std::to_string(cluster) : std::string()),
+                   toml::table{{"variant", "resident"}, {"resident_cluster", cluster}, {"precision", precision}});
 }
 }  // namespace
 
@@ -1205,12 +1200,7 @@ TEST_F(CudaTraining, AutoRunsResidentAtBatchOneWhereItFits) {
   RunConfig config = small_config();
   config.data.options.limit = 500;
   config.train.epochs = 1;
-  StrategyEntry automatic = entry("cuda");
-  automatic.label = "cuda auto";
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("variant", "auto");
-  automatic.table = t;
+  const StrategyEntry automatic = cuda_with("cuda auto", toml::table{{"variant", "auto"}});
   const Datasets data = load_datasets(config.data);
   struct Case {
     std::vector<int> layers;

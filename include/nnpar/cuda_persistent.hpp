@@ -26,23 +26,14 @@
 
 #include <cuda_runtime_api.h>
 
+#include "nnpar/cuda_epoch_kernel.hpp"
+
 namespace nnpar::cuda {
 
 inline constexpr int kPersistentMaxLayers = 8;
 
-struct PersistentConfig {
-  std::vector<int> sizes;            // layer widths, input first (2..kPersistentMaxLayers+1 entries)
-  float* params = nullptr;           // nnpar::parameter_offset layout: W0 [out,in], b0, W1, b1, ...
-  float* velocity = nullptr;         // same layout; required when momentum != 0
-  float lr = 0, momentum = 0, weight_decay = 0;
-  const std::uint8_t* pixels = nullptr;  // the dataset, [count, sizes[0]]
-  float pixel_scale = 1.0f;
-  const std::int32_t* labels = nullptr;
-  const std::uint32_t* order = nullptr;  // the epoch's sample order; step s reads order[s*batch ...]
-  int batch = 0;                     // rows of a full step (also the stride of the order)
-  double* loss_sum = nullptr;        // accumulated: summed cross-entropy of every row trained
-  unsigned long long* correct = nullptr;
-  int* step = nullptr;               // advanced by the number of steps each run() executes
+// sizes: 2..kPersistentMaxLayers+1 entries.
+struct PersistentConfig : EpochKernelInputs {
   int blocks = 0;                    // grid size; 0: one block per SM
   // deep: plan with the deep tile shapes (a few long reduction slabs per product, epilogue
   // operands loaded ahead) and plan the products of a phase together; false: the first
@@ -50,7 +41,6 @@ struct PersistentConfig {
   bool deep = true;
   bool prefetch = true;              // L2-prefetch the next step's input rows a step ahead
   int spin_ns = 0;                   // grid barrier: nanoseconds of back-off between polls (0: spin)
-  int device = 0;
 };
 
 // Owns the per-step workspace (activations, gradients, barrier counter) and the plan (tile

@@ -21,27 +21,17 @@
 
 #include <cuda_runtime_api.h>
 
+#include "nnpar/cuda_epoch_kernel.hpp"
+
 namespace nnpar::cuda {
 
 inline constexpr int kResidentMaxLayers = 4;
 inline constexpr int kResidentMaxRows = 16;
 inline constexpr int kResidentMaxCluster = 16;
 
-struct ResidentConfig {
-  std::vector<int> sizes;            // layer widths, input first (2..kResidentMaxLayers+1 entries)
-  float* params = nullptr;           // nnpar::parameter_offset layout: W0 [out,in], b0, W1, b1, ...
-  float* velocity = nullptr;         // same layout; required when momentum != 0
-  float lr = 0, momentum = 0, weight_decay = 0;
-  const std::uint8_t* pixels = nullptr;  // the dataset, [count, sizes[0]]
-  float pixel_scale = 1.0f;
-  const std::int32_t* labels = nullptr;
-  const std::uint32_t* order = nullptr;  // the epoch's sample order; step s reads order[s*batch ...]
-  int batch = 0;                     // rows of a full step (also the stride of the order)
-  double* loss_sum = nullptr;        // accumulated: summed cross-entropy of every row trained
-  unsigned long long* correct = nullptr;
-  int* step = nullptr;               // advanced by the number of steps each run() executes
+// sizes: 2..kResidentMaxLayers+1 entries; batch <= kResidentMaxRows.
+struct ResidentConfig : EpochKernelInputs {
   int cluster = 0;                   // blocks in the cluster: 8 or 16; 0 = 16 where the device allows it, else 8
-  int device = 0;
 };
 
 class ResidentTrainer {

@@ -230,24 +230,27 @@ class CudaStrategy final : public Strategy {
     const bool resident_wanted =
         variant == "resident" ||
         (variant == "auto" && !persistent && !tf32_ && batch_ <= kAutoResidentMaxBatch && props.major >= 9);
+    // What the persistent and resident kernels share: the model, the data and the metrics.
+    gpu::EpochKernelInputs inputs;
+    inputs.sizes = sizes_;
+    inputs.params = params_.get();
+    inputs.velocity = velocity_.get();
+    inputs.lr = train.sgd.lr;
+    inputs.momentum = train.sgd.momentum;
+    inputs.weight_decay = train.sgd.weight_decay;
+    inputs.pixels = pixels_.get();
+    inputs.pixel_scale = data.pixel_scale;
+    inputs.labels = labels_.get();
+    inputs.order = order_.get();
+    inputs.batch = batch_;
+    inputs.loss_sum = &stats_.get()->loss_sum;
+    inputs.correct = &stats_.get()->correct;
+    inputs.step = &stats_.get()->step;
+    inputs.device = device;
     if (resident_wanted) {
       gpu::ResidentConfig rc;
-      rc.sizes = sizes_;
-      rc.params = params_.get();
-      rc.velocity = velocity_.get();
-      rc.lr = train.sgd.lr;
-      rc.momentum = train.sgd.momentum;
-      rc.weight_decay = train.sgd.weight_decay;
-      rc.pixels = pixels_.get();
-      rc.pixel_scale = data.pixel_scale;
-      rc.labels = labels_.get();
-      rc.order = order_.get();
-      rc.batch = batch_;
-      rc.loss_sum = &stats_.get()->loss_sum;
-      rc.correct = &stats_.get()->correct;
-      rc.step = &stats_.get()->step;
+      static_cast<gpu::EpochKernelInputs&>(rc) = inputs;
       rc.cluster = int(options.get_int("resident_cluster"));
-      rc.device = device;
       try {
         resident_ = std::make_unique<gpu::ResidentTrainer>(rc);
         device_name_ += " (resident, cluster of " + std::to_string(resident_->cluster()) + ")";
@@ -270,25 +273,11 @@ class CudaStrategy final : public Strategy {
     }
     if (persistent) {
       gpu::PersistentConfig pc;
-      pc.sizes = sizes_;
-      pc.params = params_.get();
-      pc.velocity = velocity_.get();
-      pc.lr = train.sgd.lr;
-      pc.momentum = train.sgd.momentum;
-      pc.weight_decay = train.sgd.weight_decay;
-      pc.pixels = pixels_.get();
-      pc.pixel_scale = data.pixel_scale;
-      pc.labels = labels_.get();
-      pc.order = order_.get();
-      pc.batch = batch_;
-      pc.loss_sum = &stats_.get()->loss_sum;
-      pc.correct = &stats_.get()->correct;
-      pc.step = &stats_.get()->step;
+      static_cast<gpu::EpochKernelInputs&>(pc) = inputs;
       pc.blocks = int(options.get_int("persistent_blocks"));
       pc.deep = options.get_string("persistent_plan") == "deep";
       pc.prefetch = options.get_bool("persistent_prefetch");
       pc.spin_ns = int(options.get_int("persistent_spin_ns"));
-      pc.device = device;
       persistent_ = std::make_unique<gpu::PersistentTrainer>(pc);
       if (std::getenv("NNPAR_PERSISTENT_PLAN") != nullptr) {  // diagnosis only: which tile shapes run
         std::fprintf(stderr, "cuda persistent plan: %s\n", persistent_->describe(batch_).c_str());
