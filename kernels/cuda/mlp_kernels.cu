@@ -6,8 +6,8 @@
 // lives in GEMM epilogues), enough blocks per launch to cover the 132 SMs of an H100 (small
 // 32x32 tiles and split-K for short-and-deep products), and a short dependent chain inside
 // each block (the next K tile is fetched into registers while the current one is multiplied).
-// Everything is plain FFMA fp32; summation orders depend only on shapes, so runs repeat
-// bit for bit.
+// Everything is plain FFMA fp32 unless KernelOptions::tf32 puts the tiled products on tensor
+// cores; summation orders depend only on shapes (and that option), so runs repeat bit for bit.
 #include "nnpar/cuda_kernels.hpp"
 
 #include <cuda_runtime.h>
