@@ -2,7 +2,7 @@
 """The `cuda` strategy's variants side by side (nnpar only, no PyTorch): samples/s of each
 variant for each width and batch size, in one run on one GPU.
 
-    python3 bench/cuda_variants.py [--build build] [--variants graph,persistent]
+    python3 bench/cuda_variants.py [--build build] [--variants graph,persistent,resident]
                                    [--batches 1,32,128,1024] [--widths 256,1024] [--epochs 3]
                                    [--max-steps 20000] [--json FILE]
 
