@@ -448,7 +448,7 @@ ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make
     fail("batch_size " + std::to_string(config.batch) + "; it supports 1.." + std::to_string(kResidentMaxRows));
   if (config.momentum != 0.0f && config.velocity == nullptr) fail("momentum without a velocity buffer");
   if (config.cluster != 0 && config.cluster != 8 && config.cluster != 16)
-    fail("cluster " + std::to_string(config.cluster) + "; it must be 8 or 16 (or 0: automatic)");
+    fail("resident_cluster = " + std::to_string(config.cluster) + "; it must be 8 or 16 (or 0: automatic)");
 
   cudaDeviceProp props{};
   check(cudaGetDeviceProperties(&props, config.device), "cudaGetDeviceProperties");
