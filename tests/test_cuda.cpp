@@ -502,6 +502,15 @@ StrategyEntry entry(const std::string& name) {
   return e;
 }
 
+// A `cuda` entry with these strategy options.
+StrategyEntry cuda_with(std::string label, toml::table options) {
+  StrategyEntry e = entry("cuda");
+  e.label = std::move(label);
+  options.insert_or_assign("name", "cuda");
+  e.table = std::make_shared<toml::table>(std::move(options));
+  return e;
+}
+
 RunConfig small_config() {
   const fs::path d = data_dir();
   RunConfig config;
@@ -556,43 +565,21 @@ class CudaTraining : public ::testing::Test {
 std::unique_ptr<Datasets> CudaTraining::data_;
 
 StrategyEntry cuda_entry(bool graph, int graph_steps = 128) {
-  StrategyEntry e = entry("cuda");
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("graph", graph);
-  t->insert("graph_steps", graph_steps);
-  e.table = t;
-  return e;
+  return cuda_with("cuda", toml::table{{"graph", graph}, {"graph_steps", graph_steps}});
 }
 
 // The graph variant as it was before PDL, the GEMV kernels, the warp softmax and K stages.
 StrategyEntry cuda_old_kernels_entry() {
-  StrategyEntry e = entry("cuda");
-  e.label = "cuda (no pdl/gemv/warp softmax/k stages)";
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("pdl", "off");
-  t->insert("gemv_rows", 0);
-  t->insert("warp_softmax", false);
-  t->insert("k_stage", 1);
-  t->insert("stage_input", false);
-  t->insert("fuse_logits", "off");
-  e.table = t;
-  return e;
+  return cuda_with("cuda (no pdl/gemv/warp softmax/k stages)",
+                   toml::table{{"pdl", "off"}, {"gemv_rows", 0}, {"warp_softmax", false}, {"k_stage", 1},
+                               {"stage_input", false}, {"fuse_logits", "off"}});
 }
 
 // The persistent variant; blocks 0 = one per SM; plan "deep" (the default) or "classic".
 StrategyEntry persistent_entry(int blocks = 0, const char* plan = "deep", bool prefetch = true) {
-  StrategyEntry e = entry("cuda");
-  e.label = std::string("cuda persistent ") + plan + (prefetch ? "" : " (no prefetch)");
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("variant", "persistent");
-  t->insert("persistent_blocks", blocks);
-  t->insert("persistent_plan", plan);
-  t->insert("persistent_prefetch", prefetch);
-  e.table = t;
-  return e;
+  return cuda_with(std::string("cuda persistent ") + plan + (prefetch ? "" : " (no prefetch)"),
+                   toml::table{{"variant", "persistent"}, {"persistent_blocks", blocks}, {"persistent_plan", plan},
+                               {"persistent_prefetch", prefetch}});
 }
 
 }  // namespace
@@ -639,28 +626,13 @@ TEST_F(CudaTraining, PdlOnBatch128WithOtherSplitMatchesSerial) {
   config.model.layer_sizes = {784, 256, 256, 26};
   config.train.batch_size = 128;
   config.train.sgd = {0.2f, 0.9f, 1e-4f};
-  StrategyEntry e = entry("cuda");
-  e.label = "cuda (pdl on, split_blocks 264)";
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("pdl", "on");
-  t->insert("split_blocks", 264);
-  t->insert("graph_steps", 16);
-  e.table = t;
-  expect_parity(config, e);
+  expect_parity(config, cuda_with("cuda (pdl on, split_blocks 264)",
+                                  toml::table{{"pdl", "on"}, {"split_blocks", 264}, {"graph_steps", 16}}));
 }
 
 // fuse_head at batch 128 (multi-block, momentum), batch 32 with a partial batch of 16 (6000 =
 // 187 x 32 + 16) and batch 1 (one block).
-StrategyEntry fused_head_entry() {
-  StrategyEntry e = entry("cuda");
-  e.label = "cuda (fuse_head)";
-  auto t = std::make_shared<toml::table>();
-  t->insert("name", "cuda");
-  t->insert("fuse_head", true);
-  e.table = t;
-  return e;
-}
+StrategyEntry fused_head_entry() { return cuda_with("cuda (fuse_head)", toml::table{{"fuse_head", true}}); }
 TEST_F(CudaTraining, FusedHeadMatchesSerial) {
   RunConfig config = small_config();
   config.model.layer_sizes = {784, 256, 256, 26};
@@ -844,14 +816,10 @@ TEST(CudaKernels, StagedInputProductsEqualGatheredOnes) {
 namespace {
 // stage_input on or off with fuse_logits off: the gathering and staging kernels alone.
 StrategyEntry staged_entry(bool graph = true, int graph_steps = 128, bool stage = true) {
-  StrategyEntry e = cuda_entry(graph, graph_steps);
-  e.label = std::string("cuda stage_input=") + (stage ? "true" : "false") + " fuse_logits=off" +
-            (graph ? "" : " (plain launches)");
-  auto t = std::make_shared<toml::table>(*e.table);
-  t->insert_or_assign("stage_input", stage);
-  t->insert_or_assign("fuse_logits", "off");
-  e.table = t;
-  return e;
+  return cuda_with(std::string("cuda stage_input=") + (stage ? "true" : "false") + " fuse_logits=off" +
+                       (graph ? "" : " (plain launches)"),
+                   toml::table{{"graph", graph}, {"graph_steps", graph_steps}, {"stage_input", stage},
+                               {"fuse_logits", "off"}});
 }
 }  // namespace
 
@@ -953,13 +921,9 @@ TEST(CudaKernels, LogitsWithSoftmaxMatchCpu) {
 
 namespace {
 StrategyEntry fused_logits_entry(const char* mode, bool stage_input, bool graph = true) {
-  StrategyEntry e = cuda_entry(graph, 16);
-  e.label = std::string("cuda fuse_logits=") + mode + (stage_input ? " + stage_input" : "") + (graph ? "" : " (plain)");
-  auto t = std::make_shared<toml::table>(*e.table);
-  t->insert_or_assign("fuse_logits", mode);
-  t->insert_or_assign("stage_input", stage_input);
-  e.table = t;
-  return e;
+  return cuda_with(
+      std::string("cuda fuse_logits=") + mode + (stage_input ? " + stage_input" : "") + (graph ? "" : " (plain)"),
+      toml::table{{"graph", graph}, {"graph_steps", 16}, {"fuse_logits", mode}, {"stage_input", stage_input}});
 }
 }  // namespace
 
@@ -1068,15 +1032,6 @@ TEST(CudaKernels, Tf32ProductsMatchCpuWithinTf32Rounding) {
 }
 
 namespace {
-// A `cuda` entry with these strategy options.
-StrategyEntry cuda_with(std::string label, toml::table options) {
-  StrategyEntry e = entry("cuda");
-  e.label = std::move(label);
-  options.insert_or_assign("name", "cuda");
-  e.table = std::make_shared<toml::table>(std::move(options));
-  return e;
-}
-
 StrategyEntry tf32_entry(const char* variant = "graph", bool graph = true) {
   return cuda_with(std::string("cuda tf32 ") + variant + (graph ? "" : " (plain)"),
                    toml::table{{"precision", "tf32"}, {"variant", variant}, {"graph", graph}});
