@@ -120,6 +120,8 @@ double interpolate(const std::vector<std::pair<double, double>>& table, double x
   return std::exp(std::log(lo->second) + t * (std::log(hi->second) - std::log(lo->second)));
 }
 double loglog(const std::vector<std::pair<double, double>>& table, double x) { return interpolate(table, x, true); }
+// A prediction row's notes, "; "-separated.
+void add_note(std::string& note, const std::string& text) { note += (note.empty() ? "" : "; ") + text; }
 // Linear in between: for tables whose values may be 0.
 double linear_between(const std::vector<std::pair<double, double>>& table, double x) {
   return interpolate(table, x, false);
@@ -1178,13 +1180,12 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       if (host > s.split.compute) s.split.idle = 0, s.split.compute = host, s.note = "host-bound (plain launches)";
     }
     if (c.variant != "graph") {
-      s.note += std::string(s.note.empty() ? "" : "; ") + "variant " + c.variant +
-                " modelled as the graph (the profile times the graph's kernels)";
+      add_note(s.note, "variant " + c.variant + " modelled as the graph (the profile times the graph's kernels)");
     }
     if (c.precision != "fp32") {
       // Measured: tf32 steps 1.0-1.9x shorter than fp32 (docs/results/2026-11-27-cuda-tf32.md).
-      s.note += std::string(s.note.empty() ? "" : "; ") + "precision " + c.precision +
-                " modelled as fp32 (the profile times fp32 kernels; tf32 measured up to 1.9x faster)";
+      add_note(s.note, "precision " + c.precision +
+                           " modelled as fp32 (the profile times fp32 kernels; tf32 measured up to 1.9x faster)");
     }
     return s;
   }
@@ -1301,13 +1302,12 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       s.split.compute = before + r.backward.end;
       s.split.comm = loglog(*peer_table, double(P));
       if (push && !priced_push)
-        s.note = (s.note.empty() ? "" : s.note + "; ") + std::string("reduce push_p2p priced as fused_p2p (the profile has no "
-                 "peer_sgd_push and push_overhead at ") + std::to_string(n) + " ranks)";
+        add_note(s.note, "reduce push_p2p priced as fused_p2p (the profile has no peer_sgd_push and push_overhead at " +
+                             std::to_string(n) + " ranks)");
     } else {
       if (fused_reduce)
-        s.note = (s.note.empty() ? "" : s.note + "; ") +
-                 std::string("reduce fused_p2p modelled as the NCCL allreduce + update (the profile has no peer_sgd at ") +
-                 std::to_string(n) + " ranks)";
+        add_note(s.note, "reduce fused_p2p modelled as the NCCL allreduce + update (the profile has no peer_sgd at " +
+                             std::to_string(n) + " ranks)");
       // MPI's non-blocking allreduce makes no progress while the rank computes (no progress
       // thread; docs/results/2026-11-26-data-parallel.md), so with overlap the per-layer
       // allreduces run back to back after the backward.
