@@ -424,6 +424,26 @@ Kernel kernel_for(int rows, bool momentum) {
 }
 static_assert(kResidentMaxRows == 16, "kKernels covers rows up to 16");
 
+// The launch of one cluster of C blocks (the configuration points at its own attribute).
+struct ClusterLaunch {
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attribute{};
+  ClusterLaunch(int C, std::size_t bytes, cudaStream_t stream) {
+    config.gridDim = dim3(C);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = bytes;
+    config.stream = stream;
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = C;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+};
+
 }  // namespace
 
 struct ResidentTrainer::Impl {
@@ -474,19 +494,11 @@ ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
             "cudaFuncSetAttribute(shared memory)");
     }
-    cudaLaunchConfig_t launch{};
-    launch.gridDim = dim3(C);
-    launch.blockDim = dim3(kThreads);
-    launch.dynamicSmemBytes = bytes;
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = C;
-    attribute[0].val.clusterDim.y = 1;
-    attribute[0].val.clusterDim.z = 1;
-    launch.attrs = attribute;
-    launch.numAttrs = 1;
+    const ClusterLaunch launch(C, bytes, nullptr);
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, kernel_for(config.batch, config.momentum != 0.0f), &launch) != cudaSuccess || clusters < 1) {
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel_for(config.batch, config.momentum != 0.0f), &launch.config) !=
+            cudaSuccess ||
+        clusters < 1) {
       cudaGetLastError();
       tried += " (the device cannot schedule it)";
       continue;
@@ -541,19 +553,8 @@ void ResidentTrainer::run(std::size_t first_step, int steps, int rows, cudaStrea
   p.correct = c.correct;
   p.step = c.step;
 
-  cudaLaunchConfig_t launch{};
-  launch.gridDim = dim3(m.cluster);
-  launch.blockDim = dim3(kThreads);
-  launch.dynamicSmemBytes = m.bytes;
-  launch.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = m.cluster;
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  launch.attrs = attribute;
-  launch.numAttrs = 1;
-  check(cudaLaunchKernelEx(&launch, kernel_for(rows, c.momentum != 0.0f), p), "resident kernel launch");
+  const ClusterLaunch launch(m.cluster, m.bytes, stream);
+  check(cudaLaunchKernelEx(&launch.config, kernel_for(rows, c.momentum != 0.0f), p), "resident kernel launch");
 }
 
 }  // namespace nnpar::cuda
