@@ -41,8 +41,11 @@ struct AlignedFloats {  // the packed buffer is read with aligned vector loads
 
 // Cuts C [M x N] into row pieces of `rstep` rows and panel pieces of `pstep` panels, computes
 // each piece separately (packing B in panel pieces too) and compares with the one-call GEMM.
-void check(Op op, int M, int N, int K, float alpha, float beta, int rstep, int pstep, std::uint32_t seed) {
-  SCOPED_TRACE(std::string(op == Op::NN ? "nn" : op == Op::NT ? "nt" : "tn") + " M=" + std::to_string(M) +
+// narrow: packed_b_layout_narrow's panels (16 x 16 tiles on AVX-512) instead of the default.
+void check(Op op, int M, int N, int K, float alpha, float beta, int rstep, int pstep, std::uint32_t seed,
+           bool narrow) {
+  SCOPED_TRACE(std::string(narrow ? "narrow " : "") + (op == Op::NN ? "nn" : op == Op::NT ? "nt" : "tn") +
+               " M=" + std::to_string(M) +
                " N=" + std::to_string(N) + " K=" + std::to_string(K) + " rstep=" + std::to_string(rstep) +
                " pstep=" + std::to_string(pstep) + " beta=" + std::to_string(beta));
   std::mt19937 rng(seed);
@@ -56,7 +59,8 @@ void check(Op op, int M, int N, int K, float alpha, float beta, int rstep, int p
     case Op::NT: k::gemm_nt(M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc); break;
     case Op::TN: k::gemm_tn(M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc); break;
   }
-  const k::PackedB l = k::packed_b_layout(K, N);
+  const k::PackedB l = narrow ? k::packed_b_layout_narrow(K, N) : k::packed_b_layout(K, N);
+  if (narrow) ASSERT_LE(l.nr, 16);
   ASSERT_EQ(l.panels, (N + l.nr - 1) / l.nr);
   AlignedFloats Bp(l.floats());
   for (int p = 0; p < l.panels; p += pstep)
@@ -74,7 +78,7 @@ void check(Op op, int M, int N, int K, float alpha, float beta, int rstep, int p
     }
 }
 
-void sweep() {
+void sweep(bool narrow) {
   std::uint32_t seed = 1;
   const int shapes[][3] = {{1, 1, 1},    {1, 37, 5},   {37, 1, 5},    {7, 26, 300},  {26, 64, 1},
                            {13, 33, 257}, {100, 70, 513}, {64, 128, 784}, {129, 65, 31}, {5, 200, 17}};
@@ -82,8 +86,8 @@ void sweep() {
     for (const auto& s : shapes)
       for (int rstep : {1, 3, 8, 1000})
         for (int pstep : {1, 2, 1000}) {
-          check(op, s[0], s[1], s[2], 1.0f, 0.0f, rstep, pstep, seed++);
-          check(op, s[0], s[1], s[2], 0.5f, 1.0f, rstep, pstep, seed++);
+          check(op, s[0], s[1], s[2], 1.0f, 0.0f, rstep, pstep, seed++, narrow);
+          check(op, s[0], s[1], s[2], 0.5f, 1.0f, rstep, pstep, seed++, narrow);
           if (::testing::Test::HasFatalFailure()) return;
         }
 }
@@ -95,7 +99,8 @@ TEST(GemmPacked, TilesAreBitIdenticalToPlainGemmOnEveryPath) {
     k::detail::gemm_force_isa(isa);
     if (std::string(k::detail::gemm_isa_name()) != names[isa]) continue;  // CPU lacks it
     SCOPED_TRACE(names[isa]);
-    sweep();
+    sweep(false);
+    sweep(true);
     ++ran;
   }
   k::detail::gemm_force_isa(0);

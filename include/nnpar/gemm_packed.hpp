@@ -28,6 +28,12 @@ struct PackedB {
 
 PackedB packed_b_layout(int K, int N);
 
+// The same with panels of at most 16 columns (one 64-byte line of a float row), for callers
+// that give each thread its own lines of an output's columns: 16 x 16 tiles on AVX-512 (the
+// default there is 8 x 32); the other paths' panels are already <= 16 wide, so this equals
+// packed_b_layout there. Results are the same bits as every other layout.
+PackedB packed_b_layout_narrow(int K, int N);
+
 // Packs panels [p0, p1) of op(B) into Bp (layout.floats() floats, 64-byte aligned is best).
 // trans = false: op(B) = B, B is K x N with row stride ldb (gemm_nn/gemm_tn's B);
 // trans = true:  op(B) = B^T, B is N x K with row stride ldb (gemm_nt's B, e.g. a weight).

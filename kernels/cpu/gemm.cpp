@@ -143,10 +143,11 @@ NNPAR_INLINE void pack_b(int kc, int nc, View b, float* __restrict Bp) {
 // C[MR, NR] = alpha * Ap*Bp + beta * C  (beta == 0: C not read). acc lives in registers:
 // MR*NV vectors must fit the register file with room for NV loads + 1 broadcast.
 // AS is the row stride of the packed A panel (the driver's MR); MR <= AS rows are computed,
-// so a short last row panel does not pay for AS rows.
-template <int MR, int NV, class V, int AS>
+// so a short last row panel does not pay for AS rows. DirectA: A is not packed but read
+// where it lies, row i of the tile at Ap + i * lda (the same products in the same order).
+template <int MR, int NV, class V, int AS, bool DirectA = false>
 NNPAR_INLINE void micro_kernel(int kc, const float* __restrict Ap, const float* __restrict Bp,
-                               float* C, long ldc, float alpha, float beta) {
+                               float* C, long ldc, float alpha, float beta, long lda = 0) {
   constexpr int L = sizeof(V) / sizeof(float);
   constexpr int NR = NV * L;
   V acc[MR][NV];
@@ -160,7 +161,7 @@ NNPAR_INLINE void micro_kernel(int kc, const float* __restrict Ap, const float* 
     for (int v = 0; v < NV; ++v) b[v] = *reinterpret_cast<const V*>(Bp + p * NR + v * L);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const float a = Ap[p * AS + i];
+      const float a = DirectA ? Ap[i * lda + p] : Ap[p * AS + i];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] += a * b[v];
     }
@@ -200,6 +201,21 @@ NNPAR_INLINE void compute_tile(int m, int n, int kc, const float* ap, const floa
   else if constexpr (MR > 4) micro_kernel<4, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
   if (!full)
     for (int i = 0; i < m; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
+}
+
+// A full MR-row tile read straight from row-major op(A) (row stride lda), as compute_tile.
+template <int MR, int NV, class V>
+NNPAR_INLINE void compute_tile_direct(int n, int kc, const float* a, long lda, const float* bp, float* c,
+                                      long ldc, float alpha, float bet, float* tmp) {
+  constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
+  const bool full = n == NR;
+  float* cd = full ? c : tmp;
+  const long ldd = full ? ldc : NR;
+  if (!full && bet != 0.0f)
+    for (int i = 0; i < MR; ++i) std::memcpy(tmp + i * NR, c + i * ldc, n * sizeof(float));
+  micro_kernel<MR, NV, V, MR, true>(kc, a, bp, cd, ldd, alpha, bet, lda);
+  if (!full)
+    for (int i = 0; i < MR; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
 }
 
 // ------------------------------------------------------------------ driver
@@ -244,7 +260,10 @@ NNPAR_INLINE void gemm_blocked(int M, int N, int K, float alpha, View a, View b,
 // The pieces of gemm_blocked for a caller that shares one packed op(B) between threads
 // (gemm_packed.hpp). Same K blocks, same micro-kernel calls per tile, so every element of C
 // gets the operation sequence gemm_blocked would give it.
-template <int MR, int NV, class V, int KC, int MC>
+// DirectA: where a call computes one or two panels, full MR-row tiles of a row-major op(A) are
+// read in place instead of packed: for a thread that owns 16 columns, packing op(A) cost about
+// as much as the products it serves.
+template <int MR, int NV, class V, int KC, int MC, bool DirectA = false>
 struct PackedPath {
   static constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
   static constexpr int kMR = MR, kMC = MC;
@@ -272,6 +291,11 @@ struct PackedPath {
     float* Ap = scratch(static_cast<std::size_t>(kcmax) * MC + MR * NR);
     float* tmp = Ap + static_cast<std::size_t>(kcmax) * MC;  // edge tiles go through here
     std::fill(tmp, tmp + MR * NR, 0.0f);
+    // In place only for one or two panels: 16 rows read with a runtime stride need 16 address
+    // registers, so a wide call is faster with A packed once for all its panels (measured on
+    // the workstation's AVX-512: 1 panel, K = 784, 97 -> 146 GFLOP/s in place; 49 panels,
+    // 178 -> 144).
+    const bool direct = DirectA && a.cs == 1 && p1 - p0 <= 2;
     // Row blocks outermost: a block of C is finished (all K blocks) before the next starts,
     // so a caller handing in one MC block at a time can apply its epilogue while C is hot.
     for (int ic = m0; ic < m1; ic += MC) {
@@ -280,14 +304,22 @@ struct PackedPath {
         const int pc = kb * kcmax;
         const int kc = std::min(kcmax, K - pc);
         const float bet = kb == 0 ? beta : 1.0f;
-        pack_a<MR>(mc, kc, View{a.p + ic * a.rs + pc * a.cs, a.rs, a.cs}, Ap);
+        const int direct_rows = direct ? mc / MR * MR : 0;  // read in place
+        if (mc > direct_rows)
+          pack_a<MR>(mc - direct_rows, kc, View{a.p + (ic + direct_rows) * a.rs + pc * a.cs, a.rs, a.cs}, Ap);
         for (int j = p0; j < p1; ++j) {
           const int n0 = j * NR;
           const int n = std::min(NR, N - n0);
           const float* bp = Bp + static_cast<std::size_t>(j) * K * NR + static_cast<std::size_t>(pc) * NR;
-          for (int ir = 0; ir < mc; ir += MR)
-            compute_tile<MR, NV, V>(std::min(MR, mc - ir), n, kc, Ap + static_cast<std::size_t>(ir) * kc, bp,
-                                    C + (ic + ir) * ldc + n0, ldc, alpha, bet, tmp);
+          for (int ir = 0; ir < mc; ir += MR) {
+            if (ir < direct_rows)
+              compute_tile_direct<MR, NV, V>(n, kc, a.p + (ic + ir) * a.rs + pc, a.rs, bp, C + (ic + ir) * ldc + n0,
+                                             ldc, alpha, bet, tmp);
+            else
+              compute_tile<MR, NV, V>(std::min(MR, mc - ir), n, kc,
+                                      Ap + static_cast<std::size_t>(ir - direct_rows) * kc, bp,
+                                      C + (ic + ir) * ldc + n0, ldc, alpha, bet, tmp);
+          }
         }
       }
     }
@@ -298,6 +330,10 @@ struct PackedPath {
 using PackedAvx512 = PackedPath<8, 2, v16f, 256, 128>;
 using PackedAvx2 = PackedPath<6, 2, v8f, 256, 144>;
 using PackedGeneric = PackedPath<4, 2, v4f, 256, 128>;
+// Narrow panels for callers that give each thread its own 16 columns (a 64-byte line) of an
+// output: 16 x 16 tiles, one zmm per row. Same K blocks and per-element FMA chain as 8 x 32,
+// so the same bits.
+using PackedAvx512Narrow = PackedPath<16, 1, v16f, 256, 128, true>;
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void pack_avx512(
@@ -308,6 +344,15 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void packed_avx51
     int K, int N, int m0, int m1, int p0, int p1, float alpha, View a, const float* Bp, float beta,
     float* C, long ldc) {
   PackedAvx512::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
+}
+__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void pack_avx512_narrow(
+    int K, int N, View b, int p0, int p1, float* Bp) {
+  PackedAvx512Narrow::pack(K, N, b, p0, p1, Bp);
+}
+__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void packed_avx512_narrow(
+    int K, int N, int m0, int m1, int p0, int p1, float alpha, View a, const float* Bp, float beta,
+    float* C, long ldc) {
+  PackedAvx512Narrow::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
 }
 __attribute__((target("avx2,fma"), noinline)) void pack_avx2(int K, int N, View b, int p0, int p1,
                                                               float* Bp) {
@@ -349,6 +394,8 @@ __attribute__((noinline)) void gemm_generic(int M, int N, int K, float alpha, Vi
 }
 
 enum Isa : int { kAuto = 0, kGeneric = 1, kAvx2 = 2, kAvx512 = 3 };
+// PackedB::isa of packed_b_layout_narrow on AVX-512 (a code path, not an ISA to force).
+constexpr int kAvx512Narrow = 4;
 std::atomic<int> g_forced_isa{kAuto};
 
 int detect_isa() {
@@ -441,6 +488,20 @@ PackedB packed_b_layout(int K, int N) {
   return l;
 }
 
+PackedB packed_b_layout_narrow(int K, int N) {
+  PackedB l = packed_b_layout(K, N);
+#if defined(__x86_64__) || defined(__i386__)
+  if (l.isa == kAvx512) {
+    l.isa = kAvx512Narrow;
+    l.nr = PackedAvx512Narrow::NR;
+    l.mr = PackedAvx512Narrow::kMR;
+    l.mc = PackedAvx512Narrow::kMC;
+    l.panels = (l.N + l.nr - 1) / l.nr;
+  }
+#endif
+  return l;
+}
+
 void pack_b_panels(const PackedB& l, const float* B, int ldb, bool trans, int p0, int p1,
                    float* Bp) {
   p0 = std::max(p0, 0);
@@ -450,6 +511,7 @@ void pack_b_panels(const PackedB& l, const float* B, int ldb, bool trans, int p0
   switch (l.isa) {
 #if defined(__x86_64__) || defined(__i386__)
     case kAvx512: pack_avx512(l.K, l.N, b, p0, p1, Bp); return;
+    case kAvx512Narrow: pack_avx512_narrow(l.K, l.N, b, p0, p1, Bp); return;
     case kAvx2: pack_avx2(l.K, l.N, b, p0, p1, Bp); return;
 #endif
     default: pack_generic(l.K, l.N, b, p0, p1, Bp); return;
@@ -475,6 +537,7 @@ void gemm_packed_rows(const PackedB& l, int m0, int m1, int p0, int p1, float al
   switch (l.isa) {
 #if defined(__x86_64__) || defined(__i386__)
     case kAvx512: packed_avx512(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
+    case kAvx512Narrow: packed_avx512_narrow(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
     case kAvx2: packed_avx2(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
 #endif
     default: packed_generic(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
