@@ -286,7 +286,7 @@ TEST_F(OpenMp, IntraOpSchedulesAreBitIdenticalOnEveryPath) {
     nnpar::kernels::detail::gemm_force_isa(isa);
     if (std::string(nnpar::kernels::detail::gemm_isa_name()) != names[isa]) continue;  // CPU lacks it
     const RunResult ref = run(config, serial_entry());
-    for (const std::string variant : {"static", "dynamic", "fine", "auto", "mixed"})
+    for (const std::string variant : {"static", "dynamic", "fine", "auto", "mixed", "stationary"})
       for (int threads : {2, 5}) {
         const bool fine = variant == "fine", mixed = variant == "mixed";
         const std::string schedule = fine ? "dynamic" : mixed ? "auto" : variant;
@@ -304,6 +304,32 @@ TEST_F(OpenMp, IntraOpSchedulesAreBitIdenticalOnEveryPath) {
       }
   }
   nnpar::kernels::detail::gemm_force_isa(0);
+}
+
+// schedule = stationary on every model depth, with threads that own nothing in a hidden layer
+// (8 threads, 40 columns = 3 lines) and one thread that owns everything: serial's bits, and
+// the same loss sum in a second run.
+TEST_F(OpenMp, StationaryIsBitIdenticalForEveryDepthAndOwnership) {
+  for (const std::vector<int>& sizes : {std::vector<int>{784, 26}, {784, 40, 26}, {784, 100, 70, 26}}) {
+    RunConfig config = small_config(277);
+    config.model.layer_sizes = sizes;
+    config.train.sgd.momentum = 0.9f;
+    config.train.sgd.weight_decay = 1e-3f;
+    config.train.sgd.lr = 0.1f;
+    const RunResult ref = run(config, serial_entry());
+    for (int threads : {1, 3, 8}) {
+      const std::string what = std::to_string(sizes.size() - 1) + " layers, " + std::to_string(threads) + " threads";
+      const RunResult got = run(config, openmp_entry("intra_op", threads, "stationary"));
+      EXPECT_THAT(got.device, HasSubstr("weight-stationary")) << what;
+      EXPECT_TRUE(bit_identical(got.final_parameters, ref.final_parameters)) << what;
+      ASSERT_EQ(got.epochs.size(), 1u);
+      EXPECT_EQ(got.epochs[0].steps, 6);
+      EXPECT_NEAR(got.epochs[0].loss, ref.epochs[0].loss, 1e-6 * ref.epochs[0].loss) << what;
+      EXPECT_EQ(got.epochs[0].train_accuracy, ref.epochs[0].train_accuracy) << what;
+      const RunResult again = run(config, openmp_entry("intra_op", threads, "stationary"));
+      EXPECT_EQ(again.epochs[0].loss, got.epochs[0].loss) << what;
+    }
+  }
 }
 
 // Dynamic tiles shrink to tasks_per_thread per thread only where they stay above

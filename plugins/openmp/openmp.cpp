@@ -14,6 +14,13 @@
 //                          per thread anyway. The kernels' per-element operation sequence does
 //                          not depend on the tile an element is computed in: the weights are
 //                          bit-identical to serial for any T and any schedule.
+//                          schedule = "stationary" splits the step by neurons instead (weight-
+//                          stationary): thread t owns the same 16-column lines of every hidden
+//                          layer. It computes those activations and their gradients, updates the
+//                          weight rows that produce them, and packs its own weight panels into
+//                          private buffers; only activations and their gradients cross cores. The
+//                          logits are split by rows. 2n-1 barriers a step (n > 1). See
+//                          stationary_step.
 //  mode = "data_parallel"  T workers share one weight buffer; each runs forward/backward on its
 //                          contiguous shard of the global batch, then the T gradient buffers are
 //                          summed in a fixed pairwise tree (an order that depends on T only, never
@@ -118,10 +125,12 @@ class OpenMpStrategy final : public Strategy {
     schedule_ = schedule == "dynamic" ? openmp::Schedule::dynamic
                 : schedule == "auto"  ? openmp::Schedule::automatic
                                       : openmp::Schedule::fixed;
+    stationary_ = intra_ && schedule == "stationary";
     tasks_per_thread_ = int(context.options->get_int("tasks_per_thread"));
     min_tile_mflop_ = int(context.options->get_int("min_tile_mflop"));
     if (const char* e = std::getenv("NNPAR_OMP_PROFILE"); e && *e && std::string(e) != "0") {
-      const int phases = intra_ ? 2 * context.model->linear_count() + 1 : 2;
+      const int n = context.model->linear_count();
+      const int phases = stationary_ ? std::max(2 * n - 1, 2) : intra_ ? 2 * n + 1 : 2;
       profile_.assign(threads_, ThreadProfile{std::vector<double>(phases), std::vector<double>(phases)});
     }
     const int B = context.train->batch_size, T = threads_, n = spec_.linear_count();
@@ -131,7 +140,22 @@ class OpenMpStrategy final : public Strategy {
     if (momentum) velocity_ = untouched(params_count_);
     tally_.assign(T, Tally{});
     for (int i = 0; i < n; ++i) offset_.push_back(parameter_offset(spec_, i));
-    if (intra_) {
+    if (stationary_) {
+      grads_ = untouched(params_count_);
+      for (int i = 0; i <= n; ++i) {
+        act_.push_back(untouched(i == 0 ? 0 : std::size_t(B) * spec_.layer_sizes[i]));
+        grad_act_.push_back(untouched(i == 0 ? 0 : std::size_t(B) * spec_.layer_sizes[i]));
+      }
+      probs_ = untouched(std::size_t(B) * spec_.layer_sizes[n]);
+      labels_.resize(B);
+      bias_tmp_.resize(T);
+      for (int i = 0; i < n; ++i) {
+        const int in = spec_.layer_sizes[i], out = spec_.layer_sizes[i + 1];
+        wf_.push_back(kn::packed_b_layout_narrow(in, out));
+        wb_.push_back(kn::packed_b_layout_narrow(out, in));
+      }
+      stationary_buffers_.resize(T);
+    } else if (intra_) {
       grads_ = untouched(params_count_);
       for (int i = 0; i <= n; ++i) {
         act_.push_back(untouched(std::size_t(B) * spec_.layer_sizes[i]));
@@ -162,7 +186,10 @@ class OpenMpStrategy final : public Strategy {
       std::copy(ctx_.initial_parameters.begin() + p.begin, ctx_.initial_parameters.begin() + p.end,
                 params_.get() + p.begin);
       if (momentum) std::fill(velocity_.get() + p.begin, velocity_.get() + p.end, 0.0f);
-      if (intra_) {
+      if (stationary_) {
+        std::fill(grads_.get() + p.begin, grads_.get() + p.end, 0.0f);
+        stationary_buffers_[t] = make_stationary_buffers(B);
+      } else if (intra_) {
         std::fill(grads_.get() + p.begin, grads_.get() + p.end, 0.0f);
         const Range r = shard_range(B, t, T);
         for (int i = 0; i <= n; ++i) {
@@ -202,7 +229,7 @@ class OpenMpStrategy final : public Strategy {
     int team = 0;
     const StepPlan* full = nullptr;
     const StepPlan* last = nullptr;
-    if (intra_ && batches > 0) {  // plans are built here, outside the team, once per shape
+    if (intra_ && !stationary_ && batches > 0) {  // plans are built here, outside the team, once per shape
       const int full_rows = int(std::min(B, order.size()));
       const int last_rows = int(std::min(B, order.size() - (batches - 1) * B));
       plan_for(full_rows);
@@ -224,7 +251,8 @@ class OpenMpStrategy final : public Strategy {
         for (std::size_t b = 0; b < batches; ++b) {
           const int rows = int(std::min(B, order.size() - b * B));
           const auto batch = std::span<const std::uint32_t>(order).subspan(b * B, rows);
-          if (intra_) intra_op_step(tm, batch, b + 1 == batches ? *last : *full);
+          if (stationary_) stationary_step(tm, batch, rows);
+          else if (intra_) intra_op_step(tm, batch, b + 1 == batches ? *last : *full);
           else data_parallel_step(tm, batch, rows);
           if (tm.t == 0) {
             report.samples += rows;
@@ -245,7 +273,7 @@ class OpenMpStrategy final : public Strategy {
   std::string device_description() const override {
     if (threads_ == 0) return "CPU (OpenMP)";  // before setup resolves the thread count
     return "CPU, " + std::to_string(threads_) + (threads_ == 1 ? " thread (" : " threads (") +
-           (intra_ ? "intra_op" : "data_parallel") + ")";
+           (stationary_ ? "intra_op, weight-stationary" : intra_ ? "intra_op" : "data_parallel") + ")";
   }
 
  private:
@@ -292,6 +320,7 @@ class OpenMpStrategy final : public Strategy {
     const int n = spec_.linear_count();
     std::fprintf(stderr, "openmp profile: epoch %d, %d threads, %s, %zu steps; ms per epoch, over threads:\n",
                  epoch + 1, threads_, !intra_                                        ? "data_parallel"
+                 : stationary_                              ? "intra_op stationary"
                  : schedule_ == openmp::Schedule::dynamic   ? "intra_op dynamic"
                  : schedule_ == openmp::Schedule::automatic ? "intra_op auto"
                                                             : "intra_op static",
@@ -309,6 +338,8 @@ class OpenMpStrategy final : public Strategy {
       }
       char name[16];
       if (!intra_) std::snprintf(name, sizeof name, "%s", p == 0 ? "fwd+bwd" : "reduce+update");
+      else if (stationary_ && p == 0) std::snprintf(name, sizeof name, n > 1 ? "B0+F0" : "F0");  // B_0 ends no phase
+      else if (stationary_) std::snprintf(name, sizeof name, "%c%d", int(p) < n ? 'F' : 'B', int(p) < n ? int(p) : 2 * n - 1 - int(p));
       else if (p == 0) std::snprintf(name, sizeof name, "P");
       else std::snprintf(name, sizeof name, "%c%d", int(p) <= n ? 'F' : 'B', int(p) <= n ? int(p) - 1 : 2 * n - int(p));
       std::fprintf(stderr, "  %-6s %9.2f %9.2f %9.2f %9.2f\n", name, wmean * 1e3, wmax * 1e3, imin * 1e3, imean * 1e3);
@@ -499,6 +530,174 @@ class OpenMpStrategy final : public Strategy {
     std::fill(grads_.get() + at, grads_.get() + at + count, 0.0f);
   }
 
+  // ---- schedule = "stationary" ----------------------------------------------------------
+  // Thread t owns the lines own(h, t) of every hidden layer h's columns (act[h], grad_act[h]),
+  // and so rows own(i+1, t) of W_i (i < n-1) and columns own(n-1, t) of the logits layer's
+  // W_{n-1}. What it computes from them it keeps: its panels of W_i^T and W_i are packed from
+  // weights it updated itself, or that nobody writes in a forward phase. A weight line is thus
+  // read by at most one other core a step, and the update never invalidates many copies, which
+  // measured at 38-105 ns a line on 16 cores (docs/results/2026-11-27-openmp-scaling-6.md).
+  struct Stationary {
+    Buffer x;                 // the whole batch, gathered by this thread (n = 1 or own(1) not empty)
+    std::vector<std::int32_t> y;  // its labels
+    std::vector<Packed> wf;   // W_i^T: own panels (i < n-1); all of it for the logits (i = n-1)
+    std::vector<Packed> wb;   // W_i, i >= 1: the panels of own(i) (input-gradient op(B))
+    std::vector<Packed> ab;   // act[i] as dW_i's op(B): all panels (i < n-1), own(n-1)'s (n-1)
+  };
+
+  Range own(int h, int t) const { return line_share(std::size_t(spec_.layer_sizes[h]), t, threads_); }
+  static Range panels_of(const kn::PackedB& l, Range cols) {  // cols.begin is a multiple of 16, so of nr
+    if (cols.size() == 0) return {};  // an empty range at an unaligned end would round up to a panel
+    return {cols.begin / std::size_t(l.nr), (cols.end + std::size_t(l.nr) - 1) / std::size_t(l.nr)};
+  }
+  bool gathers_batch(int t) const { return spec_.linear_count() == 1 || own(1, t).size() > 0; }
+
+  // Made by the thread that uses them, which is the only one to touch them.
+  std::unique_ptr<Stationary> make_stationary_buffers(int B) {
+    const int n = spec_.linear_count();
+    auto s = std::make_unique<Stationary>();
+    // Every thread gathers at least its logits rows' labels (and so their images) into x.
+    s->x = untouched(std::size_t(B) * spec_.layer_sizes[0]);
+    s->y.resize(std::size_t(B));
+    for (int i = 0; i < n; ++i) {
+      s->wf.push_back(untouched_aligned(wf_[i].floats()));
+      s->wb.push_back(untouched_aligned(i > 0 ? wb_[i].floats() : 0));
+      s->ab.push_back(untouched_aligned(kn::packed_b_layout_narrow(B, spec_.layer_sizes[i]).floats()));
+    }
+    return s;
+  }
+
+  // One step in 2n-1 phases (n > 1):
+  //   F_i (i < n-1): act[i+1][:, own(i+1)] = act[i] * (own rows of W_i)^T, + bias, sigmoid; pack
+  //                  own(i+1)'s columns of W_{i+1} for its input gradient (no weight is written
+  //                  in a forward phase, so any thread may read any weight here)
+  //   F_{n-1}:       the logits of this thread's rows, softmax-CE; W_{n-1}^T packed whole
+  //   B_{n-1}:       dW_{n-1}[:, own(n-1)] + update; grad_act[n-1][:, own(n-1)]; db_{n-1} (t = 0)
+  //   B_i (i > 0):   dW_i[own(i+1), :] + update, db_i[own(i+1)]; grad_act[i][:, own(i)]
+  //   B_0 (n > 1):   dW_0[own(1), :] + update, db_0[own(1)]; no barrier after it: the next
+  //                  step's first reads of what B_0 writes are this thread's own (W_0 rows,
+  //                  db_0), and what B_0 reads (grad_act[1]) is next written two barriers on.
+  // A one-layer model has F_0 and B_0 only, each ended by a barrier (2 phases).
+  void stationary_step(Team& tm, std::span<const std::uint32_t> batch, int rows) {
+    const int t = tm.t, n = spec_.linear_count(), last = n - 1;
+    const std::vector<int>& size = spec_.layer_sizes;
+    Stationary& me = *stationary_buffers_[std::size_t(t)];
+    const Range lr = shard_range(std::size_t(rows), t, threads_);  // this thread's logits rows
+    if (gathers_batch(t)) {
+      gather_batch(*ctx_.train_data, batch, me.x.get(), me.y.data());
+      std::copy_n(me.y.data() + lr.begin, lr.size(), labels_.data() + lr.begin);
+    } else {  // its logits rows' labels only
+      gather_batch(*ctx_.train_data, batch.subspan(lr.begin, lr.size()), me.x.get(), labels_.data() + lr.begin);
+    }
+    tm.lap(&PhaseTimes::data);
+    auto layer_input = [&](int i) -> const float* { return i == 0 ? me.x.get() : act_[i].get(); };
+    for (int i = 0; i < last; ++i) {
+      const int in = size[i], out = size[i + 1];
+      const float* W = params_.get() + offset_[i];
+      const float* bias = W + std::size_t(out) * in;
+      const Range c = own(i + 1, t), p = panels_of(wf_[i], c);
+      kn::pack_b_panels(wf_[i], W, in, true, int(p.begin), int(p.end), me.wf[i].get());
+      float* Y = act_[i + 1].get();
+      tiled(wf_[i], Task{Job::forward, i, 0, rows, int(p.begin), int(p.end)}, layer_input(i), in, false,
+            me.wf[i].get(), 0.0f, Y, out, [&](int r0, int r1, int c0, int c1) {
+              for (int q = r0; q < r1; ++q) kn::bias_sigmoid_rows(1, c1 - c0, bias + c0, Y + std::size_t(q) * out + c0);
+            });
+      const Range pb = panels_of(wb_[i + 1], c);
+      kn::pack_b_panels(wb_[i + 1], params_.get() + offset_[i + 1], out, false, int(pb.begin), int(pb.end),
+                        me.wb[i + 1].get());
+      tm.barrier(&PhaseTimes::forward);
+    }
+    {  // F_{n-1}: the logits of rows lr
+      const int in = size[last], C = size[n];
+      const float* W = params_.get() + offset_[last];
+      const float* bias = W + std::size_t(C) * in;
+      kn::pack_b_panels(wf_[last], W, in, true, 0, wf_[last].panels, me.wf[last].get());
+      Tally& tally = tally_[std::size_t(t)];
+      tally = Tally{};
+      float* Y = act_[n].get();
+      tiled(wf_[last], Task{Job::forward, last, int(lr.begin), int(lr.end), 0, wf_[last].panels}, layer_input(last),
+            in, false, me.wf[last].get(), 0.0f, Y, C, [&](int r0, int r1, int c0, int c1) {
+              for (int q = r0; q < r1; ++q) kn::add_bias_rows(1, c1 - c0, bias + c0, Y + std::size_t(q) * C + c0);
+              softmax_rows(r0, r1, rows, tally);
+            });
+      tm.barrier(&PhaseTimes::forward);
+      tm.collect(tally_, tally_.size());
+    }
+    {  // B_{n-1}: this thread's columns of W_{n-1}
+      const int in = size[last], C = size[n];
+      const std::size_t off = offset_[last], boff = off + std::size_t(C) * in;
+      const Range c = own(last, t);
+      const kn::PackedB ab = kn::packed_b_layout_narrow(rows, in);
+      const Range p = panels_of(ab, c);
+      kn::pack_b_panels(ab, layer_input(last), in, false, int(p.begin), int(p.end), me.ab[last].get());
+      tiled(ab, Task{Job::weight_grad, last, 0, C, int(p.begin), int(p.end)}, grad_act_[n].get(), C, true,
+            me.ab[last].get(), 1.0f, grads_.get() + off, in, [&](int r0, int r1, int c0, int c1) {
+              for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
+            });
+      if (t == 0) {
+        kn::column_sums(rows, C, 1.0f, grad_act_[n].get(), 1.0f, grads_.get() + boff);
+        update_and_clear(boff, std::size_t(C));
+      }
+      if (last > 0) input_gradient(last, c, rows, me.wb[last].get());
+      // Every thread reads all of W_{n-1} in the next F_{n-1}, and the next B_{n-2} reads
+      // grad_act[n-1] whole.
+      tm.barrier(&PhaseTimes::backward);
+    }
+    for (int i = last - 1; i >= 0; --i) {  // B_i: rows own(i+1) of W_i
+      const int in = size[i], out = size[i + 1];
+      const std::size_t off = offset_[i], boff = off + std::size_t(out) * in;
+      const Range c = own(i + 1, t);
+      if (c.size() > 0) {
+        const kn::PackedB ab = kn::packed_b_layout_narrow(rows, in);
+        kn::pack_b_panels(ab, layer_input(i), in, false, 0, ab.panels, me.ab[i].get());
+        tiled(ab, Task{Job::weight_grad, i, int(c.begin), int(c.end), 0, ab.panels}, grad_act_[i + 1].get(), out,
+              true, me.ab[i].get(), 1.0f, grads_.get() + off, in, [&](int r0, int r1, int c0, int c1) {
+                for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
+              });
+        bias_gradient(i, rows, c);
+        update_and_clear(boff + c.begin, c.size());
+      }
+      if (i > 0) {
+        input_gradient(i, own(i, t), rows, me.wb[i].get());
+        tm.barrier(&PhaseTimes::backward);
+      }
+    }
+    tm.lap(&PhaseTimes::backward);
+  }
+
+  // grad_act[i][:, cols] = (grad_act[i+1] * W_i[:, cols]) .* sigmoid'(act[i][:, cols]), W_i's
+  // columns packed in Wp (layout wb_[i]).
+  void input_gradient(int i, Range cols, int rows, const float* Wp) {
+    const int in = spec_.layer_sizes[i], out = spec_.layer_sizes[i + 1];
+    const Range p = panels_of(wb_[i], cols);
+    float* GA = grad_act_[i].get();
+    const float* H = act_[i].get();
+    tiled(wb_[i], Task{Job::input_grad, i, 0, rows, int(p.begin), int(p.end)}, grad_act_[i + 1].get(), out, false,
+          Wp, 0.0f, GA, in, [&](int r0, int r1, int d0, int d1) {
+            for (int q = r0; q < r1; ++q) {
+              const std::size_t at = std::size_t(q) * in + d0;
+              kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
+            }
+          });
+  }
+
+  // db_i[cols] += column sums of grad_act[i+1][:, cols] (the slice copied out first, as in
+  // run_task's bias_grad: the same per-column order as serial).
+  void bias_gradient(int i, int rows, Range cols) {
+    const int out = spec_.layer_sizes[i + 1];
+    const float* G = grad_act_[i + 1].get();
+    float* db = grads_.get() + offset_[i] + std::size_t(out) * spec_.layer_sizes[i];
+    const int w = int(cols.size());
+    if (w == out) {
+      kn::column_sums(rows, out, 1.0f, G, 1.0f, db);
+      return;
+    }
+    std::vector<float>& tmp = bias_tmp_[std::size_t(omp_get_thread_num())];
+    if (tmp.size() < std::size_t(rows) * w) tmp.resize(std::size_t(rows) * w);
+    for (int r = 0; r < rows; ++r) std::copy_n(G + std::size_t(r) * out + cols.begin, w, tmp.data() + std::size_t(r) * w);
+    kn::column_sums(rows, w, 1.0f, tmp.data(), 1.0f, db + cols.begin);
+  }
+
   void data_parallel_step(Team& tm, std::span<const std::uint32_t> batch, int rows) {
     const int T = threads_, t = tm.t;
     Worker& w = *workers_[t];
@@ -565,6 +764,8 @@ class OpenMpStrategy final : public Strategy {
   std::vector<std::int32_t> labels_;
   std::vector<std::vector<float>> bias_tmp_;  // per thread
   std::vector<StepPlan> plans_;               // one per batch row count (the last may be short)
+  bool stationary_ = false;                   // schedule = "stationary"
+  std::vector<std::unique_ptr<Stationary>> stationary_buffers_;  // one per thread
   std::vector<Tally> logit_tally_;            // one per logits tile: sums in tile order
   struct alignas(64) Counter {
     std::atomic<long> value{0};
@@ -582,8 +783,9 @@ StrategyInfo openmp_info() {
   StrategyInfo info;
   info.name = "openmp";
   // 1.1: intra_op on shared packed operands, 2D tiles, fused epilogues; 1.2: dynamic schedule;
-  // 1.3: schedule = auto; 1.4: tile grids priced by operand traffic beside work (tile_grid.hpp)
-  info.version = "1.4";
+  // 1.3: schedule = auto; 1.4: tile grids priced by operand traffic beside work (tile_grid.hpp);
+  // 1.5: schedule = stationary
+  info.version = "1.5";
   info.description = "multicore CPU with OpenMP: intra-op split of every step, or data-parallel threads";
   info.parity = ParityClass::exact;
   OptionSpec mode;
@@ -604,11 +806,13 @@ StrategyInfo openmp_info() {
   schedule.name = "schedule";
   schedule.type = OptionType::string;
   schedule.default_value = std::string("dynamic");
-  schedule.choices = {"dynamic", "static", "auto"};
+  schedule.choices = {"dynamic", "static", "auto", "stationary"};
   schedule.description = "intra_op only: dynamic: up to tasks_per_thread tiles per thread (none below "
                          "min_tile_mflop), drawn largest first from a shared counter; static: one tile per "
                          "thread; auto: per phase, static where every GEMM of it has one tile per thread, "
-                         "else dynamic (the weights are the same bits)";
+                         "else dynamic; stationary: each thread owns 16-column lines of every hidden layer "
+                         "and the weights that produce them, so weights never cross cores (threads beyond "
+                         "width/16 only compute logits rows). The weights are the same bits under all four";
   OptionSpec tasks;
   tasks.name = "tasks_per_thread";
   tasks.type = OptionType::integer;
