@@ -1203,6 +1203,9 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       // dynamic schedule buys, evening out threads that run at different speeds, the model
       // cannot see: it assumes equal threads.
       const bool dynamic = c.omp_schedule != "static";
+      if (c.omp_schedule == "stationary")
+        add_note(s.note, "schedule stationary modelled as the dynamic tile grid (measured beside it: "
+                         "docs/results/2026-11-27-openmp-scaling-7.md)");
       struct Share {
         int tiles, rows, cols;  // the busiest thread's tile count and one tile's shape
       };
@@ -1247,7 +1250,7 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       s.memory = 4 * (P * (1 + T + (w.momentum ? 1 : 0)) + T * replica_activation_floats(w.layers, 0, L, shard, false)) +
                  dataset_bytes(w);
     }
-    s.note = "memory: the whole process";
+    add_note(s.note, "memory: the whole process");
     return s;
   }
 

@@ -754,6 +754,15 @@ TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
   const Candidate old = candidate_from_options("openmp", 1, {{"mode", "intra_op"}, {"threads", 4}, {"schedule", "static"}}, "x");
   EXPECT_EQ(old.omp_schedule, "static");
   EXPECT_EQ(candidate_from_options("openmp", 1, {{"mode", "intra_op"}, {"threads", 4}}, "x").omp_schedule, "dynamic");
+  // schedule = stationary (1.5) has no model of its own: the dynamic grid, and the row says so.
+  c = openmp_static(2);
+  c.omp_schedule = "dynamic";
+  const Prediction dyn = predict(p, Network{}, w, c);
+  c.omp_schedule = "stationary";
+  const Prediction stat = predict(p, Network{}, w, c);
+  EXPECT_DOUBLE_EQ(stat.step_s, dyn.step_s);
+  EXPECT_EQ(dyn.note.find("stationary"), std::string::npos) << dyn.note;
+  EXPECT_NE(stat.note.find("schedule stationary modelled as the dynamic tile grid"), std::string::npos) << stat.note;
 }
 
 TEST(PlanCalibration, ConcurrencySlowdownIsTheMedianOfThePasses) {
