@@ -24,6 +24,8 @@ void check(cudaError_t status, const char* what);
 
 // Process-wide launch choices of the functions below (each plugin links its own copy). They
 // are read when a kernel is launched, so a captured graph keeps the choice made at capture.
+enum class MmaPrecision { fp32, tf32, bf16 };
+
 struct KernelOptions {
   // Programmatic dependent launch (sm_90+): each kernel may be launched while its predecessor
   // on the stream still runs and waits on the device for it (griddepcontrol), so consecutive
@@ -41,11 +43,12 @@ struct KernelOptions {
   // GEMM blocks load this many K tiles at once (1 or 4; > 1 means 4): fewer dependent global
   // round trips per block, same sums in the same order.
   int k_stage = 4;
-  // The tiled products that reduce over more than 8 terms (not the GEMV kernels of batches <=
-  // gemv_max_rows, not the weight gradients of batches <= 8, not the fused logits kernel) on
-  // tensor cores: operands rounded to TF32, fp32 accumulation; needs sm_80+. Results differ
-  // from fp32 by that rounding but still repeat bit for bit.
-  bool tf32 = false;
+  // tf32 / bf16: the tiled products that reduce over more than 8 terms (not the GEMV kernels
+  // of batches <= gemv_max_rows, not the weight gradients of batches <= 8, not the fused
+  // logits kernel) on tensor cores: operands rounded to TF32 (10-bit mantissa) or BF16 (7-bit),
+  // fp32 accumulation; needs sm_80+. Results differ from fp32 by that rounding but still
+  // repeat bit for bit.
+  MmaPrecision precision = MmaPrecision::fp32;
 };
 void set_kernel_options(const KernelOptions& options);
 KernelOptions kernel_options();
