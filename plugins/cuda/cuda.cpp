@@ -38,6 +38,7 @@
 // Round 5 (docs/results/2026-11-27-cuda-tf32.md, one H200): `precision` = "tf32" runs the
 // tiled products on tensor cores (the approximate parity class; the whole-set test accuracy
 // stayed within 0.02 pp of fp32): batch 128 3.89M samples/s (fp32 2.88M), batch 1024 10.9M.
+// `precision` = "bf16" does the same with BF16 operands (plugin 1.5).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -139,14 +140,15 @@ class CudaStrategy final : public Strategy {
     batch_ = context.train->batch_size;
     // pdl auto: on for batches of <= 128 rows (docs/results/2026-11-26-cuda-3.md).
     gpu::KernelOptions kernel_options = apply_cuda_kernel_options(options, props.major, batch_);
-    tf32_ = options.get_string("precision") == "tf32";
-    if (tf32_) {
+    precision_ = options.get_string("precision");
+    tensor_cores_ = precision_ != "fp32";
+    if (tensor_cores_) {
       if (props.major < 8) {
-        throw std::runtime_error("cuda: precision = \"tf32\" needs TF32 tensor cores (compute capability 8.0+); device " +
-                                 std::to_string(device) + " (" + device_name_ + ") is " + std::to_string(props.major) +
-                                 "." + std::to_string(props.minor));
+        throw std::runtime_error("cuda: precision = \"" + precision_ + "\" needs " + (precision_ == "tf32" ? "TF32" : "BF16") +
+                                 " tensor cores (compute capability 8.0+); device " + std::to_string(device) + " (" +
+                                 device_name_ + ") is " + std::to_string(props.major) + "." + std::to_string(props.minor));
       }
-      kernel_options.tf32 = true;
+      kernel_options.precision = precision_ == "tf32" ? gpu::MmaPrecision::tf32 : gpu::MmaPrecision::bf16;
       gpu::set_kernel_options(kernel_options);
     }
     kernel_timing_ = options.get_bool("kernel_timing");
@@ -221,15 +223,15 @@ class CudaStrategy final : public Strategy {
                                        gpu::logits_softmax_xent_scratch(rows, sizes_.back())),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
-    if (tf32_ && (variant == "persistent" || variant == "resident")) {
-      throw std::runtime_error("cuda: precision = \"tf32\" runs the graph variant's tiled products; variant = \"" +
+    if (tensor_cores_ && (variant == "persistent" || variant == "resident")) {
+      throw std::runtime_error("cuda: precision = \"" + precision_ + "\" runs the graph variant's tiled products; variant = \"" +
                                variant + "\" is fp32 only");
     }
-    const bool persistent = variant == "persistent" || (variant == "auto" && !tf32_ && persistent_wins(props));
+    const bool persistent = variant == "persistent" || (variant == "auto" && !tensor_cores_ && persistent_wins(props));
     // auto: resident up to batch 4, where it measured faster than the graph; graph from batch 8.
     const bool resident_wanted =
         variant == "resident" ||
-        (variant == "auto" && !persistent && !tf32_ && batch_ <= kAutoResidentMaxBatch && props.major >= 9);
+        (variant == "auto" && !persistent && !tensor_cores_ && batch_ <= kAutoResidentMaxBatch && props.major >= 9);
     // What the persistent and resident kernels share: the model, the data and the metrics.
     gpu::EpochKernelInputs inputs;
     inputs.sizes = sizes_;
@@ -376,11 +378,12 @@ class CudaStrategy final : public Strategy {
   }
 
   std::string device_description() const override {
-    return (device_name_.empty() ? std::string("CUDA GPU") : device_name_) + (tf32_ ? " (TF32 products)" : "");
+    return (device_name_.empty() ? std::string("CUDA GPU") : device_name_) +
+           (precision_ == "tf32" ? " (TF32 products)" : precision_ == "bf16" ? " (BF16 products)" : "");
   }
-  // TF32 rounds the products' operands: the same algorithm, not the same bits as serial.
+  // TF32 and BF16 round the products' operands: the same algorithm, not the same bits as serial.
   std::optional<ParityClass> parity_class() const override {
-    return tf32_ ? ParityClass::approximate : ParityClass::exact;
+    return tensor_cores_ ? ParityClass::approximate : ParityClass::exact;
   }
 
  private:
@@ -641,7 +644,8 @@ class CudaStrategy final : public Strategy {
   PinnedOrders pinned_orders_;  // an epoch's order on its way to order_
   bool timing_ = false;  // NNPAR_EPOCH_TIMING
   bool fuse_logits_ = false;
-  bool tf32_ = false;  // precision = "tf32"
+  std::string precision_ = "fp32";  // the option
+  bool tensor_cores_ = false;       // precision = "tf32" or "bf16"
   bool fuse_logits_input_grad_ = false;  // fuse_logits=head
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
@@ -667,16 +671,16 @@ class CudaStrategy final : public Strategy {
 StrategyInfo cuda_info() {
   StrategyInfo info;
   info.name = "cuda";
-  info.version = "1.4";
-  info.description = "one CUDA GPU: own kernels (fp32, or TF32 tensor cores), the epoch replayed from CUDA graphs";
+  info.version = "1.5";
+  info.description = "one CUDA GPU: own kernels (fp32, or TF32/BF16 tensor cores), the epoch replayed from CUDA graphs";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;
   info.options = {
       {"precision", OptionType::string, std::string("fp32"),
-       "arithmetic of the tiled products: fp32 (exact parity class); tf32 (tensor cores, operands rounded to TF32, "
-       "fp32 sums; approximate class; not with the persistent or resident variants; batches <= gemv_rows, weight gradients of batches <= 8 and "
-       "the fused logits kernel stay fp32)",
-       -1e300, 1e300, {"fp32", "tf32"}},
+       "arithmetic of the tiled products: fp32 (exact parity class); tf32 / bf16 (tensor cores, operands rounded to "
+       "TF32 or BF16, fp32 sums and fp32 values in memory; approximate class; not with the persistent or resident "
+       "variants; batches <= gemv_rows, weight gradients of batches <= 8 and the fused logits kernel stay fp32)",
+       -1e300, 1e300, {"fp32", "tf32", "bf16"}},
       {"graph", OptionType::boolean, true, "capture the steps as CUDA graphs and replay them (false: plain launches)", -1e300, 1e300, {}},
       {"graph_steps", OptionType::integer, std::int64_t{128}, "steps captured in one graph (the epoch replays it)", 1,
        100000, {}},
