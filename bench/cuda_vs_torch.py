@@ -3,7 +3,7 @@
 on one GPU: the same MLP, initial weights, data and batch size, side by side in one run.
 
     python3 bench/cuda_vs_torch.py [--build build] [--batches 1,32,128,1024] [--widths 256,1024]
-                                   [--epochs 3] [--max-steps 20000] [--precision fp32|tf32] [--json FILE]
+                                   [--epochs 3] [--max-steps 20000] [--precision fp32|tf32|bf16] [--json FILE]
 
 Model: 784-W-W-26 (sigmoid hidden layers, softmax cross-entropy, plain SGD) for each width W.
 nnpar runs through `nnpar train CONFIG --quiet --strategy cuda` and its results JSON; PyTorch
@@ -12,7 +12,10 @@ is a warm-up and not counted (median of the rest). An epoch is the whole trainin
 (124,800 samples) or --max-steps batches, whichever is smaller (batch 1 would otherwise take
 minutes in eager PyTorch). --precision tf32 runs nnpar with strategy.cuda.precision=tf32 and
 PyTorch with torch.backends.cuda.matmul.allow_tf32 (both: TF32 tensor-core products, fp32
-sums); the "% fp32 peak" column still divides by the fp32 peak. FLOP/s counts 2 FLOPs per multiply-add: forward + weight gradient
+sums). --precision bf16 runs nnpar with precision=bf16 (BF16 operands, fp32 sums, fp32 values
+in memory) and PyTorch's forward and loss under torch.autocast(bfloat16), its nearest mode
+(autocast also keeps the activations in BF16). The "% fp32 peak" column still divides by the
+fp32 peak. FLOP/s counts 2 FLOPs per multiply-add: forward + weight gradient
 + input gradient = 6 x weights per sample, less the first layer's input gradient.
 """
 import argparse
@@ -87,6 +90,12 @@ def torch_model(layers, init):
     return model
 
 
+def autocast(args):
+    """BF16 autocast for --precision bf16 (no weight-cast cache: the step may be captured)."""
+    import torch
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
 def run_torch(args, layers, init, batch, samples, x_all, y_all, graph):
     import torch
     model = torch_model(layers, init)
@@ -103,7 +112,8 @@ def run_torch(args, layers, init, batch, samples, x_all, y_all, graph):
             for s in range(steps):
                 idx = perm[s * batch:(s + 1) * batch]
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x_all[idx]), y_all[idx])
+                with autocast(args):
+                    loss = loss_fn(model(x_all[idx]), y_all[idx])
                 loss.backward()
                 opt.step()
                 total += loss.detach()
@@ -120,13 +130,16 @@ def run_torch(args, layers, init, batch, samples, x_all, y_all, graph):
     with torch.cuda.stream(side):
         for _ in range(3):
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(x_all[static_idx]), y_all[static_idx]).backward()
+            with autocast(args):
+                loss = loss_fn(model(x_all[static_idx]), y_all[static_idx])
+            loss.backward()
             opt.step()
     torch.cuda.current_stream().wait_stream(side)
     opt.zero_grad(set_to_none=True)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        loss = loss_fn(model(x_all[static_idx]), y_all[static_idx])
+        with autocast(args):
+            loss = loss_fn(model(x_all[static_idx]), y_all[static_idx])
         loss.backward()
         opt.step()
         total += loss.detach()
@@ -161,8 +174,8 @@ def main():
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--peak-tflops", type=float, default=66.9, help="fp32 (non-tensor) peak; H100 SXM: 66.9")
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--precision", choices=["fp32", "tf32"], default="fp32",
-                        help="products of both sides: fp32, or TF32 tensor cores")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                        help="products of both sides: fp32, or TF32 / BF16 tensor cores")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     import torch
