@@ -349,66 +349,48 @@ __device__ __forceinline__ unsigned bf16_pair(float (*tile)[L::stride], int k, i
   }
 }
 
-// One K tile (BK deep) of the block's product on BF16 tensor cores, into acc (MmaLayout order).
-template <int BI, int BJ, int BK, class LA, class LB>
-__device__ __forceinline__ void mma_k_tile_bf16(float (*As)[LA::stride], float (*Bs)[LB::stride], float* acc) {
-  static_assert(BK % 16 == 0, "BF16 K tiles are 16 deep");
-  using L = MmaLayout<BI, BJ>;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int g = lane / 4, k2 = 2 * (lane % 4);
-  const int r0 = (warp / 4) * L::warp_rows + g, c0 = (warp % 4) * L::warp_cols + g;
-#pragma unroll
-  for (int kk = 0; kk < BK; kk += 16) {
-    unsigned a[L::mtiles][4], b[L::ntiles][2];
-#pragma unroll
-    for (int mt = 0; mt < L::mtiles; ++mt) {
-      const int r = r0 + mt * 16;
-      a[mt][0] = bf16_pair<LA>(As, kk + k2, r);
-      a[mt][1] = bf16_pair<LA>(As, kk + k2, r + 8);
-      a[mt][2] = bf16_pair<LA>(As, kk + k2 + 8, r);
-      a[mt][3] = bf16_pair<LA>(As, kk + k2 + 8, r + 8);
-    }
-#pragma unroll
-    for (int nt = 0; nt < L::ntiles; ++nt) {
-      const int c = c0 + nt * 8;
-      b[nt][0] = bf16_pair<LB>(Bs, kk + k2, c);
-      b[nt][1] = bf16_pair<LB>(Bs, kk + k2 + 8, c);
-    }
-#pragma unroll
-    for (int mt = 0; mt < L::mtiles; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < L::ntiles; ++nt) mma_bf16(acc + (mt * L::ntiles + nt) * 4, a[mt], b[nt]);
-  }
+// One fragment register: element (k, i) as TF32, or elements (k, i) and (k + 1, i) as BF16.
+template <int Mma, class L>
+__device__ __forceinline__ unsigned fragment(float (*tile)[L::stride], int k, int i) {
+  if constexpr (Mma == kMmaBf16) return bf16_pair<L>(tile, k, i);
+  else return to_tf32(L::at(tile, k, i));
 }
 
-// One K tile (BK deep) of the block's product on TF32 tensor cores, into acc (MmaLayout order).
-template <int BI, int BJ, int BK, class LA, class LB>
+// One K tile (BK deep) of the block's product on tensor cores, into acc (MmaLayout order):
+// m16n8k8 steps for TF32, m16n8k16 steps for BF16. Lane (g, q) holds rows g and g + 8 and, per
+// step, k = q and q + 4 (TF32) or the pairs 2q and 2q + 8 (BF16).
+template <int Mma, int BI, int BJ, int BK, class LA, class LB>
 __device__ __forceinline__ void mma_k_tile(float (*As)[LA::stride], float (*Bs)[LB::stride], float* acc) {
+  constexpr int kStep = Mma == kMmaBf16 ? 16 : 8, kHalf = kStep / 2;
+  static_assert(BK % kStep == 0, "K tiles hold whole mma steps");
   using L = MmaLayout<BI, BJ>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int g = lane / 4, q = lane % 4;
+  const int g = lane / 4, kq = Mma == kMmaBf16 ? 2 * (lane % 4) : lane % 4;
   const int r0 = (warp / 4) * L::warp_rows + g, c0 = (warp % 4) * L::warp_cols + g;
 #pragma unroll
-  for (int kk = 0; kk < BK; kk += 8) {
+  for (int kk = 0; kk < BK; kk += kStep) {
     unsigned a[L::mtiles][4], b[L::ntiles][2];
 #pragma unroll
     for (int mt = 0; mt < L::mtiles; ++mt) {
       const int r = r0 + mt * 16;
-      a[mt][0] = to_tf32(LA::at(As, kk + q, r));
-      a[mt][1] = to_tf32(LA::at(As, kk + q, r + 8));
-      a[mt][2] = to_tf32(LA::at(As, kk + q + 4, r));
-      a[mt][3] = to_tf32(LA::at(As, kk + q + 4, r + 8));
+      a[mt][0] = fragment<Mma, LA>(As, kk + kq, r);
+      a[mt][1] = fragment<Mma, LA>(As, kk + kq, r + 8);
+      a[mt][2] = fragment<Mma, LA>(As, kk + kq + kHalf, r);
+      a[mt][3] = fragment<Mma, LA>(As, kk + kq + kHalf, r + 8);
     }
 #pragma unroll
     for (int nt = 0; nt < L::ntiles; ++nt) {
       const int c = c0 + nt * 8;
-      b[nt][0] = to_tf32(LB::at(Bs, kk + q, c));
-      b[nt][1] = to_tf32(LB::at(Bs, kk + q + 4, c));
+      b[nt][0] = fragment<Mma, LB>(Bs, kk + kq, c);
+      b[nt][1] = fragment<Mma, LB>(Bs, kk + kq + kHalf, c);
     }
 #pragma unroll
     for (int mt = 0; mt < L::mtiles; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < L::ntiles; ++nt) mma_tf32(acc + (mt * L::ntiles + nt) * 4, a[mt], b[nt]);
+      for (int nt = 0; nt < L::ntiles; ++nt) {
+        if constexpr (Mma == kMmaBf16) mma_bf16(acc + (mt * L::ntiles + nt) * 4, a[mt], b[nt]);
+        else mma_tf32(acc + (mt * L::ntiles + nt) * 4, a[mt], b[nt]);
+      }
   }
 }
 
@@ -536,10 +518,8 @@ __device__ __forceinline__ void gemm_tile(int I, int J, int K, int k_slice, ASrc
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) row_sum += LA::at(As[t], kk, tid);  // fp32 in both modes
       }
-      if constexpr (Mma == kMmaTf32) {
-        mma_k_tile<BI, BJ, BK, LA, LB>(As[t], Bs[t], &acc[0][0]);
-      } else if constexpr (Mma == kMmaBf16) {
-        mma_k_tile_bf16<BI, BJ, BK, LA, LB>(As[t], Bs[t], &acc[0][0]);
+      if constexpr (Mma != kFfma) {
+        mma_k_tile<Mma, BI, BJ, BK, LA, LB>(As[t], Bs[t], &acc[0][0]);
       } else {
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
