@@ -140,39 +140,30 @@ class OpenMpStrategy final : public Strategy {
     if (momentum) velocity_ = untouched(params_count_);
     tally_.assign(T, Tally{});
     for (int i = 0; i < n; ++i) offset_.push_back(parameter_offset(spec_, i));
-    if (stationary_) {
+    if (intra_) {
       grads_ = untouched(params_count_);
-      for (int i = 0; i <= n; ++i) {
-        act_.push_back(untouched(i == 0 ? 0 : std::size_t(B) * spec_.layer_sizes[i]));
-        grad_act_.push_back(untouched(i == 0 ? 0 : std::size_t(B) * spec_.layer_sizes[i]));
+      for (int i = 0; i <= n; ++i) {  // stationary gathers its input per thread: no shared act[0]
+        const std::size_t floats = i == 0 && stationary_ ? 0 : std::size_t(B) * spec_.layer_sizes[i];
+        act_.push_back(untouched(floats));
+        grad_act_.push_back(untouched(floats));
       }
       probs_ = untouched(std::size_t(B) * spec_.layer_sizes[n]);
       labels_.resize(B);
       bias_tmp_.resize(T);
+      // Forward: op(B) = W^T; input gradient: op(B) = W. Stationary threads own 16-column
+      // lines, so its panels are one line wide, and its packed operands are per thread.
+      auto layout = stationary_ ? kn::packed_b_layout_narrow : kn::packed_b_layout;
       for (int i = 0; i < n; ++i) {
         const int in = spec_.layer_sizes[i], out = spec_.layer_sizes[i + 1];
-        wf_.push_back(kn::packed_b_layout_narrow(in, out));
-        wb_.push_back(kn::packed_b_layout_narrow(out, in));
-      }
-      stationary_buffers_.resize(T);
-    } else if (intra_) {
-      grads_ = untouched(params_count_);
-      for (int i = 0; i <= n; ++i) {
-        act_.push_back(untouched(std::size_t(B) * spec_.layer_sizes[i]));
-        grad_act_.push_back(untouched(std::size_t(B) * spec_.layer_sizes[i]));
-      }
-      probs_ = untouched(std::size_t(B) * spec_.layer_sizes[n]);
-      labels_.resize(B);
-      bias_tmp_.resize(T);
-      for (int i = 0; i < n; ++i) {
-        const int in = spec_.layer_sizes[i], out = spec_.layer_sizes[i + 1];
-        wf_.push_back(kn::packed_b_layout(in, out));  // forward: op(B) = W^T
-        wb_.push_back(kn::packed_b_layout(out, in));  // input gradient: op(B) = W
+        wf_.push_back(layout(in, out));
+        wb_.push_back(layout(out, in));
+        if (stationary_) continue;
         wf_data_.push_back(untouched_aligned(wf_[i].floats()));
         wb_data_.push_back(untouched_aligned(i > 0 ? wb_[i].floats() : 0));
         ab_data_.push_back(untouched_aligned(kn::packed_b_layout(B, in).floats()));
       }
-      plan_for(B);
+      if (stationary_) stationary_buffers_.resize(T);
+      else plan_for(B);
     } else {
       workers_.resize(T);
     }
@@ -186,11 +177,10 @@ class OpenMpStrategy final : public Strategy {
       std::copy(ctx_.initial_parameters.begin() + p.begin, ctx_.initial_parameters.begin() + p.end,
                 params_.get() + p.begin);
       if (momentum) std::fill(velocity_.get() + p.begin, velocity_.get() + p.end, 0.0f);
+      if (intra_) std::fill(grads_.get() + p.begin, grads_.get() + p.end, 0.0f);
       if (stationary_) {
-        std::fill(grads_.get() + p.begin, grads_.get() + p.end, 0.0f);
         stationary_buffers_[t] = make_stationary_buffers(B);
       } else if (intra_) {
-        std::fill(grads_.get() + p.begin, grads_.get() + p.end, 0.0f);
         const Range r = shard_range(B, t, T);
         for (int i = 0; i <= n; ++i) {
           const std::size_t w = spec_.layer_sizes[i];
