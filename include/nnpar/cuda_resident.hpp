@@ -10,7 +10,7 @@
 // Made for small batches, where the graph variant's step is a chain of ~7 dependent kernels of
 // >= 1.7 us each while the arithmetic is tiny (batch 1: ~0.8 MFLOP a step). It needs the
 // model's parameters, the batch's activations and the exchange buffers to fit in C blocks'
-// shared memory (784-256-256-26: batch <= 16 with C = 16), at most kResidentMaxLayers Linear
+// shared memory (784-256-256-26: batch <= 15 with C = 16), at most kResidentMaxLayers Linear
 // layers, at most 32 classes and at most kResidentMaxRows rows.
 #pragma once
 #include <cstddef>

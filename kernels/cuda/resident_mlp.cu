@@ -13,6 +13,9 @@
 //     (DSMEM); then updates its rows of W[l] (after the part, which read the old rows); then the
 //     barrier, and each owner adds the C parts in rank order and applies the sigmoid derivative;
 //   layer 0 only updates.
+// act[1] alternates between two buffers by step (act_of): the next step's first pushes come
+// before any barrier of that step, and must not land on the act[1] that a slower block's
+// layer-1 update still reads.
 // Every sum has a fixed order, so runs repeat bit for bit. The summation orders differ from
 // the CPU's (exact parity class: within the float tolerance, as the graph kernels).
 #include "nnpar/cuda_resident.hpp"
@@ -44,6 +47,7 @@ __device__ inline int slice_owner(int n, int parts, int j) { return ((j + 1) * p
 struct Layout {  // offsets in floats into the dynamic shared memory; sizes for `batch` rows
   int w[kResidentMaxLayers], b[kResidentMaxLayers];
   int act[kResidentMaxLayers + 1];   // [rows][sizes[l]]: input of layer l (act[L]: logits)
+  int act1_odd = 0;                  // act[1] of odd steps (2+ layers): see act_of
   int own_out[kResidentMaxLayers];   // [rows][max_own(l)]: this block's outputs of hidden layer l
   int recv[2];                       // [C][rows][max hidden own]: input-gradient parts, by layer parity
   int dy[2];                         // [rows][max own]: this block's output gradients, ping-pong
@@ -93,6 +97,7 @@ Layout make_layout(const std::vector<int>& sizes, int C, int rows, int* own_stri
     at.b[l] = take(own_stride[l]);
   }
   for (int l = 0; l <= L; ++l) at.act[l] = take(rows * sizes[l]);
+  if (L >= 2) at.act1_odd = take(rows * sizes[1]);
   for (int l = 0; l + 1 < L; ++l) at.own_out[l] = take(rows * own_stride[l]);
   *recv_stride = std::max(1, max_hidden_own);
   for (int p = 0; p < 2; ++p) at.recv[p] = take(C * rows * *recv_stride);
@@ -139,6 +144,11 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
   const int C = p.cluster, k = int(cluster.block_rank());
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int L = p.layers, R = p.rows, classes = p.sizes[L];
+  // act[1] alternates between two buffers by step: layer 0's outputs of step s + 1 are pushed
+  // into every block before any barrier of that step, while a slower block may still read act[1]
+  // of step s in its layer-1 update. Step s + 2's pushes come after step s + 1's first barrier,
+  // which every block passes only after finishing step s.
+  auto act_of = [&](int l, long long step) { return l == 1 && L >= 2 && (step & 1) ? p.at.act1_odd : p.at.act[l]; };
 
   // This block's rows of every layer, from global memory once per launch.
   for (int l = 0; l < L; ++l) {
@@ -208,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       const int in = p.sizes[l], out = p.sizes[l + 1];
       const int lo = slice_begin(out, C, k), own = slice_begin(out, C, k + 1) - lo;
       const bool hidden = l + 1 < L;
-      const float* X = smem + p.at.act[l];
+      const float* X = smem + act_of(l, step);
       const float* Wl = smem + p.at.w[l];
       for (int o = warp; o < own; o += kWarps) {
         const float* w = Wl + std::size_t(o) * in;
@@ -233,7 +243,8 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
             v = sigmoid(v);
             smem[p.at.own_out[l] + lane * p.own_stride[l] + o] = v;
           }
-          for (int r = 0; r < C; ++r) cluster.map_shared_rank(smem + p.at.act[l + 1], r)[lane * out + lo + o] = v;
+          float* next = smem + act_of(l + 1, step);
+          for (int r = 0; r < C; ++r) cluster.map_shared_rank(next, r)[lane * out + lo + o] = v;
         }
       }
       cluster.sync();
@@ -292,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       const int in = p.sizes[l], out = p.sizes[l + 1];
       const int lo = slice_begin(out, C, k), own = slice_begin(out, C, k + 1) - lo;
       const int dstride = p.own_stride[l];
-      const float* X = smem + p.at.act[l];
+      const float* X = smem + act_of(l, step);
       const float* dy = smem + p.at.dy[dy_side];
       float* Wl = smem + p.at.w[l];
       if (l > 0) {
