@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -417,6 +418,8 @@ int active_isa() {
                        : !std::strcmp(e, "avx2")  ? kAvx2
                        : !std::strcmp(e, "avx512") ? kAvx512
                                                    : isa;
+      if (want == isa && std::strcmp(e, "generic") && std::strcmp(e, "avx2") && std::strcmp(e, "avx512"))
+        std::fprintf(stderr, "nnpar: NNPAR_GEMM_ISA='%s' ignored (generic, avx2 or avx512)\n", e);
       isa = std::min(isa, want);
     }
     return isa;
