@@ -337,23 +337,17 @@ using PackedGeneric = PackedPath<4, 2, v4f, 256, 128>;
 using PackedAvx512Narrow = PackedPath<16, 1, v16f, 256, 128, true>;
 
 #if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void pack_avx512(
-    int K, int N, View b, int p0, int p1, float* Bp) {
-  PackedAvx512::pack(K, N, b, p0, p1, Bp);
+// Path: PackedAvx512 or PackedAvx512Narrow.
+template <class Path>
+__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void pack_avx512(int K, int N, View b, int p0,
+                                                                               int p1, float* Bp) {
+  Path::pack(K, N, b, p0, p1, Bp);
 }
+template <class Path>
 __attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void packed_avx512(
     int K, int N, int m0, int m1, int p0, int p1, float alpha, View a, const float* Bp, float beta,
     float* C, long ldc) {
-  PackedAvx512::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
-}
-__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void pack_avx512_narrow(
-    int K, int N, View b, int p0, int p1, float* Bp) {
-  PackedAvx512Narrow::pack(K, N, b, p0, p1, Bp);
-}
-__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) void packed_avx512_narrow(
-    int K, int N, int m0, int m1, int p0, int p1, float alpha, View a, const float* Bp, float beta,
-    float* C, long ldc) {
-  PackedAvx512Narrow::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
+  Path::compute(K, N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
 }
 __attribute__((target("avx2,fma"), noinline)) void pack_avx2(int K, int N, View b, int p0, int p1,
                                                               float* Bp) {
@@ -513,8 +507,8 @@ void pack_b_panels(const PackedB& l, const float* B, int ldb, bool trans, int p0
   const View b = trans ? View{B, 1, ldb} : View{B, ldb, 1};
   switch (l.isa) {
 #if defined(__x86_64__) || defined(__i386__)
-    case kAvx512: pack_avx512(l.K, l.N, b, p0, p1, Bp); return;
-    case kAvx512Narrow: pack_avx512_narrow(l.K, l.N, b, p0, p1, Bp); return;
+    case kAvx512: pack_avx512<PackedAvx512>(l.K, l.N, b, p0, p1, Bp); return;
+    case kAvx512Narrow: pack_avx512<PackedAvx512Narrow>(l.K, l.N, b, p0, p1, Bp); return;
     case kAvx2: pack_avx2(l.K, l.N, b, p0, p1, Bp); return;
 #endif
     default: pack_generic(l.K, l.N, b, p0, p1, Bp); return;
@@ -539,8 +533,10 @@ void gemm_packed_rows(const PackedB& l, int m0, int m1, int p0, int p1, float al
   const View a = transA ? View{A, 1, lda} : View{A, lda, 1};
   switch (l.isa) {
 #if defined(__x86_64__) || defined(__i386__)
-    case kAvx512: packed_avx512(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
-    case kAvx512Narrow: packed_avx512_narrow(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
+    case kAvx512: packed_avx512<PackedAvx512>(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
+    case kAvx512Narrow:
+      packed_avx512<PackedAvx512Narrow>(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc);
+      return;
     case kAvx2: packed_avx2(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
 #endif
     default: packed_generic(l.K, l.N, m0, m1, p0, p1, alpha, a, Bp, beta, C, ldc); return;
