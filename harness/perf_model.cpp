@@ -1239,6 +1239,14 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       s.split.idle = (2 * L + 1) * dev.barrier_seconds(T);
       s.memory = 4 * (P * (2 + (w.momentum ? 1 : 0)) + replica_activation_floats(w.layers, 0, L, rows, false)) +
                  dataset_bytes(w);
+      if (c.omp_schedule == "stationary") {
+        // Per thread: the whole batch gathered, every layer input packed for its weight
+        // gradient, the logits layer's W^T whole; the threads' own weight panels (both packings)
+        // add up to two more copies of the weights.
+        double per_thread = double(rows) * w.layers[0] + double(w.layers[L - 1]) * w.layers[L];
+        for (int i = 0; i < L; ++i) per_thread += double(rows) * w.layers[i];
+        s.memory += 4 * (T * per_thread + 2.0 * P);
+      }
     } else {
       const int shard = (rows + T - 1) / T;
       const ReplicaStep r = replica_step(e, w, shard, false);

@@ -763,6 +763,10 @@ TEST(PlanCpu, OpenMpDynamicScheduleRunsKTilesPerThreadAsThePluginCutsThem) {
   EXPECT_DOUBLE_EQ(stat.step_s, dyn.step_s);
   EXPECT_EQ(dyn.note.find("stationary"), std::string::npos) << dyn.note;
   EXPECT_NE(stat.note.find("schedule stationary modelled as the dynamic tile grid"), std::string::npos) << stat.note;
+  // Its memory is its own: 2 threads each hold the batch (256 x 256), both layer inputs packed
+  // (2 x 256 x 256) and the last W^T (256 x 256); the own panels are two copies of the weights.
+  const double P = 2 * (256.0 * 256 + 256);
+  EXPECT_DOUBLE_EQ(stat.memory_bytes - dyn.memory_bytes, 4 * (2 * (4 * 256.0 * 256) + 2 * P));
 }
 
 TEST(PlanCalibration, ConcurrencySlowdownIsTheMedianOfThePasses) {
