@@ -1,10 +1,13 @@
-// GEMM throughput for the MLP's shapes (784-256-256-26), single-threaded.
+// GEMM throughput for the MLP's shapes (784-256-256-26), single-threaded; and the packed-B
+// layouts the OpenMP strategy's threads use, default against narrow.
 #include <benchmark/benchmark.h>
 
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "nnpar/gemm_packed.hpp"
 #include "nnpar/kernels.hpp"
 
 namespace nnpar::kernels::detail {
@@ -93,8 +96,40 @@ void per_path(benchmark::internal::Benchmark* b) {
   }
 }
 
+// The packed-B pieces the OpenMP strategy calls per thread (gemm_packed.hpp): C[M x N] =
+// A[M x K] * Bp, B packed once outside the loop (as the strategy reuses a packed operand).
+// args: M, N, K, narrow (0: packed_b_layout, 8 x 32 tiles on AVX-512; 1: packed_b_layout_narrow,
+// 16 x 16 tiles and, for calls of <= 2 panels, A read in place). Side by side in one run: the
+// shapes of one stationary thread at 16 threads (N = 16 or 64 columns) and a wide call.
+void BM_gemm_packed(benchmark::State& state) {
+  const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
+            K = static_cast<int>(state.range(2));
+  const bool narrow = state.range(3) != 0;
+  const k::PackedB l = narrow ? k::packed_b_layout_narrow(K, N) : k::packed_b_layout(K, N);
+  const auto A = rnd(static_cast<std::size_t>(M) * K, 1), B = rnd(static_cast<std::size_t>(K) * N, 2);
+  std::vector<float> C(static_cast<std::size_t>(M) * N);
+  float* Bp = static_cast<float*>(::operator new[](l.floats() * sizeof(float), std::align_val_t(64)));
+  k::pack_b_panels(l, B.data(), N, false, 0, l.panels, Bp);
+  for (auto _ : state) {
+    k::gemm_packed_rows(l, 0, M, 0, l.panels, 1.0f, A.data(), K, false, Bp, 0.0f, C.data(), N);
+    benchmark::DoNotOptimize(C.data());
+    benchmark::ClobberMemory();
+  }
+  ::operator delete[](Bp, std::align_val_t(64));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2e-9 * M * N * K * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(narrow ? "narrow" : "default") + ", " + std::to_string(l.panels) + " panels of " +
+                 std::to_string(l.nr));
+}
+
+void packed_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K", "narrow"});
+  for (int narrow : {0, 1}) b->Args({128, 16, 784, narrow})->Args({128, 64, 1024, narrow})->Args({128, 256, 784, narrow});
+}
+
 }  // namespace
 
+BENCHMARK(BM_gemm_packed)->Name("gemm_packed")->Apply(packed_shapes);
 BENCHMARK(BM_gemm)->Name("gemm")->Apply(training_shapes);
 BENCHMARK(BM_gemm)->Name("gemm_path")->Apply(per_path);
 
