@@ -450,37 +450,16 @@ class OpenMpStrategy final : public Strategy {
         // dW[out, in] += G^T * act[i], K = rows whole, so every element sums in serial's order.
         // Each finished block is applied and re-zeroed at once.
         tiled(kn::packed_b_layout(rows, in), task, grad_act_[i + 1].get(), out, true, ab_data_[i].get(), 1.0f,
-              grads_.get() + off, in, [&](int r0, int r1, int c0, int c1) {
-                for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
-              });
+              grads_.get() + off, in, update_rows(off, in));
         return;
       }
-      case Job::input_grad: {  // grad_act[i] = (G * W) .* act[i] .* (1 - act[i])
-        float* GA = grad_act_[i].get();
-        const float* H = act_[i].get();
-        tiled(wb_[i], task, grad_act_[i + 1].get(), out, false, wb_data_[i].get(), 0.0f, GA, in,
-              [&](int r0, int r1, int d0, int d1) {
-                for (int q = r0; q < r1; ++q) {
-                  const std::size_t at = std::size_t(q) * in + d0;
-                  kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
-                }
-              });
+      case Job::input_grad:
+        input_gradient(task, wb_data_[i].get());
         return;
-      }
-      case Job::bias_grad: {
-        // db += column sums of G over columns [p0, p1). column_sums reads a dense matrix, so a
-        // slice is copied out first (cheap: rows x slice floats); its per-column order is unchanged.
-        const float* G = grad_act_[i + 1].get();
-        float* db = grads_.get() + boff;
-        const int c0 = task.p0, w = task.p1 - task.p0;
-        if (w == out) {
-          kn::column_sums(rows, out, 1.0f, G, 1.0f, db);
-        } else {
-          float* tmp = bias_tmp_[omp_get_thread_num()].data();
-          for (int r = 0; r < rows; ++r) std::copy_n(G + std::size_t(r) * out + c0, w, tmp + std::size_t(r) * w);
-          kn::column_sums(rows, w, 1.0f, tmp, 1.0f, db + c0);
-        }
-        update_and_clear(boff + c0, std::size_t(w));
+      case Job::bias_grad: {  // columns [p0, p1)
+        const Range cols{std::size_t(task.p0), std::size_t(task.p1)};
+        bias_gradient(i, rows, cols);
+        update_and_clear(boff + cols.begin, cols.size());
         return;
       }
     }
@@ -621,14 +600,12 @@ class OpenMpStrategy final : public Strategy {
       const Range p = panels_of(ab, c);
       kn::pack_b_panels(ab, layer_input(last), in, false, int(p.begin), int(p.end), me.ab[last].get());
       tiled(ab, Task{Job::weight_grad, last, 0, C, int(p.begin), int(p.end)}, grad_act_[n].get(), C, true,
-            me.ab[last].get(), 1.0f, grads_.get() + off, in, [&](int r0, int r1, int c0, int c1) {
-              for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
-            });
+            me.ab[last].get(), 1.0f, grads_.get() + off, in, update_rows(off, in));
       if (t == 0) {
-        kn::column_sums(rows, C, 1.0f, grad_act_[n].get(), 1.0f, grads_.get() + boff);
+        bias_gradient(last, rows, Range{0, std::size_t(C)});
         update_and_clear(boff, std::size_t(C));
       }
-      if (last > 0) input_gradient(last, c, rows, me.wb[last].get());
+      if (last > 0) input_gradient(own_input_grad(last, c, rows), me.wb[last].get());
       // Every thread reads all of W_{n-1} in the next F_{n-1}, and the next B_{n-2} reads
       // grad_act[n-1] whole.
       tm.barrier(&PhaseTimes::backward);
@@ -641,38 +618,56 @@ class OpenMpStrategy final : public Strategy {
         const kn::PackedB ab = kn::packed_b_layout_narrow(rows, in);
         kn::pack_b_panels(ab, layer_input(i), in, false, 0, ab.panels, me.ab[i].get());
         tiled(ab, Task{Job::weight_grad, i, int(c.begin), int(c.end), 0, ab.panels}, grad_act_[i + 1].get(), out,
-              true, me.ab[i].get(), 1.0f, grads_.get() + off, in, [&](int r0, int r1, int c0, int c1) {
-                for (int q = r0; q < r1; ++q) update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
-              });
+              true, me.ab[i].get(), 1.0f, grads_.get() + off, in, update_rows(off, in));
         bias_gradient(i, rows, c);
         update_and_clear(boff + c.begin, c.size());
       }
       if (i > 0) {
-        input_gradient(i, own(i, t), rows, me.wb[i].get());
+        input_gradient(own_input_grad(i, own(i, t), rows), me.wb[i].get());
         tm.barrier(&PhaseTimes::backward);
       }
     }
     tm.lap(&PhaseTimes::backward);
   }
 
-  // grad_act[i][:, cols] = (grad_act[i+1] * W_i[:, cols]) .* sigmoid'(act[i][:, cols]), W_i's
-  // columns packed in Wp (layout wb_[i]).
-  void input_gradient(int i, Range cols, int rows, const float* Wp) {
-    const int in = spec_.layer_sizes[i], out = spec_.layer_sizes[i + 1];
+  // The input-gradient tile of all rows and columns `cols` of grad_act[i].
+  Task own_input_grad(int i, Range cols, int rows) const {
     const Range p = panels_of(wb_[i], cols);
-    float* GA = grad_act_[i].get();
-    const float* H = act_[i].get();
-    tiled(wb_[i], Task{Job::input_grad, i, 0, rows, int(p.begin), int(p.end)}, grad_act_[i + 1].get(), out, false,
-          Wp, 0.0f, GA, in, [&](int r0, int r1, int d0, int d1) {
-            for (int q = r0; q < r1; ++q) {
-              const std::size_t at = std::size_t(q) * in + d0;
-              kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
-            }
-          });
+    return Task{Job::input_grad, i, 0, rows, int(p.begin), int(p.end)};
   }
 
-  // db_i[cols] += column sums of grad_act[i+1][:, cols] (the slice copied out first, as in
-  // run_task's bias_grad: the same per-column order as serial).
+  // ------------------------------------------------------------------------------------------
+  // The products' epilogues and the bias sums, shared by both intra_op schedules.
+
+  // The weight gradient's epilogue: each finished block of rows [r0, r1) x columns [c0, c1) of
+  // dW (at params offset `off`, rows of `in`) is applied and re-zeroed at once.
+  struct UpdateRows {
+    OpenMpStrategy* self;
+    std::size_t off;
+    int in;
+    void operator()(int r0, int r1, int c0, int c1) const {
+      for (int q = r0; q < r1; ++q) self->update_and_clear(off + std::size_t(q) * in + c0, std::size_t(c1 - c0));
+    }
+  };
+  UpdateRows update_rows(std::size_t off, int in) { return {this, off, in}; }
+
+  // A tile of grad_act[i] = (grad_act[i+1] * W_i) .* act[i] .* (1 - act[i]), i = task.layer,
+  // W_i packed in Wp (layout wb_[i]).
+  void input_gradient(const Task& task, const float* Wp) {
+    const int i = task.layer, in = spec_.layer_sizes[i], out = spec_.layer_sizes[i + 1];
+    float* GA = grad_act_[i].get();
+    const float* H = act_[i].get();
+    tiled(wb_[i], task, grad_act_[i + 1].get(), out, false, Wp, 0.0f, GA, in, [&](int r0, int r1, int d0, int d1) {
+      for (int q = r0; q < r1; ++q) {
+        const std::size_t at = std::size_t(q) * in + d0;
+        kn::sigmoid_backward(std::size_t(d1 - d0), H + at, GA + at, GA + at);
+      }
+    });
+  }
+
+  // db_i[cols] += column sums of grad_act[i+1][:, cols]. column_sums reads a dense matrix, so a
+  // slice is copied out first (cheap: rows x slice floats); its per-column order, and so its
+  // bits, are serial's.
   void bias_gradient(int i, int rows, Range cols) {
     const int out = spec_.layer_sizes[i + 1];
     const float* G = grad_act_[i + 1].get();
