@@ -1183,9 +1183,10 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       add_note(s.note, "variant " + c.variant + " modelled as the graph (the profile times the graph's kernels)");
     }
     if (c.precision != "fp32") {
-      // Measured: tf32 steps 1.0-1.9x shorter than fp32 (docs/results/2026-11-27-cuda-tf32.md).
+      // Measured: tf32 steps 1.0-1.9x shorter than fp32 (docs/results/2026-11-27-cuda-tf32.md), bf16
+      // 0.98-1.09x tf32 (2026-11-27-cuda-bf16.md).
       add_note(s.note, "precision " + c.precision +
-                           " modelled as fp32 (the profile times fp32 kernels; tf32 measured up to 1.9x faster)");
+                           " modelled as fp32 (the profile times fp32 kernels; tf32 and bf16 measured up to 1.9x faster)");
     }
     return s;
   }

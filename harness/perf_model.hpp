@@ -226,7 +226,7 @@ struct Candidate {
   int data = 1;                   // hybrid replicas
   bool graph = true;              // cuda, nccl-data
   std::string fuse_logits = "auto";  // cuda, nccl-data (1.6): logits_fusion.hpp; results before: off
-  std::string precision = "fp32";    // cuda (1.3): fp32 | tf32; profiles time fp32 kernels only
+  std::string precision = "fp32";    // cuda: fp32 | tf32 (1.3) | bf16 (1.5); profiles time fp32 kernels only
   std::string variant = "graph";     // cuda: graph | persistent | resident (1.4) | auto; modelled as graph
   std::string reduce = "auto";       // nccl-data sync (1.5): nccl | fused_p2p | push_p2p (1.9) | auto; results before 1.5: nccl
   std::string omp_schedule = "dynamic";  // openmp intra_op: dynamic | static (1.2) | auto (1.3, modelled as dynamic)
