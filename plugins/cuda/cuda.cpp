@@ -142,10 +142,9 @@ class CudaStrategy final : public Strategy {
     // pdl auto: on for batches of <= 128 rows (docs/results/2026-11-26-cuda-3.md).
     gpu::KernelOptions kernel_options = apply_cuda_kernel_options(options, props.major, batch_);
     precision_ = options.get_string("precision");
-    tensor_cores_ = precision_ != "fp32";
-    if (tensor_cores_) {
+    if (tensor_cores()) {
       if (props.major < 8) {
-        throw std::runtime_error("cuda: precision = \"" + precision_ + "\" needs " + (precision_ == "tf32" ? "TF32" : "BF16") +
+        throw std::runtime_error("cuda: precision = \"" + precision_ + "\" needs " + mma_name() +
                                  " tensor cores (compute capability 8.0+); device " + std::to_string(device) + " (" +
                                  device_name_ + ") is " + std::to_string(props.major) + "." + std::to_string(props.minor));
       }
@@ -224,15 +223,15 @@ class CudaStrategy final : public Strategy {
                                        gpu::logits_softmax_xent_scratch(rows, sizes_.back())),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
-    if (tensor_cores_ && (variant == "persistent" || variant == "resident")) {
+    if (tensor_cores() && (variant == "persistent" || variant == "resident")) {
       throw std::runtime_error("cuda: precision = \"" + precision_ + "\" runs the graph variant's tiled products; variant = \"" +
                                variant + "\" is fp32 only");
     }
-    const bool persistent = variant == "persistent" || (variant == "auto" && !tensor_cores_ && persistent_wins(props));
+    const bool persistent = variant == "persistent" || (variant == "auto" && !tensor_cores() && persistent_wins(props));
     // auto: resident up to batch 4, where it measured faster than the graph; graph from batch 8.
     const bool resident_wanted =
         variant == "resident" ||
-        (variant == "auto" && !persistent && !tensor_cores_ && batch_ <= kAutoResidentMaxBatch && props.major >= 9);
+        (variant == "auto" && !persistent && !tensor_cores() && batch_ <= kAutoResidentMaxBatch && props.major >= 9);
     // What the persistent and resident kernels share: the model, the data and the metrics.
     gpu::EpochKernelInputs inputs;
     inputs.sizes = sizes_;
@@ -380,11 +379,11 @@ class CudaStrategy final : public Strategy {
 
   std::string device_description() const override {
     return (device_name_.empty() ? std::string("CUDA GPU") : device_name_) +
-           (precision_ == "tf32" ? " (TF32 products)" : precision_ == "bf16" ? " (BF16 products)" : "");
+           (tensor_cores() ? " (" + std::string(mma_name()) + " products)" : "");
   }
   // TF32 and BF16 round the products' operands: the same algorithm, not the same bits as serial.
   std::optional<ParityClass> parity_class() const override {
-    return tensor_cores_ ? ParityClass::approximate : ParityClass::exact;
+    return tensor_cores() ? ParityClass::approximate : ParityClass::exact;
   }
 
  private:
@@ -645,8 +644,9 @@ class CudaStrategy final : public Strategy {
   PinnedOrders pinned_orders_;  // an epoch's order on its way to order_
   bool timing_ = false;  // NNPAR_EPOCH_TIMING
   bool fuse_logits_ = false;
-  std::string precision_ = "fp32";  // the option
-  bool tensor_cores_ = false;       // precision = "tf32" or "bf16"
+  std::string precision_ = "fp32";  // the option: fp32, tf32 or bf16
+  bool tensor_cores() const { return precision_ != "fp32"; }
+  const char* mma_name() const { return precision_ == "tf32" ? "TF32" : "BF16"; }
   bool fuse_logits_input_grad_ = false;  // fuse_logits=head
   const char* op_name_ = nullptr;  // kernel_timing: the kernel enqueue_step(rows, only) chose
   int graph_steps_ = 128;
