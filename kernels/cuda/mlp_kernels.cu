@@ -13,6 +13,8 @@
 
 #include <cuda_runtime.h>
 
+#include "nnpar/gemm_tiling.hpp"
+
 #include "sgd_one.cuh"
 
 #include <algorithm>
@@ -31,12 +33,10 @@ void check(cudaError_t status, const char* what) {
 namespace {
 
 constexpr int kThreads = 256;  // every GEMM block: a 16x16 grid of threads
-// Products are planned for this many blocks. A constant (the H100's SM count) rather than
-// the device's, so that the split-K factor, hence the summation order and the result,
-// depend on the shape alone.
-constexpr int kTargetBlocks = 132;
-// K tiles per stage of a GEMM block when KernelOptions::k_stage > 1.
-constexpr int kStage = 4;
+// The planning constants live with the tiling (nnpar/gemm_tiling.hpp), which the cost model
+// shares.
+constexpr int kTargetBlocks = kGemmTargetBlocks;
+constexpr int kStage = kGemmStage;
 // Under a tensor-core precision, tiled products reducing over more than this many terms use
 // tensor cores.
 constexpr int kMmaMinDepth = 8;
@@ -611,45 +611,13 @@ constexpr auto gemm_entry() {
     return &gemm_kernel<BI, BJ, BK, T, Mma, ASrc, BSrc, Epi>;
 }
 
-// How one product is cut into blocks; a function of the shape alone.
-struct Plan {
-  bool big = false;  // 64x64x16 tiles, else 32x32x32
-  int bi = 32, bj = 32, bk = 32;
-  int tiles_i = 0, tiles_j = 0, slices = 1, k_slice = 0;
-  std::size_t scratch_floats() const {
-    return slices > 1 ? std::size_t(tiles_i) * tiles_j * slices * bi * bj : 0;
-  }
-  std::size_t scratch_counters() const { return slices > 1 ? std::size_t(tiles_i) * tiles_j : 0; }
-};
+// How one product is cut into blocks; a function of the shape alone (nnpar/gemm_tiling.hpp).
+using Plan = GemmTiling;
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 Plan make_plan(int I, int J, int K, bool allow_split) {
-  Plan p;
-  // 64x64 tiles only when they alone cover the chip: otherwise more, smaller blocks finish sooner.
-  if (ceil_div(I, 64) * ceil_div(J, 64) >= kTargetBlocks) {
-    p.big = true;
-    p.bi = p.bj = 64;
-    p.bk = 16;
-  }
-  p.tiles_i = ceil_div(I, p.bi);
-  p.tiles_j = ceil_div(J, p.bj);
-  const int tiles = p.tiles_i * p.tiles_j;
-  const int k_tiles = std::max(1, ceil_div(K, p.bk));
-  int slices = 1;
-  const int split_target = g_options.split_blocks > 0 ? g_options.split_blocks : kTargetBlocks;
-  if (allow_split && tiles < split_target) {
-    // Enough slices to fill the chip, but each at least two K tiles deep (shorter slices
-    // spend more on the fix-up than they save). On tensor cores a K tile costs an eighth of
-    // the instructions, so a slice must be two stages deep: at batch 128, width 256, the 8-tile
-    // products then run unsplit on 32 blocks, +13% per step on an H200
-    // (docs/results/2026-11-27-cuda-tf32.md).
-    const int min_slice_tiles = g_options.precision != MmaPrecision::fp32 ? 2 * kStage : 2;
-    slices = std::min(ceil_div(split_target, tiles), std::max(1, k_tiles / min_slice_tiles));
-  }
-  p.k_slice = ceil_div(k_tiles, slices) * p.bk;
-  p.slices = std::max(1, ceil_div(K, p.k_slice));
-  return p;
+  return gemm_tiling(I, J, K, allow_split, g_options.split_blocks, g_options.precision != MmaPrecision::fp32);
 }
 
 void check_launch(const char* what) { check(cudaGetLastError(), what); }
@@ -829,7 +797,7 @@ __global__ void sgd_kernel(std::size_t n, float lr, float momentum, float weight
 // and the split-K fix-up (partial tiles, fence, ticket, second pass) is a chain of global
 // round trips longer than the arithmetic. These kernels give each output its own warp or
 // thread group and reduce in a fixed order (shape-only, so runs repeat bit for bit).
-constexpr int kGemvRows = 8;
+constexpr int kGemvRows = kGemvMaxRows;
 constexpr int kGemvSplit = 4;
 
 // Forward: kGemvSplit warps compute Y[:, n] for all M rows: lanes stride over K (coalesced
@@ -1309,6 +1277,13 @@ void stage_epoch_input(std::size_t rows, int features, const std::uint8_t* pixel
   const int blocks = int(std::min<std::size_t>(rows, 16 * std::size_t(kTargetBlocks)));
   launch_kernel(stage_kernel, dim3(blocks), dim3(256), stream, rows, features, pixels, scale, order, out);
   check_launch("stage_epoch_input");
+}
+
+int gemm_blocks_per_sm() {
+  int blocks = 0;
+  const auto kernel = gemm_entry<32, 32, 32, kStage, kFfma, DenseSrc<false>, DenseSrc<false>, WeightGradEpi>();
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0), "gemm_blocks_per_sm");
+  return blocks;
 }
 
 void linear_weight_grad(int M, int N, int K, const float* dY, const float* X, bool accumulate, float* dW,
