@@ -6,7 +6,8 @@
 //       each timed as a chain of dependent launches inside a CUDA graph (what the cuda and
 //       nccl-data strategies replay), the latency of a kernel in a graph and with plain
 //       launches, and the host's cost per plain launch; per product also its "share" of the
-//       GPU (4 copies of its chain on 4 streams at once). Writes the profile's "gpu" section.
+//       GPU (4 copies of its chain on 4 streams at once), and how an SM shares the products'
+//       blocks ("coresidence"). Writes the profile's "gpu" section.
 //   mpirun -np G nnpar-calibrate-gpu nccl --out FILE [--quick]
 //       NCCL through nnpar's communicator: allreduce vs size on G GPUs (called from the host,
 //       and inside a CUDA graph as nccl-data runs it), one-way send/recv between ranks 0 and 1,
@@ -32,6 +33,7 @@
 #include "nnpar/comm_mpi.hpp"
 #include "nnpar/comm_nccl.hpp"
 #include "nnpar/cuda_kernels.hpp"
+#include "nnpar/gemm_tiling.hpp"
 #include "peer_reduce.hpp"
 
 namespace {
@@ -132,6 +134,51 @@ void write_json(const std::string& file, const nlohmann::json& j) {
   if (std::rename(tmp.c_str(), file.c_str()) != 0) throw std::runtime_error("cannot rename " + tmp + " to " + file);
 }
 
+// How an SM shares the tiled products' blocks, for the cost model's block simulation
+// (simulate_blocks in harness/perf_model.cpp): how many fit at once, and what a second
+// resident block adds to an SM's throughput. A weight-gradient product with one 32 x 32 tile
+// per SM is timed beside the same product with two tiles per SM (twice the work):
+// gain = 2 T(one per SM) / T(two per SM) - 1, 1 when two blocks run as fast as one, 0 when an
+// SM's two blocks take twice as long. The mean over two batch depths is kept.
+nlohmann::json coresidence(cudaStream_t stream, int sms, int chain, int replays) {
+  nlohmann::json c;
+  c["blocks_per_sm"] = gpu::gemm_blocks_per_sm();
+  c["points"] = nlohmann::json::array();
+  const int in = 32 * sms;
+  const std::vector<int> depths{1024, 2048};
+  const int deepest = depths.back();
+  if (c["blocks_per_sm"].get<int>() < 2 || nnpar::weight_grad_blocks(deepest, 32, in) != sms ||
+      nnpar::weight_grad_blocks(deepest, 64, in) != 2 * sms) {
+    // One block per SM (nothing to share), or a tiling this probe does not cover.
+    c["second_block_gain"] = 0.0;
+    c["note"] = "not measured: the probe needs two 32 x 32 blocks per SM";
+    return c;
+  }
+  float* X = device_alloc<float>(std::size_t(deepest) * in);
+  float* G = device_alloc<float>(std::size_t(deepest) * 64);
+  float* dW = device_alloc<float>(std::size_t(64) * in + 64);
+  fill_random(X, std::size_t(deepest) * in, 4);
+  fill_random(G, std::size_t(deepest) * 64, 5);
+  double sum = 0;
+  for (int rows : depths) {
+    double t[2];
+    for (int per_sm = 1; per_sm <= 2; ++per_sm) {
+      const int out = 32 * per_sm;
+      t[per_sm - 1] = graph_seconds(stream, [&] {
+        gpu::linear_weight_grad(rows, out, in, G, X, false, dW, dW + std::size_t(out) * in, gpu::FusedSgd{}, stream);
+      }, chain, replays);
+    }
+    const double gain = std::clamp(2 * t[0] / t[1] - 1, 0.0, 1.0);
+    sum += gain;
+    c["points"].push_back({{"rows", rows}, {"blocks", sms}, {"one_per_sm_s", t[0]}, {"two_per_sm_s", t[1]}, {"gain", gain}});
+  }
+  c["second_block_gain"] = sum / double(depths.size());
+  cudaFree(X);
+  cudaFree(G);
+  cudaFree(dW);
+  return c;
+}
+
 int kernels_mode(const std::string& out, bool quick) {
   int devices = 0;
   check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
@@ -220,6 +267,7 @@ int kernels_mode(const std::string& out, bool quick) {
     }
   std::printf("\n");
   j["kernels"] = kernels;
+  j["coresidence"] = coresidence(stream, prop.multiProcessorCount, chain, replays);
 
   // Streaming kernels between the products.
   const std::vector<std::size_t> sizes = quick ? std::vector<std::size_t>{1024, 1048576}
@@ -291,8 +339,9 @@ int kernels_mode(const std::string& out, bool quick) {
   j["plain_latency_s"] = device[1];
   j["launch_s"] = host[1];
   write_json(out, j);
-  std::printf("%s: graph latency %.2f us, plain %.2f us, host launch %.2f us\n", prop.name,
-              1e6 * j["graph_latency_s"].get<double>(), 1e6 * device[1], 1e6 * host[1]);
+  std::printf("%s: graph latency %.2f us, plain %.2f us, host launch %.2f us; %d GEMM blocks per SM, a second adds %.2f\n",
+              prop.name, 1e6 * j["graph_latency_s"].get<double>(), 1e6 * device[1], 1e6 * host[1],
+              j["coresidence"]["blocks_per_sm"].get<int>(), j["coresidence"]["second_block_gain"].get<double>());
   return 0;
 }
 

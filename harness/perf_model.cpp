@@ -13,6 +13,7 @@
 #include "pipeline.hpp"
 #include "logits_fusion.hpp"
 #include "tile_grid.hpp"
+#include "nnpar/gemm_tiling.hpp"
 
 namespace nnpar::perf {
 
@@ -247,6 +248,115 @@ std::vector<double> simulate_streams(const std::vector<StreamTask>& tasks) {
   return done;
 }
 
+namespace {
+
+// One run of the block simulator with each task's work per block given (seconds of one block
+// alone on an SM).
+std::vector<double> run_blocks(const std::vector<BlockTask>& tasks, const std::vector<double>& work, int sms,
+                               int per_sm, double gain) {
+  const std::size_t n = tasks.size();
+  struct Resident {
+    std::size_t task;
+    double left;
+  };
+  std::vector<std::vector<Resident>> sm(static_cast<std::size_t>(sms));
+  std::vector<double> done(n, -1);
+  std::vector<int> pending(n), live(n, 0);
+  std::map<int, std::vector<std::size_t>> streams;
+  for (std::size_t i = 0; i < n; ++i) {
+    pending[i] = std::max(0, tasks[i].blocks);
+    streams[tasks[i].stream].push_back(i);
+  }
+  std::map<int, std::size_t> next;  // per stream: its first task not yet started
+  std::vector<std::size_t> queue;   // started tasks with blocks still to dispatch, in start order
+  std::size_t finished = 0;
+  double now = 0;
+  auto rate = [&](std::size_t m) { return (1 + gain * double(m - 1)) / double(m); };
+  while (finished < n) {
+    // Start every task whose stream reached it and whose dependencies are done, those that
+    // became ready together in launch (index) order; a task with no work completes at once,
+    // which may start more.
+    for (bool more = true; more;) {
+      more = false;
+      std::vector<std::size_t> ready;
+      for (auto& [id, list] : streams) {
+        const std::size_t k = next[id];
+        if (k >= list.size()) continue;
+        const std::size_t t = list[k];
+        // A stream's next task also waits for its predecessor to finish (in-order streams).
+        if (k > 0 && done[list[k - 1]] < 0) continue;
+        if (std::all_of(tasks[t].after.begin(), tasks[t].after.end(), [&](int a) { return done[a] >= 0; }))
+          ready.push_back(t);
+      }
+      std::sort(ready.begin(), ready.end());
+      for (std::size_t t : ready) {
+        ++next[tasks[t].stream];
+        if (pending[t] == 0 || work[t] <= 0) {
+          pending[t] = 0;
+          done[t] = now;
+          ++finished;
+          more = true;
+        } else {
+          queue.push_back(t);
+        }
+      }
+    }
+    if (finished == n) break;
+    // Dispatch in start order: a later kernel's blocks wait while an earlier one has blocks left.
+    for (std::size_t t : queue) {
+      while (pending[t] > 0) {
+        std::size_t best = 0;
+        for (std::size_t s = 1; s < sm.size(); ++s)
+          if (sm[s].size() < sm[best].size()) best = s;
+        if (int(sm[best].size()) >= per_sm) break;
+        sm[best].push_back({t, work[t]});
+        --pending[t];
+        ++live[t];
+      }
+      if (pending[t] > 0) break;
+    }
+    queue.erase(std::remove_if(queue.begin(), queue.end(), [&](std::size_t t) { return pending[t] == 0; }), queue.end());
+    double step = std::numeric_limits<double>::infinity();
+    for (const auto& blocks : sm)
+      for (const Resident& b : blocks) step = std::min(step, b.left / rate(blocks.size()));
+    if (!std::isfinite(step)) throw std::logic_error("simulate_blocks: the tasks wait on each other");
+    now += step;
+    for (auto& blocks : sm) {
+      if (blocks.empty()) continue;
+      const double r = rate(blocks.size());
+      for (Resident& b : blocks) b.left -= step * r;
+      for (std::size_t i = blocks.size(); i-- > 0;) {
+        if (blocks[i].left > 1e-15 * std::max(1.0, work[blocks[i].task])) continue;
+        const std::size_t t = blocks[i].task;
+        blocks.erase(blocks.begin() + std::ptrdiff_t(i));
+        if (--live[t] == 0 && pending[t] == 0) done[t] = now, ++finished;
+      }
+    }
+  }
+  return done;
+}
+
+}  // namespace
+
+std::vector<double> simulate_blocks(const std::vector<BlockTask>& tasks, int sms, int per_sm, double gain) {
+  if (sms < 1 || per_sm < 1 || gain < 0 || gain > 1)
+    throw std::logic_error("simulate_blocks: needs sms >= 1, per_sm >= 1 and a gain in [0, 1]");
+  for (std::size_t i = 0; i < tasks.size(); ++i)
+    for (int a : tasks[i].after)
+      if (a < 0 || std::size_t(a) >= i) throw std::logic_error("simulate_blocks: a task may only wait for earlier ones");
+  // Work per block from each product's time alone: the simulator's own time for its blocks at
+  // unit work, so a product alone reproduces its calibrated time exactly.
+  std::map<int, double> unit;
+  std::vector<double> work(tasks.size(), 0);
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    const int b = std::max(0, tasks[i].blocks);
+    if (b == 0 || tasks[i].seconds <= 0) continue;
+    if (!unit.count(b)) unit[b] = run_blocks({BlockTask{1, b, 0, {}}}, {1.0}, sms, per_sm, gain)[0];
+    work[i] = tasks[i].seconds / unit[b];
+  }
+  return run_blocks(tasks, work, sms, per_sm, gain);
+}
+
 double StreamTable::seconds(double elements) const {
   if (elements <= 0) return 0;
   return loglog(points, elements);
@@ -384,6 +494,15 @@ DeviceProfile read_device(const Reader& r, const nlohmann::json& j, const std::s
     d.graph_latency_s = r.positive(r.member(j, key, "graph_latency_s"), key + ".graph_latency_s", true);
     d.plain_latency_s = r.positive(r.member(j, key, "plain_latency_s"), key + ".plain_latency_s", true);
     d.launch_s = r.positive(r.member(j, key, "launch_s"), key + ".launch_s", true);
+    if (j.contains("multiprocessors")) d.multiprocessors = r.count(j.at("multiprocessors"), key + ".multiprocessors");
+    if (j.contains("coresidence")) {
+      const std::string k = key + ".coresidence";
+      const auto& c = r.object(j.at("coresidence"), k);
+      d.gemm_blocks_per_sm = r.count(r.member(c, k, "blocks_per_sm"), k + ".blocks_per_sm");
+      d.second_block_gain = r.positive(r.member(c, k, "second_block_gain"), k + ".second_block_gain", true);
+      if (d.second_block_gain > 1) r.fail(k + ".second_block_gain", "must be <= 1 (a fraction of one block's throughput)");
+      if (d.multiprocessors == 0) r.fail(key + ".multiprocessors", "missing (coresidence needs it)");
+    }
   } else if (j.contains("openmp")) {
     const auto& omp = r.object(j.at("openmp"), key + ".openmp");
     if (omp.contains("barrier")) d.barrier = read_pairs(r, omp.at("barrier"), key + ".openmp.barrier", "threads", "seconds");
@@ -726,6 +845,7 @@ struct LayerWork {
   double forward = 0, weight_grad = 0, input_grad = 0;
   double share_weight_grad = 1, share_input_grad = 1;  // GPU: of the device's throughput
   int kernels_forward = 0, kernels_backward = 0;  // launches (GPU host issue)
+  int blocks_weight_grad = 0, blocks_input_grad = 0;  // GPU: thread blocks (nnpar/gemm_tiling.hpp)
   bool input_grad_in_loss = false;  // GPU fuse_logits=head: the loss kernel computes it
 };
 
@@ -742,6 +862,8 @@ LayerWork layer_work(const Engine& e, const std::vector<int>& sizes, int i, int 
     w.share_input_grad = e.dev.kernels.at(Form::input_grad).share(rows, in, out);
     w.kernels_forward = 1;
     w.kernels_backward = i > 0 ? 2 : 1;
+    w.blocks_weight_grad = weight_grad_blocks(rows, out, in);
+    w.blocks_input_grad = i > 0 ? input_grad_blocks(rows, out, in) : 0;
   } else {
     w.forward = e.k(Form::forward, rows, in, out) + e.s(hidden ? "bias_sigmoid" : "bias", double(rows) * out);
     w.weight_grad = e.k(Form::weight_grad, rows, in, out) + e.s("column_sums", double(rows) * out);
@@ -783,6 +905,27 @@ Backward replica_backward(const Engine& e, const std::vector<LayerWork>& work) {
       t += work[i].input_grad;
     }
     b.end = t;
+    return b;
+  }
+  if (e.dev.block_model() && L > 1) {
+    // The same two streams, block by block on the SMs (simulate_blocks): a weight gradient on
+    // the side stream gets SMs only as the main stream's products leave them, and shares an
+    // SM's throughput with the blocks already there.
+    std::vector<BlockTask> tasks;
+    std::vector<int> wg(L, -1);
+    auto add = [&](double seconds, int blocks, int stream, std::vector<int> after) {
+      tasks.push_back({seconds, blocks, stream, std::move(after)});
+      return int(tasks.size()) - 1;
+    };
+    for (int i = L - 1; i >= 1; --i) {
+      const int ig = add(work[i].input_grad, work[i].blocks_input_grad, 0, {});  // 0 s when in the loss kernel
+      wg[i] = add(work[i].weight_grad, work[i].blocks_weight_grad, 1, {ig});
+    }
+    wg[0] = add(work[0].weight_grad, work[0].blocks_weight_grad, 0, {});
+    const std::vector<double> done =
+        simulate_blocks(tasks, e.dev.multiprocessors, e.dev.gemm_blocks_per_sm, e.dev.second_block_gain);
+    for (int i = 0; i < L; ++i) b.layer_done[i] = done[wg[i]];
+    b.end = *std::max_element(done.begin(), done.end());
     return b;
   }
   if (e.shares() && L > 1) {
@@ -1153,6 +1296,11 @@ StepResult serial_like(const Engine& e, const Workload& w, int rows, bool fused,
   StepResult s;
   s.note = r.note;
   s.split.compute = r.data + r.forward + r.loss + r.backward.end + r.update;
+  if (std::getenv("NNPAR_PLAN_DEBUG")) {
+    std::fprintf(stderr, "rows %d fwd %.2f loss %.2f bwd %.2f upd %.2f:", rows, r.forward*1e6, r.loss*1e6, r.backward.end*1e6, r.update*1e6);
+    for (auto& lw : r.work) std::fprintf(stderr, " [f %.2f wg %.2f(%.2f) ig %.2f(%.2f)]", lw.forward*1e6, lw.weight_grad*1e6, lw.share_weight_grad, lw.input_grad*1e6, lw.share_input_grad);
+    std::fprintf(stderr, "\n");
+  }
   const int L = int(w.layers.size()) - 1;
   const double P = double(params_of(w.layers, 0, L));
   s.memory = 4 * (P * (2 + (w.momentum ? 1 : 0)) + replica_activation_floats(w.layers, 0, L, rows, e.dev.gpu)) +

@@ -11,8 +11,10 @@
 //                  tables for collectives the host does not wait for, presets (NVLink,
 //                  InfiniBand NDR, 100 GbE) to extrapolate, with a two-level (node, cluster)
 //                  allreduce beyond one node; hidden collectives still cost overlap_share;
-//   GPU streams    the backward's two streams simulated by the kernels' calibrated shares of
-//                  the GPU (simulate_streams) when the profile has them;
+//   GPU streams    the backward's two streams simulated block by block on the SMs
+//                  (simulate_blocks, the kernels' own tiling) when the profile calibrated how
+//                  SMs share blocks, else by the kernels' calibrated shares of the GPU
+//                  (simulate_streams) when it has them;
 //   schedules      pipelines are simulated op by op with the trainer's own schedule
 //                  (schedule_ops in plugins/common/pipeline.hpp), so the bubble, unequal stages
 //                  and transfer delays come out of one model; data-parallel overlap of the
@@ -161,6 +163,12 @@ struct DeviceProfile {
   // GPU: latency of one kernel between dependent kernels in a CUDA graph and with plain
   // launches, and the host's cost to enqueue one plain launch.
   double graph_latency_s = 0, plain_latency_s = 0, launch_s = 0;
+  // GPU: streaming multiprocessors, and how they share GEMM blocks (gpu.coresidence): at most
+  // gemm_blocks_per_sm resident, a second one adding second_block_gain of one block's
+  // throughput. gain < 0: not calibrated (older profiles; the shares model applies).
+  int multiprocessors = 0, gemm_blocks_per_sm = 0;
+  double second_block_gain = -1;
+  bool block_model() const { return gpu && multiprocessors > 0 && gemm_blocks_per_sm > 0 && second_block_gain >= 0; }
   // CPU (OpenMP): barrier cost and the slowdown of T threads computing at once, per T.
   std::vector<std::pair<double, double>> barrier;      // (threads, seconds)
   std::vector<std::pair<double, double>> concurrency;  // (threads, time with T busy / time alone)
@@ -276,6 +284,21 @@ struct StreamTask {
   std::vector<int> after;  // indices of earlier tasks
 };
 std::vector<double> simulate_streams(const std::vector<StreamTask>& tasks);
+
+// The same streams simulated block by block, for profiles that calibrated how SMs share
+// blocks (gpu.coresidence): every product is `blocks` thread blocks, dispatched in the order
+// their kernels became ready (a later kernel gets an SM only when the earlier ones have no
+// block waiting) onto the SM holding the fewest, at most `per_sm` per SM. An SM holding m
+// blocks runs at 1 + gain (m - 1) times one block's speed, shared by its m blocks. Each
+// product's work per block is set so that, alone on the GPU, it takes `seconds`. Returns each
+// task's completion time.
+struct BlockTask {
+  double seconds = 0;  // alone
+  int blocks = 1;
+  int stream = 0;
+  std::vector<int> after;  // indices of earlier tasks
+};
+std::vector<double> simulate_blocks(const std::vector<BlockTask>& tasks, int sms, int per_sm, double gain);
 
 struct PipelineTimes {
   double makespan = 0;
