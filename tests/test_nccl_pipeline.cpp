@@ -1,5 +1,5 @@
-// Pipeline and data x pipeline parallelism over NCCL (nccl-pipeline, nccl-hybrid), one rank
-// per GPU, under `mpirun -np N` (N = 2 and 4; each skips visibly where the host has fewer GPUs
+// Pipeline and data x pipeline parallelism over NCCL (nccl-pipeline, nccl-hybrid), and tensor
+// parallelism (nccl-tensor), one rank per GPU, under `mpirun -np N` (N = 2 and 4; each skips visibly where the host has fewer GPUs
 // than ranks, as CI does). Rank 0 checks every run against serial from the same weights.
 #include <cuda_runtime_api.h>
 #include <gmock/gmock.h>
@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <tuple>
 
 #include "mpi_fixture.hpp"
 
@@ -105,6 +106,21 @@ TEST_F(NcclPipeline, LargeBatchesSplitOverReplicasMatchSerial) {
     if (mpi::world_rank() != 0) continue;
     SCOPED_TRACE(parallel.device);
     expect_parity(parallel, reference, 5000, 3);
+  }
+}
+
+TEST_F(NcclPipeline, TensorParallelMatchesSerialInOneAndManySoftmaxBlocks) {
+  // nccl-tensor on every rank's GPU, column split. Batch 30: the softmax runs in one block;
+  // batch 1024: a warp per row over many blocks, with the scratch the plugin allocates.
+  for (const auto& [batch, samples, steps] : {std::tuple{30, 1000, 34}, std::tuple{1024, 5000, 5}}) {
+    RunConfig config = config_for(batch, std::size_t(samples));
+    config.train.epochs = 2;
+    const RunResult reference = serial(config);
+    const RunResult parallel = run(config, test_support::strategy_entry("nccl-tensor"));
+    if (mpi::world_rank() != 0) continue;
+    SCOPED_TRACE(batch);
+    expect_parity(parallel, reference, std::size_t(samples), std::size_t(steps));
+    EXPECT_THAT(parallel.device, HasSubstr("tensor parallel"));
   }
 }
 

@@ -51,6 +51,11 @@ class GpuStage final : public StageEngine {
       labels_ = alloc<std::int32_t>(data.labels.size());
       check(cudaMemcpy(labels_, data.labels.data(), data.labels.size() * 4, cudaMemcpyHostToDevice), "upload labels");
       stats_ = alloc<Stats>(1);
+      // The multi-block softmax (a warp per row), as cuda and nccl-data run it: without scratch
+      // it is one block looping over the rows, 8x slower at 512 rows. One scratch serves every
+      // slot, since the stage's kernels run in order on its stream.
+      if (const std::size_t n = cuda::softmax_xent_scratch(int(rows), classes_); n > 0)
+        softmax_scratch_ = alloc<double>(n);
     }
     // Each sample is loaded once per epoch per stage and the trainer synchronises at the
     // end of an epoch, so a ring of one epoch's indices never overwrites indices a queued
@@ -141,7 +146,7 @@ class GpuStage final : public StageEngine {
     if (plan_.last()) {
       Layer& L = layers_.back();
       cuda::softmax_xent(rows, classes_, s.activations.back(), labels_, {s.indices, nullptr, rows}, loss_scale,
-                         nullptr, L.dz, &stats_->loss_sum, &stats_->correct, false, stream_);
+                         nullptr, L.dz, &stats_->loss_sum, &stats_->correct, false, stream_, softmax_scratch_);
       dz = L.dz;
     } else {
       dz = s.output_grad;
@@ -270,6 +275,7 @@ class GpuStage final : public StageEngine {
   std::uint8_t* pixels_ = nullptr;
   std::int32_t* labels_ = nullptr;
   Stats* stats_ = nullptr;
+  double* softmax_scratch_ = nullptr;  // the multi-block softmax's per-block sums (last stage)
   std::uint32_t *order_device_ = nullptr, *order_host_ = nullptr;
   std::size_t order_capacity_ = 0, order_used_ = 0;
   float *params_ = nullptr, *grads_ = nullptr, *velocity_ = nullptr;

@@ -87,7 +87,7 @@ class NcclHybridStrategy final : public Strategy {
 StrategyInfo nccl_hybrid_info() {
   StrategyInfo info;
   info.name = "nccl-hybrid";
-  info.version = "1.1";
+  info.version = "1.2";  // 1.2: the last stage on the multi-block softmax
   info.description = "data x pipeline parallel over GPUs with NCCL: `data` pipeline replicas of world/data stages, one rank per GPU";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;

@@ -116,7 +116,7 @@ class NcclPipelineStrategy final : public Strategy {
 StrategyInfo nccl_pipeline_info() {
   StrategyInfo info;
   info.name = "nccl-pipeline";
-  info.version = "1.1";
+  info.version = "1.2";  // 1.2: the last stage on the multi-block softmax
   info.description = "pipeline model parallel over GPUs with NCCL: one stage per GPU (rank), GPipe or 1F1B";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;

@@ -144,6 +144,10 @@ class NcclTensorStrategy final : public Strategy {
       if (i > 0) s.dgrad = scratch_for(gpu::GemmForm::input_grad, rows, s.width(), s.in);
     }
     stats_ = alloc<Stats>(1, "stats");
+    // The multi-block softmax (a warp per row), as cuda and nccl-data run it; without scratch
+    // it is one block looping over the batch's rows.
+    if (const std::size_t n = gpu::softmax_xent_scratch(batch, spec.layer_sizes.back()); n > 0)
+      softmax_scratch_ = alloc<double>(n, "softmax scratch");
     // The first epoch on 2 H200s ran ~0.93 s longer than the next ones (single-GPU cuda:
     // +16 ms), which we put down to NCCL connecting its peers lazily at the first collectives;
     // that would land in timed training. One allreduce of every size a full step uses, on
@@ -192,7 +196,7 @@ class NcclTensorStrategy final : public Strategy {
       }
       const int classes = layers_.back().out;
       gpu::softmax_xent(rows, classes, acts_[L], labels_, index, 1.0f / float(rows), nullptr, grad_full_[L - 1],
-                        &stats_->loss_sum, &stats_->correct, false, stream_);
+                        &stats_->loss_sum, &stats_->correct, false, stream_, softmax_scratch_);
       clock.lap(report.phases.forward);
 
       for (int i = L - 1; i >= 0; --i) {
@@ -313,13 +317,14 @@ class NcclTensorStrategy final : public Strategy {
   float *params_ = nullptr, *grads_ = nullptr, *velocity_ = nullptr;
   std::vector<float*> acts_, grad_full_;
   Stats* stats_ = nullptr;
+  double* softmax_scratch_ = nullptr;  // the multi-block softmax's per-block sums
   std::vector<void*> allocations_;
 };
 
 StrategyInfo nccl_tensor_info() {
   StrategyInfo info;
   info.name = "nccl-tensor";
-  info.version = "1.0";
+  info.version = "1.1";  // 1.1: the multi-block softmax
   info.description = "tensor parallel over GPUs (one rank per GPU) with NCCL: every layer split by output neurons";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;
