@@ -795,7 +795,7 @@ TEST(PlanValidation, StoredTwoH200GridsWithCoresidence) {
   // calls (docs/results/2026-11-27-plan-validation-7.md). Call P3 (the plugins of now): the
   // block model predicts 20 of 20 within 15%, the same profile without its coresidence section
   // (the shares model) 16. Call P1 (nccl-tensor and the GPU pipeline stage still on the
-  // one-block softmax): 19 of 20.
+  // one-block softmax): 19 of 20. Call P6 on 4 GPUs below.
   const fs::path raw = kSource / "docs" / "results" / "raw" / "device-2026-11-27i";
   const fs::path profile = kSource / "profiles" / "h200x2-coresidence.json";
   const Result compared = run("plan --profile " + profile.string() + " --compare-results " + (raw / "callP3" / "grid").string());
@@ -813,6 +813,11 @@ TEST(PlanValidation, StoredTwoH200GridsWithCoresidence) {
                            (raw / "callP1" / "grid").string());
   ASSERT_EQ(first.status, 0) << first.output;
   EXPECT_THAT(first.output, HasSubstr("20 runs predicted: 19 within 15%"));
+  // Call P6: 4 x H200, calibrated at 2 and 4 ranks, the 4-GPU grid: 22 of 22.
+  const Result four = run("plan --profile " + (raw / "callP6" / "x4.json").string() + " --compare-results " +
+                          (raw / "callP6" / "grid").string());
+  ASSERT_EQ(four.status, 0) << four.output;
+  EXPECT_THAT(four.output, HasSubstr("22 runs predicted: 22 within 15%"));
 }
 
 namespace {
