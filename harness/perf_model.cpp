@@ -692,6 +692,9 @@ std::string Profile::describe() const {
   if (cpu) s << "CPU " << cpu->name << ", " << cpu->count << " cores";
   if (mpi) s << "; MPI " << comm(*mpi);
   if (gpu) s << (cpu ? "; " : "") << "GPU " << gpu->name << " x" << gpu->count;
+  if (gpu && gpu->block_model())
+    s << " (backward simulated on " << gpu->multiprocessors << " SMs, " << gpu->gemm_blocks_per_sm
+      << " blocks each, a second adding " << std::lround(100 * gpu->second_block_gain) << "%)";
   if (nccl) s << "; NCCL " << comm(*nccl);
   if (json.is_object() && json.contains("estimated"))
     s << "; some terms ESTIMATED, not measured (the profile's \"estimated\" key says which)";

@@ -570,6 +570,7 @@ TEST(PlanStreams, CalibratedCoresidenceSimulatesTheBackwardBlockByBlock) {
   const double loss = 400e-9;
   const Profile blocks = profile_from_json(j, "synthetic");
   ASSERT_TRUE(blocks.gpu->block_model());
+  EXPECT_THAT(blocks.describe(), HasSubstr("GPU test GPU x8 (backward simulated on 2 SMs, 1 blocks each, a second adding 0%)"));
   EXPECT_NEAR(predict(blocks, Network{}, w, cuda).step_s, 20e-6 + loss + 25e-6, 1e-12);
   j["gpu"].erase("coresidence");
   EXPECT_NEAR(predict(profile_from_json(j, "synthetic"), Network{}, w, cuda).step_s, 20e-6 + loss + 20e-6, 1e-12);
