@@ -443,6 +443,30 @@ Candidate nccl_data(int workers, bool overlap) {
   return c;
 }
 
+// Every product 10 us at every shape and row count (inputs 100 or 10, 10 outputs), with
+// `share` of the GPU when share > 0; cuda on 100-10-10 at 40 rows.
+nlohmann::json uniform_gpu_profile(double share) {
+  nlohmann::json j = synthetic_gpu_profile(two_rank_nccl());
+  for (const char* form : {"forward", "weight_grad", "input_grad"}) {
+    nlohmann::json points = nlohmann::json::array();
+    for (int in : {100, 10})
+      for (int rows : {1, 10000}) {
+        nlohmann::json p = {{"rows", rows}, {"in", in}, {"out", 10}, {"seconds", 1e-5}};
+        if (share > 0) p["share"] = share;
+        points.push_back(p);
+      }
+    j["gpu"]["kernels"][form] = {{"points", points}};
+  }
+  return j;
+}
+Workload uniform_workload() {
+  Workload w;
+  w.layers = {100, 10, 10};
+  w.batch = 40;
+  w.samples = 40;
+  return w;
+}
+
 }  // namespace
 
 TEST(PlanStreams, TasksShareTheGpuByTheirShares) {
@@ -467,24 +491,8 @@ TEST(PlanStreams, CalibratedSharesLetTheBackwardStreamsOverlap) {
   // 10 us, the loss 40 x 10 elements at 1 ns, then the backward: input gradient 1 (main), then
   // weight gradient 0 (main) beside weight gradient 1 (side stream). Shares 0.5: the two fit
   // side by side (backward 20 us); share 1 or no shares: 30 us, as the model without shares.
-  auto profile = [](double share) {
-    nlohmann::json j = synthetic_gpu_profile(two_rank_nccl());
-    for (const char* form : {"forward", "weight_grad", "input_grad"}) {
-      nlohmann::json points = nlohmann::json::array();
-      for (int in : {100, 10})
-        for (int rows : {1, 10000}) {
-          nlohmann::json p = {{"rows", rows}, {"in", in}, {"out", 10}, {"seconds", 1e-5}};
-          if (share > 0) p["share"] = share;
-          points.push_back(p);
-        }
-      j["gpu"]["kernels"][form] = {{"points", points}};
-    }
-    return profile_from_json(j, "synthetic");
-  };
-  Workload w;
-  w.layers = {100, 10, 10};
-  w.batch = 40;
-  w.samples = 40;
+  auto profile = [](double share) { return profile_from_json(uniform_gpu_profile(share), "synthetic"); };
+  const Workload w = uniform_workload();
   Candidate cuda;
   cuda.plugin = "cuda";
   const double loss = 400e-9;
@@ -552,19 +560,10 @@ TEST(PlanStreams, CalibratedCoresidenceSimulatesTheBackwardBlockByBlock) {
   // launched first) on SM 0 until 20 while weight gradient 0 (4 blocks, 5 us each alone on
   // 2 SMs) runs its blocks on SM 1 at 10-15 and 15-20, then on both SMs: 25. The shares
   // model (0.5) would overlap them fully (20), no overlap is 30.
-  nlohmann::json j = synthetic_gpu_profile(two_rank_nccl());
-  for (const char* form : {"forward", "weight_grad", "input_grad"}) {
-    nlohmann::json points = nlohmann::json::array();
-    for (int in : {100, 10})
-      for (int rows : {1, 10000}) points.push_back({{"rows", rows}, {"in", in}, {"out", 10}, {"seconds", 1e-5}, {"share", 0.5}});
-    j["gpu"]["kernels"][form] = {{"points", points}};
-  }
+  nlohmann::json j = uniform_gpu_profile(0.5);
   j["gpu"]["multiprocessors"] = 2;
   j["gpu"]["coresidence"] = {{"blocks_per_sm", 1}, {"second_block_gain", 0.0}};
-  Workload w;
-  w.layers = {100, 10, 10};
-  w.batch = 40;
-  w.samples = 40;
+  const Workload w = uniform_workload();
   Candidate cuda;
   cuda.plugin = "cuda";
   const double loss = 400e-9;
