@@ -1299,11 +1299,6 @@ StepResult serial_like(const Engine& e, const Workload& w, int rows, bool fused,
   StepResult s;
   s.note = r.note;
   s.split.compute = r.data + r.forward + r.loss + r.backward.end + r.update;
-  if (std::getenv("NNPAR_PLAN_DEBUG")) {
-    std::fprintf(stderr, "rows %d fwd %.2f loss %.2f bwd %.2f upd %.2f:", rows, r.forward*1e6, r.loss*1e6, r.backward.end*1e6, r.update*1e6);
-    for (auto& lw : r.work) std::fprintf(stderr, " [f %.2f wg %.2f(%.2f) ig %.2f(%.2f)]", lw.forward*1e6, lw.weight_grad*1e6, lw.share_weight_grad, lw.input_grad*1e6, lw.share_input_grad);
-    std::fprintf(stderr, "\n");
-  }
   const int L = int(w.layers.size()) - 1;
   const double P = double(params_of(w.layers, 0, L));
   s.memory = 4 * (P * (2 + (w.momentum ? 1 : 0)) + replica_activation_floats(w.layers, 0, L, rows, e.dev.gpu)) +
