@@ -75,10 +75,6 @@ enum class GemmForm { forward, weight_grad, input_grad };
 // Floats of partials and number of counters a product of this shape and form needs (both 0
 // when it is not split). M, N, K are the forward-pass names of that form's signature below.
 void gemm_scratch_size(GemmForm form, int M, int N, int K, std::size_t* floats, std::size_t* counters);
-// Thread blocks of a tiled product that fit on one SM of the current device at once (the
-// fp32 weight-gradient kernel with 32x32 tiles; every tiled product is bounded alike), for the
-// cost model's block simulation (nnpar calibrate --gpu).
-int gemm_blocks_per_sm();
 // The same for a product that runs with any of `row_counts` (a range of int) as M: the largest
 // need of each, so one scratch serves every batch size an epoch uses (full and partial batches,
 // uneven shards or micro-batches).
@@ -93,6 +89,10 @@ void gemm_scratch_size(GemmForm form, const RowCounts& row_counts, int N, int K,
     if (c > *counters) *counters = c;
   }
 }
+// Thread blocks of a tiled product that fit on one SM of the current device at once (the
+// fp32 weight-gradient kernel with 32x32 tiles; every tiled product is bounded alike), for the
+// cost model's block simulation (nnpar calibrate --gpu).
+int gemm_blocks_per_sm();
 
 // Forward: Y[M,N] = act(X[M,K] W[N,K]^T + b). b may be null.
 void linear_forward(int M, int N, int K, const float* X, const float* W, const float* b, bool sigmoid,
