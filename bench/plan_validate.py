@@ -11,7 +11,8 @@ Shapes: small 784-256-256-26 at batch 128, wide 784-1024-1024-26 at 1024, deep
 the table (validation.md) go under --out. Run it on an otherwise idle machine: a neighbour's
 load changes kernel speed between the calibration and the runs, and the model cannot know that.
 Each point runs the serial reference at its start and again at its end ("serial-end"); the
-report's host-drift table compares the two. On a shared or virtual machine, --repeat R runs every point R times (the repeats interleaved
+report's host-drift table compares the two, and a last table repeats the comparison with each
+point's predictions scaled by its measured serial speed (a diagnosis). On a shared or virtual machine, --repeat R runs every point R times (the repeats interleaved
 point by point) and keeps, per strategy, the run with the median samples/s under --out; the
 other runs go to --out's sibling folder `<out>-repeats/` so the table compares one run each.
 """
@@ -86,6 +87,35 @@ def host_drift(out, points):
             f"means the machine's speed changed during the point ({drifted} point(s)).\n\n" + "\n".join(lines) + "\n")
 
 
+def scaled_by_serial(rows):
+    """Markdown: the comparison again with every prediction at a point scaled by that point's
+    measured / predicted serial speed (the mean of its start and end runs). A diagnosis of what
+    the model gets wrong once the host's speed at that moment is known, not the validation."""
+    points = {}
+    for r in rows:
+        points.setdefault(os.path.basename(os.path.dirname(r["file"])), []).append(r)
+    lines = ["| point | serial measured / predicted | within 15% after scaling | largest errors after scaling |",
+             "|---|---|---|---|"]
+    within = total = 0
+    for point, runs in sorted(points.items()):
+        serial = [r for r in runs if r["plugin"] == "serial"]
+        others = [r for r in runs if r["plugin"] != "serial"]
+        if not serial or not others:
+            continue
+        scale = sum(r["measured_samples_per_second"] for r in serial) / len(serial) / serial[0]["predicted_samples_per_second"]
+        errors = sorted(((r["predicted_samples_per_second"] * scale / r["measured_samples_per_second"] - 1, r["label"])
+                         for r in others), key=lambda e: -abs(e[0]))
+        ok = sum(abs(e) <= 0.15 for e, _ in errors)
+        within += ok
+        total += len(errors)
+        worst = ", ".join(f"{label} {100 * e:+.0f}%" for e, label in errors[:3])
+        lines.append(f"| {point} | {scale:.2f} | {ok} of {len(errors)} | {worst} |")
+    return ("\n## Scaled by each point's serial speed (a diagnosis, not the validation)\n\n"
+            "Every prediction at a point times that point's measured / predicted serial samples/s: what the "
+            f"model gets wrong once it knows how fast the host ran then. {within} of {total} within 15%.\n\n"
+            + "\n".join(lines) + "\n")
+
+
 def keep_median_runs(runs_dir, out):
     """Copies, for every strategy label, the run with the median samples/s of the repeats in
     runs_dir/run*/ into out (for an even count, the slower of the two middle runs)."""
@@ -153,9 +183,11 @@ def main():
                              os.path.abspath(os.path.join(args.out, f"{shape}-{n}")))
     table = subprocess.run([nnpar, "plan", "--profile", profile, "--compare-results", args.out],
                            check=True, capture_output=True, text=True).stdout
+    rows = json.loads(subprocess.run([nnpar, "plan", "--profile", profile, "--compare-results", args.out, "--json"],
+                                     check=True, capture_output=True, text=True).stdout)["rows"]
     report = (f"# nnpar plan against CPU runs\n\nmachine: {os.cpu_count()} cores; runs from {started}, "
               f"load average {load_before[0]:.1f} before and {os.getloadavg()[0]:.1f} after; "
-              f"profile {profile}\n\n{table}{host_drift(args.out, points)}")
+              f"profile {profile}\n\n{table}{host_drift(args.out, points)}{scaled_by_serial(rows)}")
     with open(os.path.join(args.out, "validation.md"), "w") as f:
         f.write(report)
     print(report)
