@@ -1675,6 +1675,9 @@ Prediction predict(const Profile& profile, const Network& net, const Workload& w
   p.idle_s = full.split.idle;
   p.memory_bytes = full.memory;
   p.note = full.note;
+  if (c.one_block_softmax)
+    add_note(p.note, "this run's plugin version ran the softmax in one block; modelled as the multi-block kernel "
+                     "its later versions run (1.09-1.15x faster at 256-2048 rows, docs/results/2026-11-27-plan-validation-7.md)");
   const std::size_t steps = w.samples / std::size_t(w.batch);
   const std::size_t tail = w.drop_last ? 0 : w.samples % std::size_t(w.batch);
   p.epoch_s = double(steps) * p.step_s + (tail ? predict_step(profile, net, w, c, int(tail)).split.total() : 0);

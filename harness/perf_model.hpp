@@ -241,6 +241,7 @@ struct Candidate {
   int tasks_per_thread = 4;              // openmp intra_op, dynamic
   int min_tile_mflop = 16;
   bool omp_traffic_priced = true;        // openmp intra_op 1.4: tile grids priced by operand traffic; before: by work
+  bool one_block_softmax = false;        // results of nccl-tensor < 1.1, nccl-pipeline/-hybrid < 1.2 (noted, not priced)
   std::string label;              // as shown
   bool exact = true;              // parity class (local SGD: approximate)
   std::string describe() const;   // "nccl-pipeline 4 (1f1b, 8 micro-batches)"

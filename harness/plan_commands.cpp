@@ -385,6 +385,10 @@ int cmd_compare_results(const PlanOptions& o) {
       // openmp before 1.4 cut each product by work alone (tile_grid.hpp).
       if (plugin == "openmp" && version_before(s.value("version", ""), 1, 4)) c.omp_traffic_priced = false;
       if (plugin == "openmp" && c.workers == 0) c.workers = j.at("machine").value("cores", 1);
+      // nccl-tensor before 1.1 and the GPU pipeline stage before 1.2 ran the one-block softmax.
+      if ((plugin == "nccl-tensor" && version_before(s.value("version", ""), 1, 1)) ||
+          ((plugin == "nccl-pipeline" || plugin == "nccl-hybrid") && version_before(s.value("version", ""), 1, 2)))
+        c.one_block_softmax = true;
       perf::Workload w;
       w.layers = cfg.at("model").at("layers").get<std::vector<int>>();
       w.batch = cfg.at("train").at("batch_size").get<int>();

@@ -813,6 +813,21 @@ TEST(PlanValidation, StoredTwoH200GridsWithCoresidence) {
                            (raw / "callP1" / "grid").string());
   ASSERT_EQ(first.status, 0) << first.output;
   EXPECT_THAT(first.output, HasSubstr("20 runs predicted: 19 within 15%"));
+  // P1's nccl-tensor (1.0) and nccl-pipeline (1.1) ran the one-block softmax: their rows say so.
+  // (P3's runs carry the same versions, bumped only after that call, so they are noted too.)
+  auto notes = [&](const fs::path& profile_file, const fs::path& grid) {
+    const Result r = run("plan --profile " + profile_file.string() + " --compare-results " + grid.string() + " --json");
+    EXPECT_EQ(r.status, 0) << r.output;
+    std::map<std::string, int> noted;
+    const nlohmann::json compared_json = nlohmann::json::parse(r.output);
+    for (const auto& row : compared_json.at("rows"))
+      if (row.at("predicted").at("note").get<std::string>().find("softmax in one block") != std::string::npos)
+        ++noted[row.at("plugin").get<std::string>()];
+    return noted;
+  };
+  EXPECT_EQ(notes(raw / "callP1" / "x2.json", raw / "callP1" / "grid"),
+            (std::map<std::string, int>{{"nccl-pipeline", 4}, {"nccl-tensor", 4}}));
+  EXPECT_TRUE(notes(raw / "callP6" / "x4.json", raw / "callP6" / "grid").empty());  // 1.1 and 1.2
   // Call P6: 4 x H200, calibrated at 2 and 4 ranks, the 4-GPU grid: 22 of 22.
   const Result four = run("plan --profile " + (raw / "callP6" / "x4.json").string() + " --compare-results " +
                           (raw / "callP6" / "grid").string());
