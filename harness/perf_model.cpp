@@ -546,6 +546,7 @@ CommProfile read_comm(const Reader& r, const nlohmann::json& j, const std::strin
     for (auto& [p, t] : c.allreduce) std::sort(t.begin(), t.end());
   }
   if (j.contains("graph_allreduce")) c.graph_allreduce = read_ranked_pairs(r, j.at("graph_allreduce"), key + ".graph_allreduce", "bytes");
+  if (j.contains("iallreduce")) c.iallreduce = read_ranked_pairs(r, j.at("iallreduce"), key + ".iallreduce", "bytes");
   if (j.contains("p2p")) c.p2p = read_pairs(r, j.at("p2p"), key + ".p2p", "bytes", "seconds");
   if (j.contains("host_call_s")) c.host_call_s = r.positive(j.at("host_call_s"), key + ".host_call_s", true);
   // Newer calibrations (optional: older profiles fall back, see CommProfile).
@@ -793,6 +794,14 @@ struct Comm {
       local = 2 * ((g - 1) * l.alpha_s + double(g - 1) / g * bytes / l.bytes_per_s);
     }
     return profile.call_s + local + formula(bytes / g, nodes, inter, 0);
+  }
+  // MPI's non-blocking allreduce, posted and waited for: its own measured table within a node
+  // (profile "iallreduce"), else the blocking allreduce's price.
+  double nonblocking(double bytes, int p) const {
+    if (p <= 1) return 0;
+    if (!net.intra && p <= per_node)
+      if (auto t = from_tables(profile.iallreduce, bytes, p)) return *t;
+    return allreduce(bytes, p);
   }
   double p2p(double bytes, bool same_node) const {
     if (!same_node) return p2p_seconds(bytes, net.inter.link, profile.p2p_call_s);
@@ -1468,9 +1477,9 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
                              std::to_string(n) + " ranks)");
       // MPI's non-blocking allreduce makes no progress while the rank computes (no progress
       // thread; docs/results/2026-11-26-data-parallel.md), so with overlap the per-layer
-      // allreduces run back to back after the backward.
+      // allreduces run back to back after the backward, each at the non-blocking price.
       double ar = 0;
-      if (c.overlap) for (double b : layer_bytes) ar += comm.allreduce(b, n);
+      if (c.overlap) for (double b : layer_bytes) ar += comm.nonblocking(b, n);
       else ar = comm.allreduce(4 * P, n);
       s.split.compute = before + r.backward.end + r.update;
       s.split.comm = ar;
@@ -1559,6 +1568,10 @@ StepResult predict_step(const Profile& profile, const Network& net, const Worklo
       int stage_first = 0;
       for (int s = 0; s < S; ++s) {
         double t = across.allreduce(4 * stage_params[s], data);
+        // (CPU: each layer's non-blocking allreduce is posted as its backward ends, and the
+        // pipeline's own sends and receives progress them. Priced as one blocking allreduce of
+        // the stage: on 16 ranks that was within +2..+35%; pricing each layer at the measured
+        // non-blocking cost instead gave -11..-22%, docs/results/2026-11-27-plan-validation-7.md.)
         if (gpu && c.overlap) {
           // The GPU stage engine (gpu_stage.hpp) does not report layers during the backward,
           // so PipelineTrainer::reduce_gradients starts every layer's reduction after the last

@@ -104,6 +104,9 @@ struct CommProfile {
   std::map<int, std::vector<std::pair<double, double>>> allreduce;  // ranks -> (bytes, seconds)
   // The same inside a CUDA graph (NCCL only; what nccl-data's replayed steps pay), when measured.
   std::map<int, std::vector<std::pair<double, double>>> graph_allreduce;
+  // MPI's non-blocking allreduce, posted and waited for ("iallreduce"; what mpi-data's
+  // overlapped buckets and the hybrids' per-layer reductions run), when measured.
+  std::map<int, std::vector<std::pair<double, double>>> iallreduce;
   std::vector<std::pair<double, double>> p2p;                       // (bytes, seconds) one way
   // Derived (or given): per-call overhead, per-hop latency, bandwidth.
   double call_s = 0;
