@@ -11,6 +11,7 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "child_run.hpp"
@@ -358,6 +359,33 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, Pr
   return all_pass ? kExitOk : kExitParityFailed;
 }
 
+// `nnpar report`; with --profile the script also gets `plan --compare-results --json` of the
+// same folder, from a temporary file removed afterwards.
+int cmd_report(ReportOptions o) {
+  std::error_code ec;
+  if (o.profile.empty() || !std::filesystem::is_directory(o.results, ec)) return run_report(o);
+  nlohmann::json predicted;
+  try {
+    predicted = predicted_beside_measured(o.profile.string(), o.results.string());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nnpar: report: --profile: %s\n", e.what());
+    return kExitError;
+  }
+  o.predictions = std::filesystem::temp_directory_path() /
+                  ("nnpar-report-predictions-" + std::to_string(::getpid()) + ".json");
+  {
+    std::ofstream out(o.predictions);
+    out << predicted.dump() << "\n";
+    if (!out) {
+      std::fprintf(stderr, "nnpar: report: cannot write %s\n", o.predictions.string().c_str());
+      return kExitError;
+    }
+  }
+  const int status = run_report(o);
+  std::filesystem::remove(o.predictions, ec);
+  return status;
+}
+
 int cmd_list_plugins(const CommonOptions& o) {
   std::unique_ptr<RunConfig> config;
   if (!o.config.empty()) config = std::make_unique<RunConfig>(load_config(o.config, o.overrides));
@@ -541,6 +569,10 @@ int main(int argc, char** argv) {
   report->add_option("-o,--output", report_options.out, "report folder (default: RESULTS_DIR/report)")
       ->type_name("REPORT_DIR");
   report->add_flag("--overwrite", report_options.overwrite, "replace an earlier report in REPORT_DIR");
+  report->add_option("--profile", report_options.profile,
+                     "machine profile (nnpar calibrate): add every run's predicted samples/s beside the measured "
+                     "(as nnpar plan --compare-results)")
+      ->type_name("FILE");
 
   auto* list = app.add_subcommand("list-plugins", "list the strategy plugins found and their options");
   add_common(list, common, /*config_required=*/false);
@@ -580,7 +612,7 @@ int main(int argc, char** argv) {
       sweep_options.quiet = common.quiet;
       return run_sweep(sweep_options, progress, line);
     }
-    if (*report) return run_report(report_options);
+    if (*report) return cmd_report(report_options);
     if (*list) return cmd_list_plugins(common);
     if (*eval) return cmd_eval(common, checkpoint);
     if (*serve) return run_serve(serve_options);

@@ -340,7 +340,9 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-int cmd_compare_results(const PlanOptions& o) {
+// Every result JSON under o.compare_dir predicted with o.profile: the rows and summary of
+// `plan --compare-results --json` (schema nnpar-plan-compare/1).
+nlohmann::json compare_results_json(const PlanOptions& o) {
   if (!fs::is_directory(o.compare_dir))
     throw std::invalid_argument("--compare-results: '" + o.compare_dir + "' is not a folder");
   const perf::Profile profile = perf::load_profile(o.profile);
@@ -441,17 +443,23 @@ int cmd_compare_results(const PlanOptions& o) {
                             {"mean_abs_error", errors.empty() ? 0.0 : std::accumulate(errors.begin(), errors.end(), 0.0) / errors.size()},
                             {"median_abs_error", median(errors)},
                             {"worst_abs_error", errors.empty() ? 0.0 : *std::max_element(errors.begin(), errors.end())}};
+  return {{"schema", "nnpar-plan-compare/1"},
+          {"profile", {{"file", o.profile}, {"description", profile.describe()}}},
+          {"results", o.compare_dir},
+          {"rows", rows},
+          {"summary", summary}};
+}
+
+int cmd_compare_results(const PlanOptions& o) {
+  const nlohmann::json compared = compare_results_json(o);
   if (o.json) {
-    std::printf("%s\n", nlohmann::json({{"schema", "nnpar-plan-compare/1"},
-                                        {"profile", {{"file", o.profile}, {"description", profile.describe()}}},
-                                        {"results", o.compare_dir},
-                                        {"rows", rows},
-                                        {"summary", summary}})
-                            .dump(2)
-                            .c_str());
+    std::printf("%s\n", compared.dump(2).c_str());
     return 0;
   }
-  std::printf("profile: %s: %s\nresults: %s\n\n", o.profile.c_str(), profile.describe().c_str(), o.compare_dir.c_str());
+  const nlohmann::json& rows = compared.at("rows");
+  const nlohmann::json& summary = compared.at("summary");
+  std::printf("profile: %s: %s\nresults: %s\n\n", o.profile.c_str(),
+              compared.at("profile").at("description").get<std::string>().c_str(), o.compare_dir.c_str());
   std::printf("| run | strategy | workers | model | batch | measured samples/s | predicted | error | rank-0 split measured | predicted |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows) {
@@ -470,13 +478,21 @@ int cmd_compare_results(const PlanOptions& o) {
   }
   for (const auto& r : rows)
     if (r.contains("skipped")) std::printf("skipped %s: %s\n", r["file"].get<std::string>().c_str(), r["skipped"].get<std::string>().c_str());
-  std::printf("\n%zu runs predicted: %zu within 15%%; |error| mean %.0f%%, median %.0f%%, worst %.0f%%\n", errors.size(), within,
+  std::printf("\n%zu runs predicted: %zu within 15%%; |error| mean %.0f%%, median %.0f%%, worst %.0f%%\n",
+              summary["predicted"].get<std::size_t>(), summary["within_15_percent"].get<std::size_t>(),
               100 * summary["mean_abs_error"].get<double>(), 100 * summary["median_abs_error"].get<double>(),
               100 * summary["worst_abs_error"].get<double>());
   return 0;
 }
 
 }  // namespace
+
+nlohmann::json predicted_beside_measured(const std::string& profile_file, const std::string& results_dir) {
+  PlanOptions o;
+  o.profile = profile_file;
+  o.compare_dir = results_dir;
+  return compare_results_json(o);
+}
 
 struct PlanCommands::State {
   CLI::App* calibrate = nullptr;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 namespace nnpar {
 
@@ -19,5 +20,10 @@ class PlanCommands {
   struct State;
   std::unique_ptr<State> state_;
 };
+
+// `plan --compare-results DIR --json` as a value: every result JSON under results_dir predicted
+// with the profile (measured links within a node), rows and summary (schema
+// nnpar-plan-compare/1, docs/plan.md). Throws perf::ProfileError or std::invalid_argument.
+nlohmann::json predicted_beside_measured(const std::string& profile_file, const std::string& results_dir);
 
 }  // namespace nnpar

@@ -79,6 +79,7 @@ int run_report(const ReportOptions& o) {
   // a failed report never leaves a half-written one.
   std::vector<std::string> command{python(), script.string(), o.results.string(), "-o", out.string()};
   if (o.overwrite) command.push_back("--overwrite");
+  if (!o.predictions.empty()) command.insert(command.end(), {"--predictions", o.predictions.string()});
   int status = 0;
   try {
     status = run_and_wait(command);

@@ -9,6 +9,8 @@ struct ReportOptions {
   std::filesystem::path results;
   std::filesystem::path out;  // empty: RESULTS_DIR/report
   bool overwrite = false;
+  std::filesystem::path profile;      // --profile: a section of predictions beside the measurements
+  std::filesystem::path predictions;  // set by main(): `plan --compare-results --json` of profile
 };
 
 // The report script: $NNPAR_REPORT_SCRIPT, else share/nnpar/nnpar_report.py beside an installed

@@ -212,6 +212,38 @@ TEST_F(Report, AnEarlierReportIsReplacedOnlyWithOverwrite) {
   EXPECT_TRUE(fs::exists(out / "report.html"));
 }
 
+TEST_F(Report, WithAProfileEveryRunIsPredictedBesideItsMeasurement) {
+  // Call P3's 2-GPU grid and its profile (docs/results/2026-11-27-plan-validation-7.md): the
+  // report gains the comparison `nnpar plan --compare-results` prints, as a table and a figure.
+  const fs::path source = NNPAR_SOURCE_DIR;
+  const fs::path grid = dir_ / "grid";
+  fs::copy(source / "docs" / "results" / "raw" / "device-2026-11-27i" / "callP3" / "grid", grid,
+           fs::copy_options::recursive);
+  const Output r = run("report " + grid.string() + " -o " + (dir_ / "report").string() + " --profile " +
+                       (source / "profiles" / "h200x2-coresidence.json").string());
+  ASSERT_EQ(r.status, 0) << r.all();
+  const auto manifest = nlohmann::json::parse(slurp(dir_ / "report" / "manifest.json"));
+  EXPECT_EQ(manifest["tables"]["predictions"], 20);
+  bool drawn = false;
+  for (auto& f : manifest["figures"]) {
+    if (f["id"] != "predicted-vs-measured") continue;
+    drawn = true;
+    EXPECT_EQ(f["series"].size(), 20u);
+    for (auto& point : f["series"]) {
+      const double ratio = point["predicted"].get<double>() / point["measured"].get<double>();
+      EXPECT_GT(ratio, 0.85) << point;
+      EXPECT_LT(ratio, 1.15) << point;
+    }
+    expect_png(dir_ / "report" / f["png"].get<std::string>());
+  }
+  EXPECT_TRUE(drawn);
+  const std::string md = slurp(dir_ / "report" / "report.md");
+  EXPECT_THAT(md, HasSubstr("## Predicted beside measured"));
+  EXPECT_THAT(md, HasSubstr("20 runs predicted with the profile"));
+  EXPECT_THAT(md, HasSubstr("20 within 15%"));
+  EXPECT_THAT(slurp(dir_ / "report" / "report.html"), HasSubstr("<h2>Predicted beside measured</h2>"));
+}
+
 TEST_F(Report, AFolderWithoutResultsIsAnErrorNamingIt) {
   fs::create_directories(dir_ / "junk");
   std::ofstream(dir_ / "junk" / "notes.json") << "{\"hello\": 1}";
@@ -237,6 +269,22 @@ TEST_F(ReportArguments, AMissingOrEmptyResultsFolderIsAnErrorNamingIt) {
   r = run("report " + file.string());
   EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.err, HasSubstr("not a folder"));
+}
+
+TEST_F(ReportArguments, AProfileThatCannotBeReadIsAnErrorNamingItAndWritesNothing) {
+  const fs::path results = dir_ / "one";
+  fs::create_directories(results);
+  fs::copy_file(kFixture / "b32-h32x32" / "serial.json", results / "serial.json");
+  Output r = run("report " + results.string() + " -o " + (dir_ / "report").string() + " --profile " +
+                 (dir_ / "nowhere.json").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr((dir_ / "nowhere.json").string()));
+  EXPECT_FALSE(fs::exists(dir_ / "report"));
+  const fs::path bad = write("bad.json", "{\"schema\": \"nnpar-profile/1\", \"cpu\": 3}");
+  r = run("report " + results.string() + " -o " + (dir_ / "report").string() + " --profile " + bad.string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("cpu"));
+  EXPECT_FALSE(fs::exists(dir_ / "report"));
 }
 
 }  // namespace

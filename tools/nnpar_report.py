@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Figures, a Markdown and a self-contained HTML report from a folder of nnpar results.
 
-    nnpar_report.py RESULTS_DIR -o REPORT_DIR [--overwrite]
+    nnpar_report.py RESULTS_DIR -o REPORT_DIR [--overwrite] [--predictions FILE]
 
 Run by `nnpar report` (docs/reports.md). Reads every results JSON under RESULTS_DIR (written
 by nnpar train, compare or sweep), sweep.json indexes and Chrome traces (--trace), and writes
 REPORT_DIR/report.md, report.html (figures embedded), manifest.json (every figure, its files
 and the series it draws, and every figure left out with the reason) and figures/*.png|svg.
-A figure whose data is missing is left out with a note, never an error. Exit status 0, or 2
-with a message naming the problem.
+A figure whose data is missing is left out with a note, never an error. --predictions (what
+`nnpar report --profile` passes: `nnpar plan --compare-results --json` of the same folder) adds a
+section of predicted beside measured samples/s, a table and a figure. Exit status 0, or 2 with
+a message naming the problem.
 
 Debian packages: python3, python3-matplotlib, python3-numpy.
 """
@@ -697,6 +699,84 @@ def gantt_figures(figs, runs, traces):
                   {"source": source})
 
 
+def load_predictions(path):
+    """The rows of `nnpar plan --compare-results --json` (schema nnpar-plan-compare/1)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as error:
+        fail(f"--predictions {path}: not readable JSON ({error})")
+    if not isinstance(data, dict) or data.get("schema") != "nnpar-plan-compare/1" or "rows" not in data:
+        fail(f"--predictions {path}: not the output of nnpar plan --compare-results --json")
+    return data
+
+
+def predicted_rows(predictions):
+    return [r for r in predictions["rows"] if "skipped" not in r]
+
+
+def prediction_figures(figs, runs, predictions, results_dir):
+    rows = predicted_rows(predictions)
+    if not rows:
+        figs.skip("predicted-vs-measured", "Predicted beside measured", "no run could be predicted")
+        return
+    by_path = {os.path.realpath(r.path): r for r in runs}
+    drawn = [by_path[p] for p in (os.path.realpath(os.path.join(results_dir, row["file"])) for row in rows) if p in by_path]
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    measured = [row["measured_samples_per_second"] for row in rows]
+    predicted = [row["predicted_samples_per_second"] for row in rows]
+    low, high = min(measured + predicted) / 1.5, max(measured + predicted) * 1.5
+    line = np.geomspace(low, high, 50)
+    ax.fill_between(line, line / 1.15, line * 1.15, color="#dddddd", label="within 15%")
+    ax.plot(line, line, color="#888888", linewidth=0.8)
+    plugins = sorted({row["plugin"] for row in rows})
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, plugin in enumerate(plugins):
+        mine = [row for row in rows if row["plugin"] == plugin]
+        ax.scatter([row["measured_samples_per_second"] for row in mine],
+                   [row["predicted_samples_per_second"] for row in mine],
+                   color=cycle[i % len(cycle)], marker=Styles.MARKERS[i % len(Styles.MARKERS)], label=plugin, zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("measured samples/s")
+    ax.set_ylabel("predicted samples/s")
+    ax.legend(fontsize=7)
+    summary = predictions.get("summary", {})
+    profile = predictions.get("profile", {})
+    ax.set_title(f"{summary.get('within_15_percent', '?')} of {summary.get('predicted', '?')} runs within 15%",
+                 fontsize=9)
+    caption = (f"Each run's samples/s as measured (x) and as <i>nnpar plan</i> predicts it (y) from the profile "
+               f"<i>{html.escape(str(profile.get('file', '?')))}</i> ({html.escape(str(profile.get('description', '')))}). "
+               "On the diagonal the prediction is exact; the band is the 15% of the cost model's goal.")
+    figs.save(fig, "predicted-vs-measured", "Predicted beside measured", drawn or runs,
+              [{"id": slug(row["file"]), "measured": row["measured_samples_per_second"],
+                "predicted": row["predicted_samples_per_second"]} for row in rows], caption)
+
+
+def prediction_table(predictions):
+    rows = []
+    for row in sorted(predicted_rows(predictions), key=lambda r: r["file"]):
+        note = row.get("predicted", {}).get("note", "") or ""
+        rows.append([row["file"], row.get("label", row["plugin"]), str(row["workers"]),
+                     f"{row['measured_samples_per_second']:,.0f}", f"{row['predicted_samples_per_second']:,.0f}",
+                     f"{100 * row['error']:+.0f}%", note])
+    return ["run", "strategy", "workers", "measured samples/s", "predicted", "error", "note"], rows
+
+
+def prediction_summary(predictions):
+    s, profile = predictions.get("summary", {}), predictions.get("profile", {})
+    skipped = [r for r in predictions["rows"] if "skipped" in r]
+    text = (f"{s.get('predicted', 0)} runs predicted with the profile `{profile.get('file', '?')}` "
+            f"({profile.get('description', '')}): {s.get('within_15_percent', 0)} within 15%; |error| mean "
+            f"{100 * s.get('mean_abs_error', 0):.0f}%, median {100 * s.get('median_abs_error', 0):.0f}%, worst "
+            f"{100 * s.get('worst_abs_error', 0):.0f}%. Error = predicted / measured samples/s - 1 (docs/plan.md).")
+    if skipped:
+        text += f" Not predicted: {len(skipped)} ({'; '.join(r['file'] + ': ' + r['skipped'] for r in skipped[:5])})."
+    return text
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables and documents
 
@@ -750,7 +830,7 @@ def html_table(header, rows):
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def documents(out_dir, results_dir, runs, figs, incomplete, notes):
+def documents(out_dir, results_dir, runs, figs, incomplete, notes, predictions=None):
     machines = provenance(runs)
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     points = group_points(runs)
@@ -768,6 +848,10 @@ def documents(out_dir, results_dir, runs, figs, incomplete, notes):
     md += ["## Parity verdicts", ""]
     md += [markdown_table(parity_header, parity_rows) if parity_rows else
            "No run in these results was checked for parity (only `nnpar compare` and `nnpar sweep` check it).", ""]
+    if predictions is not None:
+        prediction_header, prediction_rows = prediction_table(predictions)
+        md += ["## Predicted beside measured", "", prediction_summary(predictions), "",
+               markdown_table(prediction_header, prediction_rows), ""]
     md += ["## Figures", ""]
     for f in figs.figures:
         md += [f"### {f['title']}", "", f"![{f['title']}]({f['png']})", "",
@@ -793,7 +877,12 @@ def documents(out_dir, results_dir, runs, figs, incomplete, notes):
         parts += ["<p>Runs of the sweep that did not complete:</p>", html_table(incomplete_header, incomplete_rows)]
     parts += ["<h2>Parity verdicts</h2>",
               html_table(parity_header, parity_rows) if parity_rows else
-              "<p>No run in these results was checked for parity.</p>", "<h2>Figures</h2>"]
+              "<p>No run in these results was checked for parity.</p>"]
+    if predictions is not None:
+        prediction_header, prediction_rows = prediction_table(predictions)
+        parts += ["<h2>Predicted beside measured</h2>", f"<p>{html.escape(prediction_summary(predictions))}</p>",
+                  html_table(prediction_header, prediction_rows)]
+    parts += ["<h2>Figures</h2>"]
     for f in figs.figures:
         with open(os.path.join(out_dir, f["png"]), "rb") as png:
             data = base64.b64encode(png.read()).decode("ascii")
@@ -812,7 +901,8 @@ def documents(out_dir, results_dir, runs, figs, incomplete, notes):
 
     manifest = {"generated": generated, "results_dir": os.path.abspath(results_dir), "runs": len(runs),
                 "figures": figs.figures, "skipped": figs.skipped, "notes": notes,
-                "tables": {"runs": len(run_rows), "parity": len(parity_rows), "incomplete": len(incomplete_rows)}}
+                "tables": {"runs": len(run_rows), "parity": len(parity_rows), "incomplete": len(incomplete_rows),
+                           "predictions": len(predicted_rows(predictions)) if predictions is not None else 0}}
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
@@ -830,6 +920,7 @@ def main():
     parser.add_argument("results_dir")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--predictions", help="nnpar plan --compare-results --json of the same folder")
     args = parser.parse_args()
     results_dir, out = args.results_dir, os.path.abspath(args.output)
     if not os.path.isdir(results_dir):
@@ -837,6 +928,7 @@ def main():
     if os.path.exists(out) and os.listdir(out) and not args.overwrite:
         fail(f"'{args.output}' already holds files; choose another -o or pass --overwrite")
 
+    predictions = load_predictions(args.predictions) if args.predictions else None
     runs, traces, incomplete, notes = load(results_dir, out)
     if not runs:
         fail(f"no nnpar results JSON in '{results_dir}'" + (f" ({'; '.join(notes)})" if notes else ""))
@@ -854,14 +946,16 @@ def main():
                              ("throughput", lambda: throughput_figures(figs, runs)),
                              ("breakdown", lambda: breakdown_figures(figs, points)),
                              ("convergence", lambda: convergence_figures(figs, points)),
-                             ("gantt", lambda: gantt_figures(figs, runs, traces))):
+                             ("gantt", lambda: gantt_figures(figs, runs, traces)),
+                             ("predictions", lambda: prediction_figures(figs, runs, predictions, results_dir)
+                              if predictions is not None else None)):
             try:
                 draw()
             except Exception as error:  # data no figure foresaw: the rest of the report still comes
                 traceback.print_exc()
                 plt.close("all")
                 figs.skip(family, f"{family} figures", f"drawing failed: {type(error).__name__}: {error}")
-        documents(work, results_dir, runs, figs, incomplete, notes)
+        documents(work, results_dir, runs, figs, incomplete, notes, predictions)
         os.chmod(work, 0o755)
         # Into place in one rename: a report folder is either the old one or the new one.
         old = None
