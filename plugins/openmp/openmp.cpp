@@ -179,7 +179,7 @@ class OpenMpStrategy final : public Strategy {
       if (momentum) std::fill(velocity_.get() + p.begin, velocity_.get() + p.end, 0.0f);
       if (intra_) std::fill(grads_.get() + p.begin, grads_.get() + p.end, 0.0f);
       if (stationary_) {
-        stationary_buffers_[t] = make_stationary_buffers(B);
+        stationary_buffers_[t] = make_stationary_buffers(B, t);
       } else if (intra_) {
         const Range r = shard_range(B, t, T);
         for (int i = 0; i <= n; ++i) {
@@ -522,11 +522,15 @@ class OpenMpStrategy final : public Strategy {
   bool gathers_batch(int t) const { return spec_.linear_count() == 1 || own(1, t).size() > 0; }
 
   // Made by the thread that uses them, which is the only one to touch them.
-  std::unique_ptr<Stationary> make_stationary_buffers(int B) {
+  std::unique_ptr<Stationary> make_stationary_buffers(int B, int t) {
     const int n = spec_.linear_count();
     auto s = std::make_unique<Stationary>();
     // Every thread gathers at least its logits rows' labels (and so their images) into x.
     s->x = untouched(std::size_t(B) * spec_.layer_sizes[0]);
+    // bias_gradient's slice copy: the widest of its own column ranges (own(h), h = 1..n-1).
+    std::size_t widest = 0;
+    for (int h = 1; h < n; ++h) widest = std::max(widest, own(h, t).size());
+    bias_tmp_[std::size_t(t)].assign(std::size_t(B) * widest, 0.0f);
     s->y.resize(std::size_t(B));
     for (int i = 0; i < n; ++i) {
       s->wf.push_back(untouched_aligned(wf_[i].floats()));
@@ -677,8 +681,7 @@ class OpenMpStrategy final : public Strategy {
       kn::column_sums(rows, out, 1.0f, G, 1.0f, db);
       return;
     }
-    std::vector<float>& tmp = bias_tmp_[std::size_t(omp_get_thread_num())];
-    if (tmp.size() < std::size_t(rows) * w) tmp.resize(std::size_t(rows) * w);
+    std::vector<float>& tmp = bias_tmp_[std::size_t(omp_get_thread_num())];  // sized at setup
     for (int r = 0; r < rows; ++r) std::copy_n(G + std::size_t(r) * out + cols.begin, w, tmp.data() + std::size_t(r) * w);
     kn::column_sums(rows, w, 1.0f, tmp.data(), 1.0f, db + cols.begin);
   }
