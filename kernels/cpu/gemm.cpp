@@ -185,10 +185,11 @@ NNPAR_INLINE void micro_kernel(int kc, const float* __restrict Ap, const float* 
 // One MR x NR tile of C (m x n of it real) from packed A and B panels: the micro-kernel for
 // the tile's row count (MR, or 4/2/1 for a short last panel: small batches), edge tiles going
 // through `tmp`. Each element gets the same operation sequence whichever kernel (and whether
-// or not the scratch tile) is used: results never depend on tile position.
-template <int MR, int NV, class V>
+// or not the scratch tile) is used: results never depend on tile position. DirectA: a full
+// MR-row tile (m == MR) read straight from row-major op(A), row stride lda, instead of `ap`.
+template <int MR, int NV, class V, bool DirectA = false>
 NNPAR_INLINE void compute_tile(int m, int n, int kc, const float* ap, const float* bp, float* c, long ldc,
-                               float alpha, float bet, float* tmp) {
+                               float alpha, float bet, float* tmp, long lda = 0) {
   constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
   const int mk = m == MR ? MR : m == 1 ? 1 : m == 2 ? 2 : m <= 4 ? 4 : MR;
   const bool full = m == mk && n == NR;
@@ -196,27 +197,13 @@ NNPAR_INLINE void compute_tile(int m, int n, int kc, const float* ap, const floa
   const long ldd = full ? ldc : NR;
   if (!full && bet != 0.0f)
     for (int i = 0; i < m; ++i) std::memcpy(tmp + i * NR, c + i * ldc, n * sizeof(float));
-  if (mk == MR) micro_kernel<MR, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
+  if constexpr (DirectA) micro_kernel<MR, NV, V, MR, true>(kc, ap, bp, cd, ldd, alpha, bet, lda);
+  else if (mk == MR) micro_kernel<MR, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
   else if (mk == 1) micro_kernel<1, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
   else if (mk == 2) micro_kernel<2, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
   else if constexpr (MR > 4) micro_kernel<4, NV, V, MR>(kc, ap, bp, cd, ldd, alpha, bet);
   if (!full)
     for (int i = 0; i < m; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
-}
-
-// A full MR-row tile read straight from row-major op(A) (row stride lda), as compute_tile.
-template <int MR, int NV, class V>
-NNPAR_INLINE void compute_tile_direct(int n, int kc, const float* a, long lda, const float* bp, float* c,
-                                      long ldc, float alpha, float bet, float* tmp) {
-  constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
-  const bool full = n == NR;
-  float* cd = full ? c : tmp;
-  const long ldd = full ? ldc : NR;
-  if (!full && bet != 0.0f)
-    for (int i = 0; i < MR; ++i) std::memcpy(tmp + i * NR, c + i * ldc, n * sizeof(float));
-  micro_kernel<MR, NV, V, MR, true>(kc, a, bp, cd, ldd, alpha, bet, lda);
-  if (!full)
-    for (int i = 0; i < MR; ++i) std::memcpy(c + i * ldc, tmp + i * NR, n * sizeof(float));
 }
 
 // ------------------------------------------------------------------ driver
@@ -314,8 +301,8 @@ struct PackedPath {
           const float* bp = Bp + static_cast<std::size_t>(j) * K * NR + static_cast<std::size_t>(pc) * NR;
           for (int ir = 0; ir < mc; ir += MR) {
             if (ir < direct_rows)
-              compute_tile_direct<MR, NV, V>(n, kc, a.p + (ic + ir) * a.rs + pc, a.rs, bp, C + (ic + ir) * ldc + n0,
-                                             ldc, alpha, bet, tmp);
+              compute_tile<MR, NV, V, true>(MR, n, kc, a.p + (ic + ir) * a.rs + pc, bp, C + (ic + ir) * ldc + n0, ldc,
+                                            alpha, bet, tmp, a.rs);
             else
               compute_tile<MR, NV, V>(std::min(MR, mc - ir), n, kc,
                                       Ap + static_cast<std::size_t>(ir - direct_rows) * kc, bp,
