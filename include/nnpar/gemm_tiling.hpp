@@ -61,13 +61,18 @@ inline GemmTiling gemm_tiling(int I, int J, int K, bool allow_split, int split_b
   return p;
 }
 
-// The three products of a Linear layer with `rows` rows, `in` inputs and `out` outputs, as
-// planned by the kernels' entry points (M, N, K in cuda_kernels.hpp's names: M = rows,
-// N = out, K = in). Weight gradients are never split: the bias gradient and the fused SGD
-// need the whole batch in one block.
-inline GemmTiling forward_tiling(int rows, int out, int in, bool split) { return gemm_tiling(rows, out, in, split); }
+// The three products of a Linear layer with `rows` rows, `in` inputs and `out` outputs, as the
+// kernels' entry points plan them (M, N, K in cuda_kernels.hpp's names: M = rows, N = out,
+// K = in). Weight gradients are never split: the bias gradient and the fused SGD need the
+// whole batch in one block. split_blocks and tensor_cores as gemm_tiling's.
+inline GemmTiling forward_tiling(int rows, int out, int in, bool split, int split_blocks = 0, bool tensor_cores = false) {
+  return gemm_tiling(rows, out, in, split, split_blocks, tensor_cores);
+}
 inline GemmTiling weight_grad_tiling(int rows, int out, int in) { return gemm_tiling(out, in, rows, false); }
-inline GemmTiling input_grad_tiling(int rows, int out, int in, bool split) { return gemm_tiling(rows, in, out, split); }
+inline GemmTiling input_grad_tiling(int rows, int out, int in, bool split, int split_blocks = 0,
+                                    bool tensor_cores = false) {
+  return gemm_tiling(rows, in, out, split, split_blocks, tensor_cores);
+}
 
 // Blocks of the input-gradient launch with the default options, GEMV path included (a
 // 256-thread block per 32 outputs of a row).

@@ -616,10 +616,6 @@ using Plan = GemmTiling;
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-Plan make_plan(int I, int J, int K, bool allow_split) {
-  return gemm_tiling(I, J, K, allow_split, g_options.split_blocks, g_options.precision != MmaPrecision::fp32);
-}
-
 void check_launch(const char* what) { check(cudaGetLastError(), what); }
 
 void check_copies(const GradientCopies& copies, const float* db, const char* what) {
@@ -662,11 +658,12 @@ void launch_gemm(const Plan& p, int I, int J, int K, ASrc A, BSrc B, Epi epi, fl
 
 // Splits only when the caller gave scratch.
 Plan plan_for(GemmForm form, int M, int N, int K, bool have_scratch) {
+  const int split = g_options.split_blocks;
+  const bool tensor_cores = g_options.precision != MmaPrecision::fp32;
   switch (form) {
-    case GemmForm::forward: return make_plan(M, N, K, have_scratch);
-    // Never split: the bias gradient (row sums) and the fused SGD need the whole K in one block.
-    case GemmForm::weight_grad: return make_plan(N, K, M, false);
-    case GemmForm::input_grad: return make_plan(M, K, N, have_scratch);
+    case GemmForm::forward: return forward_tiling(M, N, K, have_scratch, split, tensor_cores);
+    case GemmForm::weight_grad: return weight_grad_tiling(M, N, K);
+    case GemmForm::input_grad: return input_grad_tiling(M, N, K, have_scratch, split, tensor_cores);
   }
   return {};
 }
