@@ -942,13 +942,14 @@ def main():
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
     try:
         figs = Figures(work)
-        for family, draw in (("speedup", lambda: speedup_figures(figs, points)),
-                             ("throughput", lambda: throughput_figures(figs, runs)),
-                             ("breakdown", lambda: breakdown_figures(figs, points)),
-                             ("convergence", lambda: convergence_figures(figs, points)),
-                             ("gantt", lambda: gantt_figures(figs, runs, traces)),
-                             ("predictions", lambda: prediction_figures(figs, runs, predictions, results_dir)
-                              if predictions is not None else None)):
+        families = [("speedup", lambda: speedup_figures(figs, points)),
+                    ("throughput", lambda: throughput_figures(figs, runs)),
+                    ("breakdown", lambda: breakdown_figures(figs, points)),
+                    ("convergence", lambda: convergence_figures(figs, points)),
+                    ("gantt", lambda: gantt_figures(figs, runs, traces))]
+        if predictions is not None:
+            families.append(("predictions", lambda: prediction_figures(figs, runs, predictions, results_dir)))
+        for family, draw in families:
             try:
                 draw()
             except Exception as error:  # data no figure foresaw: the rest of the report still comes
