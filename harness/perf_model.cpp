@@ -919,44 +919,40 @@ Backward replica_backward(const Engine& e, const std::vector<LayerWork>& work) {
     b.end = t;
     return b;
   }
-  if (e.dev.block_model() && L > 1) {
-    // The same two streams, block by block on the SMs (simulate_blocks): a weight gradient on
-    // the side stream gets SMs only as the main stream's products leave them, and shares an
-    // SM's throughput with the blocks already there.
-    std::vector<BlockTask> tasks;
-    std::vector<int> wg(L, -1);
-    auto add = [&](double seconds, int blocks, int stream, std::vector<int> after) {
-      tasks.push_back({seconds, blocks, stream, std::move(after)});
-      return int(tasks.size()) - 1;
-    };
-    for (int i = L - 1; i >= 1; --i) {
-      const int ig = add(work[i].input_grad, work[i].blocks_input_grad, 0, {});  // 0 s when in the loss kernel
-      wg[i] = add(work[i].weight_grad, work[i].blocks_weight_grad, 1, {ig});
-    }
-    wg[0] = add(work[0].weight_grad, work[0].blocks_weight_grad, 0, {});
-    const std::vector<double> done =
-        simulate_blocks(tasks, e.dev.multiprocessors, e.dev.gemm_blocks_per_sm, e.dev.second_block_gain);
-    for (int i = 0; i < L; ++i) b.layer_done[i] = done[wg[i]];
-    b.end = *std::max_element(done.begin(), done.end());
-    return b;
-  }
-  if (e.shares() && L > 1) {
-    // Two streams of kernels sharing the GPU by their calibrated shares (simulate_streams).
-    std::vector<StreamTask> tasks;
-    std::vector<int> ig(L, -1), wg(L, -1);
-    auto add = [&](double seconds, double share, int stream, std::vector<int> after) {
-      tasks.push_back({seconds, share, stream, std::move(after)});
-      return int(tasks.size()) - 1;
-    };
+  if ((e.dev.block_model() || e.shares()) && L > 1) {
     // The schedule of the cuda and nccl-data plugins: the input-gradient chain and layer 0's
     // weight gradient on the main stream, each weight gradient i > 0 on the side stream after
-    // input gradient i.
+    // input gradient i. Simulated block by block on the SMs where the profile calibrated how
+    // they share blocks (simulate_blocks: a side-stream weight gradient gets SMs only as the
+    // main stream's products leave them, and shares an SM's throughput with the blocks already
+    // there), else by the kernels' calibrated shares of the GPU (simulate_streams).
+    struct Op {
+      double seconds, share;
+      int blocks, stream;
+      std::vector<int> after;
+    };
+    std::vector<Op> ops;
+    std::vector<int> wg(L, -1);
+    auto add = [&](Op op) {
+      ops.push_back(std::move(op));
+      return int(ops.size()) - 1;
+    };
     for (int i = L - 1; i >= 1; --i) {
-      ig[i] = add(work[i].input_grad, work[i].share_input_grad, 0, {});  // 0 s when in the loss kernel
-      wg[i] = add(work[i].weight_grad, work[i].share_weight_grad, 1, {ig[i]});
+      // 0 s when the loss kernel computes it
+      const int ig = add({work[i].input_grad, work[i].share_input_grad, work[i].blocks_input_grad, 0, {}});
+      wg[i] = add({work[i].weight_grad, work[i].share_weight_grad, work[i].blocks_weight_grad, 1, {ig}});
     }
-    wg[0] = add(work[0].weight_grad, work[0].share_weight_grad, 0, {});
-    const std::vector<double> done = simulate_streams(tasks);
+    wg[0] = add({work[0].weight_grad, work[0].share_weight_grad, work[0].blocks_weight_grad, 0, {}});
+    std::vector<double> done;
+    if (e.dev.block_model()) {
+      std::vector<BlockTask> tasks;
+      for (const Op& op : ops) tasks.push_back({op.seconds, op.blocks, op.stream, op.after});
+      done = simulate_blocks(tasks, e.dev.multiprocessors, e.dev.gemm_blocks_per_sm, e.dev.second_block_gain);
+    } else {
+      std::vector<StreamTask> tasks;
+      for (const Op& op : ops) tasks.push_back({op.seconds, op.share, op.stream, op.after});
+      done = simulate_streams(tasks);
+    }
     for (int i = 0; i < L; ++i) b.layer_done[i] = done[wg[i]];
     b.end = *std::max_element(done.begin(), done.end());
     return b;
