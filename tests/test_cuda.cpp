@@ -1072,7 +1072,9 @@ TEST_P(CudaMmaTraining, ReachesSerialTestAccuracyWithinHalfAPoint) {
   const Datasets data = load_datasets(config.data);  // more than the fixture's 6,000 samples
   const auto initial = initial_parameters(config);
   const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
-  for (const StrategyEntry& e : {mma_entry(precision), mma_entry(precision, "graph", false)}) {
+  std::vector<StrategyEntry> entries = {mma_entry(precision), mma_entry(precision, "graph", false)};
+  if (!tf32) entries.push_back(mma_entry(precision, "resident"));  // the resident kernel on tensor cores
+  for (const StrategyEntry& e : entries) {
     const RunResult got = run_strategy(config, e, plugins_, data, initial);
     EXPECT_EQ(got.parity, ParityClass::approximate) << e.label;
     EXPECT_NE(got.device.find(device_tag), std::string::npos) << got.device;
@@ -1172,6 +1174,89 @@ TEST_F(CudaTraining, ResidentRefusesWhatDoesNotFitByName) {
   refused(config, resident_entry(), "5 Linear layers");
   config.model.layer_sizes = {784, 64, 26};
   refused(config, resident_entry(0, "tf32"), "fp32 only");
+}
+
+// The resident kernel on BF16 tensor cores away from the accuracy test's shape: hidden width
+// 128 (a cluster of 8), no momentum but weight decay, batch 72 with a last batch of 56 (row
+// tiles that are partly padding, a step with fewer rows), and batch 16 (one row tile). Its
+// weights must stay near serial's (BF16 operands: the approximate class) and repeat bit for bit.
+TEST_F(CudaTraining, ResidentBf16OddBatchesAndClusterOf8StayNearSerialAndRepeat) {
+  RunConfig config = small_config();
+  config.data.options.limit = 2000;  // 27 steps of 72 and one of 56
+  config.model.layer_sizes = {784, 128, 128, 26};
+  config.train.epochs = 2;
+  config.train.sgd = {0.2f, 0.0f, 1e-3f};
+  const Datasets data = load_datasets(config.data);
+  for (const int batch : {72, 16}) {
+    config.train.batch_size = batch;
+    const auto initial = initial_parameters(config);
+    const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
+    const StrategyEntry e = mma_entry("bf16", "resident");
+    const RunResult got = run_strategy(config, e, plugins_, data, initial);
+    const RunResult again = run_strategy(config, e, plugins_, data, initial);
+    EXPECT_NE(got.device.find("resident, cluster of 8"), std::string::npos) << got.device;
+    EXPECT_EQ(got.parity, ParityClass::approximate);
+    ASSERT_EQ(got.epochs.size(), ref.epochs.size());
+    for (std::size_t ep = 0; ep < ref.epochs.size(); ++ep) {
+      EXPECT_EQ(got.epochs[ep].samples, ref.epochs[ep].samples);
+      EXPECT_NEAR(got.epochs[ep].loss, ref.epochs[ep].loss, 0.02 * ref.epochs[ep].loss) << "batch " << batch << ", epoch " << ep;
+      EXPECT_NEAR(got.epochs[ep].train_accuracy, ref.epochs[ep].train_accuracy, 0.03) << "batch " << batch;
+    }
+    const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, 0.0, 0.0);
+    EXPECT_GT(d.outside, 0u) << "bit-identical to fp32 serial: the tensor cores never ran";
+    EXPECT_LT(d.max_abs, 0.05) << "batch " << batch;
+    EXPECT_EQ(got.final_parameters, again.final_parameters) << "batch " << batch << ": two runs differ";
+    EXPECT_EQ(got.epochs.back().loss, again.epochs.back().loss);
+    std::printf("  resident bf16, batch %d: max|dw| %.2e, loss %.5f vs serial %.5f\n", batch, d.max_abs,
+                got.epochs.back().loss, ref.epochs.back().loss);
+  }
+}
+
+TEST_F(CudaTraining, ResidentBf16RefusesOtherShapesByName) {
+  auto refused = [&](RunConfig config, const std::string& words) {
+    const auto initial = initial_parameters(config);
+    try {
+      run_strategy(config, mma_entry("bf16", "resident"), plugins_, *data_, initial);
+      ADD_FAILURE() << "ran: " << words;
+    } catch (const std::exception& ex) {
+      EXPECT_NE(std::string(ex.what()).find(words), std::string::npos) << ex.what();
+    }
+  };
+  RunConfig config = small_config();  // 784-64-26
+  refused(config, "exactly 3");
+  config.model.layer_sizes = {784, 256, 128, 26};
+  refused(config, "differ");
+  config.model.layer_sizes = {784, 64, 64, 26};
+  refused(config, "hidden width 64");
+  config.model.layer_sizes = {784, 256, 256, 26};
+  config.train.batch_size = 129;
+  refused(config, "batch_size 129");
+}
+
+// variant = "auto" under bf16: the tensor-core resident kernel from batch 4 to 32 where the
+// model fits, else the graph.
+TEST_F(CudaTraining, AutoUnderBf16RunsTheResidentKernelFromBatch4To32) {
+  RunConfig config = small_config();
+  config.data.options.limit = 500;
+  config.train.epochs = 1;
+  const StrategyEntry automatic = cuda_with("cuda auto bf16", toml::table{{"variant", "auto"}, {"precision", "bf16"}});
+  const Datasets data = load_datasets(config.data);
+  struct Case {
+    std::vector<int> layers;
+    int batch;
+    bool resident;
+  };
+  for (const Case& c : {Case{{784, 256, 256, 26}, 2, false}, Case{{784, 256, 256, 26}, 4, true},
+                        Case{{784, 256, 256, 26}, 32, true}, Case{{784, 256, 256, 26}, 64, false},
+                        Case{{784, 64, 26}, 16, false}}) {
+    config.model.layer_sizes = c.layers;
+    config.train.batch_size = c.batch;
+    const auto initial = initial_parameters(config);
+    const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
+    const RunResult got = run_strategy(config, automatic, plugins_, data, initial);
+    EXPECT_EQ(got.device.find("resident") != std::string::npos, c.resident) << got.device << ", batch " << c.batch;
+    EXPECT_NEAR(got.epochs.back().loss, ref.epochs.back().loss, 0.01 * ref.epochs.back().loss) << got.device;
+  }
 }
 
 // variant = "auto": resident at batches <= 4 where the model fits, else the graph; same training.

@@ -55,4 +55,30 @@ class ResidentTrainer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The resident variant on BF16 tensor cores (kernels/cuda/resident_mma.cu), for batches of up
+// to 128 rows: one cluster of hidden / 16 blocks (16 neurons of each hidden layer a block) holds
+// a 3-layer MLP with equal hidden widths of 128 or 256 and <= 32 classes; every product is an
+// mma.m16n8k16 with BF16 operands and fp32 sums (the approximate parity class, as the graph
+// variant's precision = "bf16"). Three cluster barriers a step; the batch's pixels are staged as
+// BF16 in global memory a step ahead.
+class ResidentMmaTrainer {
+ public:
+  // Throws std::runtime_error, naming the limit, when the model or batch is outside the kernel's
+  // shapes, does not fit in shared memory or the device cannot run the cluster.
+  explicit ResidentMmaTrainer(const EpochKernelInputs& config);
+  ~ResidentMmaTrainer();
+  ResidentMmaTrainer(const ResidentMmaTrainer&) = delete;
+  ResidentMmaTrainer& operator=(const ResidentMmaTrainer&) = delete;
+
+  // As ResidentTrainer::run.
+  void run(std::size_t first_step, int steps, int rows, cudaStream_t stream);
+
+  int cluster() const;
+  std::size_t shared_bytes() const;  // per block
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace nnpar::cuda

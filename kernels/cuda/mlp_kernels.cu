@@ -15,6 +15,7 @@
 
 #include "nnpar/gemm_tiling.hpp"
 
+#include "mma_bf16.cuh"
 #include "sgd_one.cuh"
 
 #include <algorithm>
@@ -308,32 +309,6 @@ __device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsi
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
   __trap();  // the host refuses tf32 below compute capability 8.0
-#endif
-}
-
-// Two floats as BF16 (round to nearest even), lo in the low half: an mma.m16n8k16 operand
-// register holds k and k+1 that way.
-__device__ __forceinline__ unsigned to_bf16x2(float lo, float hi) {
-  unsigned r;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-#else
-  r = 0;
-  __trap();  // the host refuses bf16 below compute capability 8.0
-#endif
-  return r;
-}
-
-// d += a * b for one 16x8x16 BF16 tile (fragments as PTX's mma.m16n8k16 .row.col lays them out;
-// d as m16n8k8's).
-__device__ __forceinline__ void mma_bf16(float* d, const unsigned* a, const unsigned* b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-  __trap();
 #endif
 }
 

@@ -223,9 +223,9 @@ class CudaStrategy final : public Strategy {
                                        gpu::logits_softmax_xent_scratch(rows, sizes_.back())),
                               "softmax scratch");
     const std::string& variant = options.get_string("variant");
-    if (tensor_cores() && (variant == "persistent" || variant == "resident")) {
+    if ((tensor_cores() && variant == "persistent") || (precision_ == "tf32" && variant == "resident")) {
       throw std::runtime_error("cuda: precision = \"" + precision_ + "\" runs the graph variant's tiled products; variant = \"" +
-                               variant + "\" is fp32 only");
+                               variant + "\" is fp32 only" + (variant == "resident" ? " or bf16" : ""));
     }
     const bool persistent = variant == "persistent" || (variant == "auto" && !tensor_cores() && persistent_wins(props));
     // auto: resident up to batch 4, where it measured faster than the graph; graph from batch 8.
@@ -249,7 +249,18 @@ class CudaStrategy final : public Strategy {
     inputs.correct = &stats_.get()->correct;
     inputs.step = &stats_.get()->step;
     inputs.device = device;
-    if (resident_wanted) {
+    // auto under bf16: the tensor-core resident kernel at the batches where it measured faster.
+    const bool resident_mma_wanted =
+        precision_ == "bf16" && (variant == "resident" || (variant == "auto" && batch_ >= kAutoResidentBf16MinBatch &&
+                                                          batch_ <= kAutoResidentBf16MaxBatch && props.major >= 9));
+    if (resident_mma_wanted) {
+      try {
+        resident_mma_ = std::make_unique<gpu::ResidentMmaTrainer>(inputs);
+        device_name_ += " (resident, cluster of " + std::to_string(resident_mma_->cluster()) + ")";
+      } catch (const std::runtime_error&) {
+        if (variant == "resident") throw;  // auto: the graph variant instead
+      }
+    } else if (resident_wanted) {
       gpu::ResidentConfig rc;
       static_cast<gpu::EpochKernelInputs&>(rc) = inputs;
       rc.cluster = int(options.get_int("resident_cluster"));
@@ -260,7 +271,7 @@ class CudaStrategy final : public Strategy {
         if (variant == "resident") throw;  // auto: the graph variant instead
       }
     }
-    const bool resident = resident_ != nullptr;
+    const bool resident = resident_ != nullptr || resident_mma_ != nullptr;
     if (stage_input_ && !persistent && !resident) {
       const std::size_t floats = data.count * std::size_t(data.features());
       try {
@@ -293,7 +304,7 @@ class CudaStrategy final : public Strategy {
     const Dataset& data = *context_.train_data;
     EpochReport report;
     PhaseClock clock;
-    if (kernel_timing_ && epoch == 0 && !persistent_ && !resident_) time_kernels();
+    if (kernel_timing_ && epoch == 0 && !persistent_ && !resident_ && !resident_mma_) time_kernels();
     const auto host_start = std::chrono::steady_clock::now();
     // The previous epoch ended with a synchronisation, so nothing still reads the order or its
     // pinned copies. take() moves out the order prepare_next made (the storage write_ahead
@@ -315,6 +326,9 @@ class CudaStrategy final : public Strategy {
     if (resident_) {
       resident_->run(0, int(full), batch_, main_);
       if (tail > 0) resident_->run(full, 1, tail, main_);
+    } else if (resident_mma_) {
+      resident_mma_->run(0, int(full), batch_, main_);
+      if (tail > 0) resident_mma_->run(full, 1, tail, main_);
     } else if (persistent_) {
       persistent_->run(0, int(full), batch_, main_);
       if (tail > 0) persistent_->run(full, 1, tail, main_);
@@ -400,6 +414,12 @@ class CudaStrategy final : public Strategy {
   // H200, 784-256-256-26: resident / graph = 1.80x at batch 1, 1.77x at 2, 1.41x at 4, 1.00x at 8,
   // 0.67x at 16).
   static constexpr int kAutoResidentMaxBatch = 4;
+  // Under bf16, auto picks the tensor-core resident kernel in this range of batches
+  // (docs/results/2026-11-27-cuda-resident-bf16.md, one H100, 784-256-256-26: resident / graph =
+  // 0.94x at batch 1, 1.12x at 4, 1.18x at 8, 1.23x at 16, 1.09x at 24, 1.08x at 32, 0.95x at 48,
+  // 0.83x at 64, 0.55x at 128).
+  static constexpr int kAutoResidentBf16MinBatch = 4;
+  static constexpr int kAutoResidentBf16MaxBatch = 32;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
@@ -667,20 +687,21 @@ class CudaStrategy final : public Strategy {
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
   std::unique_ptr<gpu::PersistentTrainer> persistent_;  // set: the persistent variant runs the epochs
   std::unique_ptr<gpu::ResidentTrainer> resident_;      // set: the resident variant runs the epochs
+  std::unique_ptr<gpu::ResidentMmaTrainer> resident_mma_;  // set: the resident variant on BF16 tensor cores
 };
 
 StrategyInfo cuda_info() {
   StrategyInfo info;
   info.name = "cuda";
-  info.version = "1.5";
+  info.version = "1.6";
   info.description = "one CUDA GPU: own kernels (fp32, or TF32/BF16 tensor cores), the epoch replayed from CUDA graphs";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;
   info.options = {
       {"precision", OptionType::string, std::string("fp32"),
        "arithmetic of the tiled products: fp32 (exact parity class); tf32 / bf16 (tensor cores, operands rounded to "
-       "TF32 or BF16, fp32 sums and fp32 values in memory; approximate class; not with the persistent or resident "
-       "variants; batches <= gemv_rows, weight gradients of batches <= 8 and the fused logits kernel stay fp32)",
+       "TF32 or BF16, fp32 sums and fp32 values in memory; approximate class; not with the persistent variant, "
+       "bf16 only with the resident one; batches <= gemv_rows, weight gradients of batches <= 8 and the fused logits kernel stay fp32)",
        -1e300, 1e300, {"fp32", "tf32", "bf16"}},
       {"graph", OptionType::boolean, true, "capture the steps as CUDA graphs and replay them (false: plain launches)", -1e300, 1e300, {}},
       {"graph_steps", OptionType::integer, std::int64_t{128}, "steps captured in one graph (the epoch replays it)", 1,
@@ -689,7 +710,8 @@ StrategyInfo cuda_info() {
       {"variant", OptionType::string, std::string("graph"),
        "graph: a CUDA graph of per-product kernels; persistent: one cooperative kernel per epoch with grid "
        "barriers between phases; resident: one thread-block cluster (sm_90) holds the model in its shared memory "
-       "and runs the epoch in one launch (batch <= 16, models that fit); auto: resident at batches <= 4 where it "
+       "and runs the epoch in one launch (fp32: batch <= 16, models that fit; bf16: batch <= 128, 3 layers, equal "
+       "hidden widths of 128 or 256, <= 32 classes); auto: resident at batches <= 4 where it "
        "fits (measured faster there), else graph",
        -1e300, 1e300, {"graph", "persistent", "resident", "auto"}},
       {"resident_cluster", OptionType::integer, std::int64_t{0},
