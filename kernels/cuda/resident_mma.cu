@@ -3,39 +3,42 @@
 // batches of up to 128 rows, every product an mma.m16n8k16 with fp32 sums.
 //
 // Block k of the C-block cluster owns neurons [16k, 16k + 16) of both hidden layers (so the
-// hidden width is 16 C): their weight rows and biases, fp32, in its shared memory for the whole
-// launch. The logits layer (<= 32 classes) is small enough that every block holds all of it
-// and applies the same update to its copy, which spares the step two cluster barriers. A step:
+// hidden width is 16 C): their weight rows and biases, and the logits layer's 16 columns that
+// read them, fp32, in its shared memory for the whole launch. A step:
 //
 //   F0  Z0[:, own] = X W0own^T: X is read from a staged BF16 copy of the batch in global memory
 //       (L2); the block's outputs go to its own shared memory.                             B1
 //       The previous step's deferred W1 update is applied (see below).
-//   F1  Z1[:, own] = A0 W1own^T, A0 read from the C blocks' shared memory (DSMEM).         B2
-//   H   logits = A1 W2^T (A1 from DSMEM), softmax and cross-entropy of every row, dZ2, in every
-//       block; dA1[:, own] = dZ2 W2[:, own] (old W2); dW2 = dZ2^T A1 and W2's update, the same
-//       in every block; dZ1[:, own]; dW1own = dZ1own^T A0 (A0 from DSMEM), kept, not applied.
-//       The next step's batch is staged into global memory here.                            B3
+//   F1  Z1[:, own] = A0 W1own^T, A0 read from the C blocks' shared memory (DSMEM).
+//   H   The block's part of every row's logits, A1own W2[:, own]^T (local).               B2
+//       Block k owns rows [k R/C, (k+1) R/C): it adds the C parts (and b2) in rank order and
+//       runs the softmax and cross-entropy of those rows.                                  B2b
+//       Every block reads every row's dZ2 from its owner; dA1[:, own] = dZ2 W2[:, own] (old
+//       W2); dW2[:, own] = dZ2^T A1own and W2's update (b2, in every block, the same update);
+//       dZ1[:, own]; dW1own = dZ1own^T A0 (A0 from DSMEM), kept, not applied. The next step's
+//       batch is staged into global memory here.                                           B3
 //   G0  dA0[:, own] = dZ1 W1[:, own] with dZ1 and W1's columns read from every block (DSMEM;
 //       W1 still the old one: each block applies its dW1 only after the next step's B1, when
 //       every block has finished this step); dZ0; dW0own = dZ0own^T X and W0own's update.
 //
-// Three cluster barriers a step. Why no buffer needs two copies: every remote read of a buffer
+// Four cluster barriers a step. Why no buffer needs two copies: every remote read of a buffer
 // happens before the barrier after which its owner next writes it (A0: read in F1 and H, before
-// B3, written in the next F0; A1: read in H, written after the next B1; dZ1 and W1: read in G0,
-// written after the next B2 and B1). The staged X is the exception: written in H of step s,
-// read in F0 and G0 of step s + 1; it alternates between two buffers, and the writes of step s
-// come after B1 of step s, which every block passes only after finishing step s - 1.
+// B3, written in the next F0; the logits parts and dZ2: read between B2 and B3, written after
+// the next B1; dZ1 and W1: read in G0, written after the next B2b and B1). The staged X is the
+// exception: written in H of step s, read in F0 and G0 of step s + 1; it alternates between two
+// buffers, and the writes of step s come after B1 of step s, which every block passes only after
+// finishing step s - 1.
 //
 // Operands live in "fragment order": the layout in which one mma.m16n8k16 fragment is 16
 // contiguous bytes per lane, so a warp loads a fragment as one 512-byte uint4 load, from its own
 // shared memory, another block's (DSMEM) or L2 alike (afrag_word, bfrag_word). Owners write
 // their outputs in the order their readers consume them; the staged X is written in both orders
-// it is read in. Only the fp32 masters (W0own, W1own, W2) are row-major, read as float2 pairs
+// it is read in. Only the fp32 masters (W0own, W1own, W2own) are row-major, read as float2 pairs
 // and rounded at the fragment load.
 //
-// Every sum has a fixed order (mma over k in an order fixed per block, biases by a fixed warp
-// tree, the logits layer's copies computed in the same order everywhere, so they stay equal bit
-// for bit), so runs repeat bit for bit. Products round their operands to BF16, as the graph
+// Every sum has a fixed order (mma over k in an order fixed per block, logits parts in rank
+// order, biases by a fixed warp tree; b2's copies get the same update from the same dZ2 in every
+// block), so runs repeat bit for bit. Products round their operands to BF16, as the graph
 // variant's precision = "bf16": the approximate parity class.
 #include "nnpar/cuda_resident.hpp"
 
@@ -63,7 +66,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kOwn = 16;        // neurons per block in each hidden layer
 constexpr int kClasses = 32;    // the logits layer, padded
 constexpr int kMaxRows = 128;   // rows of a step: 8 row tiles of 16, one per warp pair
-constexpr int kLogitStride = 33;  // [row][33] fp32 logits, then dZ2
+constexpr int kLogitStride = 33;  // [row][33] fp32 dZ2
+constexpr int kW2Stride = 24;     // [class][16 own columns] fp32: float2 fragment loads in distinct banks
 
 int pad_to_8_mod_32(int n) { return n + ((8 - n % 32) + 32) % 32; }
 
@@ -84,7 +88,8 @@ __host__ __device__ __forceinline__ int bfrag_word(int k, int n, int ksteps) {
 }
 
 struct Layout {  // offsets in 32-bit words into the dynamic shared memory
-  int w0, w1, w2, b0, b1, b2;
+  int w0, w1, w2, b0, b1, b2, b2v;
+  int part, dz2_own;    // [rows][32] fp32 this block's part of the logits; [rows / C][32] its rows' dZ2
   int a0f, a1f;         // [rows][16] fp32 own activations (the sigmoid derivative)
   int a0a, a1a, dz1a;   // A order, rows x 16 (one k step): read by other blocks
   int a0b, a1b;         // B order, k = rows, n = 16: read by other blocks
@@ -110,7 +115,6 @@ struct Params {
   FusedSgd sgd;
   float* params;
   float* velocity;
-  float* w2_velocity;  // [cluster][classes * hidden + classes]: each block's copy of the logits layer's
   const std::uint8_t* pixels;
   float pixel_scale;
   const std::int32_t* labels;
@@ -285,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
   unsigned* words = reinterpret_cast<unsigned*>(smem4);
   cg::cluster_group cluster = cg::this_cluster();
   const int C = p.cluster, k = int(cluster.block_rank());
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, q = lane % 4;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int R = p.rows, RP = p.padded_rows, I = p.in, H = p.hidden, NC = p.classes;
   const int row_steps = RP / 16;
   const Layout& at = p.at;
@@ -311,7 +315,11 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
   int* labels = reinterpret_cast<int*>(smem + at.labels);
   unsigned* next_rows = words + at.next_rows;
   std::uint8_t* raw = reinterpret_cast<std::uint8_t*>(words + at.raw);
-  float* w2v = Momentum ? p.w2_velocity + std::size_t(k) * (NC * H + NC) : nullptr;
+  float* b2v = smem + at.b2v;       // b2's velocities (each block's copy; block 0 writes them back)
+  float* part = smem + at.part;     // [RP][32]: this block's part of every row's logits
+  float* dz2_own = smem + at.dz2_own;  // [RP / C][32]: dZ2 of the rows this block owns
+  float* dz2f = logits;             // [RP][kLogitStride]: every row's dZ2
+  const int own_rows = RP / C;
   __shared__ unsigned long long clock_sum[kClockPhases], clock_last;
   if (tid < kClockPhases) clock_sum[tid] = 0;
   int step_now = 0;
@@ -326,10 +334,13 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     }
   };
   // W1own^T in B order for the blocks that read its columns in G0 (column group c: block c's inputs).
+  // Word by word (both rows of a pair at once), so a warp's stores fall in distinct banks.
   auto publish_w1 = [&]() {
-    for (int c = tid; c < H; c += kThreads)
-#pragma unroll 4
-      for (int j = 0; j < kOwn; ++j) put_half(words + at.w1b, bfrag_word(j, c, 1), j % 2, W1[j * p.sw1 + c]);
+    for (int w = tid; w < kOwn * H / 2; w += kThreads) {
+      const int slot = w % 128, l = slot / 4, reg = slot % 4;  // bfrag_word's inverse, ksteps = 1
+      const int c = (w / 128) * 16 + (reg / 2) * 8 + l / 4, j = (reg % 2) * 8 + (l % 4) * 2;
+      words[at.w1b + w] = to_bf16x2(W1[j * p.sw1 + c], W1[(j + 1) * p.sw1 + c]);
+    }
   };
   auto apply_w1_update = [&]() {
     for (int c = tid; c < H; c += kThreads)
@@ -348,19 +359,16 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     const float* gW2 = p.params + p.off_w2;
     for (int i = tid; i < kOwn * I; i += kThreads) W0[(i / I) * p.sw0 + i % I] = gW0[std::size_t(lo) * I + i];
     for (int i = tid; i < kOwn * H; i += kThreads) W1[(i / H) * p.sw1 + i % H] = gW1[std::size_t(lo) * H + i];
-    for (int i = tid; i < kClasses * H; i += kThreads) {
-      const int c = i / H, j = i % H;
-      W2[c * p.sw1 + j] = c < NC ? gW2[c * H + j] : 0.0f;
+    for (int i = tid; i < kClasses * kOwn; i += kThreads) {
+      const int c = i / kOwn, j = i % kOwn;
+      W2[c * kW2Stride + j] = c < NC ? gW2[c * H + lo + j] : 0.0f;
     }
     if (tid < kOwn) {
       b0[tid] = gW0[std::size_t(H) * I + lo + tid];
       b1[tid] = gW1[std::size_t(H) * H + lo + tid];
     }
     if (tid < kClasses) b2[tid] = tid < NC ? gW2[std::size_t(NC) * H + tid] : 0.0f;
-    if (Momentum) {
-      const float* v2 = p.velocity + p.off_w2;
-      for (int i = tid; i < NC * H + NC; i += kThreads) w2v[i] = v2[i];
-    }
+    if (tid < kClasses) b2v[tid] = Momentum && tid < NC ? p.velocity[p.off_w2 + std::size_t(NC) * H + tid] : 0.0f;
   }
   // The first step's batch: row numbers, labels and its staged pixels.
   if (tid < R) {
@@ -441,7 +449,8 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
 
     // The previous step's W1 update: every block has finished reading the old rows (G0).
     if (s > 0) {
-      apply_w1_update();  // each thread publishes the columns it updated
+      apply_w1_update();
+      __syncthreads();
       publish_w1();
     }
     // The next batch's pixels: copies issued now, stored after the head's products.
@@ -482,42 +491,37 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
         }
       }
     }
+    __syncthreads();  // A1own is read only here, by this block's logits part and dW2
     mark(3);
-    cluster.sync();  // B2
-    mark(4);
 
-    // ---- H: logits = A1 W2^T in every block, in the same order everywhere (the copies of the
-    // logits layer must stay equal); warps w and w + 8 take classes 0-15 and 16-31.
-    {
+    // ---- H: this block's part of the logits, P = A1own W2[:, own]^T (local: its own A1 and W2
+    // columns); warps w and w + 8 take classes 0-15 and 16-31.
+    if (rows_live) {
       float acc[2][4] = {};
       const int n0 = warp < 8 ? 0 : 16;
-      if (rows_live) {
-#pragma unroll 4
-        for (int st = 0; st < C; ++st) {
-          const uint4 a = frag(cluster.map_shared_rank(words + at.a1a, st), mt);
-          unsigned b[2][2];
-          frag_b_rows(b[0], W2, p.sw1, n0, st * 16);
-          frag_b_rows(b[1], W2, p.sw1, n0 + 8, st * 16);
-          mma_a(acc[0], a, b[0]);
-          mma_a(acc[1], a, b[1]);
-        }
+      const uint4 a = frag(words + at.a1a, mt);
+      unsigned b[2][2];
+      frag_b_rows(b[0], W2, kW2Stride, n0, 0);
+      frag_b_rows(b[1], W2, kW2Stride, n0 + 8, 0);
+      mma_a(acc[0], a, b[0]);
+      mma_a(acc[1], a, b[1]);
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
+      for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int c = n0 + acc_col(nt, e);
-            logits[(m0 + acc_row(e)) * kLogitStride + c] = acc[nt][e] + b2[c];
-          }
-      }
+        for (int e = 0; e < 4; ++e) part[(m0 + acc_row(e)) * kClasses + n0 + acc_col(nt, e)] = acc[nt][e];
     }
-    __syncthreads();
+    mark(4);
+    cluster.sync();  // B2: every block's part of the logits is there
     mark(5);
-    // Softmax and cross-entropy, a warp per row and a lane per class; dZ2 = (p - onehot) / R,
+    // The block's own rows (RP / C of them): logits = b2 + the C parts in rank order, then the
+    // softmax and cross-entropy, a warp per row and a lane per class; dZ2 = (p - onehot) / R,
     // zero on padding. Maximum (first index on ties, as serial) and sum by fixed butterflies.
-    for (int r = warp; r < RP; r += kWarps) {
-      float* z = logits + r * kLogitStride;
+    for (int w = warp; w < own_rows; w += kWarps) {
+      const int r = k * own_rows + w;
+      float v = b2[lane];
+      for (int src = 0; src < C; ++src) v += cluster.map_shared_rank(part, src)[r * kClasses + lane];
       const bool live = r < R && lane < NC;
-      const float v = live ? z[lane] : -INFINITY;
+      if (!live) v = -INFINITY;
       float top = v;
       int best = lane;
 #pragma unroll
@@ -535,23 +539,32 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
       for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
       const int y = r < R ? labels[r] : 0;
       const float zy = __shfl_sync(0xffffffffu, v, y);
-      const float d = live ? (e * (1.0f / sum) - (lane == y ? 1.0f : 0.0f)) * (1.0f / float(R)) : 0.0f;
-      z[lane] = d;
-      const float d_next = __shfl_down_sync(0xffffffffu, d, 1);
-      if (lane % 2 == 0) words[at.dz2a + afrag_word(r, lane, kClasses / 16)] = to_bf16x2(d, d_next);
-      put_half(words + at.dz2t, afrag_word(lane, r, row_steps), r % 2, d);
-      if (lane == 0 && r < R) {
-        row_loss[r] = double(logf(sum) - (zy - top));
-        if (k == 0 && best == y) ++my_correct;  // every block has the same rows: block 0 counts
+      dz2_own[w * kClasses + lane] = live ? (e * (1.0f / sum) - (lane == y ? 1.0f : 0.0f)) * (1.0f / float(R)) : 0.0f;
+      if (lane == 0) {
+        row_loss[w] = r < R ? double(logf(sum) - (zy - top)) : 0.0;
+        if (r < R && best == y) ++my_correct;
       }
+    }
+    __syncthreads();
+    if (tid == 0) {
+      for (int w = 0; w < own_rows; ++w) my_loss += row_loss[w];
+    }
+    mark(6);
+    cluster.sync();  // B2b: every row's dZ2 is with its owner
+    // dZ2 of every row, from its owner, into dz2f (fp32, the bias gradient) and both fragment
+    // orders (dA1, dW2); a thread per (row, class pair).
+    for (int i = tid; i < RP * kClasses / 2; i += kThreads) {
+      const int r = i / (kClasses / 2), c = 2 * (i % (kClasses / 2));
+      const float2 d = *reinterpret_cast<const float2*>(
+          cluster.map_shared_rank(dz2_own, r / own_rows) + (r % own_rows) * kClasses + c);
+      dz2f[r * kLogitStride + c] = d.x;
+      dz2f[r * kLogitStride + c + 1] = d.y;
+      words[at.dz2a + afrag_word(r, c, kClasses / 16)] = to_bf16x2(d.x, d.y);
+      put_half(words + at.dz2t, afrag_word(c, r, row_steps), r % 2, d.x);
+      put_half(words + at.dz2t, afrag_word(c + 1, r, row_steps), r % 2, d.y);
     }
     asm volatile("cp.async.wait_all;" ::: "memory");  // the next batch's pixels, read after the barrier
     __syncthreads();
-    if (k == 0 && warp == 0) {
-      const double sum = warp_column_sum(row_loss, 1, 0, R);
-      if (lane == 0) my_loss += sum;
-    }
-    mark(6);
 
     // dA1[:, own] = dZ2 W2[:, own] (the old W2), then dZ1 = dA1 * a1 (1 - a1): warps 0-7, 2 k steps.
     if (warp < 8 && rows_live) {
@@ -560,8 +573,8 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
       for (int st = 0; st < kClasses / 16; ++st) {
         const uint4 a = frag(words + at.dz2a, mt * (kClasses / 16) + st);
         unsigned b[2][2];
-        frag_b_cols(b[0], W2, p.sw1, lo, st * 16);
-        frag_b_cols(b[1], W2, p.sw1, lo + 8, st * 16);
+        frag_b_cols(b[0], W2, kW2Stride, 0, st * 16);
+        frag_b_cols(b[1], W2, kW2Stride, 8, st * 16);
         mma_a(acc[0], a, b[0]);
         mma_a(acc[1], a, b[1]);
       }
@@ -583,37 +596,25 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     __syncthreads();
     mark(7);
 
-    // dW2 = dZ2^T A1 (every block, the same bits) and W2's update; warp w: class tile w % 2,
-    // hidden columns 32 (w / 2) .. + 32 (blocks 2 (w / 2) and 2 (w / 2) + 1).
-    {
-      // Each output column comes from one block, so the groups a warp takes may start at the
-      // block's rank (spreading the reads) without changing any sum.
-      float acc[2][2][4] = {};
-      const int ct = warp % 2, jb = (2 * (warp / 2) + 2 * k) % C;
-      if (2 * (warp / 2) < C) {
-        const unsigned* a1b0 = cluster.map_shared_rank(words + at.a1b, jb);
-        const unsigned* a1b1 = cluster.map_shared_rank(words + at.a1b, jb + 1);
+    // dW2[:, own] = dZ2^T A1own (local) and the update of this block's W2 columns: warps 0 and 1
+    // take classes 0-15 and 16-31. The bias b2 is in every block; each applies the same update.
+    if (warp < 2) {
+      float acc[2][4] = {};
 #pragma unroll 4
-        for (int st = 0; st < row_steps; ++st) {
-          const uint4 b0 = frag(a1b0, st), b1 = frag(a1b1, st);
-          const uint4 a = frag(words + at.dz2t, ct * row_steps + st);
-          mma_a_b16(acc[0], a, b0);
-          mma_a_b16(acc[1], a, b1);
+      for (int st = 0; st < row_steps; ++st) mma_a_b16(acc, frag(words + at.dz2t, warp * row_steps + st), frag(words + at.a1b, st));
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = 16 * warp + acc_row(e), j = acc_col(nt, e);
+          if (c < NC)
+            sgd_one(p.sgd, W2[c * kW2Stride + j], Momentum ? p.velocity + p.off_w2 + std::size_t(c) * H + lo + j : nullptr,
+                    acc[nt][e]);
         }
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int c = 16 * ct + acc_row(e), j = kOwn * (jb + h) + acc_col(nt, e);
-              if (c < NC) sgd_one(p.sgd, W2[c * p.sw1 + j], Momentum ? w2v + c * H + j : nullptr, acc[h][nt][e]);
-            }
-      }
-      for (int c = warp; c < NC; c += kWarps) {
-        const float sum = warp_column_sum(logits, kLogitStride, c, R);
-        if (lane == 0) sgd_one(p.sgd, b2[c], Momentum ? w2v + NC * H + c : nullptr, sum);
-      }
+    }
+    for (int c = warp; c < NC; c += kWarps) {
+      const float sum = warp_column_sum(dz2f, kLogitStride, c, R);
+      if (lane == 0) sgd_one(p.sgd, b2[c], Momentum ? b2v + c : nullptr, sum);
     }
     // dW1own = dZ1own^T A0 (A0 from every block), kept for after the next B1. Warp w: block
     // (w + k) % C's 16 inputs.
@@ -722,26 +723,36 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
       gW0[std::size_t(H) * I + lo + tid] = b0[tid];
       gW1[std::size_t(H) * H + lo + tid] = b1[tid];
     }
-    if (k == 0) {
-      for (int i = tid; i < NC * H; i += kThreads) gW2[i] = W2[(i / H) * p.sw1 + i % H];
-      if (tid < NC) gW2[std::size_t(NC) * H + tid] = b2[tid];
-      if (Momentum) {
-        float* v2 = p.velocity + p.off_w2;
-        for (int i = tid; i < NC * H + NC; i += kThreads) v2[i] = w2v[i];
-      }
+    for (int i = tid; i < NC * kOwn; i += kThreads) gW2[(i / kOwn) * H + lo + i % kOwn] = W2[(i / kOwn) * kW2Stride + i % kOwn];
+    if (k == 0 && tid < NC) {
+      gW2[std::size_t(NC) * H + tid] = b2[tid];
+      if (Momentum) p.velocity[p.off_w2 + std::size_t(NC) * H + tid] = b2v[tid];
     }
   }
-  // Block 0's per-row hits, summed over its threads.
+  // Each block counted the rows it owns: block 0 adds the blocks' counts and losses in rank order.
   __shared__ unsigned long long hits[kWarps];
+  __shared__ double block_loss;
+  __shared__ unsigned long long block_hits;
   unsigned long long mine = my_correct;
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) mine += __shfl_down_sync(0xffffffffu, mine, o);
   if (lane == 0) hits[warp] = mine;
   __syncthreads();
-  if (k == 0 && tid == 0) {
+  if (tid == 0) {
     unsigned long long total = 0;
     for (int w = 0; w < kWarps; ++w) total += hits[w];
-    if (p.loss_sum != nullptr) *p.loss_sum += my_loss;
+    block_hits = total;
+    block_loss = my_loss;
+  }
+  cluster.sync();
+  if (k == 0 && tid == 0) {
+    double loss = 0.0;
+    unsigned long long total = 0;
+    for (int src = 0; src < C; ++src) {
+      loss += *cluster.map_shared_rank(&block_loss, src);
+      total += *cluster.map_shared_rank(&block_hits, src);
+    }
+    if (p.loss_sum != nullptr) *p.loss_sum += loss;
     if (p.correct != nullptr) *p.correct += total;
     if (p.step != nullptr) *p.step += p.steps;
     if (p.clocks != nullptr) {
@@ -749,6 +760,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
       p.clocks[kClockPhases] += p.steps - 1;
     }
   }
+  cluster.sync();  // block 0 has read every block's counts
 #endif
 }
 
@@ -763,10 +775,13 @@ Layout make_layout(int in, int hidden, int cluster, int padded_rows, int sw0, in
   const int RP = padded_rows;
   at.w0 = take(kOwn * sw0);
   at.w1 = take(kOwn * sw1);
-  at.w2 = take(kClasses * sw1);
+  at.w2 = take(kClasses * kW2Stride);
   at.b0 = take(kOwn);
   at.b1 = take(kOwn);
   at.b2 = take(kClasses);
+  at.b2v = take(kClasses);
+  at.part = take(RP * kClasses);
+  at.dz2_own = take(RP / cluster * kClasses);
   at.a0f = take(RP * kOwn);
   at.a1f = take(RP * kOwn);
   const int frag16 = RP * kOwn / 2;  // words of a rows x 16 bf16 buffer
@@ -784,7 +799,7 @@ Layout make_layout(int in, int hidden, int cluster, int padded_rows, int sw0, in
   at.dzf = take(RP * kOwn);
   at.dw1 = take(kOwn * hidden);
   at.db1 = take(kOwn);
-  at.row_loss = take(2 * RP);
+  at.row_loss = take(2 * (RP / cluster));
   at.labels = take(RP);
   at.next_rows = take(RP);
   at.raw = take((2 * ((RP / 2 + cluster - 1) / cluster) * in + 3) / 4);
@@ -840,7 +855,7 @@ struct ResidentMmaTrainer::Impl {
   int sw0 = 0, sw1 = 0;
   Layout layout{};
   std::size_t bytes = 0;
-  DeviceWords staged, w2_velocity, clocks;
+  DeviceWords staged, clocks;
   bool clocks_printed = false;
 };
 
@@ -894,7 +909,6 @@ ResidentMmaTrainer::ResidentMmaTrainer(const EpochKernelInputs& config) : impl_(
   }
   m.staged.allocate(std::size_t(4) * RP * n[0] / 2, "resident staging buffer");
   if (std::getenv("NNPAR_RESIDENT_PHASES") != nullptr) m.clocks.allocate(2 * (kClockPhases + 1), "resident clocks");
-  if (config.momentum != 0.0f) m.w2_velocity.allocate(std::size_t(m.cluster) * (n[3] * n[1] + n[3]), "resident W2 velocities");
 }
 
 ResidentMmaTrainer::~ResidentMmaTrainer() = default;
@@ -928,7 +942,6 @@ void ResidentMmaTrainer::run(std::size_t first_step, int steps, int rows, cudaSt
   p.sgd.weight_decay = c.weight_decay;
   p.params = c.params;
   p.velocity = c.momentum != 0.0f ? c.velocity : nullptr;
-  p.w2_velocity = c.momentum != 0.0f ? static_cast<float*>(m.w2_velocity.get()) : nullptr;
   p.pixels = c.pixels;
   p.pixel_scale = c.pixel_scale;
   p.labels = c.labels;
@@ -945,8 +958,8 @@ void ResidentMmaTrainer::run(std::size_t first_step, int steps, int rows, cudaSt
     unsigned long long t[kClockPhases + 1] = {};
     check(cudaStreamSynchronize(stream), "resident clocks");
     check(cudaMemcpy(t, p.clocks, sizeof(t), cudaMemcpyDeviceToHost), "resident clocks");
-    static const char* names[kClockPhases] = {"F0", "B1", "W1 update", "F1", "B2", "logits", "softmax", "dA1",
-                                              "dW2+dW1", "B3", "G0", "dW0"};
+    static const char* names[kClockPhases] = {"F0", "B1", "W1 update", "F1", "logit parts", "B2", "softmax",
+                                              "B2b+dZ2+dA1", "dW2+dW1", "B3", "G0", "dW0"};
     std::fprintf(stderr, "resident bf16 phases (block 0, mean ns over %llu steps, rows %d):", t[kClockPhases], rows);
     for (int i = 0; i < kClockPhases; ++i) std::fprintf(stderr, " %s %.0f", names[i], double(t[i]) / double(t[kClockPhases]));
     std::fprintf(stderr, "\n");
