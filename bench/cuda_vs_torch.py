@@ -3,7 +3,8 @@
 on one GPU: the same MLP, initial weights, data and batch size, side by side in one run.
 
     python3 bench/cuda_vs_torch.py [--build build] [--batches 1,32,128,1024] [--widths 256,1024]
-                                   [--epochs 3] [--max-steps 20000] [--precision fp32|tf32|bf16] [--json FILE]
+                                   [--epochs 3] [--max-steps 20000] [--precision fp32|tf32|bf16]
+                                   [--variant graph|resident|auto] [--json FILE]
 
 Model: 784-W-W-26 (sigmoid hidden layers, softmax cross-entropy, plain SGD) for each width W.
 nnpar runs through `nnpar train CONFIG --quiet --strategy cuda` and its results JSON; PyTorch
@@ -65,8 +66,10 @@ def run_nnpar(args, workdir, layers, batch, samples):
         subprocess.run([nnpar, "train", config, "--quiet", "--strategy", "serial", "--set", "train.epochs=1",
                         "--set", "data.limit=1", "--set", "train.lr=1e-30", "--save-checkpoint", init,
                         "--set", f"output.dir={workdir}/init-results"], check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run([nnpar, "train", config, "--quiet", "--strategy", "cuda", "--set",
-                          f"strategy.cuda.precision={args.precision}"], check=True, capture_output=True, text=True).stdout
+    cmd = [nnpar, "train", config, "--quiet", "--strategy", "cuda", "--set", f"strategy.cuda.precision={args.precision}"]
+    if args.variant:
+        cmd += ["--set", f"strategy.cuda.variant={args.variant}"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result = [l.split("results: ", 1)[1].strip() for l in out.splitlines() if l.startswith("results: ")][0]
     with open(result) as f:
         run = json.load(f)
@@ -176,6 +179,8 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
                         help="products of both sides: fp32, or TF32 / BF16 tensor cores")
+    parser.add_argument("--variant", help="strategy.cuda.variant for nnpar (graph, resident, auto, ...; "
+                        "default: the plugin's default)")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     import torch

@@ -251,8 +251,7 @@ class CudaStrategy final : public Strategy {
     inputs.device = device;
     // auto under bf16: the tensor-core resident kernel at the batches where it measured faster.
     const bool resident_mma_wanted =
-        precision_ == "bf16" && (variant == "resident" || (variant == "auto" && batch_ >= kAutoResidentBf16MinBatch &&
-                                                          batch_ <= kAutoResidentBf16MaxBatch && props.major >= 9));
+        precision_ == "bf16" && (variant == "resident" || (variant == "auto" && batch_ <= kAutoResidentBf16MaxBatch && props.major >= 9));
     if (resident_mma_wanted) {
       try {
         resident_mma_ = std::make_unique<gpu::ResidentMmaTrainer>(inputs);
@@ -414,12 +413,11 @@ class CudaStrategy final : public Strategy {
   // H200, 784-256-256-26: resident / graph = 1.80x at batch 1, 1.77x at 2, 1.41x at 4, 1.00x at 8,
   // 0.67x at 16).
   static constexpr int kAutoResidentMaxBatch = 4;
-  // Under bf16, auto picks the tensor-core resident kernel in this range of batches
-  // (docs/results/2026-11-27-cuda-resident-bf16.md, one H100, 784-256-256-26: resident / graph =
-  // 0.94x at batch 1, 1.12x at 4, 1.18x at 8, 1.23x at 16, 1.09x at 24, 1.08x at 32, 0.95x at 48,
-  // 0.83x at 64, 0.55x at 128).
-  static constexpr int kAutoResidentBf16MinBatch = 4;
-  static constexpr int kAutoResidentBf16MaxBatch = 32;
+  // Under bf16, auto picks the tensor-core resident kernel up to this batch
+  // (docs/results/2026-11-27-cuda-resident-bf16.md, call U7, one H100, 784-256-256-26, medians of
+  // 2 repetitions: resident / bf16 graph = 1.05x at batch 1, 1.25x at 4, 1.35x at 8, 1.38x at 16,
+  // 1.33x at 32, 1.18x at 48, 1.06x at 64, 0.86x at 96, 0.76x at 128).
+  static constexpr int kAutoResidentBf16MaxBatch = 64;
 
   void allocate_scratch(DeviceBuffer<float>& partials_and_counters, gpu::GemmForm form, const std::vector<int>& rows,
                         int out, int in) {
