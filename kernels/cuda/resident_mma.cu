@@ -6,7 +6,7 @@
 // hidden width is 16 C): their weight rows and biases, and the logits layer's 16 columns that
 // read them, fp32, in its shared memory for the whole launch. A step:
 //
-//   F0  Z0[:, own] = X W0own^T: X is read from a staged BF16 copy of the batch in global memory
+//   F0  Z0[:, own] = X W0own^T: X is read from a staged uint8 copy of the batch in global memory
 //       (L2); the block's outputs go to its own shared memory.                             B1
 //       The previous step's deferred W1 update is applied (see below).
 //   F1  Z1[:, own] = A0 W1own^T, A0 read from the C blocks' shared memory (DSMEM).
@@ -32,8 +32,8 @@
 // Operands live in "fragment order": the layout in which one mma.m16n8k16 fragment is 16
 // contiguous bytes per lane, so a warp loads a fragment as one 512-byte uint4 load, from its own
 // shared memory, another block's (DSMEM) or L2 alike (afrag_word, bfrag_word). Owners write
-// their outputs in the order their readers consume them; the staged X is written in both orders
-// it is read in. Only the fp32 masters (W0own, W1own, W2own) are row-major, read as float2 pairs
+// their outputs in the order their readers consume them; the staged X (uint8 pixels, 8 bytes a
+// lane) is written in both orders it is read in. Only the fp32 masters (W0own, W1own, W2own) are row-major, read as float2 pairs
 // and rounded at the fragment load.
 //
 // Every sum has a fixed order (mma over k in an order fixed per block, logits parts in rank
@@ -78,6 +78,9 @@ __host__ __device__ __forceinline__ int afrag_word(int m, int k, int ksteps) {
   const int lane = (mm % 8) * 4 + (kk % 8) / 2, reg = mm / 8 + 2 * (kk / 8);
   return (((m / 16) * ksteps + k / 16) * 32 + lane) * 4 + reg;
 }
+// The same orders with one byte an element (the staged uint8 pixels): a fragment is 8 bytes a lane.
+__host__ __device__ __forceinline__ int afrag_byte(int m, int k, int ksteps);
+__host__ __device__ __forceinline__ int bfrag_byte(int k, int n, int ksteps);
 // B operand (k x n, k steps of 16, column groups of 16 = two n8 tiles): element (k, n) is half
 // k % 2 of this word; the fragments of group ng at step ks (both n8 tiles) are the 128 words
 // from ((ng * ksteps + ks) * 32) * 4.
@@ -85,6 +88,15 @@ __host__ __device__ __forceinline__ int bfrag_word(int k, int n, int ksteps) {
   const int kk = k % 16, nn = n % 16;
   const int lane = (nn % 8) * 4 + (kk % 8) / 2, reg = (nn / 8) * 2 + kk / 8;
   return (((n / 16) * ksteps + k / 16) * 32 + lane) * 4 + reg;
+}
+
+__host__ __device__ __forceinline__ int afrag_byte(int m, int k, int ksteps) {
+  const int word = afrag_word(m, k, ksteps);
+  return (word / 4) * 8 + (word % 4) * 2 + k % 2;
+}
+__host__ __device__ __forceinline__ int bfrag_byte(int k, int n, int ksteps) {
+  const int word = bfrag_word(k, n, ksteps);
+  return (word / 4) * 8 + (word % 4) * 2 + k % 2;
 }
 
 struct Layout {  // offsets in 32-bit words into the dynamic shared memory
@@ -119,7 +131,7 @@ struct Params {
   float pixel_scale;
   const std::int32_t* labels;
   const std::uint32_t* order;
-  // [2][padded_rows * in / 2] words X in A order (m = rows), then [2][...] in B order (k = rows)
+  // uint8 pixels: [2][padded_rows * in] bytes in A order (m = rows), then [2][...] in B order (k = rows)
   unsigned* staged;
   double* loss_sum;
   unsigned long long* correct;
@@ -141,9 +153,6 @@ __device__ __forceinline__ void put_half(unsigned* words, int word, int half, fl
 // One fragment (this lane's 4 words) of the fragment-ordered buffer at base, fragment index f.
 __device__ __forceinline__ uint4 frag(const unsigned* base, int f) {
   return reinterpret_cast<const uint4*>(base)[f * 32 + threadIdx.x % 32];
-}
-__device__ __forceinline__ uint4 frag_l2(const unsigned* base, int f) {
-  return __ldcg(reinterpret_cast<const uint4*>(base) + f * 32 + threadIdx.x % 32);
 }
 
 __device__ __forceinline__ void mma_a(float* acc, const uint4& a, const unsigned* b) {
@@ -251,32 +260,44 @@ __device__ __forceinline__ void stage_copy_async(std::uint8_t* raw, const Params
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
 
-// After cp.async.wait_all and a barrier: the copied rows as BF16 into staging buffer `buffer`,
-// padding rows as zeros. A unit is 4 pixels of a row pair.
+// After cp.async.wait_all and a barrier: the copied rows (uint8) into staging buffer `buffer`
+// in both fragment orders, padding rows as zeros; pixel pairs along k (A order) and row pairs
+// (B order) go as 16-bit stores. A unit is 4 pixels of a row pair.
 __device__ __forceinline__ void stage_store(const std::uint8_t* raw, const Params& p, int buffer, int k) {
   const int quads = p.in / 4, pairs = staged_pairs(p, k);
-  const int half_words = p.padded_rows * p.in / 2, in_steps = p.in / 16, row_steps = p.padded_rows / 16;
-  unsigned* x_a = p.staged + buffer * half_words;
-  unsigned* x_b = p.staged + 2 * half_words + buffer * half_words;
+  const int x_words = p.padded_rows * p.in / 4, in_steps = p.in / 16, row_steps = p.padded_rows / 16;
+  unsigned short* x_a = reinterpret_cast<unsigned short*>(p.staged + buffer * x_words);
+  unsigned short* x_b = reinterpret_cast<unsigned short*>(p.staged + 2 * x_words + buffer * x_words);
   const unsigned* raw_words = reinterpret_cast<const unsigned*>(raw);
   for (int u = threadIdx.x; u < pairs * quads; u += kThreads) {
     const int lp = u / quads, quad = u % quads, pair = k + lp * p.cluster;
     const int r = 2 * pair, x = 4 * quad;
     const unsigned lo = r < p.rows ? raw_words[(2 * lp) * quads + quad] : 0u;
     const unsigned hi = r + 1 < p.rows ? raw_words[(2 * lp + 1) * quads + quad] : 0u;
-    float a[4], b[4];
+    x_a[afrag_byte(r, x, in_steps) / 2] = (unsigned short)(lo & 0xffffu);
+    x_a[afrag_byte(r, x + 2, in_steps) / 2] = (unsigned short)(lo >> 16);
+    x_a[afrag_byte(r + 1, x, in_steps) / 2] = (unsigned short)(hi & 0xffffu);
+    x_a[afrag_byte(r + 1, x + 2, in_steps) / 2] = (unsigned short)(hi >> 16);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      a[j] = float((lo >> (8 * j)) & 0xffu) * p.pixel_scale;
-      b[j] = float((hi >> (8 * j)) & 0xffu) * p.pixel_scale;
-    }
-    x_a[afrag_word(r, x, in_steps)] = to_bf16x2(a[0], a[1]);
-    x_a[afrag_word(r, x + 2, in_steps)] = to_bf16x2(a[2], a[3]);
-    x_a[afrag_word(r + 1, x, in_steps)] = to_bf16x2(b[0], b[1]);
-    x_a[afrag_word(r + 1, x + 2, in_steps)] = to_bf16x2(b[2], b[3]);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) x_b[bfrag_word(r, x + j, row_steps)] = to_bf16x2(a[j], b[j]);
+    for (int j = 0; j < 4; ++j)
+      x_b[bfrag_byte(r, x + j, row_steps) / 2] = (unsigned short)(((lo >> (8 * j)) & 0xffu) | (((hi >> (8 * j)) & 0xffu) << 8));
   }
+}
+
+// The pixel values of a fragment staged as uint8 (8 bytes a lane): each byte b becomes
+// b * pixel_scale rounded once, as float(b) * pixel_scale, via 2^23 + b (exact in fp32) and one
+// fma; then the BF16 pairs of the fragment's 4 registers.
+__device__ __forceinline__ uint4 pixels_to_bf16(uint2 bytes, float scale, float offset) {
+  auto pair = [&](unsigned w, int first) {
+    const float v0 = fmaf(__uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | first)), scale, offset);
+    const float v1 = fmaf(__uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | (first + 1))), scale, offset);
+    return to_bf16x2(v0, v1);
+  };
+  return make_uint4(pair(bytes.x, 0), pair(bytes.x, 2), pair(bytes.y, 0), pair(bytes.y, 2));
+}
+
+__device__ __forceinline__ uint2 frag8_l2(const unsigned* base, int f) {
+  return __ldcg(reinterpret_cast<const uint2*>(base) + f * 32 + threadIdx.x % 32);
 }
 
 template <bool Momentum>
@@ -384,13 +405,14 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
   stage_store(raw, p, 0, k);
   double my_loss = 0.0;  // block 0, warp 0, lane 0
   unsigned long long my_correct = 0;
-  const int half_words = RP * I / 2;
+  const int x_words = RP * I / 4;
+  const float x_offset = -8388608.0f * p.pixel_scale;  // see pixels_to_bf16
   cluster.sync();  // every block's shared memory exists and the first batch is staged
 
   for (int s = 0; s < p.steps; ++s) {
     step_now = s;
-    const unsigned* x_a = p.staged + (s & 1) * half_words;
-    const unsigned* x_b = p.staged + 2 * half_words + (s & 1) * half_words;
+    const unsigned* x_a = p.staged + (s & 1) * x_words;
+    const unsigned* x_b = p.staged + 2 * x_words + (s & 1) * x_words;
     const bool more = s + 1 < p.steps;
     // The next batch's row numbers and labels, loaded now and used after the forward.
     unsigned next_row = 0;
@@ -406,17 +428,17 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
       float acc[2][4] = {};
       const int steps = I / 16, s0 = split.begin(steps), s1 = split.end(steps), mt = split.mt;
       {
-        constexpr int kAhead = 4;
-        uint4 ring[kAhead];
+        constexpr int kAhead = 8;
+        uint2 ring[kAhead];
 #pragma unroll
         for (int d = 0; d < kAhead; ++d)
-          if (s0 + d < s1) ring[d] = frag_l2(x_a, mt * steps + s0 + d);
+          if (s0 + d < s1) ring[d] = frag8_l2(x_a, mt * steps + s0 + d);
         for (int st = s0; st < s1; st += kAhead) {
 #pragma unroll
           for (int d = 0; d < kAhead; ++d) {
             if (st + d < s1) {
-              const uint4 a = ring[d];
-              if (st + d + kAhead < s1) ring[d] = frag_l2(x_a, mt * steps + st + d + kAhead);
+              const uint4 a = pixels_to_bf16(ring[d], p.pixel_scale, x_offset);
+              if (st + d + kAhead < s1) ring[d] = frag8_l2(x_a, mt * steps + st + d + kAhead);
               unsigned b[2][2];
               frag_b_rows(b[0], W0, p.sw0, 0, (st + d) * 16);
               frag_b_rows(b[1], W0, p.sw0, 8, (st + d) * 16);
@@ -675,18 +697,18 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     // X fragment's register is refilled with the next group's as soon as it is multiplied.
     {
       const int groups = I / 16;
-      uint4 xb[kMaxRows / 16];
+      uint2 xb[kMaxRows / 16];
 #pragma unroll
       for (int st = 0; st < kMaxRows / 16; ++st)
-        if (st < row_steps && warp < groups) xb[st] = frag_l2(x_b, warp * row_steps + st);
+        if (st < row_steps && warp < groups) xb[st] = frag8_l2(x_b, warp * row_steps + st);
       for (int group = warp; group < groups; group += kWarps) {
         const int next = group + kWarps;
         float acc[2][4] = {};
 #pragma unroll
         for (int st = 0; st < kMaxRows / 16; ++st) {
           if (st < row_steps) {
-            mma_a_b16(acc, frag(words + at.dz0t, st), xb[st]);
-            if (next < groups) xb[st] = frag_l2(x_b, next * row_steps + st);
+            mma_a_b16(acc, frag(words + at.dz0t, st), pixels_to_bf16(xb[st], p.pixel_scale, x_offset));
+            if (next < groups) xb[st] = frag8_l2(x_b, next * row_steps + st);
           }
         }
 #pragma unroll
@@ -907,7 +929,7 @@ ResidentMmaTrainer::ResidentMmaTrainer(const EpochKernelInputs& config) : impl_(
     fail("the device cannot schedule a cluster of " + std::to_string(m.cluster) + " blocks with " +
          std::to_string(m.bytes >> 10) + " KiB of shared memory each");
   }
-  m.staged.allocate(std::size_t(4) * RP * n[0] / 2, "resident staging buffer");
+  m.staged.allocate(std::size_t(RP) * n[0], "resident staging buffer");  // 4 copies of RP x in bytes
   if (std::getenv("NNPAR_RESIDENT_PHASES") != nullptr) m.clocks.allocate(2 * (kClockPhases + 1), "resident clocks");
 }
 
