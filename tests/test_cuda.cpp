@@ -1231,6 +1231,16 @@ TEST_F(CudaTraining, ResidentBf16RefusesOtherShapesByName) {
   config.model.layer_sizes = {784, 256, 256, 26};
   config.train.batch_size = 129;
   refused(config, "batch_size 129");
+  config.train.batch_size = 32;
+  const auto initial = initial_parameters(config);
+  try {
+    run_strategy(config, cuda_with("cuda resident bf16 cluster 8", toml::table{{"variant", "resident"}, {"precision", "bf16"},
+                                                                             {"resident_cluster", 8}}),
+                 plugins_, *data_, initial);
+    ADD_FAILURE() << "ran with resident_cluster = 8";
+  } catch (const std::exception& ex) {
+    EXPECT_NE(std::string(ex.what()).find("resident_cluster = 8"), std::string::npos) << ex.what();
+  }
 }
 
 // variant = "auto" under bf16: the tensor-core resident kernel up to batch 64 where the model

@@ -59,8 +59,8 @@ class ResidentTrainer {
 // to 128 rows: one cluster of hidden / 16 blocks (16 neurons of each hidden layer a block) holds
 // a 3-layer MLP with equal hidden widths of 128 or 256 and <= 32 classes; every product is an
 // mma.m16n8k16 with BF16 operands and fp32 sums (the approximate parity class, as the graph
-// variant's precision = "bf16"). Four cluster barriers a step; the batch's pixels are staged as
-// BF16 in global memory a step ahead.
+// variant's precision = "bf16"). Four cluster barriers a step; the next batch's pixels are
+// staged (uint8, in the order the products read them) in global memory a step ahead.
 class ResidentMmaTrainer {
  public:
   // Throws std::runtime_error, naming the limit, when the model or batch is outside the kernel's

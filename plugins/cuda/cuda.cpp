@@ -262,6 +262,12 @@ class CudaStrategy final : public Strategy {
       } catch (const std::runtime_error&) {
         if (variant == "resident") throw;  // auto: the graph variant instead
       }
+      const std::int64_t cluster = options.get_int("resident_cluster");
+      if (resident_mma_ && variant == "resident" && cluster != 0 && cluster != resident_mma_->cluster()) {
+        throw std::runtime_error("cuda: resident_cluster = " + std::to_string(cluster) +
+                                 " does not apply with precision = \"bf16\": that kernel's cluster is the hidden width / 16 = " +
+                                 std::to_string(resident_mma_->cluster()) + " blocks (set 0)");
+      }
     } else if (resident_wanted) {
       gpu::ResidentConfig rc;
       static_cast<gpu::EpochKernelInputs&>(rc) = inputs;
@@ -712,12 +718,12 @@ StrategyInfo cuda_info() {
        "graph: a CUDA graph of per-product kernels; persistent: one cooperative kernel per epoch with grid "
        "barriers between phases; resident: one thread-block cluster (sm_90) holds the model in its shared memory "
        "and runs the epoch in one launch (fp32: batch <= 16, models that fit; bf16: batch <= 128, 3 layers, equal "
-       "hidden widths of 128 or 256, <= 32 classes); auto: resident at batches <= 4 where it "
-       "fits (measured faster there), else graph",
+       "hidden widths of 128 or 256, <= 32 classes); auto: resident where it fits and measured faster (fp32: "
+       "batches <= 4; bf16: batches <= 64), else graph",
        -1e300, 1e300, {"graph", "persistent", "resident", "auto"}},
       {"resident_cluster", OptionType::integer, std::int64_t{0},
        "resident variant: blocks (SMs) of the cluster that holds the model, 8 or 16 (0: 16 where the device allows "
-       "it and the model fits, else 8)", 0, 16, {}},
+       "it and the model fits, else 8; under bf16 always hidden width / 16)", 0, 16, {}},
       {"persistent_blocks", OptionType::integer, std::int64_t{0},
        "grid size of the persistent kernel (0: one block per SM)", 0, 100000, {}},
       {"persistent_plan", OptionType::string, std::string("deep"),
