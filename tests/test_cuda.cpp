@@ -559,6 +559,39 @@ class CudaTraining : public ::testing::Test {
     std::printf("  %s: max|dw| %.2e, test acc %.2f%% vs %.2f%%, %.0f samples/s\n", cuda.label.c_str(), d.max_abs,
                 100 * got.final_test.accuracy, 100 * ref.final_test.accuracy, got.samples_per_second);
   }
+  // Runs `entry` on `config` (the fixture's data) and expects an error naming `words`.
+  void expect_refused(const RunConfig& config, const StrategyEntry& entry, const std::string& words) {
+    const auto initial = initial_parameters(config);
+    try {
+      run_strategy(config, entry, plugins_, *data_, initial);
+      ADD_FAILURE() << "ran: " << words;
+    } catch (const std::exception& ex) {
+      EXPECT_NE(std::string(ex.what()).find(words), std::string::npos) << ex.what();
+    }
+  }
+  struct AutoCase {
+    std::vector<int> layers;
+    int batch;
+    bool resident;  // whether variant = "auto" must pick a resident kernel
+  };
+  // Trains serial and `automatic` (a variant = "auto" entry) on each case, 500 samples for one
+  // epoch; checks auto's choice and hands both runs to `same_training`.
+  template <class Check>
+  void expect_auto_choices(const StrategyEntry& automatic, std::initializer_list<AutoCase> cases, Check same_training) {
+    RunConfig config = small_config();
+    config.data.options.limit = 500;
+    config.train.epochs = 1;
+    const Datasets data = load_datasets(config.data);
+    for (const AutoCase& c : cases) {
+      config.model.layer_sizes = c.layers;
+      config.train.batch_size = c.batch;
+      const auto initial = initial_parameters(config);
+      const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
+      const RunResult got = run_strategy(config, automatic, plugins_, data, initial);
+      EXPECT_EQ(got.device.find("resident") != std::string::npos, c.resident) << got.device << ", batch " << c.batch;
+      same_training(ref, got);
+    }
+  }
   static std::unique_ptr<Datasets> data_;
   PluginRegistry plugins_{{plugin_dir()}};
 };
@@ -1155,25 +1188,16 @@ TEST_F(CudaTraining, ResidentOneAndFourLayersMatchSerial) {
 }
 
 TEST_F(CudaTraining, ResidentRefusesWhatDoesNotFitByName) {
-  auto refused = [&](RunConfig config, const StrategyEntry& e, const std::string& words) {
-    const auto initial = initial_parameters(config);
-    try {
-      run_strategy(config, e, plugins_, *data_, initial);
-      ADD_FAILURE() << "ran: " << words;
-    } catch (const std::exception& ex) {
-      EXPECT_NE(std::string(ex.what()).find(words), std::string::npos) << ex.what();
-    }
-  };
   RunConfig config = small_config();
   config.train.batch_size = 17;
-  refused(config, resident_entry(), "batch_size 17");
+  expect_refused(config, resident_entry(), "batch_size 17");
   config.train.batch_size = 1;
   config.model.layer_sizes = {784, 1024, 1024, 26};
-  refused(config, resident_entry(), "shared memory");
+  expect_refused(config, resident_entry(), "shared memory");
   config.model.layer_sizes = {784, 64, 64, 64, 64, 26};
-  refused(config, resident_entry(), "5 Linear layers");
+  expect_refused(config, resident_entry(), "5 Linear layers");
   config.model.layer_sizes = {784, 64, 26};
-  refused(config, resident_entry(0, "tf32"), "fp32 only");
+  expect_refused(config, resident_entry(0, "tf32"), "fp32 only");
 }
 
 // The resident kernel on BF16 tensor cores away from the accuracy test's shape: hidden width
@@ -1213,82 +1237,43 @@ TEST_F(CudaTraining, ResidentBf16OddBatchesAndClusterOf8StayNearSerialAndRepeat)
 }
 
 TEST_F(CudaTraining, ResidentBf16RefusesOtherShapesByName) {
-  auto refused = [&](RunConfig config, const std::string& words) {
-    const auto initial = initial_parameters(config);
-    try {
-      run_strategy(config, mma_entry("bf16", "resident"), plugins_, *data_, initial);
-      ADD_FAILURE() << "ran: " << words;
-    } catch (const std::exception& ex) {
-      EXPECT_NE(std::string(ex.what()).find(words), std::string::npos) << ex.what();
-    }
-  };
+  const StrategyEntry resident_bf16 = mma_entry("bf16", "resident");
   RunConfig config = small_config();  // 784-64-26
-  refused(config, "exactly 3");
+  expect_refused(config, resident_bf16, "exactly 3");
   config.model.layer_sizes = {784, 256, 128, 26};
-  refused(config, "differ");
+  expect_refused(config, resident_bf16, "differ");
   config.model.layer_sizes = {784, 64, 64, 26};
-  refused(config, "hidden width 64");
+  expect_refused(config, resident_bf16, "hidden width 64");
   config.model.layer_sizes = {784, 256, 256, 26};
   config.train.batch_size = 129;
-  refused(config, "batch_size 129");
+  expect_refused(config, resident_bf16, "batch_size 129");
   config.train.batch_size = 32;
-  const auto initial = initial_parameters(config);
-  try {
-    run_strategy(config, cuda_with("cuda resident bf16 cluster 8", toml::table{{"variant", "resident"}, {"precision", "bf16"},
-                                                                             {"resident_cluster", 8}}),
-                 plugins_, *data_, initial);
-    ADD_FAILURE() << "ran with resident_cluster = 8";
-  } catch (const std::exception& ex) {
-    EXPECT_NE(std::string(ex.what()).find("resident_cluster = 8"), std::string::npos) << ex.what();
-  }
+  expect_refused(config,
+                 cuda_with("cuda resident bf16 cluster 8",
+                           toml::table{{"variant", "resident"}, {"precision", "bf16"}, {"resident_cluster", 8}}),
+                 "resident_cluster = 8");
 }
 
 // variant = "auto" under bf16: the tensor-core resident kernel up to batch 64 where the model
 // fits, else the graph.
 TEST_F(CudaTraining, AutoUnderBf16RunsTheResidentKernelUpToBatch64) {
-  RunConfig config = small_config();
-  config.data.options.limit = 500;
-  config.train.epochs = 1;
-  const StrategyEntry automatic = cuda_with("cuda auto bf16", toml::table{{"variant", "auto"}, {"precision", "bf16"}});
-  const Datasets data = load_datasets(config.data);
-  struct Case {
-    std::vector<int> layers;
-    int batch;
-    bool resident;
-  };
-  for (const Case& c : {Case{{784, 256, 256, 26}, 1, true}, Case{{784, 256, 256, 26}, 64, true},
-                        Case{{784, 256, 256, 26}, 96, false}, Case{{784, 64, 26}, 16, false}}) {
-    config.model.layer_sizes = c.layers;
-    config.train.batch_size = c.batch;
-    const auto initial = initial_parameters(config);
-    const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
-    const RunResult got = run_strategy(config, automatic, plugins_, data, initial);
-    EXPECT_EQ(got.device.find("resident") != std::string::npos, c.resident) << got.device << ", batch " << c.batch;
-    EXPECT_NEAR(got.epochs.back().loss, ref.epochs.back().loss, 0.01 * ref.epochs.back().loss) << got.device;
-  }
+  expect_auto_choices(cuda_with("cuda auto bf16", toml::table{{"variant", "auto"}, {"precision", "bf16"}}),
+                      {{{784, 256, 256, 26}, 1, true},
+                       {{784, 256, 256, 26}, 64, true},
+                       {{784, 256, 256, 26}, 96, false},
+                       {{784, 64, 26}, 16, false}},
+                      [](const RunResult& ref, const RunResult& got) {
+                        EXPECT_NEAR(got.epochs.back().loss, ref.epochs.back().loss, 0.01 * ref.epochs.back().loss)
+                            << got.device;
+                      });
 }
 
 // variant = "auto": resident at batches <= 4 where the model fits, else the graph; same training.
 TEST_F(CudaTraining, AutoRunsResidentAtBatchOneWhereItFits) {
-  RunConfig config = small_config();
-  config.data.options.limit = 500;
-  config.train.epochs = 1;
-  const StrategyEntry automatic = cuda_with("cuda auto", toml::table{{"variant", "auto"}});
-  const Datasets data = load_datasets(config.data);
-  struct Case {
-    std::vector<int> layers;
-    int batch;
-    bool resident;
-  };
-  for (const Case& c : {Case{{784, 256, 256, 26}, 1, true}, Case{{784, 256, 256, 26}, 8, false},
-                        Case{{784, 1024, 1024, 26}, 1, false}}) {
-    config.model.layer_sizes = c.layers;
-    config.train.batch_size = c.batch;
-    const auto initial = initial_parameters(config);
-    const RunResult ref = run_strategy(config, config.strategies[0], plugins_, data, initial);
-    const RunResult got = run_strategy(config, automatic, plugins_, data, initial);
-    EXPECT_EQ(got.device.find("resident") != std::string::npos, c.resident) << got.device << ", batch " << c.batch;
-    const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, 1e-3, 1e-5);
-    EXPECT_EQ(d.outside, 0u) << got.device << ": max |dw| " << d.max_abs;
-  }
+  expect_auto_choices(cuda_with("cuda auto", toml::table{{"variant", "auto"}}),
+                      {{{784, 256, 256, 26}, 1, true}, {{784, 256, 256, 26}, 8, false}, {{784, 1024, 1024, 26}, 1, false}},
+                      [](const RunResult& ref, const RunResult& got) {
+                        const WeightDiff d = compare_weights(got.final_parameters, ref.final_parameters, 1e-3, 1e-5);
+                        EXPECT_EQ(d.outside, 0u) << got.device << ": max |dw| " << d.max_abs;
+                      });
 }

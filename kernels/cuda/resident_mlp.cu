@@ -28,6 +28,7 @@
 #include <string>
 
 #include "nnpar/cuda_kernels.hpp"
+#include "cluster_launch.cuh"
 #include "sgd_one.cuh"
 
 namespace nnpar::cuda {
@@ -435,26 +436,6 @@ Kernel kernel_for(int rows, bool momentum) {
 }
 static_assert(kResidentMaxRows == 16, "kKernels covers rows up to 16");
 
-// The launch of one cluster of C blocks (the configuration points at its own attribute).
-struct ClusterLaunch {
-  cudaLaunchConfig_t config{};
-  cudaLaunchAttribute attribute{};
-  ClusterLaunch(int C, std::size_t bytes, cudaStream_t stream) {
-    config.gridDim = dim3(C);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = bytes;
-    config.stream = stream;
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = C;
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-  }
-  ClusterLaunch(const ClusterLaunch&) = delete;
-  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
-};
-
 }  // namespace
 
 struct ResidentTrainer::Impl {
@@ -483,10 +464,7 @@ ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make
 
   cudaDeviceProp props{};
   check(cudaGetDeviceProperties(&props, config.device), "cudaGetDeviceProperties");
-  if (props.major < 9) {
-    fail(std::string("thread-block clusters need compute capability 9.0+; ") + props.name + " is " +
-         std::to_string(props.major) + "." + std::to_string(props.minor));
-  }
+  if (const std::string problem = cluster_device_problem(props); !problem.empty()) fail(problem);
   const std::size_t limit = props.sharedMemPerBlockOptin - 1024;  // the kernel's static shared memory
   for (const Kernel kernel : kKernels) {
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1),
@@ -505,7 +483,7 @@ ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
             "cudaFuncSetAttribute(shared memory)");
     }
-    const ClusterLaunch launch(C, bytes, nullptr);
+    const ClusterLaunch launch(C, kThreads, bytes, nullptr);
     int clusters = 0;
     if (cudaOccupancyMaxActiveClusters(&clusters, kernel_for(config.batch, config.momentum != 0.0f), &launch.config) !=
             cudaSuccess ||
@@ -564,7 +542,7 @@ void ResidentTrainer::run(std::size_t first_step, int steps, int rows, cudaStrea
   p.correct = c.correct;
   p.step = c.step;
 
-  const ClusterLaunch launch(m.cluster, m.bytes, stream);
+  const ClusterLaunch launch(m.cluster, kThreads, m.bytes, stream);
   check(cudaLaunchKernelEx(&launch.config, kernel_for(rows, c.momentum != 0.0f), p), "resident kernel launch");
 }
 

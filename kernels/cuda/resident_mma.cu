@@ -53,6 +53,7 @@
 #include <string>
 
 #include "nnpar/cuda_kernels.hpp"
+#include "cluster_launch.cuh"
 #include "mma_bf16.cuh"
 #include "sgd_one.cuh"
 
@@ -372,6 +373,24 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     if (tid < kOwn) sgd_one(p.sgd, b1[tid], Momentum ? p.velocity + p.off_w1 + std::size_t(H) * H + lo + tid : nullptr, db1[tid]);
   };
 
+  // A hidden layer's tile (rows sm0.., the block's 16 neurons) from its sums: sigmoid(z + b) as
+  // fp32 (the derivative later) and in both fragment orders (read by the other blocks).
+  auto finish_hidden = [&](const float (&acc)[2][4], const float* bias, float* act, int a_order, int b_order) {
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int r = sm0 + acc_row(e), c = acc_col(nt, e);
+        const float v0 = sigmoid(acc[nt][e] + bias[c]), v1 = sigmoid(acc[nt][e + 1] + bias[c + 1]);
+        act[r * kOwn + c] = v0;
+        act[r * kOwn + c + 1] = v1;
+        words[a_order + afrag_word(r, c, 1)] = to_bf16x2(v0, v1);
+        put_half(words + b_order, bfrag_word(r, c, row_steps), r % 2, v0);
+        put_half(words + b_order, bfrag_word(r, c + 1, row_steps), r % 2, v1);
+      }
+    }
+  };
+
   // The block's parameters, once per launch. W2's padding rows stay zero: their logits are 0
   // and never read, their gradients never applied.
   {
@@ -448,21 +467,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
           }
         }
       }
-      if (split.add_parts(acc, logits)) {
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const int r = sm0 + acc_row(e), c = acc_col(nt, e);
-            const float v0 = sigmoid(acc[nt][e] + b0[c]), v1 = sigmoid(acc[nt][e + 1] + b0[c + 1]);
-            a0f[r * kOwn + c] = v0;
-            a0f[r * kOwn + c + 1] = v1;
-            words[at.a0a + afrag_word(r, c, 1)] = to_bf16x2(v0, v1);
-            put_half(words + at.a0b, bfrag_word(r, c, row_steps), r % 2, v0);
-            put_half(words + at.a0b, bfrag_word(r, c + 1, row_steps), r % 2, v1);
-          }
-        }
-      }
+      if (split.add_parts(acc, logits)) finish_hidden(acc, b0, a0f, at.a0a, at.a0b);
     }
     if (more && tid < R) next_rows[tid] = next_row;  // read by the staging after B1
     mark(0);
@@ -497,21 +502,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
           mma_a(acc[1], a, b[1]);
         }
       }
-      if (split.add_parts(acc, logits)) {
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const int r = sm0 + acc_row(e), c = acc_col(nt, e);
-            const float v0 = sigmoid(acc[nt][e] + b1[c]), v1 = sigmoid(acc[nt][e + 1] + b1[c + 1]);
-            a1f[r * kOwn + c] = v0;
-            a1f[r * kOwn + c + 1] = v1;
-            words[at.a1a + afrag_word(r, c, 1)] = to_bf16x2(v0, v1);
-            put_half(words + at.a1b, bfrag_word(r, c, row_steps), r % 2, v0);
-            put_half(words + at.a1b, bfrag_word(r, c + 1, row_steps), r % 2, v1);
-          }
-        }
-      }
+      if (split.add_parts(acc, logits)) finish_hidden(acc, b1, a1f, at.a1a, at.a1b);
     }
     __syncthreads();  // A1own is read only here, by this block's logits part and dW2
     mark(3);
@@ -833,22 +824,6 @@ constexpr Kernel kKernels[] = {resident_mma_kernel<false>, resident_mma_kernel<t
 
 int padded(int rows) { return (rows + 15) / 16 * 16; }
 
-struct ClusterLaunch {
-  cudaLaunchConfig_t config{};
-  cudaLaunchAttribute attribute{};
-  ClusterLaunch(int C, std::size_t bytes, cudaStream_t stream) {
-    config.gridDim = dim3(C);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = bytes;
-    config.stream = stream;
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = C;
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-  }
-};
 
 }  // namespace
 
@@ -900,10 +875,7 @@ ResidentMmaTrainer::ResidentMmaTrainer(const EpochKernelInputs& config) : impl_(
 
   cudaDeviceProp props{};
   check(cudaGetDeviceProperties(&props, config.device), "cudaGetDeviceProperties");
-  if (props.major < 9) {
-    fail(std::string("thread-block clusters need compute capability 9.0+; ") + props.name + " is " +
-         std::to_string(props.major) + "." + std::to_string(props.minor));
-  }
+  if (const std::string problem = cluster_device_problem(props); !problem.empty()) fail(problem);
   m.cluster = n[1] / kOwn;
   m.sw0 = pad_to_8_mod_32(n[0]);
   m.sw1 = pad_to_8_mod_32(n[1]);
@@ -921,7 +893,7 @@ ResidentMmaTrainer::ResidentMmaTrainer(const EpochKernelInputs& config) : impl_(
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(m.bytes)),
           "cudaFuncSetAttribute(shared memory)");
   }
-  const ClusterLaunch launch(m.cluster, m.bytes, nullptr);
+  const ClusterLaunch launch(m.cluster, kThreads, m.bytes, nullptr);
   int clusters = 0;
   if (cudaOccupancyMaxActiveClusters(&clusters, kKernels[config.momentum != 0.0f], &launch.config) != cudaSuccess ||
       clusters < 1) {
@@ -972,7 +944,7 @@ void ResidentMmaTrainer::run(std::size_t first_step, int steps, int rows, cudaSt
   p.loss_sum = c.loss_sum;
   p.correct = c.correct;
   p.step = c.step;
-  const ClusterLaunch launch(m.cluster, m.bytes, stream);
+  const ClusterLaunch launch(m.cluster, kThreads, m.bytes, stream);
   p.clocks = static_cast<unsigned long long*>(m.clocks.get());
   check(cudaLaunchKernelEx(&launch.config, kKernels[c.momentum != 0.0f], p), "resident bf16 kernel launch");
   if (p.clocks != nullptr && steps >= 8 && !m.clocks_printed) {
