@@ -708,7 +708,8 @@ StrategyInfo cuda_info() {
       {"precision", OptionType::string, std::string("fp32"),
        "arithmetic of the tiled products: fp32 (exact parity class); tf32 / bf16 (tensor cores, operands rounded to "
        "TF32 or BF16, fp32 sums and fp32 values in memory; approximate class; not with the persistent variant, "
-       "bf16 only with the resident one; batches <= gemv_rows, weight gradients of batches <= 8 and the fused logits kernel stay fp32)",
+       "bf16 only with the resident one; batches <= gemv_rows, weight gradients of batches <= 8 and the fused logits kernel stay fp32; "
+       "the bf16 resident kernel runs every product on tensor cores and keeps the pixels and activations it exchanges in BF16)",
        -1e300, 1e300, {"fp32", "tf32", "bf16"}},
       {"graph", OptionType::boolean, true, "capture the steps as CUDA graphs and replay them (false: plain launches)", -1e300, 1e300, {}},
       {"graph_steps", OptionType::integer, std::int64_t{128}, "steps captured in one graph (the epoch replays it)", 1,
