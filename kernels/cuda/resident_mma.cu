@@ -79,9 +79,6 @@ __host__ __device__ __forceinline__ int afrag_word(int m, int k, int ksteps) {
   const int lane = (mm % 8) * 4 + (kk % 8) / 2, reg = mm / 8 + 2 * (kk / 8);
   return (((m / 16) * ksteps + k / 16) * 32 + lane) * 4 + reg;
 }
-// The same orders with one byte an element (the staged uint8 pixels): a fragment is 8 bytes a lane.
-__host__ __device__ __forceinline__ int afrag_byte(int m, int k, int ksteps);
-__host__ __device__ __forceinline__ int bfrag_byte(int k, int n, int ksteps);
 // B operand (k x n, k steps of 16, column groups of 16 = two n8 tiles): element (k, n) is half
 // k % 2 of this word; the fragments of group ng at step ks (both n8 tiles) are the 128 words
 // from ((ng * ksteps + ks) * 32) * 4.
@@ -91,6 +88,7 @@ __host__ __device__ __forceinline__ int bfrag_word(int k, int n, int ksteps) {
   return (((n / 16) * ksteps + k / 16) * 32 + lane) * 4 + reg;
 }
 
+// The same orders with one byte an element (the staged uint8 pixels): a fragment is 8 bytes a lane.
 __host__ __device__ __forceinline__ int afrag_byte(int m, int k, int ksteps) {
   const int word = afrag_word(m, k, ksteps);
   return (word / 4) * 8 + (word % 4) * 2 + k % 2;
@@ -109,10 +107,10 @@ struct Layout {  // offsets in 32-bit words into the dynamic shared memory
   int w1b;              // B order of W1own^T, k = its 16 rows, n = all inputs: read by other blocks
   int dz1t, dz0t;       // A order, m = 16 own neurons, k = rows
   int dz2a, dz2t;       // A order, rows x 32 classes; m = 32 classes, k = rows
-  int logits;           // [rows][kLogitStride] fp32; the split-K partials share it
+  int dz2f;             // [rows][kLogitStride] fp32 every row's dZ2 (the bias gradient); TileSplit's partials share it
   int dzf;              // [rows][16] fp32 own dZ1, then own dZ0 (the bias gradients)
   int dw1, db1;         // the deferred W1 update: [16][hidden], [16]
-  int row_loss;         // double [rows]
+  int row_loss, row_hit;  // double, int [rows / C]: the loss and hit of each row this block owns
   int labels, next_rows;  // int [rows]
   int raw;              // uint8 [2 * staged pairs][in]: the rows this block stages
   int words;
@@ -242,7 +240,7 @@ __device__ __forceinline__ unsigned long long global_ns() {
 
 // The rows this block stages: row pairs k, k + C, ... of the padded batch, local row 2 i + e
 // being row 2 (k + i C) + e. Their uint8 pixels are copied into shared memory (cp.async, 16
-// bytes a copy) while the step computes, then stored as BF16 in both orders.
+// bytes a copy) while the step computes, then stored in both fragment orders.
 __device__ __forceinline__ int staged_pairs(const Params& p, int k) {
   return (p.padded_rows / 2 - k + p.cluster - 1) / p.cluster;
 }
@@ -329,7 +327,6 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
   float* b2 = smem + at.b2;
   float* a0f = smem + at.a0f;
   float* a1f = smem + at.a1f;
-  float* logits = smem + at.logits;
   float* dzf = smem + at.dzf;
   float* dw1 = smem + at.dw1;
   float* db1 = smem + at.db1;
@@ -340,7 +337,8 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
   float* b2v = smem + at.b2v;       // b2's velocities (each block's copy; block 0 writes them back)
   float* part = smem + at.part;     // [RP][32]: this block's part of every row's logits
   float* dz2_own = smem + at.dz2_own;  // [RP / C][32]: dZ2 of the rows this block owns
-  float* dz2f = logits;             // [RP][kLogitStride]: every row's dZ2
+  float* dz2f = smem + at.dz2f;
+  int* row_hit = reinterpret_cast<int*>(smem + at.row_hit);
   const int own_rows = RP / C;
   __shared__ unsigned long long clock_sum[kClockPhases], clock_last;
   if (tid < kClockPhases) clock_sum[tid] = 0;
@@ -422,7 +420,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
   asm volatile("cp.async.wait_all;" ::: "memory");
   __syncthreads();
   stage_store(raw, p, 0, k);
-  double my_loss = 0.0;  // block 0, warp 0, lane 0
+  double my_loss = 0.0;  // thread 0: the rows this block owns, in order
   unsigned long long my_correct = 0;
   const int x_words = RP * I / 4;
   const float x_offset = -8388608.0f * p.pixel_scale;  // see pixels_to_bf16
@@ -445,29 +443,27 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     // comes from L2: each warp keeps kAhead fragments in flight.
     {
       float acc[2][4] = {};
-      const int steps = I / 16, s0 = split.begin(steps), s1 = split.end(steps), mt = split.mt;
-      {
-        constexpr int kAhead = 8;
-        uint2 ring[kAhead];
+      const int steps = I / 16, s0 = split.begin(steps), s1 = split.end(steps), first = split.mt * steps;
+      constexpr int kAhead = 8;
+      uint2 ring[kAhead];
 #pragma unroll
-        for (int d = 0; d < kAhead; ++d)
-          if (s0 + d < s1) ring[d] = frag8_l2(x_a, mt * steps + s0 + d);
-        for (int st = s0; st < s1; st += kAhead) {
+      for (int d = 0; d < kAhead; ++d)
+        if (s0 + d < s1) ring[d] = frag8_l2(x_a, first + s0 + d);
+      for (int st = s0; st < s1; st += kAhead) {
 #pragma unroll
-          for (int d = 0; d < kAhead; ++d) {
-            if (st + d < s1) {
-              const uint4 a = pixels_to_bf16(ring[d], p.pixel_scale, x_offset);
-              if (st + d + kAhead < s1) ring[d] = frag8_l2(x_a, mt * steps + st + d + kAhead);
-              unsigned b[2][2];
-              frag_b_rows(b[0], W0, p.sw0, 0, (st + d) * 16);
-              frag_b_rows(b[1], W0, p.sw0, 8, (st + d) * 16);
-              mma_a(acc[0], a, b[0]);
-              mma_a(acc[1], a, b[1]);
-            }
+        for (int d = 0; d < kAhead; ++d) {
+          if (st + d < s1) {
+            const uint4 a = pixels_to_bf16(ring[d], p.pixel_scale, x_offset);
+            if (st + d + kAhead < s1) ring[d] = frag8_l2(x_a, first + st + d + kAhead);
+            unsigned b[2][2];
+            frag_b_rows(b[0], W0, p.sw0, 0, (st + d) * 16);
+            frag_b_rows(b[1], W0, p.sw0, 8, (st + d) * 16);
+            mma_a(acc[0], a, b[0]);
+            mma_a(acc[1], a, b[1]);
           }
         }
       }
-      if (split.add_parts(acc, logits)) finish_hidden(acc, b0, a0f, at.a0a, at.a0b);
+      if (split.add_parts(acc, dz2f)) finish_hidden(acc, b0, a0f, at.a0a, at.a0b);
     }
     if (more && tid < R) next_rows[tid] = next_row;  // read by the staging after B1
     mark(0);
@@ -490,19 +486,17 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     {
       float acc[2][4] = {};
       const int s0 = split.begin(C), s1 = split.end(C);
-      {
 #pragma unroll 4
-        for (int i = s0; i < s1; ++i) {
-          const int st = (i + k) % C;
-          const uint4 a = frag(cluster.map_shared_rank(words + at.a0a, st), split.mt);
-          unsigned b[2][2];
-          frag_b_rows(b[0], W1, p.sw1, 0, st * 16);
-          frag_b_rows(b[1], W1, p.sw1, 8, st * 16);
-          mma_a(acc[0], a, b[0]);
-          mma_a(acc[1], a, b[1]);
-        }
+      for (int i = s0; i < s1; ++i) {
+        const int st = (i + k) % C;
+        const uint4 a = frag(cluster.map_shared_rank(words + at.a0a, st), split.mt);
+        unsigned b[2][2];
+        frag_b_rows(b[0], W1, p.sw1, 0, st * 16);
+        frag_b_rows(b[1], W1, p.sw1, 8, st * 16);
+        mma_a(acc[0], a, b[0]);
+        mma_a(acc[1], a, b[1]);
       }
-      if (split.add_parts(acc, logits)) finish_hidden(acc, b1, a1f, at.a1a, at.a1b);
+      if (split.add_parts(acc, dz2f)) finish_hidden(acc, b1, a1f, at.a1a, at.a1b);
     }
     __syncthreads();  // A1own is read only here, by this block's logits part and dW2
     mark(3);
@@ -555,12 +549,15 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
       dz2_own[w * kClasses + lane] = live ? (e * (1.0f / sum) - (lane == y ? 1.0f : 0.0f)) * (1.0f / float(R)) : 0.0f;
       if (lane == 0) {
         row_loss[w] = r < R ? double(logf(sum) - (zy - top)) : 0.0;
-        if (r < R && best == y) ++my_correct;
+        row_hit[w] = r < R && best == y;
       }
     }
     __syncthreads();
     if (tid == 0) {
-      for (int w = 0; w < own_rows; ++w) my_loss += row_loss[w];
+      for (int w = 0; w < own_rows; ++w) {
+        my_loss += row_loss[w];
+        my_correct += row_hit[w];
+      }
     }
     mark(6);
     cluster.sync();  // B2b: every row's dZ2 is with its owner
@@ -659,16 +656,14 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     {
       float acc[2][4] = {};
       const int s0 = split.begin(C), s1 = split.end(C);
-      {
 #pragma unroll 4
-        for (int i = s0; i < s1; ++i) {
-          const int st = (i + k) % C;
-          const uint4 a = frag(cluster.map_shared_rank(words + at.dz1a, st), split.mt);
-          const uint4 b = frag(cluster.map_shared_rank(words + at.w1b, st), k);
-          mma_a_b16(acc, a, b);
-        }
+      for (int i = s0; i < s1; ++i) {
+        const int st = (i + k) % C;
+        const uint4 a = frag(cluster.map_shared_rank(words + at.dz1a, st), split.mt);
+        const uint4 b = frag(cluster.map_shared_rank(words + at.w1b, st), k);
+        mma_a_b16(acc, a, b);
       }
-      if (split.add_parts(acc, logits)) {
+      if (split.add_parts(acc, dz2f)) {
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
@@ -743,18 +738,10 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     }
   }
   // Each block counted the rows it owns: block 0 adds the blocks' counts and losses in rank order.
-  __shared__ unsigned long long hits[kWarps];
   __shared__ double block_loss;
   __shared__ unsigned long long block_hits;
-  unsigned long long mine = my_correct;
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) mine += __shfl_down_sync(0xffffffffu, mine, o);
-  if (lane == 0) hits[warp] = mine;
-  __syncthreads();
   if (tid == 0) {
-    unsigned long long total = 0;
-    for (int w = 0; w < kWarps; ++w) total += hits[w];
-    block_hits = total;
+    block_hits = my_correct;
     block_loss = my_loss;
   }
   cluster.sync();
@@ -808,22 +795,23 @@ Layout make_layout(int in, int hidden, int cluster, int padded_rows, int sw0, in
   at.dz0t = take(frag16);
   at.dz2a = take(RP * kClasses / 2);
   at.dz2t = take(RP * kClasses / 2);
-  at.logits = take(std::max(RP * kLogitStride, (kWarps - 1) * 32 * 8));  // also TileSplit's partials
+  at.dz2f = take(std::max(RP * kLogitStride, (kWarps - 1) * 32 * 8));  // also TileSplit's partials
   at.dzf = take(RP * kOwn);
   at.dw1 = take(kOwn * hidden);
   at.db1 = take(kOwn);
   at.row_loss = take(2 * (RP / cluster));
+  at.row_hit = take(RP / cluster);
   at.labels = take(RP);
   at.next_rows = take(RP);
   at.raw = take((2 * ((RP / 2 + cluster - 1) / cluster) * in + 3) / 4);
   at.words = n;
   return at;
 }
+
 using Kernel = void (*)(Params);
 constexpr Kernel kKernels[] = {resident_mma_kernel<false>, resident_mma_kernel<true>};
 
 int padded(int rows) { return (rows + 15) / 16 * 16; }
-
 
 }  // namespace
 
