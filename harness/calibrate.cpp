@@ -14,11 +14,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -73,35 +75,59 @@ double total_memory_bytes() {
   return pages > 0 && size > 0 ? double(pages) * double(size) : 0;
 }
 
+// The three products Linear makes (core/layers.cpp): forward X W^T, weight gradient dY^T X
+// accumulated, input gradient dY W, on buffers large enough for every calibrated shape.
+class ProductTimer {
+ public:
+  ProductTimer(int max_rows, int max_in, int max_out)
+      : X(random_floats(std::size_t(max_rows) * max_in, 1)),
+        W(random_floats(std::size_t(max_out) * max_in, 2)),
+        G(random_floats(std::size_t(max_rows) * max_out, 3)),
+        Y(std::size_t(max_rows) * std::max(max_in, max_out)),
+        dW(std::size_t(max_out) * max_in) {}
+
+  double seconds(const std::string& form, int rows, int in, int out, double min_seconds) {
+    if (form == "forward")
+      return time_call([&] { k::gemm_nt(rows, out, in, 1.0f, X.data(), in, W.data(), in, 0.0f, Y.data(), out); },
+                       min_seconds);
+    if (form == "weight_grad")
+      return time_call([&] { k::gemm_tn(out, in, rows, 1.0f, G.data(), out, X.data(), in, 1.0f, dW.data(), in); },
+                       min_seconds);
+    return time_call([&] { k::gemm_nn(rows, in, out, 1.0f, G.data(), out, W.data(), in, 0.0f, Y.data(), in); },
+                     min_seconds);
+  }
+
+ private:
+  std::vector<float> X, W, G, Y, dW;
+};
+
+struct KernelGrid {
+  std::vector<int> ins, outs, rows;
+  double min_seconds;
+};
+
+KernelGrid kernel_grid(bool quick) {
+  if (quick) return {{784, 256}, {26, 256}, {1, 32, 128}, 2e-4};
+  return {{784, 256, 512, 1024}, {26, 64, 128, 256, 512, 1024}, {1, 4, 16, 32, 64, 128, 256, 512, 1024}, 2e-3};
+}
+
+ProductTimer product_timer(const KernelGrid& g) {
+  return ProductTimer(g.rows.back(), *std::max_element(g.ins.begin(), g.ins.end()),
+                      *std::max_element(g.outs.begin(), g.outs.end()));
+}
+
 nlohmann::json kernel_points(bool quick, bool verbose) {
-  const std::vector<int> ins = quick ? std::vector<int>{784, 256} : std::vector<int>{784, 256, 512, 1024};
-  const std::vector<int> outs = quick ? std::vector<int>{26, 256} : std::vector<int>{26, 64, 128, 256, 512, 1024};
-  const std::vector<int> rows_list =
-      quick ? std::vector<int>{1, 32, 128} : std::vector<int>{1, 4, 16, 32, 64, 128, 256, 512, 1024};
-  const double min_seconds = quick ? 2e-4 : 2e-3;
-  const int max_rows = rows_list.back(), max_in = *std::max_element(ins.begin(), ins.end()),
-            max_out = *std::max_element(outs.begin(), outs.end());
-  const auto X = random_floats(std::size_t(max_rows) * max_in, 1);
-  const auto W = random_floats(std::size_t(max_out) * max_in, 2);
-  const auto G = random_floats(std::size_t(max_rows) * max_out, 3);
-  std::vector<float> Y(std::size_t(max_rows) * std::max(max_in, max_out)), dW(std::size_t(max_out) * max_in);
+  const KernelGrid g = kernel_grid(quick);
+  ProductTimer timer = product_timer(g);
   nlohmann::json forms = {{"forward", {{"points", nlohmann::json::array()}}},
                           {"weight_grad", {{"points", nlohmann::json::array()}}},
                           {"input_grad", {{"points", nlohmann::json::array()}}}};
-  for (int in : ins)
-    for (int out : outs) {
-      for (int rows : rows_list) {
-        // The calls Linear makes (core/layers.cpp): forward X W^T, weight gradient dY^T X
-        // accumulated, input gradient dY W.
-        const double f = time_call([&] { k::gemm_nt(rows, out, in, 1.0f, X.data(), in, W.data(), in, 0.0f, Y.data(), out); },
-                                   min_seconds);
-        const double wg = time_call(
-            [&] { k::gemm_tn(out, in, rows, 1.0f, G.data(), out, X.data(), in, 1.0f, dW.data(), in); }, min_seconds);
-        const double ig = time_call(
-            [&] { k::gemm_nn(rows, in, out, 1.0f, G.data(), out, W.data(), in, 0.0f, Y.data(), in); }, min_seconds);
-        for (auto [name, t] : {std::pair{"forward", f}, {"weight_grad", wg}, {"input_grad", ig}})
-          forms[name]["points"].push_back({{"rows", rows}, {"in", in}, {"out", out}, {"seconds", t}});
-      }
+  for (int in : g.ins)
+    for (int out : g.outs) {
+      for (int rows : g.rows)
+        for (const char* form : {"forward", "weight_grad", "input_grad"})
+          forms[form]["points"].push_back(
+              {{"rows", rows}, {"in", in}, {"out", out}, {"seconds", timer.seconds(form, rows, in, out, g.min_seconds)}});
       if (verbose) {
         std::printf(".");
         std::fflush(stdout);
@@ -111,57 +137,90 @@ nlohmann::json kernel_points(bool quick, bool verbose) {
   return forms;
 }
 
-nlohmann::json stream_points(bool quick) {
-  const std::vector<std::size_t> sizes =
-      quick ? std::vector<std::size_t>{1024, 262144} : std::vector<std::size_t>{1024, 16384, 262144, 4194304};
-  const double min_seconds = quick ? 2e-4 : 2e-3;
-  const std::size_t largest = sizes.back();
-  auto a = random_floats(largest, 4), b = random_floats(largest, 5), c = random_floats(largest, 6);
-  std::vector<float> v(largest, 0.0f);
-  const int cols = 256, classes = 26;
-  std::vector<std::int32_t> labels(largest / classes + 1);
-  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = int(i % classes);
-  Dataset data;
-  data.count = largest / 784 + 1;
-  data.pixels.assign(data.count * 784, 7);
-  data.labels.assign(data.count, 1);
-  std::vector<std::uint32_t> order(data.count);
-  std::iota(order.begin(), order.end(), 0u);
-  std::vector<std::int32_t> y(data.count);
+// The streaming operations between the products, on buffers of up to `largest` elements.
+class StreamTimer {
+ public:
+  explicit StreamTimer(std::size_t largest)
+      : a(random_floats(largest, 4)), b(random_floats(largest, 5)), c(random_floats(largest, 6)), v(largest, 0.0f),
+        labels(largest / kClasses + 1) {
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = int(i % kClasses);
+    data.count = largest / 784 + 1;
+    data.pixels.assign(data.count * 784, 7);
+    data.labels.assign(data.count, 1);
+    order.resize(data.count);
+    std::iota(order.begin(), order.end(), 0u);
+    y.resize(data.count);
+    add("bias_sigmoid", kCols, [this](std::size_t n) {
+      k::add_bias_rows(int(n / kCols), kCols, b.data(), a.data());
+      k::sigmoid_forward(n, a.data(), a.data());
+    });
+    add("bias", kCols, [this](std::size_t n) { k::add_bias_rows(int(n / kCols), kCols, b.data(), a.data()); });
+    add("sigmoid_backward", 1, [this](std::size_t n) { k::sigmoid_backward(n, b.data(), c.data(), a.data()); });
+    add("column_sums", kCols,
+        [this](std::size_t n) { k::column_sums(int(n / kCols), kCols, 1.0f, a.data(), 1.0f, v.data()); });
+    add("softmax_xent", kClasses, [this](std::size_t n) {
+      const int rows = int(n / kClasses);
+      k::softmax_xent_forward(rows, kClasses, a.data(), labels.data(), b.data());
+      k::count_correct(rows, kClasses, b.data(), labels.data());
+      k::softmax_xent_backward(rows, kClasses, b.data(), labels.data(), 1.0f, c.data());
+    });
+    add("sgd", 1, [this](std::size_t n) { k::sgd_update(n, 1e-9f, 0.0f, 0.0f, a.data(), b.data(), nullptr); });
+    add("sgd_momentum", 1, [this](std::size_t n) { k::sgd_update(n, 1e-9f, 0.9f, 0.0f, a.data(), b.data(), v.data()); });
+    add("zero", 1, [this](std::size_t n) { std::fill_n(c.data(), n, 0.0f); });
+    add("copy", 1, [this](std::size_t n) { std::copy_n(b.data(), n, c.data()); });
+    add("add", 1, [this](std::size_t n) {
+      float* dst = c.data();
+      const float* src = b.data();
+      for (std::size_t e = 0; e < n; ++e) dst[e] += src[e];
+    });
+    add("gather", 784, [this](std::size_t n) {
+      gather_batch(data, std::span<const std::uint32_t>(order).first(n / 784), a.data(), y.data());
+    });
+  }
 
-  nlohmann::json streams = nlohmann::json::object();
-  auto measure = [&](const std::string& name, const std::function<void(std::size_t)>& op, std::size_t granule) {
-    for (std::size_t n : sizes) {
-      const std::size_t m = std::max(granule, n / granule * granule);
-      streams[name].push_back({{"elements", m}, {"seconds", time_call([&] { op(m); }, min_seconds)}});
-    }
+  const std::vector<std::string>& names() const { return names_; }
+  // The element count measured for a requested size: whole rows of the operation.
+  std::size_t elements(const std::string& name, std::size_t n) const {
+    const std::size_t granule = ops.at(name).granule;
+    return std::max(granule, n / granule * granule);
+  }
+  double seconds(const std::string& name, std::size_t elements, double min_seconds) const {
+    const Op& op = ops.at(name);
+    return time_call([&] { op.run(elements); }, min_seconds);
+  }
+
+ private:
+  static constexpr int kCols = 256, kClasses = 26;
+  struct Op {
+    std::size_t granule;
+    std::function<void(std::size_t)> run;
   };
-  measure("bias_sigmoid", [&](std::size_t n) {
-    k::add_bias_rows(int(n / cols), cols, b.data(), a.data());
-    k::sigmoid_forward(n, a.data(), a.data());
-  }, cols);
-  measure("bias", [&](std::size_t n) { k::add_bias_rows(int(n / cols), cols, b.data(), a.data()); }, cols);
-  measure("sigmoid_backward", [&](std::size_t n) { k::sigmoid_backward(n, b.data(), c.data(), a.data()); }, 1);
-  measure("column_sums", [&](std::size_t n) { k::column_sums(int(n / cols), cols, 1.0f, a.data(), 1.0f, v.data()); },
-          cols);
-  measure("softmax_xent", [&](std::size_t n) {
-    const int rows = int(n / classes);
-    k::softmax_xent_forward(rows, classes, a.data(), labels.data(), b.data());
-    k::count_correct(rows, classes, b.data(), labels.data());
-    k::softmax_xent_backward(rows, classes, b.data(), labels.data(), 1.0f, c.data());
-  }, classes);
-  measure("sgd", [&](std::size_t n) { k::sgd_update(n, 1e-9f, 0.0f, 0.0f, a.data(), b.data(), nullptr); }, 1);
-  measure("sgd_momentum", [&](std::size_t n) { k::sgd_update(n, 1e-9f, 0.9f, 0.0f, a.data(), b.data(), v.data()); }, 1);
-  measure("zero", [&](std::size_t n) { std::fill_n(c.data(), n, 0.0f); }, 1);
-  measure("copy", [&](std::size_t n) { std::copy_n(b.data(), n, c.data()); }, 1);
-  measure("add", [&](std::size_t n) {
-    float* dst = c.data();
-    const float* src = b.data();
-    for (std::size_t e = 0; e < n; ++e) dst[e] += src[e];
-  }, 1);
-  measure("gather", [&](std::size_t n) {
-    gather_batch(data, std::span<const std::uint32_t>(order).first(n / 784), a.data(), y.data());
-  }, 784);
+  void add(const std::string& name, std::size_t granule, std::function<void(std::size_t)> run) {
+    names_.push_back(name);
+    ops[name] = {granule, std::move(run)};
+  }
+  std::vector<float> a, b, c, v;
+  std::vector<std::int32_t> labels;
+  Dataset data;
+  std::vector<std::uint32_t> order;
+  std::vector<std::int32_t> y;
+  std::vector<std::string> names_;
+  std::map<std::string, Op> ops;
+};
+
+std::vector<std::size_t> stream_sizes(bool quick) {
+  return quick ? std::vector<std::size_t>{1024, 262144} : std::vector<std::size_t>{1024, 16384, 262144, 4194304};
+}
+
+nlohmann::json stream_points(bool quick) {
+  const std::vector<std::size_t> sizes = stream_sizes(quick);
+  const StreamTimer timer(sizes.back());
+  nlohmann::json streams = nlohmann::json::object();
+  for (const std::string& name : timer.names())
+    for (std::size_t n : sizes) {
+      const std::size_t m = timer.elements(name, n);
+      streams[name].push_back({{"elements", m}, {"seconds", timer.seconds(name, m, kernel_grid(quick).min_seconds)}});
+    }
   return streams;
 }
 
@@ -312,17 +371,117 @@ nlohmann::json run_tool(const std::vector<std::string>& argv, const fs::path& fi
 
 }  // namespace
 
-// The mean over passes of every "seconds" (or "slowdown") at the same place in the trees.
-void accumulate(nlohmann::json& sum, const nlohmann::json& pass, double weight) {
-  if (sum.is_object()) {
-    for (auto it = sum.begin(); it != sum.end(); ++it) {
-      if (it.key() == "seconds" || it.key() == "slowdown") it.value() = it.value().get<double>() + weight * pass.at(it.key()).get<double>();
-      else accumulate(it.value(), pass.at(it.key()), weight);
-    }
-  } else if (sum.is_array()) {
-    for (std::size_t i = 0; i < sum.size(); ++i) accumulate(sum[i], pass.at(i), weight);
-  }
+// The median over passes of every "seconds" at the same place in the trees (each pass has the
+// first one's layout). A median, not a mean: one pass disturbed by the host (a 6x slower
+// product at 512x512, 16 rows, in call V1 of plan-validation-8.md) moves a mean by a third of
+// the disturbance and a median of three not at all.
+nlohmann::json median_over_passes(const std::vector<nlohmann::json>& passes) {
+  nlohmann::json out = passes.at(0);
+  std::function<void(nlohmann::json&, const std::vector<const nlohmann::json*>&)> walk =
+      [&](nlohmann::json& node, const std::vector<const nlohmann::json*>& same) {
+        if (node.is_object()) {
+          for (auto it = node.begin(); it != node.end(); ++it) {
+            std::vector<const nlohmann::json*> children;
+            for (const auto* p : same) children.push_back(&p->at(it.key()));
+            if (it.key() == "seconds") {
+              std::vector<double> v;
+              for (const auto* c : children) v.push_back(c->get<double>());
+              std::sort(v.begin(), v.end());
+              const std::size_t n = v.size();
+              it.value() = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+            } else {
+              walk(it.value(), children);
+            }
+          }
+        } else if (node.is_array()) {
+          for (std::size_t i = 0; i < node.size(); ++i) {
+            std::vector<const nlohmann::json*> children;
+            for (const auto* p : same) children.push_back(&p->at(i));
+            walk(node[i], children);
+          }
+        }
+      };
+  std::vector<const nlohmann::json*> all;
+  for (const auto& p : passes) all.push_back(&p);
+  walk(out, all);
+  return out;
 }
+
+namespace {
+
+// Points their neighbours contradict (perf::contradicted_points) are measured again, up to
+// three rounds, each new value the median of three measurements; what stays contradicted is
+// listed. Returns {"remeasured": [...], "disturbed": [...]} for the profile.
+nlohmann::json remeasure_contradicted(nlohmann::json& kernels, nlohmann::json& streams, bool quick, bool verbose) {
+  const KernelGrid g = kernel_grid(quick);
+  ProductTimer products = product_timer(g);
+  const StreamTimer stream_timer(stream_sizes(quick).back());
+  // Each curve: its JSON points in size order, and how to measure one of them again.
+  struct Curve {
+    std::string table;
+    std::vector<nlohmann::json*> points;
+    std::string size_key;
+    std::function<double(const nlohmann::json&)> measure;
+  };
+  std::vector<Curve> curves;
+  for (auto& [form, table] : kernels.items()) {
+    std::map<std::pair<int, int>, std::vector<nlohmann::json*>> shapes;
+    for (auto& p : table.at("points")) shapes[{p.at("in").get<int>(), p.at("out").get<int>()}].push_back(&p);
+    for (auto& [shape, points] : shapes) {
+      std::sort(points.begin(), points.end(), [](auto* x, auto* y) { return x->at("rows") < y->at("rows"); });
+      const std::string f = form;
+      curves.push_back({f + " " + std::to_string(shape.first) + "x" + std::to_string(shape.second), points, "rows",
+                        [&products, f, g](const nlohmann::json& p) {
+                          return products.seconds(f, p.at("rows"), p.at("in"), p.at("out"), g.min_seconds);
+                        }});
+    }
+  }
+  for (auto& [op, table] : streams.items()) {
+    std::vector<nlohmann::json*> points;
+    for (auto& p : table) points.push_back(&p);
+    const std::string name = op;
+    curves.push_back({"stream " + name, points, "elements",
+                      [&stream_timer, name, g](const nlohmann::json& p) {
+                        return stream_timer.seconds(name, p.at("elements").get<std::size_t>(), g.min_seconds);
+                      }});
+  }
+  auto values = [](const Curve& c) {
+    std::vector<std::pair<double, double>> v;
+    for (const auto* p : c.points) v.push_back({p->at(c.size_key).get<double>(), p->at("seconds").get<double>()});
+    return v;
+  };
+  nlohmann::json report = {{"remeasured", nlohmann::json::array()}, {"disturbed", nlohmann::json::array()}};
+  for (int round = 0; round < 3; ++round) {
+    int measured = 0;
+    for (const Curve& c : curves)
+      for (std::size_t i : perf::contradicted_points(values(c))) {
+        nlohmann::json& p = *c.points[i];
+        const double before = p.at("seconds").get<double>();
+        std::array<double, 3> again{c.measure(p), c.measure(p), c.measure(p)};
+        std::sort(again.begin(), again.end());
+        p["seconds"] = again[1];
+        report["remeasured"].push_back(
+            {{"table", c.table}, {c.size_key, p.at(c.size_key)}, {"before", before}, {"after", again[1]}});
+        ++measured;
+      }
+    if (verbose && measured) std::printf("cpu: %d point(s) contradicted by their neighbours, measured again\n", measured);
+    if (!measured) break;
+  }
+  for (const Curve& c : curves) {
+    std::vector<std::size_t> by;
+    const auto v = values(c);
+    const std::vector<std::size_t> found = perf::contradicted_points(v, &by);
+    for (std::size_t k = 0; k < found.size(); ++k)
+      report["disturbed"].push_back({{"table", c.table},
+                                     {c.size_key, v[found[k]].first},
+                                     {"seconds", v[found[k]].second},
+                                     {"neighbour_" + c.size_key, v[by[k]].first},
+                                     {"neighbour_seconds", v[by[k]].second}});
+  }
+  return report;
+}
+
+}  // namespace
 
 nlohmann::json calibrate_cpu(bool quick, bool verbose) {
   const MachineInfo m = machine_info();
@@ -331,26 +490,22 @@ nlohmann::json calibrate_cpu(bool quick, bool verbose) {
   cpu["count"] = std::max(1u, m.cores);
   cpu["memory_bytes"] = total_memory_bytes();
   // On a shared machine the neighbours' load comes and goes over seconds: every point is the
-  // mean of passes spread over the whole calibration, not a few milliseconds of one moment.
+  // median of passes spread over the whole calibration, not a few milliseconds of one moment.
   const int passes = quick ? 1 : 3;
   cpu["passes"] = passes;
-  nlohmann::json kernels, streams, openmp;
-  std::vector<nlohmann::json> openmp_passes;
+  std::vector<nlohmann::json> kernel_passes, stream_passes, openmp_passes;
   for (int pass = 0; pass < passes; ++pass) {
     if (verbose) std::printf("cpu pass %d/%d: products of our kernels at every layer shape ", pass + 1, passes);
-    nlohmann::json k = kernel_points(quick, verbose);
+    kernel_passes.push_back(kernel_points(quick, verbose));
     if (verbose) std::printf("cpu pass %d/%d: streaming operations, OpenMP barrier and concurrent cores\n", pass + 1, passes);
-    nlohmann::json s = stream_points(quick);
-    nlohmann::json o = openmp_points(quick, int(std::max(1u, m.cores)));
-    openmp_passes.push_back(o);
-    if (pass == 0) {
-      kernels = k, streams = s, openmp = o;
-      if (passes > 1) accumulate(kernels, k, 1.0 / passes - 1), accumulate(streams, s, 1.0 / passes - 1),
-                      accumulate(openmp, o, 1.0 / passes - 1);
-    } else {
-      accumulate(kernels, k, 1.0 / passes), accumulate(streams, s, 1.0 / passes), accumulate(openmp, o, 1.0 / passes);
-    }
+    stream_passes.push_back(stream_points(quick));
+    openmp_passes.push_back(openmp_points(quick, int(std::max(1u, m.cores))));
   }
+  nlohmann::json kernels = median_over_passes(kernel_passes), streams = median_over_passes(stream_passes),
+                 openmp = median_over_passes(openmp_passes);
+  const nlohmann::json checked = remeasure_contradicted(kernels, streams, quick, verbose);
+  cpu["remeasured"] = checked.at("remeasured");
+  cpu["disturbed"] = checked.at("disturbed");
   take_median_slowdowns(openmp, openmp_passes);
   cpu["kernels"] = kernels;
   cpu["streams"] = streams;
@@ -477,6 +632,13 @@ int run_calibrate(const CalibrateOptions& o) {
                   table.fit.per_flop_s > 0 ? 1e-9 / table.fit.per_flop_s : 0.0,
                   table.fit.per_element_s > 0 ? 4e-9 / table.fit.per_element_s : 0.0, 100 * mean, 100 * worst);
     }
+  }
+  if (parsed.cpu) {
+    const std::size_t again = profile["cpu"]["remeasured"].size();
+    const std::vector<perf::DisturbedPoint> still = perf::disturbed_points(*parsed.cpu);
+    if (again > 0 || !still.empty())
+      std::printf("cpu: %zu measurement%s repeated for points slower than a larger size; %s\n", again, again == 1 ? "" : "s",
+                  still.empty() ? "none left" : perf::describe_disturbed(still).c_str());
   }
   std::printf("profile: %s (%.0f s)\n", written.string().c_str(), profile["calibration_seconds"].get<double>());
   return 0;

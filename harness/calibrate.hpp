@@ -35,4 +35,7 @@ nlohmann::json calibrate_cpu(bool quick, bool verbose);
 // was 1.34 where the runs behaved as ~1.05 and five quick passes gave 1.00-1.07.
 void take_median_slowdowns(nlohmann::json& openmp, const std::vector<nlohmann::json>& passes);
 
+// The first pass's tree with every "seconds" the median over the passes (same layouts).
+nlohmann::json median_over_passes(const std::vector<nlohmann::json>& passes);
+
 }  // namespace nnpar

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <numeric>
@@ -387,6 +388,58 @@ double DeviceProfile::slowdown(int workers) const {
   for (auto [t, v] : concurrency)
     if (t <= workers) s = v;
   return std::max(1.0, s);
+}
+
+std::vector<std::size_t> contradicted_points(const std::vector<std::pair<double, double>>& curve,
+                                             std::vector<std::size_t>* neighbours) {
+  std::vector<std::size_t> found;
+  for (std::size_t i = 0; i < curve.size(); ++i)
+    for (std::size_t j = i + 1; j < curve.size(); ++j)
+      if (curve[i].second > (1 + kDisturbedSlower) * curve[j].second) {
+        found.push_back(i);
+        if (neighbours) neighbours->push_back(j);
+        break;
+      }
+  return found;
+}
+
+std::vector<DisturbedPoint> disturbed_points(const DeviceProfile& device) {
+  std::vector<DisturbedPoint> out;
+  auto check = [&](const std::string& table, std::vector<std::pair<double, double>> curve) {
+    std::sort(curve.begin(), curve.end());
+    std::vector<std::size_t> by;
+    const std::vector<std::size_t> found = contradicted_points(curve, &by);
+    for (std::size_t k = 0; k < found.size(); ++k)
+      out.push_back({table, curve[found[k]].first, curve[found[k]].second, curve[by[k]].first, curve[by[k]].second});
+  };
+  for (const auto& [form, table] : device.kernels) {
+    std::map<std::pair<int, int>, std::vector<std::pair<double, double>>> curves;
+    for (const KernelPoint& p : table.points) curves[{p.in, p.out}].push_back({double(p.rows), p.seconds});
+    for (const auto& [shape, curve] : curves)
+      check(std::string(form_name(form)) + " " + std::to_string(shape.first) + "x" + std::to_string(shape.second), curve);
+  }
+  for (const auto& [op, table] : device.streams) check("stream " + op, table.points);
+  return out;
+}
+
+std::string describe_disturbed(const std::vector<DisturbedPoint>& points, std::size_t shown) {
+  if (points.empty()) return "";
+  std::vector<DisturbedPoint> worst = points;
+  std::stable_sort(worst.begin(), worst.end(), [](const auto& a, const auto& b) {
+    return a.seconds / a.neighbour_seconds > b.seconds / b.neighbour_seconds;
+  });
+  std::string text = std::to_string(points.size()) + " calibrated point" + (points.size() == 1 ? "" : "s") +
+                     " slower than a larger size (disturbed while measured?): ";
+  for (std::size_t i = 0; i < std::min(shown, worst.size()); ++i) {
+    const DisturbedPoint& p = worst[i];
+    const char* unit = p.table.rfind("stream ", 0) == 0 ? "elements" : "rows";
+    char line[256];
+    std::snprintf(line, sizeof line, "%s%s %s %.0f: %.0f us, %s %.0f: %.0f us", i ? "; " : "", p.table.c_str(), unit,
+                  p.size, p.seconds * 1e6, unit, p.neighbour_size, p.neighbour_seconds * 1e6);
+    text += line;
+  }
+  if (points.size() > shown) text += "; and " + std::to_string(points.size() - shown) + " more";
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -181,6 +181,30 @@ struct DeviceProfile {
   double slowdown(int workers) const;
 };
 
+// Calibrated points that their own neighbours contradict. A disturbance (another tenant, the
+// host under a virtual machine) only ever slows a measurement, so a point is taken as disturbed
+// when it took more than kDisturbedSlower longer than a larger size of the same curve: more rows
+// or elements cannot take less time. The 30% margin leaves out the CPU products' real
+// exceptions (one row takes up to 1.25x four rows in some weight gradients: another path); the
+// disturbances seen were 2-6x. A point slower than its size explains but not slower than a
+// larger one is not caught: our products' times do grow faster than the rows in places (input
+// gradient 784x26: 3x from 512 to 1024 rows on every H100/H200 host calibrated).
+inline constexpr double kDisturbedSlower = 0.3;
+struct DisturbedPoint {
+  std::string table;            // "forward 512x512" (in x out) or "stream add"
+  double size = 0;              // rows, or elements
+  double seconds = 0;           // as calibrated
+  double neighbour_size = 0;    // the point that contradicts it
+  double neighbour_seconds = 0;
+};
+// Indices into `curve` ((size, seconds), sorted by size) of the contradicted points, and in
+// `neighbours` the index of the larger size that contradicts each.
+std::vector<std::size_t> contradicted_points(const std::vector<std::pair<double, double>>& curve,
+                                             std::vector<std::size_t>* neighbours = nullptr);
+std::vector<DisturbedPoint> disturbed_points(const DeviceProfile& device);
+// One line: how many, and the first few ("forward 512x512 rows 16: 637 us, rows 32 took 327 us").
+std::string describe_disturbed(const std::vector<DisturbedPoint>& points, std::size_t shown = 4);
+
 struct Profile {
   std::string file;  // as given, for messages
   nlohmann::json json;

@@ -178,6 +178,25 @@ struct Row {
   Prediction prediction;
 };
 
+// The profile's calibrated points their neighbours contradict (perf::disturbed_points), as
+// JSON, and one warning line on stderr: predictions that use them are off by their disturbance.
+nlohmann::json disturbed_json(const perf::Profile& profile, bool warn) {
+  nlohmann::json out = nlohmann::json::array();
+  // CPU only: our GPU products change tiling with the row count, so fewer rows can genuinely take
+  // longer there (input_grad 256x1024: 16 us at 8 rows, 8 us at 32 on every H100 and H200).
+  if (const auto* dev = profile.cpu ? &*profile.cpu : nullptr) {
+    const std::vector<perf::DisturbedPoint> points = perf::disturbed_points(*dev);
+    for (const perf::DisturbedPoint& p : points)
+      out.push_back({{"table", p.table}, {"size", p.size}, {"seconds", p.seconds},
+                     {"neighbour_size", p.neighbour_size}, {"neighbour_seconds", p.neighbour_seconds}});
+    if (warn && !points.empty())
+      std::fprintf(stderr, "warning: %s: CPU profile: %s. Predictions that use them come out slow by as much; "
+                   "calibrate again on a quieter machine (nnpar calibrate measures such points again itself).\n",
+                   profile.file.c_str(), perf::describe_disturbed(points).c_str());
+  }
+  return out;
+}
+
 int cmd_plan(const PlanOptions& o) {
   if (o.config.empty()) throw std::invalid_argument("plan: give a CONFIG (or --compare-results DIR)");
   const RunConfig config = load_config(o.config, o.overrides);
@@ -205,7 +224,10 @@ int cmd_plan(const PlanOptions& o) {
 
   nlohmann::json out = {{"schema", "nnpar-plan/1"},
                         {"config", o.config},
-                        {"profile", {{"file", o.profile}, {"description", profile.describe()}}},
+                        {"profile",
+                         {{"file", o.profile},
+                          {"description", profile.describe()},
+                          {"disturbed_cpu_points", disturbed_json(profile, true)}}},
                         {"device", gpu ? "gpu" : "cpu"},
                         {"network",
                          {{"intra_node", o.intra},
@@ -444,7 +466,10 @@ nlohmann::json compare_results_json(const PlanOptions& o) {
                             {"median_abs_error", median(errors)},
                             {"worst_abs_error", errors.empty() ? 0.0 : *std::max_element(errors.begin(), errors.end())}};
   return {{"schema", "nnpar-plan-compare/1"},
-          {"profile", {{"file", o.profile}, {"description", profile.describe()}}},
+          {"profile",
+           {{"file", o.profile},
+            {"description", profile.describe()},
+            {"disturbed_cpu_points", disturbed_json(profile, true)}}},
           {"results", o.compare_dir},
           {"rows", rows},
           {"summary", summary}};

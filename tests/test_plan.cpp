@@ -23,7 +23,9 @@
 namespace fs = std::filesystem;
 using namespace nnpar;
 using namespace nnpar::perf;
+using testing::ElementsAre;
 using testing::HasSubstr;
+using testing::Not;
 
 namespace {
 
@@ -290,6 +292,9 @@ TEST(PlanProfile, QuickCalibrationWritesAProfilePlanReads) {
   }
   for (const char* op : {"bias_sigmoid", "sgd", "gather", "softmax_xent"})
     EXPECT_FALSE(j.at("cpu").at("streams").at(op).empty()) << op;
+  // What was measured again, and what still contradicts a larger size (usually nothing).
+  EXPECT_TRUE(j.at("cpu").at("remeasured").is_array());
+  EXPECT_TRUE(j.at("cpu").at("disturbed").is_array());
   const auto& ar = j.at("comm").at("mpi").at("allreduce");
   ASSERT_FALSE(ar.empty());
   EXPECT_EQ(ar[0].at("ranks"), 2);
@@ -1134,4 +1139,76 @@ TEST(PlanEngines, LogitsFusionRuleIsThePluginsRule) {
   EXPECT_EQ(fused("off", {784, 64, 26}), "off");
   EXPECT_FALSE(resolve_logits_fusion("auto", {784, 64, 26}, true, "cuda").logits);  // fuse_head wins auto
   EXPECT_THROW(resolve_logits_fusion("head", {784, 64, 26}, true, "cuda"), std::runtime_error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calibration against a disturbed host (plan-validation-9.md): a point measured while the host
+// stalled must neither move the profile (median of passes) nor go unnoticed (contradicted
+// points, measured again by calibrate and named by plan).
+
+TEST(PlanCalibration, EveryTimeIsTheMedianOfThePasses) {
+  auto pass = [](double forward16, double sgd) {
+    return nlohmann::json{
+        {"kernels", {{"forward", {{"points", {{{"rows", 16}, {"in", 512}, {"out", 512}, {"seconds", forward16}}}}}}}},
+        {"streams", {{"sgd", {{{"elements", 1024}, {"seconds", sgd}}}}}}};
+  };
+  // The second pass stalled 6x on the product: a mean would price it at 2.7x.
+  const nlohmann::json m = median_over_passes({pass(105e-6, 2e-6), pass(630e-6, 3e-6), pass(110e-6, 1e-6)});
+  EXPECT_DOUBLE_EQ(m["kernels"]["forward"]["points"][0]["seconds"].get<double>(), 110e-6);
+  EXPECT_DOUBLE_EQ(m["streams"]["sgd"][0]["seconds"].get<double>(), 2e-6);
+  EXPECT_EQ(m["kernels"]["forward"]["points"][0]["rows"], 16);  // everything else as the first pass
+  const nlohmann::json two = median_over_passes({pass(1.0, 1.0), pass(3.0, 2.0)});
+  EXPECT_DOUBLE_EQ(two["kernels"]["forward"]["points"][0]["seconds"].get<double>(), 2.0);
+}
+
+TEST(PlanCalibration, APointSlowerThanALargerSizeIsContradicted) {
+  std::vector<std::size_t> by;
+  // Call V1's weight gradient 512x512: 16 rows took 572 us, 32 rows 196 us.
+  const std::vector<std::pair<double, double>> curve = {{1, 57e-6}, {4, 60e-6}, {16, 572e-6}, {32, 196e-6}, {64, 241e-6}};
+  EXPECT_THAT(contradicted_points(curve, &by), ElementsAre(2u));
+  EXPECT_THAT(by, ElementsAre(3u));
+  // Within the 30% margin (one row's own path, 1.25x four rows) and a monotone curve: none.
+  EXPECT_TRUE(contradicted_points({{1, 1.25}, {4, 1.0}, {16, 2.0}}).empty());
+  EXPECT_TRUE(contradicted_points({{1, 1.0}, {4, 1.0}, {16, 3.0}, {64, 12.0}}).empty());
+  // The largest size has no larger one to contradict it: not caught (perf_model.hpp says why).
+  EXPECT_TRUE(contradicted_points({{1, 1.0}, {4, 2.0}, {16, 50.0}}).empty());
+  // Two disturbed points, each named by the first larger size below it.
+  by.clear();
+  EXPECT_THAT(contradicted_points({{1, 9.0}, {4, 8.0}, {16, 3.0}, {64, 4.0}}, &by), ElementsAre(0u, 1u));
+  EXPECT_THAT(by, ElementsAre(2u, 2u));
+}
+
+TEST(PlanCalibration, PlanNamesTheDisturbedPointsOfItsProfile) {
+  const fs::path dir = scratch_dir();
+  nlohmann::json j = synthetic_cpu_profile();
+  auto& points = j["cpu"]["kernels"]["forward"]["points"];
+  for (auto [rows, us] : {std::pair{16, 637.0}, {32, 327.0}, {64, 330.0}})
+    points.push_back({{"rows", rows}, {"in", 512}, {"out", 512}, {"seconds", us * 1e-6}});
+  j["cpu"]["streams"]["copy"] = {{{"elements", 1024}, {"seconds", 5e-6}}, {{"elements", 16384}, {"seconds", 2e-6}}};
+  const fs::path profile = dir / "disturbed.json";
+  write(profile, j.dump());
+  const Profile p = load_profile(profile.string());
+  const std::vector<DisturbedPoint> found = disturbed_points(*p.cpu);
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found[0].table, "forward 512x512");
+  EXPECT_EQ(found[0].size, 16);
+  EXPECT_EQ(found[0].neighbour_size, 32);
+  EXPECT_EQ(found[1].table, "stream copy");
+  const fs::path config = write(dir / "c.toml", "[model]\nlayers = [784, 512, 512, 26]\n[train]\nbatch_size = 256\n[[strategy]]\nname = \"serial\"\n");
+  const Result r = run("plan " + config.string() + " --profile " + profile.string() + " --workers 1");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("2 calibrated points slower than a larger size"));
+  EXPECT_THAT(r.output, HasSubstr("forward 512x512 rows 16: 637 us, rows 32: 327 us"));
+  EXPECT_THAT(r.output, HasSubstr("stream copy elements 1024: 5 us, elements 16384: 2 us"));
+  const Result js = run_shell("timeout 120 " + kNnpar.string() + " plan " + config.string() + " --profile " +
+                              profile.string() + " --workers 1 --json 2>/dev/null");
+  ASSERT_EQ(js.status, 0) << js.output;
+  const auto listed = nlohmann::json::parse(js.output).at("profile").at("disturbed_cpu_points");
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].at("table"), "forward 512x512");
+  // A profile without them says nothing.
+  const fs::path clean_profile = write(dir / "clean.json", synthetic_cpu_profile().dump());
+  const Result clean = run("plan " + config.string() + " --profile " + clean_profile.string() + " --workers 1");
+  EXPECT_EQ(clean.status, 0) << clean.output;
+  EXPECT_THAT(clean.output, Not(HasSubstr("slower than a larger size")));
 }
