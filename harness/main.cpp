@@ -340,6 +340,15 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, Pr
                         {"speedup", rows[i].speedup}, {"test_accuracy", r.final_test.accuracy},
                         {"parity", p.verdict}, {"results_file", rows[i].results_file.string()}});
   }
+  // A virtual machine's host may run other guests on our cores: their time is not ours, and
+  // a run that lost some is slower than the strategy.
+  for (const RunResult& r : runs) {
+    double steal = -1;
+    for (const EpochRecord& e : r.epochs) steal = std::max(steal, e.host_steal);
+    if (steal >= kNotableHostSteal)
+      std::printf("host: during %s the hypervisor took up to %.0f%% of an epoch's CPU time (steal, /proc/stat): "
+                  "that run's speed is partly the host's\n", r.label.c_str(), 100 * steal);
+  }
   std::printf("reference: %s on %s; exact class: weights within atol %.0e + rtol %.0e*|ref| and "
               "accuracy within %.2f pp; approximate: accuracy at most %.2f pp below\n",
               runs.front().label.c_str(), runs.front().device.c_str(), config.parity.weight_atol,

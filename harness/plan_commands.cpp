@@ -179,7 +179,7 @@ struct Row {
 };
 
 // The profile's calibrated points their neighbours contradict (perf::disturbed_points), as
-// JSON, and one warning line on stderr: predictions that use them are off by their disturbance.
+// JSON, and (warn) one line on stderr: predictions that use them are off by their disturbance.
 nlohmann::json disturbed_json(const perf::Profile& profile, bool warn) {
   nlohmann::json out = nlohmann::json::array();
   // CPU only: our GPU products change tiling with the row count, so fewer rows can genuinely take
@@ -227,7 +227,7 @@ int cmd_plan(const PlanOptions& o) {
                         {"profile",
                          {{"file", o.profile},
                           {"description", profile.describe()},
-                          {"disturbed_cpu_points", disturbed_json(profile, true)}}},
+                          {"disturbed_cpu_points", disturbed_json(profile, !o.json)}}},
                         {"device", gpu ? "gpu" : "cpu"},
                         {"network",
                          {{"intra_node", o.intra},
@@ -421,10 +421,11 @@ nlohmann::json compare_results_json(const PlanOptions& o) {
       w.samples = epochs[0].samples;
       // As bench/gpu_grid.py reports: the median over the epochs after the first (which
       // carries one-time set-up such as NCCL connections and graph capture).
-      std::vector<double> rates, steps;
+      std::vector<double> rates, steps, steal;
       for (std::size_t e = epochs.size() > 1 ? 1 : 0; e < epochs.size(); ++e) {
         rates.push_back(epochs[e].samples_per_second);
         steps.push_back(epochs[e].seconds / std::max(1.0, double(epochs[e].steps)));
+        if (epochs[e].host_steal >= 0) steal.push_back(epochs[e].host_steal);
       }
       row.update({{"label", c.label},
                   {"plugin", plugin},
@@ -435,6 +436,8 @@ nlohmann::json compare_results_json(const PlanOptions& o) {
                   {"device", run.device},
                   {"measured_samples_per_second", median(rates)},
                   {"measured_step_seconds", median(steps)}});
+      // Results before nnpar recorded it, or from machines without /proc/stat, have none.
+      if (steal.size() == rates.size()) row["measured_host_steal"] = median(steal);
       const PhaseTimes& rank0 = run.rank_phases.empty() ? run.phases : run.rank_phases[0];
       if (rank0.total() > 0)
         row["measured_split"] = {{"compute", rank0.data + rank0.forward + rank0.backward + rank0.update},
@@ -460,16 +463,24 @@ nlohmann::json compare_results_json(const PlanOptions& o) {
     rows.push_back(row);
   }
   const std::size_t within = std::count_if(errors.begin(), errors.end(), [](double e) { return e <= 0.15; });
+  std::size_t quiet = 0, quiet_within = 0;
+  for (const auto& r : rows)
+    if (r.contains("error") && r.value("measured_host_steal", 0.0) < kNotableHostSteal) {
+      ++quiet;
+      quiet_within += std::abs(r.at("error").get<double>()) <= 0.15;
+    }
   nlohmann::json summary = {{"predicted", errors.size()},
                             {"within_15_percent", within},
                             {"mean_abs_error", errors.empty() ? 0.0 : std::accumulate(errors.begin(), errors.end(), 0.0) / errors.size()},
                             {"median_abs_error", median(errors)},
-                            {"worst_abs_error", errors.empty() ? 0.0 : *std::max_element(errors.begin(), errors.end())}};
+                            {"worst_abs_error", errors.empty() ? 0.0 : *std::max_element(errors.begin(), errors.end())},
+                            {"below_notable_steal", quiet},
+                            {"below_notable_steal_within_15_percent", quiet_within}};
   return {{"schema", "nnpar-plan-compare/1"},
           {"profile",
            {{"file", o.profile},
             {"description", profile.describe()},
-            {"disturbed_cpu_points", disturbed_json(profile, true)}}},
+            {"disturbed_cpu_points", disturbed_json(profile, !o.json)}}},
           {"results", o.compare_dir},
           {"rows", rows},
           {"summary", summary}};
@@ -485,8 +496,8 @@ int cmd_compare_results(const PlanOptions& o) {
   const nlohmann::json& summary = compared.at("summary");
   std::printf("profile: %s: %s\nresults: %s\n\n", o.profile.c_str(),
               compared.at("profile").at("description").get<std::string>().c_str(), o.compare_dir.c_str());
-  std::printf("| run | strategy | workers | model | batch | measured samples/s | predicted | error | rank-0 split measured | predicted |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| run | strategy | workers | model | batch | measured samples/s | predicted | error | rank-0 split measured | predicted | host steal |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows) {
     if (r.contains("skipped")) continue;
     std::string model;
@@ -495,11 +506,13 @@ int cmd_compare_results(const PlanOptions& o) {
     std::string measured_split = "-";
     if (r.contains("measured_split"))
       measured_split = split_text(r["measured_split"]["compute"], r["measured_split"]["communication"], r["measured_split"]["idle"]);
-    std::printf("| %s | %s %s | %d | %s | %d | %s | %s | %+.0f%% | %s | %s |\n", r["file"].get<std::string>().c_str(),
+    char steal[32] = "-";
+    if (r.contains("measured_host_steal")) std::snprintf(steal, sizeof steal, "%.1f%%", 100 * r["measured_host_steal"].get<double>());
+    std::printf("| %s | %s %s | %d | %s | %d | %s | %s | %+.0f%% | %s | %s | %s |\n", r["file"].get<std::string>().c_str(),
                 r["plugin"].get<std::string>().c_str(), r["configuration"].get<std::string>().c_str(), r["workers"].get<int>(),
                 model.c_str(), r["batch"].get<int>(), thousands(r["measured_samples_per_second"]).c_str(),
                 thousands(r["predicted_samples_per_second"]).c_str(), 100 * r["error"].get<double>(), measured_split.c_str(),
-                split_text(p["compute_seconds"], p["communication_seconds"], p["idle_seconds"]).c_str());
+                split_text(p["compute_seconds"], p["communication_seconds"], p["idle_seconds"]).c_str(), steal);
   }
   for (const auto& r : rows)
     if (r.contains("skipped")) std::printf("skipped %s: %s\n", r["file"].get<std::string>().c_str(), r["skipped"].get<std::string>().c_str());
@@ -507,6 +520,10 @@ int cmd_compare_results(const PlanOptions& o) {
               summary["predicted"].get<std::size_t>(), summary["within_15_percent"].get<std::size_t>(),
               100 * summary["mean_abs_error"].get<double>(), 100 * summary["median_abs_error"].get<double>(),
               100 * summary["worst_abs_error"].get<double>());
+  const std::size_t quiet = summary["below_notable_steal"], all = summary["predicted"];
+  if (quiet < all)
+    std::printf("runs whose host steal (median over the compared epochs) was below %.0f%% (or not recorded): %zu, "
+                "%zu within 15%%\n", 100 * kNotableHostSteal, quiet, summary["below_notable_steal_within_15_percent"].get<std::size_t>());
   return 0;
 }
 

@@ -185,7 +185,8 @@ nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const 
                       {"test_accuracy", number_or_null(e.test_accuracy)}, {"seconds", e.seconds},
                       {"elapsed_seconds", e.elapsed_seconds},
                       {"samples_per_second", e.samples_per_second}, {"samples", e.samples},
-                      {"steps", e.steps}, {"phases", phases_json(e.phases)}});
+                      {"steps", e.steps}, {"phases", phases_json(e.phases)},
+                      {"host_steal", e.host_steal >= 0 ? nlohmann::json(e.host_steal) : nlohmann::json(nullptr)}});
   j["epochs"] = epochs;
   j["totals"] = {{"train_seconds", run.train_seconds}, {"setup_seconds", run.setup_seconds},
                  {"samples_per_second", run.samples_per_second}, {"phases", phases_json(run.phases)}};
@@ -246,6 +247,7 @@ RunResult run_from_json(const nlohmann::json& j) {
     rec.test_accuracy = number(e.at("test_accuracy"));
     rec.seconds = e.at("seconds").get<double>();
     rec.elapsed_seconds = e.value("elapsed_seconds", 0.0);
+    if (e.contains("host_steal") && e.at("host_steal").is_number()) rec.host_steal = e.at("host_steal").get<double>();
     rec.samples_per_second = e.at("samples_per_second").get<double>();
     rec.samples = e.at("samples").get<std::size_t>();
     rec.steps = e.at("steps").get<std::size_t>();

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "divergence.hpp"
 #include "nnpar/comm_mpi.hpp"
@@ -190,9 +192,11 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
     steps_done += done.steps;
   }
   for (int epoch = hooks.first_epoch; epoch < epochs; ++epoch) {
+    const HostCpuTimes host_before = host_cpu_times();
     const auto start = clock::now();
     const EpochReport report = strategy->train_epoch(epoch);
     const auto end = clock::now();
+    const double host_steal = steal_share(host_before, host_cpu_times());
     const double seconds = std::chrono::duration<double>(end - start).count();
     trace::attribute_laps(report.phases);
     trace::add_span("epoch " + std::to_string(epoch + 1), start, end);
@@ -203,6 +207,7 @@ RunResult run_strategy(const RunConfig& config, const StrategyEntry& entry, Plug
     record.samples = report.samples;
     record.steps = report.steps;
     record.phases = report.phases;
+    record.host_steal = host_steal;
     if (report.samples > 0) {
       record.loss = report.loss_sum / double(report.samples);
       record.train_accuracy = double(report.correct) / double(report.samples);
@@ -255,6 +260,35 @@ std::string format_epoch_line(const RunResult& run, const EpochRecord& r, int ep
                 run.label.c_str(), int(std::to_string(epochs).size()), r.epoch, epochs, r.loss,
                 100 * r.train_accuracy, test, r.samples_per_second, r.seconds);
   return line;
+}
+
+HostCpuTimes parse_proc_stat(const std::string& text) {
+  std::istringstream in(text);
+  std::string label;
+  HostCpuTimes t;
+  double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  if (!(in >> label) || label != "cpu") return t;
+  if (!(in >> user >> nice >> system >> idle >> iowait >> irq >> softirq)) return t;
+  in >> steal;  // since Linux 2.6.11; absent: 0
+  t.known = true;
+  t.ran = user + nice + system + irq + softirq;
+  t.steal = in ? steal : 0;
+  return t;
+}
+
+HostCpuTimes host_cpu_times() {
+  std::ifstream in("/proc/stat");
+  if (!in) return {};
+  std::string first;
+  std::getline(in, first);
+  return parse_proc_stat(first);
+}
+
+double steal_share(const HostCpuTimes& before, const HostCpuTimes& after) {
+  if (!before.known || !after.known) return -1;
+  const double ran = after.ran - before.ran, steal = after.steal - before.steal;
+  if (ran + steal <= 0 || ran < 0 || steal < 0) return -1;
+  return steal / (ran + steal);
 }
 
 }  // namespace nnpar

@@ -44,7 +44,24 @@ struct EpochRecord {
   std::size_t samples = 0, steps = 0;
   PhaseTimes phases;
   double elapsed_seconds = 0; // training time since the start of the run, end of this epoch
+  // The share of the host's CPU time that its hypervisor gave to others while this epoch ran
+  // ("steal" in /proc/stat, over every core of rank 0's machine); -1 where not known.
+  double host_steal = -1;
 };
+
+// The machine's CPU time so far, summed over its cores (the "cpu" line of /proc/stat, in clock
+// ticks): what ran (user, nice, system, irq, softirq) and what the hypervisor took (steal).
+struct HostCpuTimes {
+  bool known = false;
+  double ran = 0, steal = 0;
+};
+HostCpuTimes parse_proc_stat(const std::string& text);
+HostCpuTimes host_cpu_times();  // /proc/stat now; not known elsewhere than Linux
+// steal / (ran + steal) between two samples: of the CPU time the machine's work wanted, the
+// share the hypervisor gave to other guests. -1 where either sample is unknown or nothing ran.
+double steal_share(const HostCpuTimes& before, const HostCpuTimes& after);
+// From this share on, compare says so beside its table and plan --compare-results marks the run.
+inline constexpr double kNotableHostSteal = 0.02;
 
 struct RunResult {
   std::string label, strategy, plugin_version, plugin_file, device;

@@ -17,6 +17,7 @@
 #include "logits_fusion.hpp"
 #include "perf_model.hpp"
 #include "pipeline.hpp"
+#include "runner.hpp"
 #include "tile_grid.hpp"
 #include "nnpar/gemm_tiling.hpp"
 
@@ -1211,4 +1212,70 @@ TEST(PlanCalibration, PlanNamesTheDisturbedPointsOfItsProfile) {
   const Result clean = run("plan " + config.string() + " --profile " + clean_profile.string() + " --workers 1");
   EXPECT_EQ(clean.status, 0) << clean.output;
   EXPECT_THAT(clean.output, Not(HasSubstr("slower than a larger size")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host steal: the CPU time a virtual machine's hypervisor gave to other guests while a run
+// trained, recorded per epoch so that predicted beside measured can tell the host's slowness
+// from the model's error.
+
+TEST(PlanHostSteal, StealIsTheShareOfTheWantedCpuTimeTheHostTook) {
+  const HostCpuTimes before = parse_proc_stat("cpu  100 5 20 1000 3 1 4 30 0 0");
+  ASSERT_TRUE(before.known);
+  EXPECT_DOUBLE_EQ(before.ran, 130);  // user + nice + system + irq + softirq; idle and iowait are not
+  EXPECT_DOUBLE_EQ(before.steal, 30);
+  const HostCpuTimes after = parse_proc_stat("cpu  180 5 40 1900 3 1 4 55 0 0");
+  EXPECT_DOUBLE_EQ(steal_share(before, after), 25.0 / 125.0);
+  EXPECT_DOUBLE_EQ(steal_share(before, before), -1);  // nothing ran
+  // A kernel without the steal column, and what is not /proc/stat at all.
+  const HostCpuTimes old = parse_proc_stat("cpu 1 2 3 4 5 6 7");
+  EXPECT_TRUE(old.known);
+  EXPECT_DOUBLE_EQ(old.steal, 0);
+  EXPECT_FALSE(parse_proc_stat("intr 1 2 3").known);
+  EXPECT_FALSE(parse_proc_stat("cpu 1 2").known);
+  EXPECT_DOUBLE_EQ(steal_share({}, after), -1);
+  // This machine's own counters, where there are any, move forward.
+  const HostCpuTimes now = host_cpu_times();
+  if (now.known) EXPECT_GE(host_cpu_times().ran, now.ran);
+}
+
+TEST(PlanHostSteal, CompareResultsShowsEachRunsStealAndCountsTheQuietRuns) {
+  const fs::path dir = scratch_dir();
+  const fs::path stored = kSource / "docs" / "results" / "raw" / "plan-cpu-2core" / "run3";
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(stored / "small-2")) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    nlohmann::json j = nlohmann::json::parse(in);
+    const bool openmp = j.at("strategy").at("name") == "openmp";
+    // The OpenMP runs lost 10% of their CPU time in every epoch, the others none.
+    for (auto& e : j.at("epochs")) e["host_steal"] = openmp ? 0.10 : 0.0;
+    std::ofstream(dir / entry.path().filename()) << j.dump();
+    ++files;
+  }
+  ASSERT_GT(files, 3);
+  const std::string profile = (stored / "profile.json").string();
+  const Result js = run_shell("timeout 120 " + kNnpar.string() + " plan --profile " + profile + " --compare-results " +
+                              dir.string() + " --json 2>/dev/null");
+  ASSERT_EQ(js.status, 0) << js.output;
+  const nlohmann::json j = nlohmann::json::parse(js.output);
+  int openmp_rows = 0, predicted = 0;
+  for (const auto& row : j.at("rows")) {
+    if (row.contains("skipped")) continue;
+    ++predicted;
+    const bool openmp = row.at("plugin") == "openmp";
+    openmp_rows += openmp;
+    EXPECT_DOUBLE_EQ(row.at("measured_host_steal").get<double>(), openmp ? 0.10 : 0.0) << row.at("file");
+  }
+  ASSERT_EQ(openmp_rows, 2);
+  EXPECT_EQ(j.at("summary").at("below_notable_steal").get<int>(), predicted - 2);
+  const Result table = run("plan --profile " + profile + " --compare-results " + dir.string());
+  ASSERT_EQ(table.status, 0) << table.output;
+  EXPECT_THAT(table.output, HasSubstr("| host steal |"));
+  EXPECT_THAT(table.output, HasSubstr("| 10.0% |"));
+  EXPECT_THAT(table.output, HasSubstr("was below 2% (or not recorded): " + std::to_string(predicted - 2)));
+  // Runs written before steal was recorded show "-" and count as quiet: no summary line.
+  const Result old = run("plan --profile " + profile + " --compare-results " + (stored / "small-2").string());
+  ASSERT_EQ(old.status, 0) << old.output;
+  EXPECT_THAT(old.output, Not(HasSubstr("host steal (median")));
 }
