@@ -15,6 +15,9 @@ report's host-drift table compares the two, and a last table repeats the compari
 point's predictions scaled by its measured serial speed (a diagnosis). On a shared or virtual machine, --repeat R runs every point R times (the repeats interleaved
 point by point) and keeps, per strategy, the run with the median samples/s under --out; the
 other runs go to --out's sibling folder `<out>-repeats/` so the table compares one run each.
+The table's last column is each run's host steal (the CPU time a hypervisor gave to other
+guests while it trained); on the lent KVM hosts it stays near 0 even while their speed drifts
+(docs/results/2026-11-27-plan-validation-9.md).
 """
 import argparse
 import glob

@@ -945,7 +945,7 @@ TEST(PlanCalibration, ConcurrencySlowdownIsTheMedianOfThePasses) {
   auto pass = [](double s2, double s4) {
     return nlohmann::json{{"concurrency", {{{"threads", 2}, {"slowdown", s2}}, {{"threads", 4}, {"slowdown", s4}}}}};
   };
-  nlohmann::json openmp = pass(1.32, 1.5);  // what the mean over passes left there
+  nlohmann::json openmp = pass(1.32, 1.5);  // whatever was there: the median replaces it
   take_median_slowdowns(openmp, {pass(1.05, 1.4), pass(1.9, 1.6), pass(1.0, 1.5)});
   EXPECT_DOUBLE_EQ(openmp["concurrency"][0]["slowdown"].get<double>(), 1.05);
   EXPECT_DOUBLE_EQ(openmp["concurrency"][1]["slowdown"].get<double>(), 1.5);
