@@ -106,9 +106,13 @@ struct KernelGrid {
   double min_seconds;
 };
 
+// Each timing sample lasts at least this long (time_call).
+double sample_seconds(bool quick) { return quick ? 2e-4 : 2e-3; }
+
 KernelGrid kernel_grid(bool quick) {
-  if (quick) return {{784, 256}, {26, 256}, {1, 32, 128}, 2e-4};
-  return {{784, 256, 512, 1024}, {26, 64, 128, 256, 512, 1024}, {1, 4, 16, 32, 64, 128, 256, 512, 1024}, 2e-3};
+  if (quick) return {{784, 256}, {26, 256}, {1, 32, 128}, sample_seconds(quick)};
+  return {{784, 256, 512, 1024}, {26, 64, 128, 256, 512, 1024}, {1, 4, 16, 32, 64, 128, 256, 512, 1024},
+          sample_seconds(quick)};
 }
 
 ProductTimer product_timer(const KernelGrid& g) {
@@ -219,7 +223,7 @@ nlohmann::json stream_points(bool quick) {
   for (const std::string& name : timer.names())
     for (std::size_t n : sizes) {
       const std::size_t m = timer.elements(name, n);
-      streams[name].push_back({{"elements", m}, {"seconds", timer.seconds(name, m, kernel_grid(quick).min_seconds)}});
+      streams[name].push_back({{"elements", m}, {"seconds", timer.seconds(name, m, sample_seconds(quick))}});
     }
   return streams;
 }
@@ -441,8 +445,8 @@ nlohmann::json remeasure_contradicted(nlohmann::json& kernels, nlohmann::json& s
     for (auto& p : table) points.push_back(&p);
     const std::string name = op;
     curves.push_back({"stream " + name, points, "elements",
-                      [&stream_timer, name, g](const nlohmann::json& p) {
-                        return stream_timer.seconds(name, p.at("elements").get<std::size_t>(), g.min_seconds);
+                      [&stream_timer, name, quick](const nlohmann::json& p) {
+                        return stream_timer.seconds(name, p.at("elements").get<std::size_t>(), sample_seconds(quick));
                       }});
   }
   auto values = [](const Curve& c) {
@@ -464,7 +468,7 @@ nlohmann::json remeasure_contradicted(nlohmann::json& kernels, nlohmann::json& s
             {{"table", c.table}, {c.size_key, p.at(c.size_key)}, {"before", before}, {"after", again[1]}});
         ++measured;
       }
-    if (verbose && measured) std::printf("cpu: %d point(s) contradicted by their neighbours, measured again\n", measured);
+    if (verbose && measured) std::printf("cpu: %d point(s) slower than a larger size, measured again\n", measured);
     if (!measured) break;
   }
   for (const Curve& c : curves) {

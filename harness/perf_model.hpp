@@ -202,7 +202,7 @@ struct DisturbedPoint {
 std::vector<std::size_t> contradicted_points(const std::vector<std::pair<double, double>>& curve,
                                              std::vector<std::size_t>* neighbours = nullptr);
 std::vector<DisturbedPoint> disturbed_points(const DeviceProfile& device);
-// One line: how many, and the first few ("forward 512x512 rows 16: 637 us, rows 32 took 327 us").
+// One line: how many, and the worst few ("forward 512x512 rows 16: 637 us, rows 32: 327 us").
 std::string describe_disturbed(const std::vector<DisturbedPoint>& points, std::size_t shown = 4);
 
 struct Profile {

@@ -60,7 +60,7 @@ HostCpuTimes host_cpu_times();  // /proc/stat now; not known elsewhere than Linu
 // steal / (ran + steal) between two samples: of the CPU time the machine's work wanted, the
 // share the hypervisor gave to other guests. -1 where either sample is unknown or nothing ran.
 double steal_share(const HostCpuTimes& before, const HostCpuTimes& after);
-// From this share on, compare says so beside its table and plan --compare-results marks the run.
+// From this share on, compare says so under its table; plan --compare-results counts the runs below it.
 inline constexpr double kNotableHostSteal = 0.02;
 
 struct RunResult {

@@ -1236,7 +1236,9 @@ TEST(PlanHostSteal, StealIsTheShareOfTheWantedCpuTimeTheHostTook) {
   EXPECT_DOUBLE_EQ(steal_share({}, after), -1);
   // This machine's own counters, where there are any, move forward.
   const HostCpuTimes now = host_cpu_times();
-  if (now.known) EXPECT_GE(host_cpu_times().ran, now.ran);
+  if (now.known) {
+    EXPECT_GE(host_cpu_times().ran, now.ran);
+  }
 }
 
 TEST(PlanHostSteal, CompareResultsShowsEachRunsStealAndCountsTheQuietRuns) {
