@@ -414,8 +414,9 @@ nlohmann::json median_over_passes(const std::vector<nlohmann::json>& passes) {
 namespace {
 
 // Points their neighbours contradict (perf::contradicted_points) are measured again, up to
-// three rounds, each new value the median of three measurements; what stays contradicted is
-// listed. Returns {"remeasured": [...], "disturbed": [...]} for the profile.
+// three rounds, each new value the median of three measurements. Returns what was measured
+// again (the profile's cpu.remeasured); what still contradicts a larger size is left to
+// perf::disturbed_points.
 nlohmann::json remeasure_contradicted(nlohmann::json& kernels, nlohmann::json& streams, bool quick, bool verbose) {
   const KernelGrid g = kernel_grid(quick);
   ProductTimer products = product_timer(g);
@@ -454,7 +455,7 @@ nlohmann::json remeasure_contradicted(nlohmann::json& kernels, nlohmann::json& s
     for (const auto* p : c.points) v.push_back({p->at(c.size_key).get<double>(), p->at("seconds").get<double>()});
     return v;
   };
-  nlohmann::json report = {{"remeasured", nlohmann::json::array()}, {"disturbed", nlohmann::json::array()}};
+  nlohmann::json remeasured = nlohmann::json::array();
   for (int round = 0; round < 3; ++round) {
     int measured = 0;
     for (const Curve& c : curves)
@@ -464,25 +465,14 @@ nlohmann::json remeasure_contradicted(nlohmann::json& kernels, nlohmann::json& s
         std::array<double, 3> again{c.measure(p), c.measure(p), c.measure(p)};
         std::sort(again.begin(), again.end());
         p["seconds"] = again[1];
-        report["remeasured"].push_back(
+        remeasured.push_back(
             {{"table", c.table}, {c.size_key, p.at(c.size_key)}, {"before", before}, {"after", again[1]}});
         ++measured;
       }
     if (verbose && measured) std::printf("cpu: %d point(s) slower than a larger size, measured again\n", measured);
     if (!measured) break;
   }
-  for (const Curve& c : curves) {
-    std::vector<std::size_t> by;
-    const auto v = values(c);
-    const std::vector<std::size_t> found = perf::contradicted_points(v, &by);
-    for (std::size_t k = 0; k < found.size(); ++k)
-      report["disturbed"].push_back({{"table", c.table},
-                                     {c.size_key, v[found[k]].first},
-                                     {"seconds", v[found[k]].second},
-                                     {"neighbour_" + c.size_key, v[by[k]].first},
-                                     {"neighbour_seconds", v[by[k]].second}});
-  }
-  return report;
+  return remeasured;
 }
 
 }  // namespace
@@ -507,9 +497,7 @@ nlohmann::json calibrate_cpu(bool quick, bool verbose) {
   }
   nlohmann::json kernels = median_over_passes(kernel_passes), streams = median_over_passes(stream_passes),
                  openmp = median_over_passes(openmp_passes);
-  const nlohmann::json checked = remeasure_contradicted(kernels, streams, quick, verbose);
-  cpu["remeasured"] = checked.at("remeasured");
-  cpu["disturbed"] = checked.at("disturbed");
+  cpu["remeasured"] = remeasure_contradicted(kernels, streams, quick, verbose);
   take_median_slowdowns(openmp, openmp_passes);
   cpu["kernels"] = kernels;
   cpu["streams"] = streams;
@@ -616,6 +604,9 @@ int run_calibrate(const CalibrateOptions& o) {
 
   // What plan will read: validate before writing, so a profile on disk always loads.
   const perf::Profile parsed = perf::profile_from_json(profile, o.output);
+  const std::vector<perf::DisturbedPoint> disturbed = parsed.cpu ? perf::disturbed_points(*parsed.cpu)
+                                                                 : std::vector<perf::DisturbedPoint>{};
+  if (parsed.cpu) profile["cpu"]["disturbed"] = perf::disturbed_points_json(disturbed);
   fs::path written = o.output;
   if (o.overwrite) {
     write_file_atomic(written, profile.dump(1) + "\n");
@@ -639,10 +630,9 @@ int run_calibrate(const CalibrateOptions& o) {
   }
   if (parsed.cpu) {
     const std::size_t again = profile["cpu"]["remeasured"].size();
-    const std::vector<perf::DisturbedPoint> still = perf::disturbed_points(*parsed.cpu);
-    if (again > 0 || !still.empty())
+    if (again > 0 || !disturbed.empty())
       std::printf("cpu: %zu measurement%s repeated for points slower than a larger size; %s\n", again, again == 1 ? "" : "s",
-                  still.empty() ? "none left" : perf::describe_disturbed(still).c_str());
+                  disturbed.empty() ? "none left" : perf::describe_disturbed(disturbed).c_str());
   }
   std::printf("profile: %s (%.0f s)\n", written.string().c_str(), profile["calibration_seconds"].get<double>());
   return 0;

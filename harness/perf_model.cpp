@@ -422,6 +422,14 @@ std::vector<DisturbedPoint> disturbed_points(const DeviceProfile& device) {
   return out;
 }
 
+nlohmann::json disturbed_points_json(const std::vector<DisturbedPoint>& points) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const DisturbedPoint& p : points)
+    out.push_back({{"table", p.table}, {"size", p.size}, {"seconds", p.seconds}, {"neighbour_size", p.neighbour_size},
+                   {"neighbour_seconds", p.neighbour_seconds}});
+  return out;
+}
+
 std::string describe_disturbed(const std::vector<DisturbedPoint>& points, std::size_t shown) {
   if (points.empty()) return "";
   std::vector<DisturbedPoint> worst = points;

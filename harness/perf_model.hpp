@@ -202,6 +202,9 @@ struct DisturbedPoint {
 std::vector<std::size_t> contradicted_points(const std::vector<std::pair<double, double>>& curve,
                                              std::vector<std::size_t>* neighbours = nullptr);
 std::vector<DisturbedPoint> disturbed_points(const DeviceProfile& device);
+// As JSON: [{"table", "size", "seconds", "neighbour_size", "neighbour_seconds"}, ...] (the
+// profile's cpu.disturbed, plan's profile.disturbed_cpu_points).
+nlohmann::json disturbed_points_json(const std::vector<DisturbedPoint>& points);
 // One line: how many, and the worst few ("forward 512x512 rows 16: 637 us, rows 32: 327 us").
 std::string describe_disturbed(const std::vector<DisturbedPoint>& points, std::size_t shown = 4);
 

@@ -181,20 +181,15 @@ struct Row {
 // The profile's calibrated points their neighbours contradict (perf::disturbed_points), as
 // JSON, and (warn) one line on stderr: predictions that use them are off by their disturbance.
 nlohmann::json disturbed_json(const perf::Profile& profile, bool warn) {
-  nlohmann::json out = nlohmann::json::array();
   // CPU only: our GPU products change tiling with the row count, so fewer rows can genuinely take
   // longer there (input_grad 256x1024: 16 us at 8 rows, 8 us at 32 on every H100 and H200).
-  if (const auto* dev = profile.cpu ? &*profile.cpu : nullptr) {
-    const std::vector<perf::DisturbedPoint> points = perf::disturbed_points(*dev);
-    for (const perf::DisturbedPoint& p : points)
-      out.push_back({{"table", p.table}, {"size", p.size}, {"seconds", p.seconds},
-                     {"neighbour_size", p.neighbour_size}, {"neighbour_seconds", p.neighbour_seconds}});
-    if (warn && !points.empty())
-      std::fprintf(stderr, "warning: %s: CPU profile: %s. Predictions that use them come out slow by as much; "
-                   "calibrate again on a quieter machine (nnpar calibrate measures such points again itself).\n",
-                   profile.file.c_str(), perf::describe_disturbed(points).c_str());
-  }
-  return out;
+  if (!profile.cpu) return nlohmann::json::array();
+  const std::vector<perf::DisturbedPoint> points = perf::disturbed_points(*profile.cpu);
+  if (warn && !points.empty())
+    std::fprintf(stderr, "warning: %s: CPU profile: %s. Predictions that use them come out slow by as much; "
+                 "calibrate again on a quieter machine (nnpar calibrate measures such points again itself).\n",
+                 profile.file.c_str(), perf::describe_disturbed(points).c_str());
+  return perf::disturbed_points_json(points);
 }
 
 int cmd_plan(const PlanOptions& o) {
