@@ -6,7 +6,9 @@
 DIR holds the --json files of repeated, interleaved runs, named VARIANT-rN.json (N = the
 repetition): VARIANT "serial" contributes nnpar serial (--modes "" --no-torch), "torch"
 PyTorch (--modes "" --no-serial), any other name the openmp intra_op numbers of that run
-(e.g. old-r1.json from one build, auto-r1.json from another). Prints, per shape and thread
+(e.g. old-r1.json from one build, auto-r1.json from another). A VARIANT that starts with
+"serial-" is a second serial baseline (e.g. serial-loaded: serial run while the other cores
+are busy); each variant's speedup over it is printed as well. Prints, per shape and thread
 count, each variant's median samples/s with its spread (min-max over the repetitions, and
 the repetition count), then the goal ratios computed from medians only: speedup over the
 median serial, and the ratio to PyTorch's best median at any thread count.
@@ -34,7 +36,7 @@ def load(directory):
             shape = (entry["batch"], entry["width"])
             summary = entry["summary"]
             cell = values.setdefault(variant, {}).setdefault(shape, {})
-            if variant == "serial":
+            if variant == "serial" or variant.startswith("serial-"):
                 points = {None: summary["serial"]}
             elif variant == "torch":
                 points = {int(t): v for t, v in summary["torch"].items()}
@@ -66,7 +68,8 @@ def main():
     values = load(args.dir)
     if not values:
         sys.exit(f"error: no VARIANT-rN.json files in {args.dir}")
-    variants = [v for v in sorted(values) if v not in ("serial", "torch")]
+    baselines = [v for v in sorted(values) if v.startswith("serial-")]
+    variants = [v for v in sorted(values) if v not in ("serial", "torch") and v not in baselines]
     shapes = sorted({s for v in values.values() for s in v}, key=lambda s: (-s[0], -s[1]))
     out = {}
     for batch, width in shapes:
@@ -98,6 +101,22 @@ def main():
                 out[key]["variants"].setdefault(v, {})[t] = {"median": m, "runs": values.get(v, {}).get(shape, {}).get(t, []),
                                                              "x_serial": s, "x_torch_best": p}
             print(f"| {t} | " + " | ".join(row) + " |")
+        for b in baselines:
+            base = values[b].get(shape, {}).get(None, [])
+            if not base:
+                continue
+            out[key][b] = {"median": median(base), "runs": base}
+            print(f"\n{b}: {cell(base)} ({median(base) / median(serial):.3f}x serial)" if serial else f"\n{b}: {cell(base)}")
+            print("\n| threads | " + " | ".join(f"{v}: x {b}" for v in variants) + " |")
+            print("|---:|" + "---:|" * len(variants))
+            for t in threads:
+                row = []
+                for v in variants:
+                    m = median(values.get(v, {}).get(shape, {}).get(t, []))
+                    row.append(f"{m / median(base):.2f}x" if m else "-")
+                    if m:
+                        out[key]["variants"].setdefault(v, {}).setdefault(t, {})[f"x_{b}"] = m / median(base)
+                print(f"| {t} | " + " | ".join(row) + " |")
         if torch:
             out[key]["torch"] = {t: {"median": median(xs), "runs": xs} for t, xs in torch.items()}
     if args.json:
