@@ -5,6 +5,7 @@ CPU, at the same thread counts, batch sizes and widths, in one run.
     /usr/bin/python3 bench/openmp_scaling.py [--build build] [--threads 1,2,4,8,16]
         [--batch 32,128,1024] [--width 256,1024] [--epochs 2] [--samples N] [--json FILE]
         [--modes data_parallel,intra_op] [--omp-option KEY=VALUE ...] [--no-torch] [--no-serial]
+        [--no-ceiling]
 
 The model is 784-W-W-26 (sigmoid hidden layers, softmax cross-entropy, plain SGD) on the letters
 training set (NNPAR_DATA or ../shared/data), visited in file order (shuffle off, as PyTorch's
@@ -15,6 +16,12 @@ epoch at the first N samples (data.limit) for a quick run. --modes limits the op
 (the others show as "-"); --omp-option sets an openmp option (e.g. schedule=static) on every
 openmp run, to compare variants of one build. --no-serial and --modes "" leave out nnpar serial
 and openmp, so that repeated runs (bench/openmp_repeats.py) can interleave variants cheaply.
+
+The host's ceiling: before and after the sweep, build/bin/bench_cpu_clock times T threads of
+register-only FMAs (AVX-512, else AVX2) at every thread count of the sweep, and the tables
+show T x (one such thread's rate at T / its rate alone): the most any T-thread run can gain
+over one thread on this host at that moment. On a VM whose vCPUs share physical cores it is
+well below T (docs/results/2026-11-27-openmp-scaling-8.md). --no-ceiling skips it.
 
 Thread placement: set OMP_PROC_BIND / OMP_PLACES in the environment (e.g. OMP_PROC_BIND=close
 OMP_PLACES=cores); nnpar (a child process) and PyTorch (this process, both libgomp) honour
@@ -146,6 +153,27 @@ class TorchRunner:
         return {"samples_per_second": rates, "loss": losses}
 
 
+def host_ceiling(args, threads_list):
+    """{threads: T x rate(T) / rate(1)} from bench_cpu_clock, or None where it cannot run."""
+    tool = os.path.join(args.build, "bin", "bench_cpu_clock")
+    if not os.access(tool, os.X_OK):
+        return None
+    for kind in ("fma512", "fma256"):
+        cmd = [tool, "--threads", ",".join(str(t) for t in threads_list), "--ms", "200", "--reps", "3",
+               "--kinds", kind]
+        restore = (lambda: os.sched_setaffinity(0, ALL_CPUS)) if ALL_CPUS else None
+        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
+        if proc.returncode != 0 and "none of the kinds can run" in proc.stderr:
+            continue  # no AVX-512 here: try the AVX2 loop
+        if proc.returncode != 0:
+            print(f"warning: {' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}", file=sys.stderr)
+            return None
+        rows = [l.split() for l in proc.stdout.splitlines() if l.startswith(kind + " ")]
+        if rows:
+            return {"kind": kind, "gain": {int(r[1]): float(r[-1]) for r in rows}}
+    return None
+
+
 def fmt(x):
     return "-" if x is None or x != x else f"{x:,.0f}"
 
@@ -154,19 +182,20 @@ def ratio(a, b):
     return "-" if a is None or b is None or not b or a != a or b != b else f"{a / b:.2f}x"
 
 
-def table(batch, width, threads_list, serial, omp, torch_rates, cores):
+def table(batch, width, threads_list, serial, omp, torch_rates, cores, ceiling):
     lines = [f"\n### batch {batch}, model 784-{width}-{width}-26 (samples/s)\n",
              "| threads | serial | omp data_parallel | omp intra_op | torch | speedup dp | speedup intra "
-             "| best omp / torch | best mode |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|:---|"]
+             "| host ceiling | best omp / torch | best mode |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|"]
     for t in threads_list:
         dp, io = omp["data_parallel"].get(t), omp["intra_op"].get(t)
         pt = torch_rates.get(t)
         cands = [(v, m) for v, m in ((dp, "data_parallel"), (io, "intra_op")) if v is not None and v == v]
         best, mode = max(cands) if cands else (None, "-")
         note = " (oversubscribed)" if t > cores else ""
+        gain = ceiling["gain"].get(t) if ceiling else None
         lines.append(f"| {t}{note} | {fmt(serial)} | {fmt(dp)} | {fmt(io)} | {fmt(pt)} | {ratio(dp, serial)} "
-                     f"| {ratio(io, serial)} | {ratio(best, pt)} | {mode} |")
+                     f"| {ratio(io, serial)} | {f'{gain:.2f}x' if gain else '-'} | {ratio(best, pt)} | {mode} |")
     return "\n".join(lines)
 
 
@@ -184,6 +213,8 @@ def main():
     parser.add_argument("--modes", default=",".join(MODES), help="openmp modes to run")
     parser.add_argument("--omp-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an openmp strategy option for every openmp run (repeatable)")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help="skip timing the host's FMA ceiling (bench_cpu_clock) before and after")
     parser.add_argument("--json", help="also write every number and the machine to this file")
     args = parser.parse_args()
     threads_list, batches, widths = ints(args.threads), ints(args.batch), ints(args.width)
@@ -219,6 +250,11 @@ def main():
     print(f"{args.epochs} epochs of {args.samples or 'all'} samples; samples/s = median of epochs "
           f"{'2..' if args.epochs > 1 else '1..'}{args.epochs}")
 
+    ceiling = None if args.no_ceiling else host_ceiling(args, threads_list)
+    if ceiling:
+        print("host ceiling (" + ceiling["kind"] + ", before): "
+              + ", ".join(f"{t} threads {g:.2f}x" for t, g in sorted(ceiling["gain"].items())))
+    machine["ceiling_before"] = ceiling
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         config = write_config(workdir, args)
@@ -243,10 +279,15 @@ def main():
                 omp = {m: {t: counted(r["samples_per_second"]) for t, r in entry["openmp"][m].items()}
                        for m in MODES}
                 pt = {t: counted(r["samples_per_second"]) for t, r in entry["torch"].items()}
-                print(table(batch, width, threads_list, serial, omp, pt, cores), flush=True)
+                print(table(batch, width, threads_list, serial, omp, pt, cores, ceiling), flush=True)
                 entry["summary"] = {"serial": serial, "openmp": omp, "torch": pt}
                 results.append(entry)
 
+    after = None if args.no_ceiling else host_ceiling(args, threads_list)
+    if after:
+        print("\nhost ceiling (" + after["kind"] + ", after): "
+              + ", ".join(f"{t} threads {g:.2f}x" for t, g in sorted(after["gain"].items())))
+    machine["ceiling_after"] = after
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "epochs": args.epochs, "samples": args.samples, "lr": args.lr,
