@@ -51,6 +51,7 @@ struct CommonOptions {
   std::vector<std::string> plugin_paths;
   bool quiet = false;
   int grids = 0;  // compare --grids N (and the children it starts)
+  int repeat = 1;  // compare --repeat N
   bool json = false;
   std::string trace;  // --trace FILE
   std::string progress_style;  // set by a parent nnpar for the ranks it starts
@@ -296,29 +297,73 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, Pr
   const Datasets data = load_data_for(config, o.quiet);
   const std::vector<float> initial = initial_parameters(config);
 
-  std::vector<RunResult> runs;
-  for (auto& entry : entries) {
-    if (entry.ranks > 1 || plugins.find(entry.name)->info().needs_mpi) {
-      runs.push_back(run_in_child(child_options(o, progress, trace), config, entry));
-      continue;
-    }
+  auto run_entry = [&](const StrategyEntry& entry, const std::string& trace_label) {
+    if (entry.ranks > 1 || plugins.find(entry.name)->info().needs_mpi)
+      return run_in_child(child_options(o, progress, trace), config, entry);
     trace.start();
-    runs.push_back(run_strategy(config, entry, plugins, data, initial,
-                                progress.for_run(entry.label, config.train.epochs, !o.quiet)));
+    RunResult run = run_strategy(config, entry, plugins, data, initial,
+                                 progress.for_run(entry.label, config.train.epochs, !o.quiet));
     progress.end_run();
-    trace.finish(entry.label);
+    trace.finish(trace_label);
+    return run;
+  };
+  // --repeat: every strategy runs once per round, in an order rotated by the round, so that a
+  // host whose speed drifts (docs/results/2026-11-27-openmp-scaling-8.md) slows every strategy
+  // alike; each round's runs are checked against that round's reference.
+  const std::size_t count = entries.size();
+  const int rounds = std::max(o.repeat, 1);
+  std::vector<std::vector<RunResult>> round_runs(static_cast<std::size_t>(rounds), std::vector<RunResult>(count));
+  std::vector<std::vector<ParityReport>> round_parity(static_cast<std::size_t>(rounds), std::vector<ParityReport>(count));
+  for (int r = 0; r < rounds; ++r) {
+    if (rounds > 1 && !o.json) std::printf("round %d/%d\n", r + 1, rounds);
+    for (std::size_t k = 0; k < count; ++k) {
+      const std::size_t i = (k + std::size_t(r)) % count;
+      round_runs[r][i] = run_entry(entries[i], rounds > 1 ? entries[i].label + " (round " + std::to_string(r + 1) + ")"
+                                                          : entries[i].label);
+    }
+    for (std::size_t i = 0; i < count; ++i)
+      round_parity[r][i] = check_parity(round_runs[r][i], round_runs[r][0], config.parity);
+    if (rounds > 1)
+      for (RunResult& run : round_runs[r]) std::vector<float>().swap(run.final_parameters);
   }
+  // Per strategy: the run of median training time stands for it (its epochs, its JSON); the
+  // speedup is the median of the rounds' paired ratios; a parity failure in any round is its verdict.
+  std::vector<RunResult> runs;
   std::vector<ParityReport> parity;
-  for (auto& run : runs) parity.push_back(check_parity(run, runs.front(), config.parity));
+  std::vector<RepeatSummary> repeats(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    RepeatSummary& rep = repeats[i];
+    rep.rounds = rounds;
+    for (int r = 0; r < rounds; ++r) {
+      const double own = round_runs[r][i].train_seconds, ref = round_runs[r][0].train_seconds;
+      rep.train_seconds.push_back(own);
+      rep.samples_per_second.push_back(round_runs[r][i].samples_per_second);
+      rep.paired_speedup.push_back(own > 0 ? ref / own : 0);
+    }
+    rep.kept_round = median_index(rep.train_seconds);
+    rep.speedup = median_of(rep.paired_speedup);
+    runs.push_back(round_runs[rep.kept_round][i]);
+    int shown = rep.kept_round;
+    for (int r = 0; r < rounds; ++r)
+      if (!round_parity[r][i].pass) {
+        shown = r;
+        break;
+      }
+    parity.push_back(round_parity[shown][i]);
+    if (rounds > 1 && shown != rep.kept_round)
+      parity.back().reason = "round " + std::to_string(shown + 1) + ": " + parity.back().reason;
+  }
 
   const std::string stamp = timestamp_for_files();
   std::vector<SummaryRow> rows;
   for (std::size_t i = 0; i < runs.size(); ++i) {
-    SummaryRow row{&runs[i], &parity[i], 0, {}};
-    row.speedup = runs[i].train_seconds > 0 ? runs.front().train_seconds / runs[i].train_seconds : 0;
-    if (config.output.write_results)
+    SummaryRow row{&runs[i], &parity[i], repeats[i].speedup, {}, rounds > 1 ? &repeats[i] : nullptr};
+    if (config.output.write_results) {
+      nlohmann::json j = run_to_json(config, runs[i], &parity[i], argv_line);
+      if (rounds > 1) j["repeats"] = repeat_json(repeats[i]);
       row.results_file = write_new_file(config.output.dir, stamp + "-" + file_name_part(runs[i].label), ".json",
-                                        run_to_json(config, runs[i], &parity[i], argv_line).dump(2) + "\n");
+                                        j.dump(2) + "\n");
+    }
     rows.push_back(row);
   }
 
@@ -335,10 +380,29 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, Pr
     std::printf("%-16s %-10s %-6s %9.3f %11.0f %7.2fx %7.2f%% %10s %9s  %s\n", r.label.c_str(),
                 r.strategy.c_str(), class_name(r.parity), r.train_seconds, r.samples_per_second,
                 rows[i].speedup, 100 * r.final_test.accuracy, dw, rel, p.verdict.c_str());
-    progress.json_line({{"event", "result"}, {"label", r.label}, {"strategy", r.strategy}, {"ranks", r.world_size},
-                        {"train_seconds", r.train_seconds}, {"samples_per_second", r.samples_per_second},
-                        {"speedup", rows[i].speedup}, {"test_accuracy", r.final_test.accuracy},
-                        {"parity", p.verdict}, {"results_file", rows[i].results_file.string()}});
+    nlohmann::json line = {{"event", "result"}, {"label", r.label}, {"strategy", r.strategy}, {"ranks", r.world_size},
+                           {"train_seconds", r.train_seconds}, {"samples_per_second", r.samples_per_second},
+                           {"speedup", rows[i].speedup}, {"test_accuracy", r.final_test.accuracy},
+                           {"parity", p.verdict}, {"results_file", rows[i].results_file.string()}};
+    if (rounds > 1) line["repeats"] = repeat_json(repeats[i]);
+    progress.json_line(line);
+  }
+  if (rounds > 1) {
+    std::printf("%d rounds, order rotated each round; time and samples/s: each strategy's median run; "
+                "speedup: the median over rounds of the reference's time / the strategy's, both from one round\n",
+                rounds);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      const RepeatSummary& rep = repeats[i];
+      const auto [lo, hi] = std::minmax_element(rep.samples_per_second.begin(), rep.samples_per_second.end());
+      std::string ratios;
+      for (double x : rep.paired_speedup) {
+        char one[32];
+        std::snprintf(one, sizeof one, "%s%.2f", ratios.empty() ? "" : " ", x);
+        ratios += one;
+      }
+      std::printf("  %-16s samples/s %.0f-%.0f (%.0f%% spread), speedup by round: %s\n", runs[i].label.c_str(), *lo,
+                  *hi, *lo > 0 ? 100 * (*hi / *lo - 1) : 0.0, ratios.c_str());
+    }
   }
   // A virtual machine's host may run other guests on our cores: their time is not ours, and
   // a run that lost some is slower than the strategy.
@@ -546,6 +610,11 @@ int main(int argc, char** argv) {
   compare->add_option("--only", only, "run only these labels (the parity reference is always run)")
       ->delimiter(',');
   add_progress_flags(compare, common, compare->add_flag("-q,--quiet", common.quiet, "no per-epoch lines"));
+  compare->add_option("--repeat", common.repeat,
+                      "run every strategy N times, in an order rotated each round, and report medians "
+                      "(for hosts whose speed drifts)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 1000));
   compare->add_option("--grids", common.grids,
                       "replace each mpi-hybrid/nccl-hybrid entry by every data x stages grid of N workers, add "
                       "tensor parallelism on N, and rank them")

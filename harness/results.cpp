@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -267,10 +268,38 @@ RunResult run_from_json(const nlohmann::json& j) {
   return r;
 }
 
+int median_index(const std::vector<double>& xs) {
+  if (xs.empty()) return 0;
+  std::vector<int> order(xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) order[i] = int(i);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return xs[std::size_t(a)] < xs[std::size_t(b)]; });
+  return order[(xs.size() - 1) / 2];
+}
+
+double median_of(std::vector<double> xs) {
+  if (xs.empty()) return 0;
+  std::sort(xs.begin(), xs.end());
+  const std::size_t n = xs.size();
+  return n % 2 ? xs[n / 2] : 0.5 * (xs[n / 2 - 1] + xs[n / 2]);
+}
+
+nlohmann::json repeat_json(const RepeatSummary& r) {
+  return {{"rounds", r.rounds},
+          {"kept_round", r.kept_round + 1},
+          {"train_seconds", r.train_seconds},
+          {"samples_per_second", r.samples_per_second},
+          {"paired_speedup", r.paired_speedup},
+          {"speedup", r.speedup},
+          {"note", "rounds run every strategy once, in an order rotated by the round; this file's epochs and totals "
+                   "are those of round kept_round (median training time); speedup is the median of paired_speedup "
+                   "(the reference's time / this strategy's, within a round)"}};
+}
+
 std::string summary_csv(const std::vector<SummaryRow>& rows) {
   std::ostringstream out;
   out << "label,strategy,parity_class,device,epochs,train_seconds,samples_per_second,speedup,"
-         "test_accuracy,max_abs_diff,max_rel_diff,verdict,results_file\n";
+         "test_accuracy,max_abs_diff,max_rel_diff,verdict,results_file,rounds,samples_per_second_min,"
+         "samples_per_second_max\n";
   for (auto& row : rows) {
     const RunResult& r = *row.run;
     out << r.label << ',' << r.strategy << ',' << (r.parity == ParityClass::exact ? "exact" : "approximate")
@@ -280,7 +309,14 @@ std::string summary_csv(const std::vector<SummaryRow>& rows) {
       out << row.parity->max_abs_diff << ',' << row.parity->max_rel_diff << ',' << row.parity->verdict;
     else
       out << ",,";
-    out << ',' << row.results_file.filename().string() << '\n';
+    out << ',' << row.results_file.filename().string();
+    if (row.repeats != nullptr && !row.repeats->samples_per_second.empty()) {
+      const auto [lo, hi] =
+          std::minmax_element(row.repeats->samples_per_second.begin(), row.repeats->samples_per_second.end());
+      out << ',' << row.repeats->rounds << ',' << *lo << ',' << *hi << '\n';
+    } else {
+      out << ",1," << r.samples_per_second << ',' << r.samples_per_second << '\n';
+    }
   }
   return out.str();
 }

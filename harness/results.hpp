@@ -42,11 +42,26 @@ nlohmann::json run_to_json(const RunConfig& config, const RunResult& run, const 
 // (a multi-rank strategy started through mpirun); final_parameters are not in the JSON.
 RunResult run_from_json(const nlohmann::json& j);
 
+// compare --repeat: one strategy's rounds.
+struct RepeatSummary {
+  int rounds = 1;
+  int kept_round = 0;  // the round whose run stands for the strategy (median training time)
+  std::vector<double> train_seconds, samples_per_second;
+  std::vector<double> paired_speedup;  // per round: the reference's time / this strategy's
+  double speedup = 0;                  // median of paired_speedup
+};
+// The index of the median of xs (the lower middle for an even count); 0 for an empty list.
+int median_index(const std::vector<double>& xs);
+// The median of xs (the mean of the two middle values for an even count); 0 for an empty list.
+double median_of(std::vector<double> xs);
+nlohmann::json repeat_json(const RepeatSummary& r);
+
 struct SummaryRow {
   const RunResult* run = nullptr;
   const ParityReport* parity = nullptr;
   double speedup = 0;
   std::filesystem::path results_file;
+  const RepeatSummary* repeats = nullptr;  // compare --repeat N > 1
 };
 std::string summary_csv(const std::vector<SummaryRow>& rows);
 

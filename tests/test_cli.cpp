@@ -4,10 +4,12 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -170,6 +172,66 @@ TEST_F(Cli, CompareReportsParityAndWritesCsv) {
   EXPECT_THAT(r.output, HasSubstr("PASS"));
   EXPECT_EQ(files_in(dir_ / "results", ".csv").size(), 1u);
   EXPECT_EQ(files_in(dir_ / "results", ".json").size(), 2u);
+}
+
+TEST_F(Cli, CompareRepeatRotatesTheOrderAndKeepsEachStrategysMedianRun) {
+  need_data();
+  const fs::path config = tiny_config(
+      "[[strategy]]\nname = \"serial\"\n[[strategy]]\nname = \"serial\"\nlabel = \"again\"\n"
+      "[[strategy]]\nname = \"openmp\"\nlabel = \"omp\"\nthreads = 2\n");
+  const Result r = run("compare " + config.string() + " --repeat 3 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  // The order of the runs, from their first epoch's line: rotated by one each round.
+  std::vector<std::string> order;
+  std::map<std::string, nlohmann::json> results;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] == "epoch" && j["epoch"] == 1) order.push_back(j["label"]);
+    if (j["event"] == "result") results[j["label"]] = j;
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"serial", "again", "omp", "again", "omp", "serial", "omp", "serial",
+                                             "again"}));
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results["serial"]["repeats"]["paired_speedup"], (std::vector<double>{1.0, 1.0, 1.0}));
+
+  // One JSON per strategy, not per round: the run of median training time, with every round's.
+  const auto json_files = files_in(dir_ / "results", ".json");
+  ASSERT_EQ(json_files.size(), 3u);
+  for (const auto& file : json_files) {
+    std::ifstream in(file);
+    const auto j = nlohmann::json::parse(in);
+    const auto& rep = j.at("repeats");
+    EXPECT_EQ(rep["rounds"], 3);
+    auto seconds = rep["train_seconds"].get<std::vector<double>>();
+    ASSERT_EQ(seconds.size(), 3u);
+    const int kept = rep["kept_round"].get<int>();
+    ASSERT_GE(kept, 1);
+    ASSERT_LE(kept, 3);
+    EXPECT_EQ(j["totals"]["train_seconds"].get<double>(), seconds[std::size_t(kept - 1)]);
+    std::sort(seconds.begin(), seconds.end());
+    EXPECT_EQ(j["totals"]["train_seconds"].get<double>(), seconds[1]) << file;
+    auto paired = rep["paired_speedup"].get<std::vector<double>>();
+    std::sort(paired.begin(), paired.end());
+    EXPECT_DOUBLE_EQ(rep["speedup"].get<double>(), paired[1]);
+    EXPECT_EQ(j["parity"]["pass"], true);
+  }
+  // The CSV gives each strategy's rounds and the spread of its samples/s.
+  const auto csv = files_in(dir_ / "results", ".csv");
+  ASSERT_EQ(csv.size(), 1u);
+  std::ifstream in(csv[0]);
+  std::string header, row;
+  std::getline(in, header);
+  std::getline(in, row);
+  EXPECT_THAT(header, testing::EndsWith(",rounds,samples_per_second_min,samples_per_second_max"));
+  EXPECT_THAT(row, testing::StartsWith("serial,"));
+  EXPECT_THAT(row, testing::ContainsRegex(",3,[0-9.e+]+,[0-9.e+]+$"));
+
+  const Result bad = run("compare " + config.string() + " --repeat 0");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_THAT(bad.output, HasSubstr("--repeat"));
+  EXPECT_TRUE(files_in(dir_ / "results", ".csv").size() == 1u);
 }
 
 TEST_F(Cli, OverrideChangesTheRunAndBadOverrideIsNamed) {
