@@ -24,6 +24,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -76,7 +78,18 @@ struct Params {
   double* loss_sum;
   unsigned long long* correct;
   int* step;
+  // Diagnosis (NNPAR_RESIDENT_PHASES): block 0's time in each phase, summed over steps 1..; the
+  // last entry counts the steps. Null otherwise.
+  unsigned long long* clocks;
 };
+// Phases of a step: input, forward of each layer, softmax, backward of each layer, step end.
+constexpr int kClockPhases = 2 * kResidentMaxLayers + 3;
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -170,6 +183,20 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
   double my_loss = 0.0;           // block 0, thread 0: rows in order
   unsigned long long my_correct = 0;
   int dy_side = 0;
+  __shared__ unsigned long long clock_sum[kClockPhases], clock_last;
+  if (tid < kClockPhases) clock_sum[tid] = 0;
+  int step_now = 0;
+  // Phase clock: with p.clocks, a block barrier and block 0's time since the previous mark
+  // (so a phase includes waiting for the block's slowest warp). Without it, nothing.
+  auto mark = [&](int phase) {
+    if (p.clocks == nullptr) return;
+    __syncthreads();
+    if (k == 0 && tid == 0) {
+      const unsigned long long t = global_ns();
+      if (step_now > 0) clock_sum[phase] += t - clock_last;
+      clock_last = t;
+    }
+  };
   if (tid < R) {
     row_of[tid] = p.order[p.first_step * p.batch + tid];
     label_of[tid] = p.labels[row_of[tid]];
@@ -189,6 +216,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
   }
 
   for (int s = 0; s < p.steps; ++s) {
+    step_now = s;
     const long long step = p.first_step + s;
     const float scale = 1.0f / float(R);
     // The batch's rows as floats into act[0]. The next batch's row numbers and labels are
@@ -213,6 +241,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       for (int at = 0; at < p.sizes[0]; at += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(next + at));
     }
     __syncthreads();
+    mark(0);
 
     // Forward.
     for (int l = 0; l < L; ++l) {
@@ -249,6 +278,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
         }
       }
       cluster.sync();
+      mark(1 + l);
     }
 
     // The next batch's pixels start flying (the row numbers have long arrived); the copy lands
@@ -298,6 +328,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
         for (int b = 0; b < R; ++b) my_loss += row_loss[b], my_correct += row_hit[b];
       }
     }
+    mark(L + 1);
 
     // Backward.
     for (int l = L - 1; l >= 0; --l) {
@@ -394,6 +425,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
         __syncthreads();
         dy_side = 1 - dy_side;
       }
+      mark(L + 2 + (L - 1 - l));
     }
     // With one layer no barrier follows the logits: the next step's would overwrite them
     // while a slower block still reads them.
@@ -405,6 +437,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
     }
     if (ahead) asm volatile("cp.async.wait_all;" ::: "memory");
     __syncthreads();
+    mark(2 * L + 2);
   }
 
   for (int l = 0; l < L; ++l) {
@@ -418,6 +451,10 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
     if (p.loss_sum != nullptr) *p.loss_sum += my_loss;
     if (p.correct != nullptr) *p.correct += my_correct;
     if (p.step != nullptr) *p.step += p.steps;
+    if (p.clocks != nullptr) {
+      for (int i = 0; i < kClockPhases; ++i) p.clocks[i] += clock_sum[i];
+      p.clocks[kClockPhases] += p.steps - 1;
+    }
   }
   // No block exits while another could still store into its shared memory.
   cluster.sync();
@@ -445,6 +482,11 @@ struct ResidentTrainer::Impl {
   int recv_stride = 1;
   Layout layout{};
   std::size_t bytes = 0;
+  unsigned long long* clocks = nullptr;  // NNPAR_RESIDENT_PHASES: the phase clock's sums
+  bool clocks_printed = false;
+  ~Impl() {
+    if (clocks != nullptr) cudaFree(clocks);
+  }
 };
 
 ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make_unique<Impl>()) {
@@ -497,6 +539,10 @@ ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make
     m.recv_stride = recv;
     m.layout = at;
     m.bytes = bytes;
+    if (std::getenv("NNPAR_RESIDENT_PHASES") != nullptr) {
+      check(cudaMalloc(&m.clocks, (kClockPhases + 1) * sizeof(unsigned long long)), "resident clocks");
+      check(cudaMemset(m.clocks, 0, (kClockPhases + 1) * sizeof(unsigned long long)), "resident clocks");
+    }
     return;
   }
   fail("the model and a batch of " + std::to_string(config.batch) + " rows need " + tried + " of shared memory per block; " +
@@ -542,8 +588,29 @@ void ResidentTrainer::run(std::size_t first_step, int steps, int rows, cudaStrea
   p.correct = c.correct;
   p.step = c.step;
 
+  p.clocks = m.clocks;
+
   const ClusterLaunch launch(m.cluster, kThreads, m.bytes, stream);
   check(cudaLaunchKernelEx(&launch.config, kernel_for(rows, c.momentum != 0.0f), p), "resident kernel launch");
+  // The first launch of 8 steps or more prints block 0's mean time per phase (stderr), once.
+  if (p.clocks != nullptr && steps >= 8 && !m.clocks_printed) {
+    impl_->clocks_printed = true;
+    unsigned long long t[kClockPhases + 1] = {};
+    check(cudaStreamSynchronize(stream), "resident clocks");
+    check(cudaMemcpy(t, p.clocks, sizeof(t), cudaMemcpyDeviceToHost), "resident clocks");
+    const int L = p.layers;
+    std::fprintf(stderr, "resident phases (block 0, mean ns over %llu steps, rows %d, cluster %d):", t[kClockPhases],
+                 rows, m.cluster);
+    auto show = [&](const std::string& name, int i) {
+      std::fprintf(stderr, " %s %.0f", name.c_str(), double(t[i]) / double(std::max(1ULL, t[kClockPhases])));
+    };
+    show("input", 0);
+    for (int l = 0; l < L; ++l) show("F" + std::to_string(l), 1 + l);
+    show("softmax", L + 1);
+    for (int l = L - 1; l >= 0; --l) show("B" + std::to_string(l), L + 2 + (L - 1 - l));
+    show("end", 2 * L + 2);
+    std::fprintf(stderr, "\n");
+  }
 }
 
 }  // namespace nnpar::cuda
