@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "nnpar/cuda_kernels.hpp"
+#include "phase_clock.cuh"
 
 namespace nnpar::cuda {
 namespace {
@@ -104,12 +105,6 @@ struct Args {
   unsigned long long* clocks;
 };
 constexpr int kClockSteps = 64, kClockPhases = 2 * kPersistentMaxLayers + 2;
-
-__device__ __forceinline__ unsigned long long global_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Operand sources. get(i, r): i indexes the tile dimension, r the reduction. kRContig: r is

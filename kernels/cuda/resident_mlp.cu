@@ -31,6 +31,7 @@
 
 #include "nnpar/cuda_kernels.hpp"
 #include "cluster_launch.cuh"
+#include "phase_clock.cuh"
 #include "sgd_one.cuh"
 
 namespace nnpar::cuda {
@@ -84,12 +85,6 @@ struct Params {
 };
 // Phases of a step: input, forward of each layer, softmax, backward of each layer, step end.
 constexpr int kClockPhases = 2 * kResidentMaxLayers + 3;
-
-__device__ __forceinline__ unsigned long long global_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -183,20 +178,10 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
   double my_loss = 0.0;           // block 0, thread 0: rows in order
   unsigned long long my_correct = 0;
   int dy_side = 0;
-  __shared__ unsigned long long clock_sum[kClockPhases], clock_last;
-  if (tid < kClockPhases) clock_sum[tid] = 0;
+  __shared__ PhaseClock<kClockPhases> clock;
+  clock.start();
   int step_now = 0;
-  // Phase clock: with p.clocks, a block barrier and block 0's time since the previous mark
-  // (so a phase includes waiting for the block's slowest warp). Without it, nothing.
-  auto mark = [&](int phase) {
-    if (p.clocks == nullptr) return;
-    __syncthreads();
-    if (k == 0 && tid == 0) {
-      const unsigned long long t = global_ns();
-      if (step_now > 0) clock_sum[phase] += t - clock_last;
-      clock_last = t;
-    }
-  };
+  auto mark = [&](int phase) { clock.mark(p.clocks, k == 0, step_now, phase); };
   if (tid < R) {
     row_of[tid] = p.order[p.first_step * p.batch + tid];
     label_of[tid] = p.labels[row_of[tid]];
@@ -451,10 +436,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
     if (p.loss_sum != nullptr) *p.loss_sum += my_loss;
     if (p.correct != nullptr) *p.correct += my_correct;
     if (p.step != nullptr) *p.step += p.steps;
-    if (p.clocks != nullptr) {
-      for (int i = 0; i < kClockPhases; ++i) p.clocks[i] += clock_sum[i];
-      p.clocks[kClockPhases] += p.steps - 1;
-    }
+    clock.flush(p.clocks, p.steps);
   }
   // No block exits while another could still store into its shared memory.
   cluster.sync();

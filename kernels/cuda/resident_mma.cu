@@ -55,6 +55,7 @@
 #include "nnpar/cuda_kernels.hpp"
 #include "cluster_launch.cuh"
 #include "mma_bf16.cuh"
+#include "phase_clock.cuh"
 #include "sgd_one.cuh"
 
 namespace nnpar::cuda {
@@ -232,12 +233,6 @@ __device__ __forceinline__ T warp_column_sum(const T* base, int stride, int c, i
   return v;
 }
 
-__device__ __forceinline__ unsigned long long global_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 // The rows this block stages: row pairs k, k + C, ... of the padded batch, local row 2 i + e
 // being row 2 (k + i C) + e. Their uint8 pixels are copied into shared memory (cp.async, 16
 // bytes a copy) while the step computes, then stored in both fragment orders.
@@ -340,19 +335,10 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
   float* dz2f = smem + at.dz2f;
   int* row_hit = reinterpret_cast<int*>(smem + at.row_hit);
   const int own_rows = RP / C;
-  __shared__ unsigned long long clock_sum[kClockPhases], clock_last;
-  if (tid < kClockPhases) clock_sum[tid] = 0;
+  __shared__ PhaseClock<kClockPhases> clock;
+  clock.start();
   int step_now = 0;
-  // Phase clock: with p.clocks, a block barrier and block 0's time since the previous mark.
-  auto mark = [&](int phase) {
-    if (p.clocks == nullptr) return;
-    __syncthreads();
-    if (k == 0 && tid == 0) {
-      const unsigned long long t = global_ns();
-      if (step_now > 0) clock_sum[phase] += t - clock_last;
-      clock_last = t;
-    }
-  };
+  auto mark = [&](int phase) { clock.mark(p.clocks, k == 0, step_now, phase); };
   // W1own^T in B order for the blocks that read its columns in G0 (column group c: block c's inputs).
   // Word by word (both rows of a pair at once), so a warp's stores fall in distinct banks.
   auto publish_w1 = [&]() {
@@ -755,10 +741,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     if (p.loss_sum != nullptr) *p.loss_sum += loss;
     if (p.correct != nullptr) *p.correct += total;
     if (p.step != nullptr) *p.step += p.steps;
-    if (p.clocks != nullptr) {
-      for (int i = 0; i < kClockPhases; ++i) p.clocks[i] += clock_sum[i];
-      p.clocks[kClockPhases] += p.steps - 1;
-    }
+    clock.flush(p.clocks, p.steps);
   }
   cluster.sync();  // block 0 has read every block's counts
 #endif
