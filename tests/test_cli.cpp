@@ -234,6 +234,52 @@ TEST_F(Cli, CompareRepeatRotatesTheOrderAndKeepsEachStrategysMedianRun) {
   EXPECT_TRUE(files_in(dir_ / "results", ".csv").size() == 1u);
 }
 
+// bench_cpu_clock's table is read by bench/openmp_scaling.py (its "host ceiling" column):
+// a row per kind and thread count, the ratio to one thread last.
+TEST(BenchCpuClock, PrintsARowPerThreadCountAndRefusesBadArgumentsByName) {
+  const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cpu_clock";
+  if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built";
+  auto run_tool = [&](const std::string& args) {
+    Result r;
+    FILE* pipe = popen(("timeout 60 " + tool.string() + " " + args + " 2>&1").c_str(), "r");
+    char buffer[4096];
+    while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
+    const int raw = pclose(pipe);
+    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    return r;
+  };
+  const Result ok = run_tool("--threads 2 --ms 20 --reps 1 --kinds add");
+  ASSERT_EQ(ok.status, 0) << ok.output;
+  std::map<int, double> gain;  // threads -> T x (rate at T / rate alone)
+  std::istringstream lines(ok.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("add ", 0) != 0) continue;
+    std::istringstream fields(line);
+    std::string kind, unit1, unit2;
+    int threads = 0;
+    double mean = 0, slowest = 0, ratio = 0, total = 0;
+    fields >> kind >> threads >> mean >> unit1 >> slowest >> unit2 >> ratio >> total;
+    ASSERT_FALSE(fields.fail()) << line;
+    EXPECT_EQ(unit1, "GHz");
+    EXPECT_GT(mean, 0.1) << line;  // a clock, in GHz
+    EXPECT_LT(mean, 10.0) << line;
+    EXPECT_LE(slowest, mean * 1.0001) << line;
+    gain[threads] = total;
+  }
+  ASSERT_EQ(gain.size(), 2u) << ok.output;  // 1 is added: the ratios are to one thread
+  EXPECT_DOUBLE_EQ(gain[1], 1.0);
+  EXPECT_GT(gain[2], 0.2);
+  EXPECT_LT(gain[2], 2.5);
+
+  for (const auto& [args, named] : std::vector<std::pair<std::string, std::string>>{
+           {"--kinds foo", "--kinds"}, {"--threads 0", "--threads"}, {"--threads 2,x", "--threads"},
+           {"--load 1", "--load and --seconds"}, {"--ms", "--ms needs a value"}, {"--frobnicate", "unknown argument"}}) {
+    const Result bad = run_tool(args);
+    EXPECT_EQ(bad.status, 2) << args << ": " << bad.output;
+    EXPECT_THAT(bad.output, HasSubstr(named)) << args;
+  }
+}
+
 TEST_F(Cli, OverrideChangesTheRunAndBadOverrideIsNamed) {
   need_data();
   const fs::path config = tiny_config();
