@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -390,9 +389,7 @@ nlohmann::json median_over_passes(const std::vector<nlohmann::json>& passes) {
             if (it.key() == "seconds") {
               std::vector<double> v;
               for (const auto* c : children) v.push_back(c->get<double>());
-              std::sort(v.begin(), v.end());
-              const std::size_t n = v.size();
-              it.value() = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+              it.value() = median_of(v);
             } else {
               walk(it.value(), children);
             }
@@ -462,11 +459,9 @@ nlohmann::json remeasure_contradicted(nlohmann::json& kernels, nlohmann::json& s
       for (std::size_t i : perf::contradicted_points(values(c))) {
         nlohmann::json& p = *c.points[i];
         const double before = p.at("seconds").get<double>();
-        std::array<double, 3> again{c.measure(p), c.measure(p), c.measure(p)};
-        std::sort(again.begin(), again.end());
-        p["seconds"] = again[1];
-        remeasured.push_back(
-            {{"table", c.table}, {c.size_key, p.at(c.size_key)}, {"before", before}, {"after", again[1]}});
+        const double after = median_of({c.measure(p), c.measure(p), c.measure(p)});
+        p["seconds"] = after;
+        remeasured.push_back({{"table", c.table}, {c.size_key, p.at(c.size_key)}, {"before", before}, {"after", after}});
         ++measured;
       }
     if (verbose && measured) std::printf("cpu: %d point(s) slower than a larger size, measured again\n", measured);
@@ -512,9 +507,8 @@ void take_median_slowdowns(nlohmann::json& openmp, const std::vector<nlohmann::j
     std::vector<double> values;
     for (const auto& pass : passes) values.push_back(pass.at("concurrency").at(i).at("slowdown").get<double>());
     if (values.empty()) continue;
-    std::sort(values.begin(), values.end());
-    const std::size_t n = values.size();
-    points[i]["slowdown"] = n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+    std::sort(values.begin(), values.end());  // the profile lists the passes in order
+    points[i]["slowdown"] = median_of(values);
     points[i]["passes"] = values;
   }
 }

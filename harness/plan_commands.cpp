@@ -351,12 +351,6 @@ bool version_before(const std::string& version, int major, int minor) {
   return a < major || (a == major && b < minor);
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
 // Every result JSON under o.compare_dir predicted with o.profile: the rows and summary of
 // `plan --compare-results --json` (schema nnpar-plan-compare/1).
 nlohmann::json compare_results_json(const PlanOptions& o) {
@@ -429,10 +423,10 @@ nlohmann::json compare_results_json(const PlanOptions& o) {
                   {"layers", w.layers},
                   {"batch", w.batch},
                   {"device", run.device},
-                  {"measured_samples_per_second", median(rates)},
-                  {"measured_step_seconds", median(steps)}});
+                  {"measured_samples_per_second", median_of(rates)},
+                  {"measured_step_seconds", median_of(steps)}});
       // Results before nnpar recorded it, or from machines without /proc/stat, have none.
-      if (steal.size() == rates.size()) row["measured_host_steal"] = median(steal);
+      if (steal.size() == rates.size()) row["measured_host_steal"] = median_of(steal);
       const PhaseTimes& rank0 = run.rank_phases.empty() ? run.phases : run.rank_phases[0];
       if (rank0.total() > 0)
         row["measured_split"] = {{"compute", rank0.data + rank0.forward + rank0.backward + rank0.update},
@@ -467,7 +461,7 @@ nlohmann::json compare_results_json(const PlanOptions& o) {
   nlohmann::json summary = {{"predicted", errors.size()},
                             {"within_15_percent", within},
                             {"mean_abs_error", errors.empty() ? 0.0 : std::accumulate(errors.begin(), errors.end(), 0.0) / errors.size()},
-                            {"median_abs_error", median(errors)},
+                            {"median_abs_error", median_of(errors)},
                             {"worst_abs_error", errors.empty() ? 0.0 : *std::max_element(errors.begin(), errors.end())},
                             {"below_notable_steal", quiet},
                             {"below_notable_steal_within_15_percent", quiet_within}};

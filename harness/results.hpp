@@ -53,6 +53,7 @@ struct RepeatSummary {
 // The index of the median of xs (the lower middle for an even count); 0 for an empty list.
 int median_index(const std::vector<double>& xs);
 // The median of xs (the mean of the two middle values for an even count); 0 for an empty list.
+// The one median of the harness: compare --repeat, calibrate's passes, plan --compare-results.
 double median_of(std::vector<double> xs);
 nlohmann::json repeat_json(const RepeatSummary& r);
 
