@@ -120,6 +120,25 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+double mean(const std::vector<double>& v) {
+  double sum = 0.0;
+  for (double x : v) sum += x;
+  return sum / double(v.size());
+}
+
+// The calling thread runs the kind's block for `ms` milliseconds from now: its rate.
+double timed_rate(const Kind& kind, float& sink, double ms) {
+  const auto start = Clock::now();
+  const auto until = start + std::chrono::duration<double, std::milli>(ms);
+  double work = 0.0;
+  Clock::time_point now;
+  do {
+    work += kind.block(&sink);
+    now = Clock::now();
+  } while (now < until);
+  return work / double(std::chrono::duration_cast<std::chrono::nanoseconds>(now - start).count());
+}
+
 // T threads at once, each timing its own loop; returns each thread's rate.
 std::vector<double> run_once(const Kind& kind, int threads, double ms) {
   std::vector<double> rate(std::size_t(threads), 0.0);
@@ -129,15 +148,7 @@ std::vector<double> run_once(const Kind& kind, int threads, double ms) {
     const int t = omp_get_thread_num();
     kind.block(&sink);  // warm: page in code, wake the core
 #pragma omp barrier
-    const auto start = Clock::now();
-    const auto until = start + std::chrono::duration<double, std::milli>(ms);
-    double work = 0.0;
-    Clock::time_point now;
-    do {
-      work += kind.block(&sink);
-      now = Clock::now();
-    } while (now < until);
-    rate[std::size_t(t)] = work / double(std::chrono::duration_cast<std::chrono::nanoseconds>(now - start).count());
+    rate[std::size_t(t)] = timed_rate(kind, sink, ms);
   }
   if (sink == 12345.0f) std::puts("");  // keep the blocks' results alive
   return rate;
@@ -163,15 +174,7 @@ std::vector<double> run_pinned(const Kind& kind, const std::vector<int>& cpus, d
       ready.fetch_add(1);
       while (ready.load() < int(cpus.size())) {
       }
-      const auto start = Clock::now();
-      const auto until = start + std::chrono::duration<double, std::milli>(ms);
-      double work = 0.0;
-      Clock::time_point now;
-      do {
-        work += kind.block(&sink);
-        now = Clock::now();
-      } while (now < until);
-      rate[i] = work / double(std::chrono::duration_cast<std::chrono::nanoseconds>(now - start).count());
+      rate[i] = timed_rate(kind, sink, ms);
       if (sink == 12345.0f) std::puts("");
     });
   }
@@ -221,13 +224,9 @@ void map_pairs(const Kind& kind, double ms) {
   // Then every CPU at once, twice: which ones fall behind when all work (a barrier waits for them).
   for (int pass = 0; pass < 2; ++pass) {
     const auto r = run_pinned(kind, cpus, ms);
-    double sum = 0.0;
     std::printf("all %zu at once, pass %d: share of solo per cpu:", cpus.size(), pass + 1);
-    for (std::size_t i = 0; i < cpus.size(); ++i) {
-      std::printf(" %.2f", r[i] / solo[i]);
-      sum += r[i];
-    }
-    std::printf("; mean %.2f %s\n", sum / double(cpus.size()), kind.unit);
+    for (std::size_t i = 0; i < cpus.size(); ++i) std::printf(" %.2f", r[i] / solo[i]);
+    std::printf("; mean %.2f %s\n", mean(r), kind.unit);
   }
 }
 
@@ -302,10 +301,8 @@ int main(int argc, char** argv) {
     }
     if (load_threads > 0) {
       const auto rate = run_once(kinds.front(), load_threads, load_seconds * 1000.0);
-      double sum = 0.0;
-      for (double x : rate) sum += x;
       std::printf("# load: %d threads of %s for %.0f s: %.2f %s per thread\n", load_threads, kinds.front().name,
-                  load_seconds, sum / double(rate.size()), kinds.front().unit);
+                  load_seconds, mean(rate), kinds.front().unit);
       return 0;
     }
     if (std::find(thread_counts.begin(), thread_counts.end(), 1) == thread_counts.end())
@@ -319,17 +316,15 @@ int main(int argc, char** argv) {
       for (int r = 0; r < reps; ++r) {
         for (std::size_t c = 0; c < thread_counts.size(); ++c) {
           const auto rate = run_once(kind, thread_counts[c], ms);
-          double sum = 0.0;
-          for (double x : rate) sum += x;
-          means[c].push_back(sum / double(rate.size()));
+          means[c].push_back(mean(rate));
           slowest[c].push_back(*std::min_element(rate.begin(), rate.end()));
         }
       }
       const double one = median(means[0]);
       for (std::size_t c = 0; c < thread_counts.size(); ++c) {
-        const double mean = median(means[c]);
-        std::printf("%-7s %7d %6.2f %-7s %6.2f %-7s %8.3f %14.2f\n", kind.name, thread_counts[c], mean, kind.unit,
-                    median(slowest[c]), kind.unit, mean / one, double(thread_counts[c]) * mean / one);
+        const double typical = median(means[c]);
+        std::printf("%-7s %7d %6.2f %-7s %6.2f %-7s %8.3f %14.2f\n", kind.name, thread_counts[c], typical, kind.unit,
+                    median(slowest[c]), kind.unit, typical / one, double(thread_counts[c]) * typical / one);
       }
     }
     return 0;
