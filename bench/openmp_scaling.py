@@ -91,6 +91,12 @@ name = "serial"
     return path
 
 
+def run_child(cmd):
+    """A child process with the CPU mask this script started with (see ALL_CPUS)."""
+    restore = (lambda: os.sched_setaffinity(0, ALL_CPUS)) if ALL_CPUS else None
+    return subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
+
+
 def run_nnpar(args, config, label, batch, width, threads=None):
     cmd = [os.path.join(args.build, "bin", "nnpar"), "train", config, "--quiet", "--strategy", label,
            "--set", f"train.batch_size={batch}", "--set", f"model.layers=[784,{width},{width},26]"]
@@ -98,8 +104,7 @@ def run_nnpar(args, config, label, batch, width, threads=None):
         cmd += ["--set", f"strategy.{label}.threads={threads}"]
         for option in args.omp_option:
             cmd += ["--set", f"strategy.{label}.{option}"]
-    restore = (lambda: os.sched_setaffinity(0, ALL_CPUS)) if ALL_CPUS else None
-    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
+    proc = run_child(cmd)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr or proc.stdout}")
     files = [l.split("results: ", 1)[1].strip() for l in proc.stdout.splitlines() if l.startswith("results: ")]
@@ -161,8 +166,7 @@ def host_ceiling(args, threads_list):
     for kind in ("fma512", "fma256"):
         cmd = [tool, "--threads", ",".join(str(t) for t in threads_list), "--ms", "200", "--reps", "3",
                "--kinds", kind]
-        restore = (lambda: os.sched_setaffinity(0, ALL_CPUS)) if ALL_CPUS else None
-        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=restore)
+        proc = run_child(cmd)
         if proc.returncode != 0 and "none of the kinds can run" in proc.stderr:
             continue  # no AVX-512 here: try the AVX2 loop
         if proc.returncode != 0:
