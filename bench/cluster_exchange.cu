@@ -1,0 +1,255 @@
+// bench_cluster_exchange: what one all-to-all exchange inside a thread-block cluster costs on
+// this GPU, for each way the resident kernels could do it.
+//
+// The resident kernels (kernels/cuda/resident_*.cu) end every phase of a training step with an
+// exchange: each of the C blocks stores its share of a layer's outputs (a few floats per
+// destination) into every block's shared memory, and no block reads them before all C shares
+// have landed. At batch 1 the step is five such exchanges and little arithmetic, so the
+// exchange's latency bounds the step. This tool measures it alone, as a chain of dependent
+// rounds: each round's stores carry a value computed from the previous round's receipts, so
+// rounds cannot overlap, and the last round's values are checked (a wrong value means the
+// method's ordering is broken, and the tool fails).
+//
+// Methods:
+//   sync       plain remote stores (st.shared::cluster), then the cluster barrier
+//              (barrier.cluster.arrive.release + wait.acquire), as the kernels do today;
+//   split      the same barrier, relaxed arrive and a separate release fence per storing warp;
+//   arrive     plain remote stores, then each storing warp's lane 0 arrives on the receiver's
+//              mbarrier (mbarrier.arrive.release.cluster); receivers wait on their own mbarrier;
+//   st_async   st.async stores that complete bytes on the receiver's mbarrier (no arrive, no
+//              fence); receivers wait until all C x F x 4 bytes have landed;
+//   barrier    the cluster barrier with no stores: the barrier's own latency.
+//
+// Usage: bench_cluster_exchange [--clusters 2,4,8,16] [--floats 16] [--threads 512]
+//                               [--rounds 20000] [--methods sync,split,arrive,st_async,barrier]
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../kernels/cuda/cluster_exchange.cuh"
+#include "../kernels/cuda/cluster_launch.cuh"
+#include "../kernels/cuda/phase_clock.cuh"
+
+namespace {
+
+namespace cg = cooperative_groups;
+using namespace nnpar::cuda;
+
+enum class Method { sync, split, arrive, st_async, barrier };
+constexpr const char* kMethodNames[] = {"sync", "split", "arrive", "st_async", "barrier"};
+constexpr int kMaxCluster = 16;
+constexpr int kMaxFloats = 32;  // a warp stores one destination's share, a lane per float
+
+// Receive buffers alternate by round parity: a block stores round r + 2 only after it has
+// received round r + 1 from every block, which each block sent after reading its round r.
+struct Shared {
+  alignas(16) float recv[2][kMaxCluster * kMaxFloats];
+  alignas(8) unsigned long long bar[2];
+};
+
+template <Method M>
+__global__ void exchange_kernel(int rounds, int floats, unsigned long long* elapsed_ns, float* last) {
+  __shared__ Shared sh;
+  cg::cluster_group cluster = cg::this_cluster();
+  const unsigned C = cluster.num_blocks(), k = cluster.block_rank();
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  for (int i = tid; i < 2 * kMaxCluster * kMaxFloats; i += blockDim.x) (&sh.recv[0][0])[i] = 0.0f;
+  if (tid == 0) {
+    // arrive: one arrival per sending block; st_async: one (the receiver's expect_tx) plus bytes.
+    const unsigned count = M == Method::arrive ? C : 1;
+    for (int b = 0; b < 2; ++b) exchange_init(&sh.bar[b], count);
+    exchange_init_fence();
+  }
+  cluster.sync();
+  const unsigned bytes = C * unsigned(floats) * 4u;
+  const unsigned long long start = global_ns();
+  for (int r = 0; r < rounds; ++r) {
+    const int side = r & 1;
+    if constexpr (M == Method::st_async) {
+      // Arm this round's barrier (bytes that land first are counted against it).
+      if (tid == 0) exchange_arm(&sh.bar[side], bytes);
+    }
+    if (M != Method::barrier && warp < int(C) && lane < floats) {
+      // Warp d sends this block's share to block d: the value block d sent here last round, plus one.
+      const float* prev = sh.recv[1 - side];
+      const float value = (r == 0 ? 0.0f : prev[warp * floats + lane]) + 1.0f;
+      float* slot = &sh.recv[side][k * floats + lane];
+      if constexpr (M == Method::st_async) {
+        exchange_send(slot, &sh.bar[side], warp, value);
+      } else {
+        const unsigned to = cluster_address(shared_address(slot), warp);
+        asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(to), "f"(value) : "memory");
+      }
+      if constexpr (M == Method::arrive) {
+        __syncwarp((1u << floats) - 1u);
+        if (lane == 0) {
+          const unsigned bar = cluster_address(shared_address(&sh.bar[side]), warp);
+          asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(bar) : "memory");
+        }
+      }
+      if constexpr (M == Method::split) asm volatile("fence.acq_rel.cluster;" ::: "memory");
+    }
+    if constexpr (M == Method::sync || M == Method::barrier) {
+      asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+    } else if constexpr (M == Method::split) {
+      asm volatile("barrier.cluster.arrive.relaxed.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+    } else {
+      // Each barrier completes once per two rounds: phase r / 2 of barrier `side`.
+      exchange_wait(&sh.bar[side], unsigned(r >> 1) & 1u);
+    }
+  }
+  const unsigned long long stop = global_ns();
+  if (tid == 0) elapsed_ns[k] = stop - start;
+  const int side = (rounds - 1) & 1;
+  for (int i = tid; i < int(C) * floats; i += blockDim.x) last[k * C * floats + i] = sh.recv[side][i];
+  cluster.sync();  // no block leaves while another may still store into it
+}
+
+struct Options {
+  std::vector<int> clusters{2, 4, 8, 16};
+  std::vector<std::string> methods{"barrier", "sync", "split", "arrive", "st_async"};
+  int floats = 16, threads = 512, rounds = 20000;
+};
+
+[[noreturn]] void refuse(const std::string& why) {
+  std::fprintf(stderr, "bench_cluster_exchange: %s\n", why.c_str());
+  std::exit(2);
+}
+
+int parse_int(const char* flag, const char* text, int lo, int hi) {
+  char* end = nullptr;
+  const long v = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || v < lo || v > hi)
+    refuse(std::string(flag) + " " + text + ": expected an integer in " + std::to_string(lo) + ".." + std::to_string(hi));
+  return int(v);
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  while (at <= text.size()) {
+    const std::size_t comma = text.find(',', at);
+    out.push_back(text.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  return out;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf(
+          "usage: bench_cluster_exchange [--clusters 2,4,8,16] [--floats 16] [--threads 512] [--rounds 20000]\n"
+          "                              [--methods barrier,sync,split,arrive,st_async]\n"
+          "Times a chain of all-to-all exchanges inside one thread-block cluster (each block sends\n"
+          "--floats floats to every block) and prints ns per exchange for each method and cluster size.\n");
+      std::exit(0);
+    }
+    if (i + 1 >= argc) refuse(flag + ": missing its value (see --help)");
+    const char* value = argv[++i];
+    if (flag == "--clusters") {
+      o.clusters.clear();
+      for (const std::string& c : split_list(value)) o.clusters.push_back(parse_int("--clusters", c.c_str(), 1, kMaxCluster));
+    } else if (flag == "--floats") {
+      o.floats = parse_int("--floats", value, 1, kMaxFloats);
+    } else if (flag == "--threads") {
+      o.threads = parse_int("--threads", value, 32 * kMaxCluster, 1024);
+    } else if (flag == "--rounds") {
+      o.rounds = parse_int("--rounds", value, 2, 10000000);
+    } else if (flag == "--methods") {
+      o.methods = split_list(value);
+      for (const std::string& m : o.methods) {
+        bool known = false;
+        for (const char* name : kMethodNames) known = known || m == name;
+        if (!known) refuse("--methods: unknown method '" + m + "' (barrier, sync, split, arrive, st_async)");
+      }
+    } else {
+      refuse("unknown option " + flag + " (see --help)");
+    }
+  }
+  return o;
+}
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "bench_cluster_exchange: %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+using Kernel = void (*)(int, int, unsigned long long*, float*);
+Kernel kernel_for(const std::string& m) {
+  if (m == "sync") return exchange_kernel<Method::sync>;
+  if (m == "split") return exchange_kernel<Method::split>;
+  if (m == "arrive") return exchange_kernel<Method::arrive>;
+  if (m == "st_async") return exchange_kernel<Method::st_async>;
+  return exchange_kernel<Method::barrier>;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  int device_count = 0;
+  if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
+    std::fprintf(stderr, "bench_cluster_exchange: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp props{};
+  check(cudaGetDeviceProperties(&props, 0), "cudaGetDeviceProperties");
+  if (const std::string problem = nnpar::cuda::cluster_device_problem(props); !problem.empty()) {
+    std::fprintf(stderr, "bench_cluster_exchange: %s\n", problem.c_str());
+    return 1;
+  }
+  std::printf("# %s, %d SMs; %d threads a block, %d floats from each block to each block, %d rounds\n", props.name,
+              props.multiProcessorCount, o.threads, o.floats, o.rounds);
+  std::printf("%-9s %8s %14s %14s %8s\n", "method", "cluster", "ns/exchange", "slowest block", "check");
+  unsigned long long* elapsed = nullptr;
+  float* last = nullptr;
+  check(cudaMalloc(&elapsed, kMaxCluster * sizeof(unsigned long long)), "cudaMalloc");
+  check(cudaMalloc(&last, kMaxCluster * kMaxCluster * kMaxFloats * sizeof(float)), "cudaMalloc");
+  bool all_ok = true;
+  for (const std::string& method : o.methods) {
+    const Kernel kernel = kernel_for(method);
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), "cudaFuncSetAttribute");
+    for (const int C : o.clusters) {
+      const nnpar::cuda::ClusterLaunch launch(C, o.threads, 0, nullptr);
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config) != cudaSuccess || clusters < 1) {
+        cudaGetLastError();
+        std::printf("%-9s %8d %14s\n", method.c_str(), C, "cannot run");
+        continue;
+      }
+      const int warm = std::max(2, o.rounds / 10);
+      check(cudaLaunchKernelEx(&launch.config, kernel, warm, o.floats, elapsed, last), "launch");
+      check(cudaLaunchKernelEx(&launch.config, kernel, o.rounds, o.floats, elapsed, last), "launch");
+      check(cudaDeviceSynchronize(), "kernel");
+      std::vector<unsigned long long> ns(C);
+      std::vector<float> values(std::size_t(C) * C * o.floats);
+      check(cudaMemcpy(ns.data(), elapsed, C * sizeof(unsigned long long), cudaMemcpyDeviceToHost), "cudaMemcpy");
+      check(cudaMemcpy(values.data(), last, values.size() * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+      // Every value went around `rounds` times and gained one each time (barrier: nothing sent).
+      const float want = method == "barrier" ? 0.0f : float(o.rounds);
+      bool ok = true;
+      for (const float v : values) ok = ok && v == want;
+      all_ok = all_ok && ok;
+      unsigned long long mean = 0, slowest = 0;
+      for (const unsigned long long t : ns) mean += t, slowest = std::max(slowest, t);
+      std::printf("%-9s %8d %14.1f %14.1f %8s\n", method.c_str(), C, double(mean) / C / o.rounds,
+                  double(slowest) / o.rounds, ok ? "ok" : "WRONG");
+      std::fflush(stdout);
+    }
+  }
+  cudaFree(elapsed);
+  cudaFree(last);
+  if (!all_ok) std::fprintf(stderr, "bench_cluster_exchange: a method delivered wrong values (see 'check')\n");
+  return all_ok ? 0 : 1;
+}
