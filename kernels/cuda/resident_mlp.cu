@@ -5,17 +5,28 @@
 // [floor(n k / C), floor(n (k+1) / C)): their weight rows, biases and outputs. Per step:
 //   forward, per layer: each block computes its neurons for every row from the full input in
 //     its own shared memory and stores them into every block's copy of the next layer's input
-//     (DSMEM), then the cluster barrier;
+//     (DSMEM), then waits until its own copy is complete;
 //   loss: every block runs the softmax of every row (26 classes: cheap) and keeps the
 //     gradient of its own classes;
 //   backward, per layer l > 0: each block computes, with its rows of W[l], its part of every
 //     input's gradient and stores each input's part into the owner's slot for this block
-//     (DSMEM); then updates its rows of W[l] (after the part, which read the old rows); then the
-//     barrier, and each owner adds the C parts in rank order and applies the sigmoid derivative;
+//     (DSMEM); then updates its rows of W[l] (after the part, which read the old rows); then
+//     waits for the C parts of its own inputs, adds them in rank order and applies the sigmoid
+//     derivative;
 //   layer 0 only updates.
+// Every exchange is a set of st.async stores that count their bytes on an mbarrier in the
+// receiver (cluster_exchange.cuh), not a cluster barrier: a third of the latency. A block stores
+// into a buffer again only after it has received data that every block sent after it had
+// finished reading that buffer:
+//   act[l] for l >= 2, the logits and both recv buffers: the next step's stores come after the
+//     sender's wait on that step's layer-0 exchange, whose bytes every block sends only after
+//     finishing the previous step (with 4 layers recv[p] is reused within a step: the parts of
+//     layer l - 2 go out after the wait on layer l - 1's, which every block sends after summing
+//     layer l's);
+//   act[1] (below).
 // act[1] alternates between two buffers by step (act_of): the next step's first pushes come
-// before any barrier of that step, and must not land on the act[1] that a slower block's
-// layer-1 update still reads.
+// before any wait of that step, and must not land on the act[1] that a slower block's layer-1
+// update still reads.
 // Every sum has a fixed order, so runs repeat bit for bit. The summation orders differ from
 // the CPU's (exact parity class: within the float tolerance, as the graph kernels).
 #include "nnpar/cuda_resident.hpp"
@@ -30,6 +41,7 @@
 #include <string>
 
 #include "nnpar/cuda_kernels.hpp"
+#include "cluster_exchange.cuh"
 #include "cluster_launch.cuh"
 #include "phase_clock.cuh"
 #include "sgd_one.cuh"
@@ -42,6 +54,9 @@ namespace cg = cooperative_groups;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxClasses = 32;
+// The exchanges' mbarriers: act[l] for l = 1..L (index l - 1), act[1] of odd steps (index L),
+// the two recv buffers (index kResidentMaxLayers + 1 + parity).
+constexpr int kExchanges = kResidentMaxLayers + 3;
 
 // (n <= 1024 and parts <= 16 in every caller: the products fit in an int.)
 __host__ __device__ inline int slice_begin(int n, int parts, int k) { return n * k / parts; }
@@ -148,16 +163,33 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
   __shared__ int label_of[kResidentMaxRows];
   __shared__ double row_loss[kResidentMaxRows];
   __shared__ unsigned row_hit[kResidentMaxRows];
+  __shared__ unsigned long long arrived[kExchanges];
 
   cg::cluster_group cluster = cg::this_cluster();
   const int C = p.cluster, k = int(cluster.block_rank());
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int L = p.layers, R = p.rows, classes = p.sizes[L];
   // act[1] alternates between two buffers by step: layer 0's outputs of step s + 1 are pushed
-  // into every block before any barrier of that step, while a slower block may still read act[1]
-  // of step s in its layer-1 update. Step s + 2's pushes come after step s + 1's first barrier,
-  // which every block passes only after finishing step s.
+  // into every block before any wait of that step, while a slower block may still read act[1]
+  // of step s in its layer-1 update. Step s + 2's pushes come after step s + 1's first exchange,
+  // which completes only once every block has finished step s.
   auto act_of = [&](int l, long long step) { return l == 1 && L >= 2 && (step & 1) ? p.at.act1_odd : p.at.act[l]; };
+  auto act_arrived = [&](int l, long long step) {
+    return &arrived[l == 1 && L >= 2 && (step & 1) ? L : l - 1];
+  };
+  auto recv_arrived = [&](int l) { return &arrived[kResidentMaxLayers + 1 + l % 2]; };
+  // Every thread waits on the exchanges itself; bit i: the parity of barrier i's next phase.
+  unsigned parities = 0;
+  auto wait_for = [&](unsigned long long* bar) {
+    const int i = int(bar - arrived);
+    exchange_wait(bar, (parities >> i) & 1u);
+    parities ^= 1u << i;
+  };
+  if (tid == 0) {
+    for (int i = 0; i < kExchanges; ++i) exchange_init(&arrived[i]);
+    exchange_init_fence();
+  }
+  const int cluster_shift = C == 16 ? 4 : 3;  // the host launches 8 or 16 blocks
 
   // This block's rows of every layer, from global memory once per launch.
   for (int l = 0; l < L; ++l) {
@@ -204,15 +236,13 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
     step_now = s;
     const long long step = p.first_step + s;
     const float scale = 1.0f / float(R);
-    // The batch's rows as floats into act[0]. The next batch's row numbers and labels are
-    // loaded now (used after the forward), so no step waits on the order -> row -> pixels chain.
+    // The batch's rows as floats into act[0]. The next batch's row numbers are loaded now (used
+    // after the forward; their labels after that, so no thread waits on the row number here),
+    // so no step waits on the order -> row -> pixels chain.
     std::uint32_t next_row = 0;
     int next_label = 0;
     const bool more = s + 1 < p.steps;
-    if (more && tid < R) {
-      next_row = p.order[(step + 1) * p.batch + tid];
-      next_label = p.labels[next_row];
-    }
+    if (more && tid < R) next_row = p.order[(step + 1) * p.batch + tid];
     {
       const int in = p.sizes[0];
       float* x = smem + p.at.act[0];
@@ -235,6 +265,9 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       const bool hidden = l + 1 < L;
       const float* X = smem + act_of(l, step);
       const float* Wl = smem + p.at.w[l];
+      float* next = smem + act_of(l + 1, step);
+      unsigned long long* next_arrived = act_arrived(l + 1, step);
+      if (tid == 0) exchange_arm(next_arrived, unsigned(R * out) * 4u);  // every neuron of every row
       for (int o = warp; o < own; o += kWarps) {
         const float* w = Wl + std::size_t(o) * in;
         float acc[Rows] = {};
@@ -253,21 +286,26 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
           if (lane == b) mine = v;
         }
         if (lane < R) {
-          float v = mine + smem[p.at.b[l] + o];
+          mine += smem[p.at.b[l] + o];
           if (hidden) {
-            v = sigmoid(v);
-            smem[p.at.own_out[l] + lane * p.own_stride[l] + o] = v;
+            mine = sigmoid(mine);
+            smem[p.at.own_out[l] + lane * p.own_stride[l] + o] = mine;
           }
-          float* next = smem + act_of(l + 1, step);
-          for (int r = 0; r < C; ++r) cluster.map_shared_rank(next, r)[lane * out + lo + o] = v;
+        }
+        // Lane t stores row t / C's value into block t % C: the R x C stores go out together.
+        for (int base = 0; base < R * C; base += 32) {
+          const int t = base + lane, b = min(t >> cluster_shift, R - 1);
+          const float v = __shfl_sync(0xffffffffu, mine, b);
+          if (t < R * C) exchange_send(next + b * out + lo + o, next_arrived, unsigned(t & (C - 1)), v);
         }
       }
-      cluster.sync();
+      wait_for(next_arrived);
       mark(1 + l);
     }
 
     // The next batch's pixels start flying (the row numbers have long arrived); the copy lands
     // in the other buffer, which nothing reads before the next step.
+    if (more && tid < R) next_label = p.labels[next_row];
     if (ahead && more) {
       if (tid < R) next_row_of[tid] = next_row;
       __syncthreads();
@@ -324,9 +362,14 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
       const float* dy = smem + p.at.dy[dy_side];
       float* Wl = smem + p.at.w[l];
       if (l > 0) {
-        // This block's part of every input's gradient, into the input's owner (layer l - 1's slices).
+        // This block's part of every input's gradient, into the input's owner (layer l - 1's
+        // slices). This block receives the C parts of each of its own inputs for every row.
         const int recv = p.at.recv[l % 2];
         const int* route = reinterpret_cast<const int*>(smem + p.at.route[l]);
+        if (tid == 0) {
+          const int pown = slice_begin(in, C, k + 1) - slice_begin(in, C, k);
+          exchange_arm(recv_arrived(l), unsigned(C * R * pown) * 4u);
+        }
         for (int j = tid; j < in; j += kThreads) {
           float v[Rows] = {};
           for (int o = 0; o < own; ++o) {
@@ -336,14 +379,12 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
               if (Rows == 1 || b < R) v[b] = fmaf(w, dy[b * dstride + o], v[b]);
           }
           const int to = route[j];
-          float* slot = cluster.map_shared_rank(smem + recv, to >> 16) + k * R * p.recv_stride + (to & 0xffff);
+          float* slot = smem + recv + k * R * p.recv_stride + (to & 0xffff);
 #pragma unroll
           for (int b = 0; b < Rows; ++b)
-            if (Rows == 1 || b < R) slot[b * p.recv_stride] = v[b];
+            if (Rows == 1 || b < R) exchange_send(slot + b * p.recv_stride, recv_arrived(l), unsigned(to >> 16), v[b]);
         }
         __syncthreads();  // every part has read the old rows
-        // Arrive now, wait after the update: the cluster barrier's latency hides behind it.
-        asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
       }
       // SGD on this block's rows: dW[o][j] = sum_b dy[b][o] x[b][j], db[o] = sum_b dy[b][o].
       // A thread per input j keeps x[b][j] in registers across the rows o; with momentum the
@@ -392,7 +433,7 @@ __global__ void __launch_bounds__(kThreads, 1) resident_kernel(const Params p) {
         sgd_one(p.sgd, smem[p.at.b[l] + o], v, g);
       }
       if (l > 0) {
-        asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+        wait_for(recv_arrived(l));
         // Layer l - 1's output gradient for this block's neurons: the C parts in rank order,
         // times the sigmoid's derivative at this block's own outputs.
         const int plo = slice_begin(in, C, k), pown = slice_begin(in, C, k + 1) - plo;
