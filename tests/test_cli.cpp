@@ -280,6 +280,53 @@ TEST(BenchCpuClock, PrintsARowPerThreadCountAndRefusesBadArgumentsByName) {
   }
 }
 
+TEST(BenchClusterExchange, RefusesBadArgumentsByNameAndDeliversEveryValueOnAGpu) {
+  const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cluster_exchange";
+  if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built (no CUDA compiler)";
+  auto run_tool = [&](const std::string& args) {
+    Result r;
+    FILE* pipe = popen(("timeout 120 " + tool.string() + " " + args + " 2>&1").c_str(), "r");
+    char buffer[4096];
+    while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
+    const int raw = pclose(pipe);
+    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    return r;
+  };
+  for (const auto& [args, named] : std::vector<std::pair<std::string, std::string>>{
+           {"--clusters 2,x", "--clusters x"}, {"--clusters 17", "--clusters 17"}, {"--floats 0", "--floats 0"},
+           {"--methods sync,foo", "unknown method 'foo'"}, {"--rounds", "--rounds: missing its value"},
+           {"--frobnicate 1", "unknown option --frobnicate"}}) {
+    const Result bad = run_tool(args);
+    EXPECT_EQ(bad.status, 2) << args << ": " << bad.output;
+    EXPECT_THAT(bad.output, HasSubstr(named)) << args;
+  }
+
+  const Result ok = run_tool("--clusters 2,16 --rounds 2000");
+  if (ok.status == 1 && ok.output.find("no CUDA device") != std::string::npos)
+    GTEST_SKIP() << "no CUDA device: the argument checks ran, the exchanges did not";
+  ASSERT_EQ(ok.status, 0) << ok.output;
+  // One row per method and cluster size; every value that went around must have arrived intact.
+  std::map<std::string, int> rows;
+  std::istringstream lines(ok.output);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string method, check;
+    int cluster = 0;
+    double ns = 0, slowest = 0;
+    fields >> method >> cluster;
+    if (fields.fail() || method.empty() || method[0] == '#' || method == "method") continue;
+    fields >> ns >> slowest >> check;
+    if (fields.fail() && cluster == 16 && line.find("cannot run") != std::string::npos) continue;
+    ASSERT_FALSE(fields.fail()) << line;
+    EXPECT_EQ(check, "ok") << line;
+    EXPECT_GT(ns, 10.0) << line;  // nothing crosses SMs in under 10 ns
+    EXPECT_GE(slowest, ns * 0.9999) << line;
+    ++rows[method];
+  }
+  for (const char* method : {"barrier", "sync", "split", "arrive", "st_async"})
+    EXPECT_GE(rows[method], 1) << method << " missing:\n" << ok.output;
+}
+
 TEST_F(Cli, OverrideChangesTheRunAndBadOverrideIsNamed) {
   need_data();
   const fs::path config = tiny_config();
