@@ -2,9 +2,10 @@
 // 8 or 16 SMs, Hopper) keeps the whole model in its shared memory for a run of steps and
 // trains batch after batch without leaving the kernel. Each block owns a slice of every
 // layer's output neurons (their weight rows, biases and activations); after a layer the owners
-// push their outputs into every block's shared memory (distributed shared memory) and the
-// cluster meets at a cluster barrier; the backward pushes each block's partial input gradient
-// to the owners of those inputs, who add the C partials in rank order. The weights are read
+// push their outputs into every block's shared memory (distributed shared memory) with
+// st.async stores that count their bytes on an mbarrier in the receiver, and each block waits
+// until its own copy is complete; the backward pushes each block's partial input gradient to
+// the owners of those inputs the same way, who add the C partials in rank order. The weights are read
 // from and written back to global memory once per run, not once per step.
 //
 // Made for small batches, where the graph variant's step is a chain of ~7 dependent kernels of

@@ -43,6 +43,9 @@
 // (docs/results/2026-11-27-cuda-resident-bf16.md, one H100): `variant = "resident"` with
 // `precision = "bf16"` runs the resident kernel on tensor cores for batches up to 128
 // (kernels/cuda/resident_mma.cu): 1.05-1.36x the bf16 graph from batch 1 to 64, 0.81x at 128.
+// Plugin 1.7 (docs/results/2026-11-28-cuda-resident-4.md, one H100): the fp32 resident kernel's
+// exchanges are st.async stores counted on the receiver's mbarrier instead of the cluster
+// barrier (a third of the latency): batch 1 89.7k samples/s against 74.4k, the same bits.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -420,7 +423,8 @@ class CudaStrategy final : public Strategy {
   static constexpr int kAutoPersistentMaxBatch = 0;
   // auto picks the resident variant up to this batch (docs/results/2026-11-27-cuda-tf32.md, one
   // H200, 784-256-256-26: resident / graph = 1.80x at batch 1, 1.77x at 2, 1.41x at 4, 1.00x at 8,
-  // 0.67x at 16).
+  // 0.67x at 16; plugin 1.7, docs/results/2026-11-28-cuda-resident-4.md, one H100: 2.00x, 1.90x,
+  // 1.54x, 1.00x, and 0.54x at 12).
   static constexpr int kAutoResidentMaxBatch = 4;
   // Under bf16, auto picks the tensor-core resident kernel up to this batch
   // (docs/results/2026-11-27-cuda-resident-bf16.md, call U7, one H100, 784-256-256-26, medians of
@@ -700,7 +704,7 @@ class CudaStrategy final : public Strategy {
 StrategyInfo cuda_info() {
   StrategyInfo info;
   info.name = "cuda";
-  info.version = "1.6";
+  info.version = "1.7";
   info.description = "one CUDA GPU: own kernels (fp32, or TF32/BF16 tensor cores), the epoch replayed from CUDA graphs";
   info.parity = ParityClass::exact;
   info.uses_gpu = true;
