@@ -1,5 +1,6 @@
-// bench_cluster_exchange: what one all-to-all exchange inside a thread-block cluster costs on
-// this GPU, for each way the resident kernels could do it.
+// bench_cluster_exchange: what one all-to-all exchange among the blocks of a thread-block
+// cluster costs on this GPU, for each way the resident kernels could do it, and what the same
+// exchange costs through global memory among blocks that are not a cluster.
 //
 // The resident kernels (kernels/cuda/resident_*.cu) end every phase of a training step with an
 // exchange: each of the C blocks stores its share of a layer's outputs (a few floats per
@@ -18,10 +19,16 @@
 //              mbarrier (mbarrier.arrive.release.cluster); receivers wait on their own mbarrier;
 //   st_async   st.async stores that complete bytes on the receiver's mbarrier (no arrive, no
 //              fence); receivers wait until all C x F x 4 bytes have landed;
-//   barrier    the cluster barrier with no stores: the barrier's own latency.
+//   barrier    the cluster barrier with no stores: the barrier's own latency;
+//   global     C blocks that are not a cluster (as blocks of different clusters are): each
+//              stores its share into the receiver's mailbox in global memory and publishes the
+//              round in a flag (st.release.gpu); the receiver polls the C flags (ld.acquire.gpu).
+//              What a model spread over more SMs than one cluster would pay per exchange;
+//   global_ll  the same blocks, every float sent with its round number in one 8-byte store
+//              (as NCCL's LL protocol), so no fence or flag: the receiver polls the words.
 //
 // Usage: bench_cluster_exchange [--clusters 2,4,8,16] [--floats 16] [--threads 512]
-//                               [--rounds 20000] [--methods sync,split,arrive,st_async,barrier]
+//                               [--rounds 20000] [--methods barrier,sync,...,global,global_ll]
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
@@ -41,7 +48,7 @@ namespace cg = cooperative_groups;
 using namespace nnpar::cuda;
 
 enum class Method { sync, split, arrive, st_async, barrier };
-constexpr const char* kMethodNames[] = {"sync", "split", "arrive", "st_async", "barrier"};
+constexpr const char* kMethodNames[] = {"sync", "split", "arrive", "st_async", "barrier", "global", "global_ll"};
 constexpr int kMaxCluster = 16;
 constexpr int kMaxFloats = 32;  // a warp stores one destination's share, a lane per float
 
@@ -110,9 +117,82 @@ __global__ void exchange_kernel(int rounds, int floats, unsigned long long* elap
   cluster.sync();  // no block leaves while another may still store into it
 }
 
+// Mailboxes in global memory: mail[side][to][from][kMaxFloats]; flags[to][from] holds the last
+// round `from` sent to `to`, plus one (zeroed before each launch).
+__global__ void global_exchange_kernel(int rounds, int floats, float* mail, unsigned* flags,
+                                       unsigned long long* elapsed_ns, float* last) {
+  __shared__ float received[kMaxCluster * kMaxFloats];
+  const unsigned C = gridDim.x, k = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  auto box = [&](int side, unsigned to, unsigned from) {
+    return mail + ((std::size_t(side) * kMaxCluster + to) * kMaxCluster + from) * kMaxFloats;
+  };
+  for (int i = tid; i < kMaxCluster * kMaxFloats; i += blockDim.x) received[i] = 0.0f;
+  __syncthreads();
+  const unsigned long long start = global_ns();
+  for (int r = 0; r < rounds; ++r) {
+    const int side = r & 1;
+    if (warp < int(C) && lane < floats) {
+      box(side, warp, k)[lane] = received[warp * floats + lane] + 1.0f;
+      __syncwarp((1u << floats) - 1u);  // the warp's stores, before lane 0's release
+      if (lane == 0)
+        asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(flags + warp * kMaxCluster + k), "r"(unsigned(r + 1))
+                     : "memory");
+    }
+    if (warp == 0 && lane < int(C)) {
+      unsigned seen = 0;
+      do {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(flags + k * kMaxCluster + lane) : "memory");
+      } while (seen < unsigned(r + 1));
+    }
+    __syncthreads();  // every sender's round r is here
+    for (int i = tid; i < int(C) * floats; i += blockDim.x)
+      received[i] = __ldcg(box(side, k, unsigned(i / floats)) + i % floats);
+    __syncthreads();
+  }
+  const unsigned long long stop = global_ns();
+  if (tid == 0) elapsed_ns[k] = stop - start;
+  for (int i = tid; i < int(C) * floats; i += blockDim.x) last[k * C * floats + i] = received[i];
+}
+
+// The same exchange with each float and its round in one 8-byte word: mail[side][to][from][f].
+__global__ void global_ll_exchange_kernel(int rounds, int floats, unsigned long long* mail,
+                                          unsigned long long* elapsed_ns, float* last) {
+  __shared__ float received[kMaxCluster * kMaxFloats];
+  const unsigned C = gridDim.x, k = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  auto box = [&](int side, unsigned to, unsigned from) {
+    return mail + ((std::size_t(side) * kMaxCluster + to) * kMaxCluster + from) * kMaxFloats;
+  };
+  for (int i = tid; i < kMaxCluster * kMaxFloats; i += blockDim.x) received[i] = 0.0f;
+  __syncthreads();
+  const unsigned long long start = global_ns();
+  for (int r = 0; r < rounds; ++r) {
+    const int side = r & 1;
+    const unsigned long long tag = (unsigned long long)(r + 1) << 32;
+    if (warp < int(C) && lane < floats) {
+      const unsigned long long word = tag | __float_as_uint(received[warp * floats + lane] + 1.0f);
+      asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(box(side, warp, k) + lane), "l"(word) : "memory");
+    }
+    __syncthreads();  // every warp has read `received` before it is overwritten
+    for (int i = tid; i < int(C) * floats; i += blockDim.x) {
+      const unsigned long long* at = box(side, k, unsigned(i / floats)) + i % floats;
+      unsigned long long word = 0;
+      do {
+        asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(word) : "l"(at) : "memory");
+      } while ((word >> 32) != unsigned(r + 1));
+      received[i] = __uint_as_float(unsigned(word));
+    }
+    __syncthreads();
+  }
+  const unsigned long long stop = global_ns();
+  if (tid == 0) elapsed_ns[k] = stop - start;
+  for (int i = tid; i < int(C) * floats; i += blockDim.x) last[k * C * floats + i] = received[i];
+}
+
 struct Options {
   std::vector<int> clusters{2, 4, 8, 16};
-  std::vector<std::string> methods{"barrier", "sync", "split", "arrive", "st_async"};
+  std::vector<std::string> methods{"barrier", "sync", "split", "arrive", "st_async", "global", "global_ll"};
   int floats = 16, threads = 512, rounds = 20000;
 };
 
@@ -148,9 +228,10 @@ Options parse(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") {
       std::printf(
           "usage: bench_cluster_exchange [--clusters 2,4,8,16] [--floats 16] [--threads 512] [--rounds 20000]\n"
-          "                              [--methods barrier,sync,split,arrive,st_async]\n"
-          "Times a chain of all-to-all exchanges inside one thread-block cluster (each block sends\n"
-          "--floats floats to every block) and prints ns per exchange for each method and cluster size.\n");
+          "                              [--methods barrier,sync,split,arrive,st_async,global,global_ll]\n"
+          "Times a chain of all-to-all exchanges among C blocks (each block sends --floats floats to every\n"
+          "block) and prints ns per exchange for each method and C: inside one thread-block cluster, or\n"
+          "through global memory (global, global_ll).\n");
       std::exit(0);
     }
     if (i + 1 >= argc) refuse(flag + ": missing its value (see --help)");
@@ -169,7 +250,7 @@ Options parse(int argc, char** argv) {
       for (const std::string& m : o.methods) {
         bool known = false;
         for (const char* name : kMethodNames) known = known || m == name;
-        if (!known) refuse("--methods: unknown method '" + m + "' (barrier, sync, split, arrive, st_async)");
+        if (!known) refuse("--methods: unknown method '" + m + "' (barrier, sync, split, arrive, st_async, global, global_ll)");
       }
     } else {
       refuse("unknown option " + flag + " (see --help)");
@@ -216,21 +297,51 @@ int main(int argc, char** argv) {
   float* last = nullptr;
   check(cudaMalloc(&elapsed, kMaxCluster * sizeof(unsigned long long)), "cudaMalloc");
   check(cudaMalloc(&last, kMaxCluster * kMaxCluster * kMaxFloats * sizeof(float)), "cudaMalloc");
+  float* mail = nullptr;
+  unsigned* flags = nullptr;
+  unsigned long long* words = nullptr;
+  const std::size_t words_bytes = 2 * kMaxCluster * kMaxCluster * kMaxFloats * sizeof(unsigned long long);
+  check(cudaMalloc(&mail, 2 * kMaxCluster * kMaxCluster * kMaxFloats * sizeof(float)), "cudaMalloc");
+  check(cudaMalloc(&words, words_bytes), "cudaMalloc");
+  check(cudaMalloc(&flags, kMaxCluster * kMaxCluster * sizeof(unsigned)), "cudaMalloc");
   bool all_ok = true;
   for (const std::string& method : o.methods) {
-    const Kernel kernel = kernel_for(method);
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), "cudaFuncSetAttribute");
+    const bool global = method == "global" || method == "global_ll";
+    const Kernel kernel = global ? nullptr : kernel_for(method);
+    if (!global)
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), "cudaFuncSetAttribute");
     for (const int C : o.clusters) {
       const nnpar::cuda::ClusterLaunch launch(C, o.threads, 0, nullptr);
       int clusters = 0;
-      if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config) != cudaSuccess || clusters < 1) {
+      if (global) {
+        // All C blocks must be resident at once, or the first would wait forever for the last.
+        int per_sm = 0;
+        const void* fn = method == "global" ? reinterpret_cast<const void*>(global_exchange_kernel)
+                                            : reinterpret_cast<const void*>(global_ll_exchange_kernel);
+        check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, o.threads, 0), "occupancy");
+        clusters = per_sm * props.multiProcessorCount >= C ? 1 : 0;
+      } else if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config) != cudaSuccess) {
         cudaGetLastError();
+        clusters = 0;
+      }
+      if (clusters < 1) {
         std::printf("%-9s %8d %14s\n", method.c_str(), C, "cannot run");
         continue;
       }
       const int warm = std::max(2, o.rounds / 10);
-      check(cudaLaunchKernelEx(&launch.config, kernel, warm, o.floats, elapsed, last), "launch");
-      check(cudaLaunchKernelEx(&launch.config, kernel, o.rounds, o.floats, elapsed, last), "launch");
+      for (const int rounds : {warm, o.rounds}) {
+        if (method == "global") {
+          check(cudaMemset(flags, 0, kMaxCluster * kMaxCluster * sizeof(unsigned)), "cudaMemset");
+          global_exchange_kernel<<<C, o.threads>>>(rounds, o.floats, mail, flags, elapsed, last);
+          check(cudaGetLastError(), "launch");
+        } else if (global) {
+          check(cudaMemset(words, 0, words_bytes), "cudaMemset");
+          global_ll_exchange_kernel<<<C, o.threads>>>(rounds, o.floats, words, elapsed, last);
+          check(cudaGetLastError(), "launch");
+        } else {
+          check(cudaLaunchKernelEx(&launch.config, kernel, rounds, o.floats, elapsed, last), "launch");
+        }
+      }
       check(cudaDeviceSynchronize(), "kernel");
       std::vector<unsigned long long> ns(C);
       std::vector<float> values(std::size_t(C) * C * o.floats);
@@ -250,6 +361,9 @@ int main(int argc, char** argv) {
   }
   cudaFree(elapsed);
   cudaFree(last);
+  cudaFree(mail);
+  cudaFree(flags);
+  cudaFree(words);
   if (!all_ok) std::fprintf(stderr, "bench_cluster_exchange: a method delivered wrong values (see 'check')\n");
   return all_ok ? 0 : 1;
 }

@@ -323,7 +323,7 @@ TEST(BenchClusterExchange, RefusesBadArgumentsByNameAndDeliversEveryValueOnAGpu)
     EXPECT_GE(slowest, ns * 0.9999) << line;
     ++rows[method];
   }
-  for (const char* method : {"barrier", "sync", "split", "arrive", "st_async"})
+  for (const char* method : {"barrier", "sync", "split", "arrive", "st_async", "global", "global_ll"})
     EXPECT_GE(rows[method], 1) << method << " missing:\n" << ok.output;
 }
 
