@@ -117,10 +117,14 @@ __global__ void exchange_kernel(int rounds, int floats, unsigned long long* elap
   cluster.sync();  // no block leaves while another may still store into it
 }
 
-// Mailboxes in global memory: mail[side][to][from][kMaxFloats]; flags[to][from] holds the last
-// round `from` sent to `to`, plus one (zeroed before each launch).
-__global__ void global_exchange_kernel(int rounds, int floats, float* mail, unsigned* flags,
+// Mailboxes in global memory: mail[side][to][from][kMaxFloats]. Word = float: each sender
+// then publishes the round in flags[to][from] (round + 1; zeroed before each launch). Word =
+// unsigned long long: each float travels with its round + 1 in the high half, and the
+// receiver polls the words themselves (zeroed before each launch).
+template <typename Word>
+__global__ void global_exchange_kernel(int rounds, int floats, Word* mail, unsigned* flags,
                                        unsigned long long* elapsed_ns, float* last) {
+  constexpr bool kWords = sizeof(Word) == 8;
   __shared__ float received[kMaxCluster * kMaxFloats];
   const unsigned C = gridDim.x, k = blockIdx.x;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -133,55 +137,39 @@ __global__ void global_exchange_kernel(int rounds, int floats, float* mail, unsi
   for (int r = 0; r < rounds; ++r) {
     const int side = r & 1;
     if (warp < int(C) && lane < floats) {
-      box(side, warp, k)[lane] = received[warp * floats + lane] + 1.0f;
-      __syncwarp((1u << floats) - 1u);  // the warp's stores, before lane 0's release
-      if (lane == 0)
-        asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(flags + warp * kMaxCluster + k), "r"(unsigned(r + 1))
-                     : "memory");
+      const float value = received[warp * floats + lane] + 1.0f;
+      Word* slot = box(side, warp, k) + lane;
+      if constexpr (kWords) {
+        const unsigned long long word = (unsigned long long)(r + 1) << 32 | __float_as_uint(value);
+        asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(slot), "l"(word) : "memory");
+      } else {
+        *slot = value;
+        __syncwarp((1u << floats) - 1u);  // the warp's stores, before lane 0's release
+        if (lane == 0)
+          asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(flags + warp * kMaxCluster + k), "r"(unsigned(r + 1))
+                       : "memory");
+      }
     }
-    if (warp == 0 && lane < int(C)) {
-      unsigned seen = 0;
-      do {
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(flags + k * kMaxCluster + lane) : "memory");
-      } while (seen < unsigned(r + 1));
+    if constexpr (!kWords) {
+      if (warp == 0 && lane < int(C)) {
+        unsigned seen = 0;
+        do {
+          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(flags + k * kMaxCluster + lane) : "memory");
+        } while (seen < unsigned(r + 1));
+      }
     }
-    __syncthreads();  // every sender's round r is here
-    for (int i = tid; i < int(C) * floats; i += blockDim.x)
-      received[i] = __ldcg(box(side, k, unsigned(i / floats)) + i % floats);
-    __syncthreads();
-  }
-  const unsigned long long stop = global_ns();
-  if (tid == 0) elapsed_ns[k] = stop - start;
-  for (int i = tid; i < int(C) * floats; i += blockDim.x) last[k * C * floats + i] = received[i];
-}
-
-// The same exchange with each float and its round in one 8-byte word: mail[side][to][from][f].
-__global__ void global_ll_exchange_kernel(int rounds, int floats, unsigned long long* mail,
-                                          unsigned long long* elapsed_ns, float* last) {
-  __shared__ float received[kMaxCluster * kMaxFloats];
-  const unsigned C = gridDim.x, k = blockIdx.x;
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  auto box = [&](int side, unsigned to, unsigned from) {
-    return mail + ((std::size_t(side) * kMaxCluster + to) * kMaxCluster + from) * kMaxFloats;
-  };
-  for (int i = tid; i < kMaxCluster * kMaxFloats; i += blockDim.x) received[i] = 0.0f;
-  __syncthreads();
-  const unsigned long long start = global_ns();
-  for (int r = 0; r < rounds; ++r) {
-    const int side = r & 1;
-    const unsigned long long tag = (unsigned long long)(r + 1) << 32;
-    if (warp < int(C) && lane < floats) {
-      const unsigned long long word = tag | __float_as_uint(received[warp * floats + lane] + 1.0f);
-      asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(box(side, warp, k) + lane), "l"(word) : "memory");
-    }
-    __syncthreads();  // every warp has read `received` before it is overwritten
+    __syncthreads();  // flags: every sender's round r is here; words: `received` is read
     for (int i = tid; i < int(C) * floats; i += blockDim.x) {
-      const unsigned long long* at = box(side, k, unsigned(i / floats)) + i % floats;
-      unsigned long long word = 0;
-      do {
-        asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(word) : "l"(at) : "memory");
-      } while ((word >> 32) != unsigned(r + 1));
-      received[i] = __uint_as_float(unsigned(word));
+      const Word* at = box(side, k, unsigned(i / floats)) + i % floats;
+      if constexpr (kWords) {
+        unsigned long long word = 0;
+        do {
+          asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(word) : "l"(at) : "memory");
+        } while ((word >> 32) != unsigned(r + 1));
+        received[i] = __uint_as_float(unsigned(word));
+      } else {
+        received[i] = __ldcg(at);
+      }
     }
     __syncthreads();
   }
@@ -316,8 +304,8 @@ int main(int argc, char** argv) {
       if (global) {
         // All C blocks must be resident at once, or the first would wait forever for the last.
         int per_sm = 0;
-        const void* fn = method == "global" ? reinterpret_cast<const void*>(global_exchange_kernel)
-                                            : reinterpret_cast<const void*>(global_ll_exchange_kernel);
+        const void* fn = method == "global" ? reinterpret_cast<const void*>(global_exchange_kernel<float>)
+                                            : reinterpret_cast<const void*>(global_exchange_kernel<unsigned long long>);
         check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, o.threads, 0), "occupancy");
         clusters = per_sm * props.multiProcessorCount >= C ? 1 : 0;
       } else if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config) != cudaSuccess) {
@@ -332,11 +320,11 @@ int main(int argc, char** argv) {
       for (const int rounds : {warm, o.rounds}) {
         if (method == "global") {
           check(cudaMemset(flags, 0, kMaxCluster * kMaxCluster * sizeof(unsigned)), "cudaMemset");
-          global_exchange_kernel<<<C, o.threads>>>(rounds, o.floats, mail, flags, elapsed, last);
+          global_exchange_kernel<float><<<C, o.threads>>>(rounds, o.floats, mail, flags, elapsed, last);
           check(cudaGetLastError(), "launch");
         } else if (global) {
           check(cudaMemset(words, 0, words_bytes), "cudaMemset");
-          global_ll_exchange_kernel<<<C, o.threads>>>(rounds, o.floats, words, elapsed, last);
+          global_exchange_kernel<unsigned long long><<<C, o.threads>>>(rounds, o.floats, words, nullptr, elapsed, last);
           check(cudaGetLastError(), "launch");
         } else {
           check(cudaLaunchKernelEx(&launch.config, kernel, rounds, o.floats, elapsed, last), "launch");

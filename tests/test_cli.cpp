@@ -29,9 +29,10 @@ struct Result {
   std::string output;  // stdout and stderr together
 };
 
-Result run(const std::string& args) {
+// `program args`, stdout and stderr together.
+Result run_program(const fs::path& program, const std::string& args) {
   // A hard bound on every command: a hang becomes exit status 124 instead of a stuck test.
-  const std::string command = "timeout 120 " + kNnpar.string() + " " + args + " 2>&1";
+  const std::string command = "timeout 120 " + program.string() + " " + args + " 2>&1";
   Result r;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -41,6 +42,8 @@ Result run(const std::string& args) {
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return r;
 }
+
+Result run(const std::string& args) { return run_program(kNnpar, args); }
 
 class Cli : public ::testing::Test {
  protected:
@@ -239,15 +242,7 @@ TEST_F(Cli, CompareRepeatRotatesTheOrderAndKeepsEachStrategysMedianRun) {
 TEST(BenchCpuClock, PrintsARowPerThreadCountAndRefusesBadArgumentsByName) {
   const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cpu_clock";
   if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built";
-  auto run_tool = [&](const std::string& args) {
-    Result r;
-    FILE* pipe = popen(("timeout 60 " + tool.string() + " " + args + " 2>&1").c_str(), "r");
-    char buffer[4096];
-    while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
-    const int raw = pclose(pipe);
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    return r;
-  };
+  auto run_tool = [&](const std::string& args) { return run_program(tool, args); };
   const Result ok = run_tool("--threads 2 --ms 20 --reps 1 --kinds add");
   ASSERT_EQ(ok.status, 0) << ok.output;
   std::map<int, double> gain;  // threads -> T x (rate at T / rate alone)
@@ -283,15 +278,7 @@ TEST(BenchCpuClock, PrintsARowPerThreadCountAndRefusesBadArgumentsByName) {
 TEST(BenchClusterExchange, RefusesBadArgumentsByNameAndDeliversEveryValueOnAGpu) {
   const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cluster_exchange";
   if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built (no CUDA compiler)";
-  auto run_tool = [&](const std::string& args) {
-    Result r;
-    FILE* pipe = popen(("timeout 120 " + tool.string() + " " + args + " 2>&1").c_str(), "r");
-    char buffer[4096];
-    while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) r.output.append(buffer, n);
-    const int raw = pclose(pipe);
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    return r;
-  };
+  auto run_tool = [&](const std::string& args) { return run_program(tool, args); };
   for (const auto& [args, named] : std::vector<std::pair<std::string, std::string>>{
            {"--clusters 2,x", "--clusters x"}, {"--clusters 17", "--clusters 17"}, {"--floats 0", "--floats 0"},
            {"--methods sync,foo", "unknown method 'foo'"}, {"--rounds", "--rounds: missing its value"},
