@@ -13,7 +13,8 @@
 //
 // Methods:
 //   sync       plain remote stores (st.shared::cluster), then the cluster barrier
-//              (barrier.cluster.arrive.release + wait.acquire), as the kernels do today;
+//              (barrier.cluster.arrive.release + wait.acquire): the fp32 resident kernel until
+//              cuda plugin 1.7, the bf16 one still (its blocks read remote data, not receive it);
 //   split      the same barrier, relaxed arrive and a separate release fence per storing warp;
 //   arrive     plain remote stores, then each storing warp's lane 0 arrives on the receiver's
 //              mbarrier (mbarrier.arrive.release.cluster); receivers wait on their own mbarrier;
@@ -32,6 +33,7 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
