@@ -43,11 +43,15 @@
 #include "../kernels/cuda/cluster_exchange.cuh"
 #include "../kernels/cuda/cluster_launch.cuh"
 #include "../kernels/cuda/phase_clock.cuh"
+#include "bench_args.hpp"
 
 namespace {
 
 namespace cg = cooperative_groups;
 using namespace nnpar::cuda;
+using nnpar_bench::int_in_range;
+using nnpar_bench::ints_in_range;
+using nnpar_bench::split_commas;
 
 enum class Method { sync, split, arrive, st_async, barrier };
 constexpr const char* kMethodNames[] = {"sync", "split", "arrive", "st_async", "barrier", "global", "global_ll"};
@@ -191,26 +195,8 @@ struct Options {
   std::exit(2);
 }
 
-int parse_int(const char* flag, const char* text, int lo, int hi) {
-  char* end = nullptr;
-  const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0' || v < lo || v > hi)
-    refuse(std::string(flag) + " " + text + ": expected an integer in " + std::to_string(lo) + ".." + std::to_string(hi));
-  return int(v);
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t at = 0;
-  while (at <= text.size()) {
-    const std::size_t comma = text.find(',', at);
-    out.push_back(text.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
-    if (comma == std::string::npos) break;
-    at = comma + 1;
-  }
-  return out;
-}
-
+// Bad arguments throw std::invalid_argument (bench_args.hpp's parsers and the checks here);
+// main refuses them.
 Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
@@ -224,26 +210,27 @@ Options parse(int argc, char** argv) {
           "through global memory (global, global_ll).\n");
       std::exit(0);
     }
-    if (i + 1 >= argc) refuse(flag + ": missing its value (see --help)");
-    const char* value = argv[++i];
+    if (i + 1 >= argc) throw std::invalid_argument(flag + ": missing its value (see --help)");
+    const std::string value = argv[++i];
     if (flag == "--clusters") {
-      o.clusters.clear();
-      for (const std::string& c : split_list(value)) o.clusters.push_back(parse_int("--clusters", c.c_str(), 1, kMaxCluster));
+      o.clusters = ints_in_range(flag, value, 1, kMaxCluster);
     } else if (flag == "--floats") {
-      o.floats = parse_int("--floats", value, 1, kMaxFloats);
+      o.floats = int_in_range(flag, value, 1, kMaxFloats);
     } else if (flag == "--threads") {
-      o.threads = parse_int("--threads", value, 32 * kMaxCluster, 1024);
+      o.threads = int_in_range(flag, value, 32 * kMaxCluster, 1024);
     } else if (flag == "--rounds") {
-      o.rounds = parse_int("--rounds", value, 2, 10000000);
+      o.rounds = int_in_range(flag, value, 2, 10000000);
     } else if (flag == "--methods") {
-      o.methods = split_list(value);
+      o.methods = split_commas(value);
       for (const std::string& m : o.methods) {
         bool known = false;
         for (const char* name : kMethodNames) known = known || m == name;
-        if (!known) refuse("--methods: unknown method '" + m + "' (barrier, sync, split, arrive, st_async, global, global_ll)");
+        if (!known)
+          throw std::invalid_argument("--methods: unknown method '" + m +
+                                      "' (barrier, sync, split, arrive, st_async, global, global_ll)");
       }
     } else {
-      refuse("unknown option " + flag + " (see --help)");
+      throw std::invalid_argument("unknown option " + flag + " (see --help)");
     }
   }
   return o;
@@ -268,7 +255,12 @@ Kernel kernel_for(const std::string& m) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o;
+  try {
+    o = parse(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    refuse(e.what());
+  }
   int device_count = 0;
   if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
     std::fprintf(stderr, "bench_cluster_exchange: no CUDA device\n");

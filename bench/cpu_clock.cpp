@@ -41,27 +41,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench_args.hpp"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  for (std::size_t at = 0; at <= s.size();) {
-    const std::size_t comma = std::min(s.find(',', at), s.size());
-    out.push_back(s.substr(at, comma - at));
-    at = comma + 1;
-  }
-  return out;
-}
-
-int positive(const std::string& item, const char* flag) {
-  char* end = nullptr;
-  const long v = std::strtol(item.c_str(), &end, 10);
-  if (item.empty() || *end || v <= 0 || v > 4096)
-    throw std::invalid_argument(std::string(flag) + ": expected positive integers, got '" + item + "'");
-  return int(v);
-}
+using nnpar_bench::int_in_range;
+constexpr int kMaxArg = 4096;  // threads, ms, reps and seconds alike
 
 // One block of each kind: the unit the timed loop repeats. Returns work done (FLOPs or adds).
 constexpr int kBlockIterations = 4096;
@@ -248,20 +235,19 @@ int main(int argc, char** argv) {
         return argv[++i];
       };
       if (arg == "--threads") {
-        thread_counts.clear();
-        for (const auto& item : split(value())) thread_counts.push_back(positive(item, "--threads"));
+        thread_counts = nnpar_bench::ints_in_range(arg, value(), 1, kMaxArg);
       } else if (arg == "--ms") {
-        ms = positive(value(), "--ms");
+        ms = int_in_range(arg, value(), 1, kMaxArg);
       } else if (arg == "--reps") {
-        reps = positive(value(), "--reps");
+        reps = int_in_range(arg, value(), 1, kMaxArg);
       } else if (arg == "--kinds") {
-        kinds_wanted = split(value());
+        kinds_wanted = nnpar_bench::split_commas(value());
       } else if (arg == "--pairs") {
         pairs = true;
       } else if (arg == "--load") {
-        load_threads = positive(value(), "--load");
+        load_threads = int_in_range(arg, value(), 1, kMaxArg);
       } else if (arg == "--seconds") {
-        load_seconds = positive(value(), "--seconds");
+        load_seconds = int_in_range(arg, value(), 1, kMaxArg);
       } else if (arg == "--help" || arg == "-h") {
         std::puts("usage: bench_cpu_clock [--threads 1,8,16] [--ms 300] [--reps 3] [--kinds fma512,fma256,add]\n"
                   "       bench_cpu_clock --load T --seconds S [--kinds fma512]\n"

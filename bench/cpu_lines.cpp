@@ -26,28 +26,20 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "bench_args.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kLine = 64;
 
-std::vector<int> ints(const char* text) {
-  std::vector<int> out;
-  std::string s(text);
-  for (std::size_t at = 0; at <= s.size();) {
-    const std::size_t comma = std::min(s.find(',', at), s.size());
-    const std::string item = s.substr(at, comma - at);
-    char* end = nullptr;
-    const long v = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end || v <= 0) throw std::invalid_argument("expected positive integers, got '" + s + "'");
-    out.push_back(int(v));
-    at = comma + 1;
-  }
-  return out;
+std::vector<int> positive_ints(const std::string& flag, const char* text) {
+  return nnpar_bench::ints_in_range(flag, text, 1, std::numeric_limits<int>::max());
 }
 
 // Every case runs the same machine code (GCC would otherwise clone read_range for its calls
@@ -106,9 +98,9 @@ int main(int argc, char** argv) {
         return 0;
       }
       if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-      if (a == "--threads") threads = ints(argv[++i]);
-      else if (a == "--kib") kib = ints(argv[++i]);
-      else if (a == "--reps") reps = ints(argv[++i]).front();
+      if (a == "--threads") threads = positive_ints(a, argv[++i]);
+      else if (a == "--kib") kib = positive_ints(a, argv[++i]);
+      else if (a == "--reps") reps = positive_ints(a, argv[++i]).front();
       else throw std::invalid_argument("unknown argument " + a);
     }
   } catch (const std::exception& e) {
