@@ -48,7 +48,14 @@
 namespace {
 
 namespace cg = cooperative_groups;
-using namespace nnpar::cuda;
+using nnpar::cuda::cluster_address;
+using nnpar::cuda::exchange_arm;
+using nnpar::cuda::exchange_init;
+using nnpar::cuda::exchange_init_fence;
+using nnpar::cuda::exchange_send;
+using nnpar::cuda::exchange_wait;
+using nnpar::cuda::global_ns;
+using nnpar::cuda::shared_address;
 using nnpar_bench::int_in_range;
 using nnpar_bench::ints_in_range;
 using nnpar_bench::split_commas;

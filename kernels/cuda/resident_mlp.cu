@@ -505,11 +505,7 @@ struct ResidentTrainer::Impl {
   int recv_stride = 1;
   Layout layout{};
   std::size_t bytes = 0;
-  unsigned long long* clocks = nullptr;  // NNPAR_RESIDENT_PHASES: the phase clock's sums
-  bool clocks_printed = false;
-  ~Impl() {
-    if (clocks != nullptr) cudaFree(clocks);
-  }
+  PhaseClockHost<kClockPhases> clock;
 };
 
 ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make_unique<Impl>()) {
@@ -562,10 +558,7 @@ ResidentTrainer::ResidentTrainer(const ResidentConfig& config) : impl_(std::make
     m.recv_stride = recv;
     m.layout = at;
     m.bytes = bytes;
-    if (std::getenv("NNPAR_RESIDENT_PHASES") != nullptr) {
-      check(cudaMalloc(&m.clocks, (kClockPhases + 1) * sizeof(unsigned long long)), "resident clocks");
-      check(cudaMemset(m.clocks, 0, (kClockPhases + 1) * sizeof(unsigned long long)), "resident clocks");
-    }
+    m.clock.allocate_if_asked();
     return;
   }
   fail("the model and a batch of " + std::to_string(config.batch) + " rows need " + tried + " of shared memory per block; " +
@@ -611,29 +604,21 @@ void ResidentTrainer::run(std::size_t first_step, int steps, int rows, cudaStrea
   p.correct = c.correct;
   p.step = c.step;
 
-  p.clocks = m.clocks;
+  p.clocks = m.clock.device();
 
   const ClusterLaunch launch(m.cluster, kThreads, m.bytes, stream);
   check(cudaLaunchKernelEx(&launch.config, kernel_for(rows, c.momentum != 0.0f), p), "resident kernel launch");
-  // The first launch of 8 steps or more prints block 0's mean time per phase (stderr), once.
-  if (p.clocks != nullptr && steps >= 8 && !m.clocks_printed) {
-    impl_->clocks_printed = true;
-    unsigned long long t[kClockPhases + 1] = {};
-    check(cudaStreamSynchronize(stream), "resident clocks");
-    check(cudaMemcpy(t, p.clocks, sizeof(t), cudaMemcpyDeviceToHost), "resident clocks");
-    const int L = p.layers;
-    std::fprintf(stderr, "resident phases (block 0, mean ns over %llu steps, rows %d, cluster %d):", t[kClockPhases],
-                 rows, m.cluster);
-    auto show = [&](const std::string& name, int i) {
-      std::fprintf(stderr, " %s %.0f", name.c_str(), double(t[i]) / double(std::max(1ULL, t[kClockPhases])));
-    };
-    show("input", 0);
-    for (int l = 0; l < L; ++l) show("F" + std::to_string(l), 1 + l);
-    show("softmax", L + 1);
-    for (int l = L - 1; l >= 0; --l) show("B" + std::to_string(l), L + 2 + (L - 1 - l));
-    show("end", 2 * L + 2);
-    std::fprintf(stderr, "\n");
-  }
+  // The phases in index order: input, F0.., softmax, B(L-1)..B0, end.
+  impl_->clock.report(stream, steps, "resident phases",
+                      ", rows " + std::to_string(rows) + ", cluster " + std::to_string(m.cluster), [&] {
+                        const int L = p.layers;
+                        std::vector<std::string> names{"input"};
+                        for (int l = 0; l < L; ++l) names.push_back("F" + std::to_string(l));
+                        names.push_back("softmax");
+                        for (int l = L - 1; l >= 0; --l) names.push_back("B" + std::to_string(l));
+                        names.push_back("end");
+                        return names;
+                      });
 }
 
 }  // namespace nnpar::cuda

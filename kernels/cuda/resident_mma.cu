@@ -823,8 +823,8 @@ struct ResidentMmaTrainer::Impl {
   int sw0 = 0, sw1 = 0;
   Layout layout{};
   std::size_t bytes = 0;
-  DeviceWords staged, clocks;
-  bool clocks_printed = false;
+  DeviceWords staged;
+  PhaseClockHost<kClockPhases> clock;
 };
 
 ResidentMmaTrainer::ResidentMmaTrainer(const EpochKernelInputs& config) : impl_(std::make_unique<Impl>()) {
@@ -873,7 +873,7 @@ ResidentMmaTrainer::ResidentMmaTrainer(const EpochKernelInputs& config) : impl_(
          std::to_string(m.bytes >> 10) + " KiB of shared memory each");
   }
   m.staged.allocate(std::size_t(RP) * n[0], "resident staging buffer");  // 4 copies of RP x in bytes
-  if (std::getenv("NNPAR_RESIDENT_PHASES") != nullptr) m.clocks.allocate(2 * (kClockPhases + 1), "resident clocks");
+  m.clock.allocate_if_asked();
 }
 
 ResidentMmaTrainer::~ResidentMmaTrainer() = default;
@@ -916,19 +916,12 @@ void ResidentMmaTrainer::run(std::size_t first_step, int steps, int rows, cudaSt
   p.correct = c.correct;
   p.step = c.step;
   const ClusterLaunch launch(m.cluster, kThreads, m.bytes, stream);
-  p.clocks = static_cast<unsigned long long*>(m.clocks.get());
+  p.clocks = m.clock.device();
   check(cudaLaunchKernelEx(&launch.config, kKernels[c.momentum != 0.0f], p), "resident bf16 kernel launch");
-  if (p.clocks != nullptr && steps >= 8 && !m.clocks_printed) {
-    impl_->clocks_printed = true;
-    unsigned long long t[kClockPhases + 1] = {};
-    check(cudaStreamSynchronize(stream), "resident clocks");
-    check(cudaMemcpy(t, p.clocks, sizeof(t), cudaMemcpyDeviceToHost), "resident clocks");
-    static const char* names[kClockPhases] = {"F0", "B1", "W1 update", "F1", "logit parts", "B2", "softmax",
-                                              "B2b+dZ2+dA1", "dW2+dW1", "B3", "G0", "dW0"};
-    std::fprintf(stderr, "resident bf16 phases (block 0, mean ns over %llu steps, rows %d):", t[kClockPhases], rows);
-    for (int i = 0; i < kClockPhases; ++i) std::fprintf(stderr, " %s %.0f", names[i], double(t[i]) / double(t[kClockPhases]));
-    std::fprintf(stderr, "\n");
-  }
+  impl_->clock.report(stream, steps, "resident bf16 phases", ", rows " + std::to_string(rows), [] {
+    return std::vector<std::string>{"F0", "B1", "W1 update", "F1", "logit parts", "B2", "softmax",
+                                    "B2b+dZ2+dA1", "dW2+dW1", "B3", "G0", "dW0"};
+  });
 }
 
 }  // namespace nnpar::cuda
