@@ -178,6 +178,12 @@ def host_ceiling(args, threads_list):
     return None
 
 
+def print_ceiling(ceiling, when, lead=""):
+    if ceiling:
+        print(f"{lead}host ceiling ({ceiling['kind']}, {when}): "
+              + ", ".join(f"{t} threads {g:.2f}x" for t, g in sorted(ceiling["gain"].items())))
+
+
 def fmt(x):
     return "-" if x is None or x != x else f"{x:,.0f}"
 
@@ -255,9 +261,7 @@ def main():
           f"{'2..' if args.epochs > 1 else '1..'}{args.epochs}")
 
     ceiling = None if args.no_ceiling else host_ceiling(args, threads_list)
-    if ceiling:
-        print("host ceiling (" + ceiling["kind"] + ", before): "
-              + ", ".join(f"{t} threads {g:.2f}x" for t, g in sorted(ceiling["gain"].items())))
+    print_ceiling(ceiling, "before")
     machine["ceiling_before"] = ceiling
     results = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -288,9 +292,7 @@ def main():
                 results.append(entry)
 
     after = None if args.no_ceiling else host_ceiling(args, threads_list)
-    if after:
-        print("\nhost ceiling (" + after["kind"] + ", after): "
-              + ", ".join(f"{t} threads {g:.2f}x" for t, g in sorted(after["gain"].items())))
+    print_ceiling(after, "after", lead="\n")
     machine["ceiling_after"] = after
     if args.json:
         with open(args.json, "w") as f:

@@ -333,7 +333,6 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, Pr
   std::vector<RepeatSummary> repeats(count);
   for (std::size_t i = 0; i < count; ++i) {
     RepeatSummary& rep = repeats[i];
-    rep.rounds = rounds;
     for (int r = 0; r < rounds; ++r) {
       const double own = round_runs[r][i].train_seconds, ref = round_runs[r][0].train_seconds;
       rep.train_seconds.push_back(own);
@@ -393,15 +392,15 @@ int cmd_compare(const CommonOptions& o, const std::vector<std::string>& only, Pr
                 rounds);
     for (std::size_t i = 0; i < runs.size(); ++i) {
       const RepeatSummary& rep = repeats[i];
-      const auto [lo, hi] = std::minmax_element(rep.samples_per_second.begin(), rep.samples_per_second.end());
+      const auto [lo, hi] = rep.samples_per_second_range();
       std::string ratios;
       for (double x : rep.paired_speedup) {
         char one[32];
         std::snprintf(one, sizeof one, "%s%.2f", ratios.empty() ? "" : " ", x);
         ratios += one;
       }
-      std::printf("  %-16s samples/s %.0f-%.0f (%.0f%% spread), speedup by round: %s\n", runs[i].label.c_str(), *lo,
-                  *hi, *lo > 0 ? 100 * (*hi / *lo - 1) : 0.0, ratios.c_str());
+      std::printf("  %-16s samples/s %.0f-%.0f (%.0f%% spread), speedup by round: %s\n", runs[i].label.c_str(), lo,
+                  hi, lo > 0 ? 100 * (hi / lo - 1) : 0.0, ratios.c_str());
     }
   }
   // A virtual machine's host may run other guests on our cores: their time is not ours, and

@@ -283,8 +283,14 @@ double median_of(std::vector<double> xs) {
   return n % 2 ? xs[n / 2] : 0.5 * (xs[n / 2 - 1] + xs[n / 2]);
 }
 
+std::pair<double, double> RepeatSummary::samples_per_second_range() const {
+  if (samples_per_second.empty()) return {0, 0};
+  const auto [lo, hi] = std::minmax_element(samples_per_second.begin(), samples_per_second.end());
+  return {*lo, *hi};
+}
+
 nlohmann::json repeat_json(const RepeatSummary& r) {
-  return {{"rounds", r.rounds},
+  return {{"rounds", r.rounds()},
           {"kept_round", r.kept_round + 1},
           {"train_seconds", r.train_seconds},
           {"samples_per_second", r.samples_per_second},
@@ -310,10 +316,9 @@ std::string summary_csv(const std::vector<SummaryRow>& rows) {
     else
       out << ",,";
     out << ',' << row.results_file.filename().string();
-    if (row.repeats != nullptr && !row.repeats->samples_per_second.empty()) {
-      const auto [lo, hi] =
-          std::minmax_element(row.repeats->samples_per_second.begin(), row.repeats->samples_per_second.end());
-      out << ',' << row.repeats->rounds << ',' << *lo << ',' << *hi << '\n';
+    if (row.repeats != nullptr && row.repeats->rounds() > 0) {
+      const auto [lo, hi] = row.repeats->samples_per_second_range();
+      out << ',' << row.repeats->rounds() << ',' << lo << ',' << hi << '\n';
     } else {
       out << ",1," << r.samples_per_second << ',' << r.samples_per_second << '\n';
     }

@@ -3,6 +3,7 @@
 #pragma once
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -44,11 +45,13 @@ RunResult run_from_json(const nlohmann::json& j);
 
 // compare --repeat: one strategy's rounds.
 struct RepeatSummary {
-  int rounds = 1;
   int kept_round = 0;  // the round whose run stands for the strategy (median training time)
-  std::vector<double> train_seconds, samples_per_second;
+  std::vector<double> train_seconds, samples_per_second;  // per round
   std::vector<double> paired_speedup;  // per round: the reference's time / this strategy's
   double speedup = 0;                  // median of paired_speedup
+  int rounds() const { return int(train_seconds.size()); }
+  // The slowest and fastest round's samples/s ({0, 0} without rounds).
+  std::pair<double, double> samples_per_second_range() const;
 };
 // The index of the median of xs (the lower middle for an even count); 0 for an empty list.
 int median_index(const std::vector<double>& xs);
