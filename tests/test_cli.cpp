@@ -314,6 +314,47 @@ TEST(BenchClusterExchange, RefusesBadArgumentsByNameAndDeliversEveryValueOnAGpu)
     EXPECT_GE(rows[method], 1) << method << " missing:\n" << ok.output;
 }
 
+TEST(BenchClusterBroadcast, RefusesBadArgumentsByNameAndDeliversEveryByteOnAGpu) {
+  const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cluster_broadcast";
+  if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built (no CUDA compiler)";
+  for (const auto& [args, named] : std::vector<std::pair<std::string, std::string>>{
+           {"--bytes 100", "--bytes 100: must be a multiple of 16"}, {"--piece 0", "--piece 0"},
+           {"--clusters 0", "--clusters 0"}, {"--fresh 2", "--fresh 2"},
+           {"--methods ldcg,foo", "unknown method 'foo'"}, {"--rounds", "--rounds: missing its value"},
+           {"--frobnicate 1", "unknown option --frobnicate"}}) {
+    const Result bad = run_program(tool, args);
+    EXPECT_EQ(bad.status, 2) << args << ": " << bad.output;
+    EXPECT_THAT(bad.output, HasSubstr(named)) << args;
+  }
+
+  // Pieces that do not divide the bytes, so the last piece is short and multicast's pieces go
+  // unevenly to the blocks.
+  const Result ok = run_program(tool, "--clusters 1,16 --bytes 100352 --piece 6016 --rounds 50");
+  if (ok.status == 1 && ok.output.find("no CUDA device") != std::string::npos)
+    GTEST_SKIP() << "no CUDA device: the argument checks ran, the copies did not";
+  ASSERT_EQ(ok.status, 0) << ok.output;
+  // One row per method, freshness and cluster size; every block's checksum must match the source.
+  std::map<std::string, int> rows;
+  std::istringstream lines(ok.output);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string method, check;
+    int cluster = 0, fresh = 0;
+    double ns = 0, slowest = 0, rate = 0;
+    fields >> method >> cluster >> fresh;
+    if (fields.fail() || method.empty() || method[0] == '#' || method == "method") continue;
+    fields >> ns >> slowest >> rate >> check;
+    if (fields.fail() && cluster == 16 && line.find("cannot run") != std::string::npos) continue;
+    ASSERT_FALSE(fields.fail()) << line;
+    EXPECT_EQ(check, "ok") << line;
+    EXPECT_GT(ns, 100.0) << line;  // 100 KB does not reach an SM in under 100 ns
+    EXPECT_GE(slowest, ns * 0.9999) << line;
+    ++rows[method];
+  }
+  for (const char* method : {"ldcg", "ldcg_rotated", "ldcg_own", "bulk", "bulk_rotated", "bulk_own", "multicast"})
+    EXPECT_GE(rows[method], 2) << method << " missing:\n" << ok.output;
+}
+
 TEST_F(Cli, OverrideChangesTheRunAndBadOverrideIsNamed) {
   need_data();
   const fs::path config = tiny_config();
