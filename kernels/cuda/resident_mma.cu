@@ -426,7 +426,10 @@ __global__ void __launch_bounds__(kThreads, 1) resident_mma_kernel(const Params 
     }
 
     // ---- F0: Z0[:, own] = X W0own^T over I / 16 k steps, split over the warps (TileSplit). X
-    // comes from L2: each warp keeps kAhead fragments in flight.
+    // comes from L2: each warp keeps kAhead fragments in flight. (Bulk copies through a ring in
+    // shared memory, and the batch multicast into every block's shared memory before F0, were
+    // measured and were not faster: the work after the loads is most of F0 and dW0;
+    // docs/results/2026-11-28-cuda-resident-5.md.)
     {
       float acc[2][4] = {};
       const int steps = I / 16, s0 = split.begin(steps), s1 = split.end(steps), first = split.mt * steps;
