@@ -54,6 +54,7 @@ using nnpar::cuda::exchange_init;
 using nnpar::cuda::exchange_init_fence;
 using nnpar::cuda::exchange_send;
 using nnpar::cuda::exchange_wait;
+using nnpar::cuda::exchange_wait_cluster;
 using nnpar::cuda::global_ns;
 using nnpar::cuda::shared_address;
 using nnpar_bench::int_in_range;
@@ -119,8 +120,13 @@ __global__ void exchange_kernel(int rounds, int floats, unsigned long long* elap
     } else if constexpr (M == Method::split) {
       asm volatile("barrier.cluster.arrive.relaxed.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
     } else {
-      // Each barrier completes once per two rounds: phase r / 2 of barrier `side`.
-      exchange_wait(&sh.bar[side], unsigned(r >> 1) & 1u);
+      // Each barrier completes once per two rounds: phase r / 2 of barrier `side`. arrive's
+      // phases release plain stores, so they need the cluster-scope acquire.
+      if constexpr (M == Method::arrive) {
+        exchange_wait_cluster(&sh.bar[side], unsigned(r >> 1) & 1u);
+      } else {
+        exchange_wait(&sh.bar[side], unsigned(r >> 1) & 1u);
+      }
     }
   }
   const unsigned long long stop = global_ns();
