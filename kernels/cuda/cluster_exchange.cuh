@@ -52,34 +52,37 @@ __device__ __forceinline__ void exchange_send(float* slot, unsigned long long* b
 }
 
 // Any number of the receiving block's threads: returns once the phase of parity `parity` has
-// completed, with every byte it counted visible to the caller. For phases that count only
-// bytes written by st.async or the TMA (complete_tx): the barrier itself makes them visible,
-// so an acquire at CTA scope suffices (as CUTLASS waits on its transaction barriers). An
-// acquire at cluster scope also invalidates the SM's L1 on every wait (CCTL.IVALL); the CTA
-// scope made the fp32 resident kernel 1.009x faster at batch 1, the same bits
-// (docs/results/2026-11-28-cuda-resident-5.md).
-__device__ __forceinline__ void exchange_wait(unsigned long long* bar, unsigned parity) {
+// completed, with every byte it counted visible to the caller.
+//   exchange_wait: for phases that count only bytes written by st.async or the TMA
+//     (complete_tx). The barrier itself makes them visible, so an acquire at CTA scope suffices
+//     (as CUTLASS waits on its transaction barriers). An acquire at cluster scope also
+//     invalidates the SM's L1 on every wait (CCTL.IVALL). The CTA scope made the fp32 resident
+//     kernel 1.009x faster at batch 1, with the same bits (docs/results/2026-11-28-cuda-resident-5.md).
+//   exchange_wait_cluster: for phases completed by other blocks' arrivals that release their
+//     plain stores (mbarrier.arrive.release.cluster). Only an acquire at cluster scope pairs
+//     with them.
+template <bool ClusterScope>
+__device__ __forceinline__ void wait_phase(unsigned long long* bar, unsigned parity) {
   unsigned done = 0;
   do {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(shared_address(bar)), "r"(parity)
-        : "memory");
+    if constexpr (ClusterScope) {
+      asm volatile(
+          "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+          : "=r"(done)
+          : "r"(shared_address(bar)), "r"(parity)
+          : "memory");
+    } else {
+      asm volatile(
+          "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+          : "=r"(done)
+          : "r"(shared_address(bar)), "r"(parity)
+          : "memory");
+    }
   } while (!done);
 }
-
-// The same wait for phases completed by other blocks' arrivals that release their plain stores
-// (mbarrier.arrive.release.cluster): only an acquire at cluster scope pairs with them.
+__device__ __forceinline__ void exchange_wait(unsigned long long* bar, unsigned parity) { wait_phase<false>(bar, parity); }
 __device__ __forceinline__ void exchange_wait_cluster(unsigned long long* bar, unsigned parity) {
-  unsigned done = 0;
-  do {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(shared_address(bar)), "r"(parity)
-        : "memory");
-  } while (!done);
+  wait_phase<true>(bar, parity);
 }
 
 }  // namespace nnpar::cuda
