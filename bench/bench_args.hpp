@@ -2,6 +2,7 @@
 // name (std::invalid_argument; each tool prints it and exits 2).
 #pragma once
 
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -36,6 +37,28 @@ inline std::vector<int> ints_in_range(const std::string& flag, const std::string
   std::vector<int> out;
   for (const std::string& item : split_commas(text)) out.push_back(int_in_range(flag, item, lo, hi));
   return out;
+}
+
+// Prints "tool: why" and exits 2, the status of a refused argument.
+[[noreturn]] inline void refuse(const char* tool, const std::string& why) {
+  std::fprintf(stderr, "%s: %s\n", tool, why.c_str());
+  std::exit(2);
+}
+
+// Hands each "--flag value" pair of argv, in order, to on_flag(flag, value), which throws
+// std::invalid_argument for a flag it does not know. --help or -h prints `usage` and exits 0; a
+// flag without a value throws.
+template <class OnFlag>
+inline void for_each_flag(int argc, char** argv, const char* usage, OnFlag&& on_flag) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) throw std::invalid_argument(flag + ": missing its value (see --help)");
+    on_flag(flag, std::string(argv[++i]));
+  }
 }
 
 }  // namespace nnpar_bench

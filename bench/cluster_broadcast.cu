@@ -41,6 +41,7 @@
 #include "../kernels/cuda/cluster_launch.cuh"
 #include "../kernels/cuda/phase_clock.cuh"
 #include "bench_args.hpp"
+#include "bench_cuda.hpp"
 
 namespace {
 
@@ -171,44 +172,40 @@ struct Options {
   int bytes = 128 * 784, piece = 16384, rounds = 2000;
 };
 
-[[noreturn]] void refuse(const std::string& why) {
-  std::fprintf(stderr, "bench_cluster_broadcast: %s\n", why.c_str());
-  std::exit(2);
-}
-
 int method_index(const std::string& m) {
   for (int i = 0; i < kMethods; ++i)
     if (m == kMethodNames[i]) return i;
   return -1;
 }
 
+constexpr const char* kTool = "bench_cluster_broadcast";
+constexpr const char* kUsage =
+    "usage: bench_cluster_broadcast [--clusters 1,2,4,8,16] [--bytes 100352] [--piece 16384] [--rounds 2000]\n"
+    "                               [--fresh 0,1] [--methods ldcg,ldcg_rotated,ldcg_own,bulk,bulk_rotated,\n"
+    "                               bulk_own,multicast]\n"
+    "Times how long every block of a C-block cluster takes to bring the same --bytes from global memory\n"
+    "into its shared memory (ns a round and GB/s a block), for each method; --fresh 1 rewrites the\n"
+    "source before each round, as a kernel staging its next batch does. --bytes and --piece: multiples\n"
+    "of 16.\n";
+
+// `text` as a multiple of 16 in 16..kMaxBytes, else an error naming the flag.
+int multiple_of_16(const std::string& flag, const std::string& text) {
+  const int v = int_in_range(flag, text, 16, kMaxBytes);
+  if (v % 16 != 0) throw std::invalid_argument(flag + " " + text + ": must be a multiple of 16");
+  return v;
+}
+
 // Bad arguments throw std::invalid_argument (bench_args.hpp's parsers and the checks here);
 // main refuses them.
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf(
-          "usage: bench_cluster_broadcast [--clusters 1,2,4,8,16] [--bytes 100352] [--piece 16384] [--rounds 2000]\n"
-          "                               [--fresh 0,1] [--methods ldcg,ldcg_rotated,ldcg_own,bulk,bulk_rotated,\n"
-          "                               bulk_own,multicast]\n"
-          "Times how long every block of a C-block cluster takes to bring the same --bytes from global memory\n"
-          "into its shared memory (ns a round and GB/s a block), for each method; --fresh 1 rewrites the\n"
-          "source before each round, as a kernel staging its next batch does. --bytes and --piece: multiples\n"
-          "of 16.\n");
-      std::exit(0);
-    }
-    if (i + 1 >= argc) throw std::invalid_argument(flag + ": missing its value (see --help)");
-    const std::string value = argv[++i];
+  nnpar_bench::for_each_flag(argc, argv, kUsage, [&](const std::string& flag, const std::string& value) {
     if (flag == "--clusters") {
       o.clusters = ints_in_range(flag, value, 1, kMaxCluster);
     } else if (flag == "--bytes") {
-      o.bytes = int_in_range(flag, value, 16, kMaxBytes);
-      if (o.bytes % 16 != 0) throw std::invalid_argument("--bytes " + value + ": must be a multiple of 16");
+      o.bytes = multiple_of_16(flag, value);
     } else if (flag == "--piece") {
-      o.piece = int_in_range(flag, value, 16, kMaxBytes);
-      if (o.piece % 16 != 0) throw std::invalid_argument("--piece " + value + ": must be a multiple of 16");
+      o.piece = multiple_of_16(flag, value);
     } else if (flag == "--rounds") {
       o.rounds = int_in_range(flag, value, 1, 1000000);
     } else if (flag == "--fresh") {
@@ -222,16 +219,11 @@ Options parse(int argc, char** argv) {
     } else {
       throw std::invalid_argument("unknown option " + flag + " (see --help)");
     }
-  }
+  });
   return o;
 }
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "bench_cluster_broadcast: %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
+void check(cudaError_t e, const char* what) { nnpar_bench::cuda_check(kTool, e, what); }
 
 }  // namespace
 
@@ -240,19 +232,9 @@ int main(int argc, char** argv) {
   try {
     o = parse(argc, argv);
   } catch (const std::invalid_argument& e) {
-    refuse(e.what());
+    nnpar_bench::refuse(kTool, e.what());
   }
-  int device_count = 0;
-  if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
-    std::fprintf(stderr, "bench_cluster_broadcast: no CUDA device\n");
-    return 1;
-  }
-  cudaDeviceProp props{};
-  check(cudaGetDeviceProperties(&props, 0), "cudaGetDeviceProperties");
-  if (const std::string problem = nnpar::cuda::cluster_device_problem(props); !problem.empty()) {
-    std::fprintf(stderr, "bench_cluster_broadcast: %s\n", problem.c_str());
-    return 1;
-  }
+  const cudaDeviceProp props = nnpar_bench::cluster_device_or_exit(kTool);
   std::printf("# %s, %d SMs; %d bytes into every block, pieces of %d (bulk, multicast), %d threads, %d rounds\n",
               props.name, props.multiProcessorCount, o.bytes, o.piece, kThreads, o.rounds);
   std::printf("%-13s %8s %6s %12s %14s %12s %8s\n", "method", "cluster", "fresh", "ns/round", "slowest block",

@@ -44,6 +44,7 @@
 #include "../kernels/cuda/cluster_launch.cuh"
 #include "../kernels/cuda/phase_clock.cuh"
 #include "bench_args.hpp"
+#include "bench_cuda.hpp"
 
 namespace {
 
@@ -203,28 +204,19 @@ struct Options {
   int floats = 16, threads = 512, rounds = 20000;
 };
 
-[[noreturn]] void refuse(const std::string& why) {
-  std::fprintf(stderr, "bench_cluster_exchange: %s\n", why.c_str());
-  std::exit(2);
-}
+constexpr const char* kTool = "bench_cluster_exchange";
+constexpr const char* kUsage =
+    "usage: bench_cluster_exchange [--clusters 2,4,8,16] [--floats 16] [--threads 512] [--rounds 20000]\n"
+    "                              [--methods barrier,sync,split,arrive,st_async,global,global_ll]\n"
+    "Times a chain of all-to-all exchanges among C blocks (each block sends --floats floats to every\n"
+    "block) and prints ns per exchange for each method and C: inside one thread-block cluster, or\n"
+    "through global memory (global, global_ll).\n";
 
 // Bad arguments throw std::invalid_argument (bench_args.hpp's parsers and the checks here);
 // main refuses them.
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf(
-          "usage: bench_cluster_exchange [--clusters 2,4,8,16] [--floats 16] [--threads 512] [--rounds 20000]\n"
-          "                              [--methods barrier,sync,split,arrive,st_async,global,global_ll]\n"
-          "Times a chain of all-to-all exchanges among C blocks (each block sends --floats floats to every\n"
-          "block) and prints ns per exchange for each method and C: inside one thread-block cluster, or\n"
-          "through global memory (global, global_ll).\n");
-      std::exit(0);
-    }
-    if (i + 1 >= argc) throw std::invalid_argument(flag + ": missing its value (see --help)");
-    const std::string value = argv[++i];
+  nnpar_bench::for_each_flag(argc, argv, kUsage, [&](const std::string& flag, const std::string& value) {
     if (flag == "--clusters") {
       o.clusters = ints_in_range(flag, value, 1, kMaxCluster);
     } else if (flag == "--floats") {
@@ -245,16 +237,11 @@ Options parse(int argc, char** argv) {
     } else {
       throw std::invalid_argument("unknown option " + flag + " (see --help)");
     }
-  }
+  });
   return o;
 }
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "bench_cluster_exchange: %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
+void check(cudaError_t e, const char* what) { nnpar_bench::cuda_check(kTool, e, what); }
 
 using Kernel = void (*)(int, int, unsigned long long*, float*);
 Kernel kernel_for(const std::string& m) {
@@ -272,19 +259,9 @@ int main(int argc, char** argv) {
   try {
     o = parse(argc, argv);
   } catch (const std::invalid_argument& e) {
-    refuse(e.what());
+    nnpar_bench::refuse(kTool, e.what());
   }
-  int device_count = 0;
-  if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
-    std::fprintf(stderr, "bench_cluster_exchange: no CUDA device\n");
-    return 1;
-  }
-  cudaDeviceProp props{};
-  check(cudaGetDeviceProperties(&props, 0), "cudaGetDeviceProperties");
-  if (const std::string problem = nnpar::cuda::cluster_device_problem(props); !problem.empty()) {
-    std::fprintf(stderr, "bench_cluster_exchange: %s\n", problem.c_str());
-    return 1;
-  }
+  const cudaDeviceProp props = nnpar_bench::cluster_device_or_exit(kTool);
   std::printf("# %s, %d SMs; %d threads a block, %d floats from each block to each block, %d rounds\n", props.name,
               props.multiProcessorCount, o.threads, o.floats, o.rounds);
   std::printf("%-9s %8s %14s %14s %8s\n", "method", "cluster", "ns/exchange", "slowest block", "check");
