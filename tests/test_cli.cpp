@@ -45,6 +45,28 @@ Result run_program(const fs::path& program, const std::string& args) {
 
 Result run(const std::string& args) { return run_program(kNnpar, args); }
 
+// Each (arguments, words) case: `tool arguments` exits 2 and its message contains the words.
+void expect_refused_by_name(const fs::path& tool, const std::vector<std::pair<std::string, std::string>>& cases) {
+  for (const auto& [args, named] : cases) {
+    const Result bad = run_program(tool, args);
+    EXPECT_EQ(bad.status, 2) << args << ": " << bad.output;
+    EXPECT_THAT(bad.output, HasSubstr(named)) << args;
+  }
+}
+
+// The data rows of a bench tool's table: every line but comments ('#') and the header ("method").
+std::vector<std::string> table_rows(const std::string& output) {
+  std::vector<std::string> rows;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string first;
+    fields >> first;
+    if (!first.empty() && first[0] != '#' && first != "method") rows.push_back(line);
+  }
+  return rows;
+}
+
 class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -242,8 +264,7 @@ TEST_F(Cli, CompareRepeatRotatesTheOrderAndKeepsEachStrategysMedianRun) {
 TEST(BenchCpuClock, PrintsARowPerThreadCountAndRefusesBadArgumentsByName) {
   const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cpu_clock";
   if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built";
-  auto run_tool = [&](const std::string& args) { return run_program(tool, args); };
-  const Result ok = run_tool("--threads 2 --ms 20 --reps 1 --kinds add");
+  const Result ok = run_program(tool, "--threads 2 --ms 20 --reps 1 --kinds add");
   ASSERT_EQ(ok.status, 0) << ok.output;
   std::map<int, double> gain;  // threads -> T x (rate at T / rate alone)
   std::istringstream lines(ok.output);
@@ -266,43 +287,36 @@ TEST(BenchCpuClock, PrintsARowPerThreadCountAndRefusesBadArgumentsByName) {
   EXPECT_GT(gain[2], 0.2);
   EXPECT_LT(gain[2], 2.5);
 
-  for (const auto& [args, named] : std::vector<std::pair<std::string, std::string>>{
-           {"--kinds foo", "--kinds"}, {"--threads 0", "--threads"}, {"--threads 2,x", "--threads"},
-           {"--load 1", "--load and --seconds"}, {"--ms", "--ms needs a value"}, {"--frobnicate", "unknown argument"}}) {
-    const Result bad = run_tool(args);
-    EXPECT_EQ(bad.status, 2) << args << ": " << bad.output;
-    EXPECT_THAT(bad.output, HasSubstr(named)) << args;
-  }
+  expect_refused_by_name(tool, {{"--kinds foo", "--kinds"},
+                                {"--threads 0", "--threads"},
+                                {"--threads 2,x", "--threads"},
+                                {"--load 1", "--load and --seconds"},
+                                {"--ms", "--ms needs a value"},
+                                {"--frobnicate", "unknown argument"}});
 }
 
 TEST(BenchClusterExchange, RefusesBadArgumentsByNameAndDeliversEveryValueOnAGpu) {
   const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cluster_exchange";
   if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built (no CUDA compiler)";
-  auto run_tool = [&](const std::string& args) { return run_program(tool, args); };
-  for (const auto& [args, named] : std::vector<std::pair<std::string, std::string>>{
-           {"--clusters 2,x", "--clusters x"}, {"--clusters 17", "--clusters 17"}, {"--floats 0", "--floats 0"},
-           {"--methods sync,foo", "unknown method 'foo'"}, {"--rounds", "--rounds: missing its value"},
-           {"--frobnicate 1", "unknown option --frobnicate"}}) {
-    const Result bad = run_tool(args);
-    EXPECT_EQ(bad.status, 2) << args << ": " << bad.output;
-    EXPECT_THAT(bad.output, HasSubstr(named)) << args;
-  }
+  expect_refused_by_name(tool, {{"--clusters 2,x", "--clusters x"},
+                                {"--clusters 17", "--clusters 17"},
+                                {"--floats 0", "--floats 0"},
+                                {"--methods sync,foo", "unknown method 'foo'"},
+                                {"--rounds", "--rounds: missing its value"},
+                                {"--frobnicate 1", "unknown option --frobnicate"}});
 
-  const Result ok = run_tool("--clusters 2,16 --rounds 2000");
+  const Result ok = run_program(tool, "--clusters 2,16 --rounds 2000");
   if (ok.status == 1 && ok.output.find("no CUDA device") != std::string::npos)
     GTEST_SKIP() << "no CUDA device: the argument checks ran, the exchanges did not";
   ASSERT_EQ(ok.status, 0) << ok.output;
   // One row per method and cluster size; every value that went around must have arrived intact.
   std::map<std::string, int> rows;
-  std::istringstream lines(ok.output);
-  for (std::string line; std::getline(lines, line);) {
+  for (const std::string& line : table_rows(ok.output)) {
     std::istringstream fields(line);
     std::string method, check;
     int cluster = 0;
     double ns = 0, slowest = 0;
-    fields >> method >> cluster;
-    if (fields.fail() || method.empty() || method[0] == '#' || method == "method") continue;
-    fields >> ns >> slowest >> check;
+    fields >> method >> cluster >> ns >> slowest >> check;
     if (fields.fail() && cluster == 16 && line.find("cannot run") != std::string::npos) continue;
     ASSERT_FALSE(fields.fail()) << line;
     EXPECT_EQ(check, "ok") << line;
@@ -317,15 +331,13 @@ TEST(BenchClusterExchange, RefusesBadArgumentsByNameAndDeliversEveryValueOnAGpu)
 TEST(BenchClusterBroadcast, RefusesBadArgumentsByNameAndDeliversEveryByteOnAGpu) {
   const fs::path tool = fs::path(NNPAR_BIN_DIR) / "bench_cluster_broadcast";
   if (!fs::exists(tool)) GTEST_SKIP() << tool << " not built (no CUDA compiler)";
-  for (const auto& [args, named] : std::vector<std::pair<std::string, std::string>>{
-           {"--bytes 100", "--bytes 100: must be a multiple of 16"}, {"--piece 0", "--piece 0"},
-           {"--clusters 0", "--clusters 0"}, {"--fresh 2", "--fresh 2"},
-           {"--methods ldcg,foo", "unknown method 'foo'"}, {"--rounds", "--rounds: missing its value"},
-           {"--frobnicate 1", "unknown option --frobnicate"}}) {
-    const Result bad = run_program(tool, args);
-    EXPECT_EQ(bad.status, 2) << args << ": " << bad.output;
-    EXPECT_THAT(bad.output, HasSubstr(named)) << args;
-  }
+  expect_refused_by_name(tool, {{"--bytes 100", "--bytes 100: must be a multiple of 16"},
+                                {"--piece 0", "--piece 0"},
+                                {"--clusters 0", "--clusters 0"},
+                                {"--fresh 2", "--fresh 2"},
+                                {"--methods ldcg,foo", "unknown method 'foo'"},
+                                {"--rounds", "--rounds: missing its value"},
+                                {"--frobnicate 1", "unknown option --frobnicate"}});
 
   // Pieces that do not divide the bytes, so the last piece is short and multicast's pieces go
   // unevenly to the blocks.
@@ -335,15 +347,12 @@ TEST(BenchClusterBroadcast, RefusesBadArgumentsByNameAndDeliversEveryByteOnAGpu)
   ASSERT_EQ(ok.status, 0) << ok.output;
   // One row per method, freshness and cluster size; every block's checksum must match the source.
   std::map<std::string, int> rows;
-  std::istringstream lines(ok.output);
-  for (std::string line; std::getline(lines, line);) {
+  for (const std::string& line : table_rows(ok.output)) {
     std::istringstream fields(line);
     std::string method, check;
     int cluster = 0, fresh = 0;
     double ns = 0, slowest = 0, rate = 0;
-    fields >> method >> cluster >> fresh;
-    if (fields.fail() || method.empty() || method[0] == '#' || method == "method") continue;
-    fields >> ns >> slowest >> rate >> check;
+    fields >> method >> cluster >> fresh >> ns >> slowest >> rate >> check;
     if (fields.fail() && cluster == 16 && line.find("cannot run") != std::string::npos) continue;
     ASSERT_FALSE(fields.fail()) << line;
     EXPECT_EQ(check, "ok") << line;
