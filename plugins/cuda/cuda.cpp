@@ -716,8 +716,8 @@ StrategyInfo cuda_info() {
   info.options = {
       {"precision", OptionType::string, std::string("fp32"),
        "arithmetic of the tiled products: fp32 (exact parity class); tf32 / bf16 (tensor cores, operands rounded to "
-       "TF32 or BF16, fp32 sums and fp32 values in memory; approximate class; not with the persistent variant, "
-       "bf16 only with the resident one; batches <= gemv_rows, weight gradients of batches <= 8 and the fused logits kernel stay fp32; "
+       "TF32 or BF16, fp32 sums and fp32 values in memory; approximate class; not with the persistent variant; "
+       "of the two, only bf16 with the resident one; batches <= gemv_rows, weight gradients of batches <= 8 and the fused logits kernel stay fp32; "
        "the bf16 resident kernel runs every product on tensor cores and keeps the pixels and activations it exchanges in BF16; "
        "at batches <= 4 fp32 is faster: batch 1 on an H100 trains at 90k samples/s in fp32, 49k in bf16)",
        -1e300, 1e300, {"fp32", "tf32", "bf16"}},
